@@ -1,0 +1,84 @@
+"""Small shared helpers: atomic file writes, package versions, seeding."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_PACKAGES = ("torch", "numpy", "gymnasium", "stable-baselines3", "minigrid", "h5py")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages whose behaviour the outputs depend on."""
+    versions = {"python": platform.python_version(), "algorithm-distillation": _own_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _own_version() -> str:
+    from ad import __version__
+
+    return __version__
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    if sys.platform.startswith("win"):
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_versions(folder: Path) -> None:
+    """Write ``versions.json`` (package versions) into an output folder."""
+    atomic_write_json(Path(folder) / "versions.json", package_versions())
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch global generators."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

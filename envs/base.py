@@ -1,0 +1,221 @@
+"""What every task family provides, the train / held-out split, and the family registry.
+
+A *task* is the hidden part of an environment (Dark Room's goal cell, a bandit's arm means). It is
+a JSON-serialisable mapping, a constructor argument of the env, and never changes on ``reset()``.
+A *family* enumerates or samples its tasks, splits them deterministically into train and held-out
+sets, builds an env for one task, and knows each task's optimal and uniformly-random return.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from ad.errors import UserError
+
+Task = dict[str, Any]
+
+
+class TaskError(UserError):
+    """A malformed task or family argument; the message names the problem and the fix."""
+
+
+def task_key(task: Task) -> str:
+    """Canonical JSON of a task, used for membership checks across processes."""
+    return json.dumps(task, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class TaskSplit:
+    """A deterministic train / held-out split of a family's tasks.
+
+    Stored with every artifact (history metadata, manifest, checkpoint), so that training can refuse
+    held-out tasks and evaluation can find them again.
+    """
+
+    family: str
+    family_kwargs: dict
+    seed: int
+    train: tuple[Task, ...]
+    heldout: tuple[Task, ...]
+
+    def tasks(self, split: str) -> tuple[Task, ...]:
+        if split not in ("train", "heldout"):
+            raise UserError(f"unknown split {split!r}; use 'train' or 'heldout'")
+        return self.train if split == "train" else self.heldout
+
+    def split_of(self, task: Task) -> str | None:
+        """'train', 'heldout' or None for a task in neither set."""
+        key = task_key(task)
+        if key in {task_key(t) for t in self.heldout}:
+            return "heldout"
+        if key in {task_key(t) for t in self.train}:
+            return "train"
+        return None
+
+    def to_json(self) -> dict:
+        return {
+            "family": self.family,
+            "family_kwargs": self.family_kwargs,
+            "seed": self.seed,
+            "train": list(self.train),
+            "heldout": list(self.heldout),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> TaskSplit:
+        return cls(
+            family=data["family"],
+            family_kwargs=dict(data["family_kwargs"]),
+            seed=int(data["seed"]),
+            train=tuple(data["train"]),
+            heldout=tuple(data["heldout"]),
+        )
+
+
+class TaskFamily(ABC):
+    """A distribution of tasks of one environment.
+
+    Subclasses set ``name`` (the registry name), ``env_id`` (the Gymnasium id) and implement the
+    abstract methods. Constructor keyword arguments are the family's parameters (grid size, number
+    of arms, ...) and must be JSON-serialisable: ``kwargs`` returns them for storage.
+    """
+
+    name: ClassVar[str]
+    env_id: ClassVar[str]
+    default_num_heldout: ClassVar[int] = 16
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = dict(kwargs)
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def all_tasks(self) -> list[Task] | None:
+        """Every task, in a fixed order, for enumerable families; None for sampled ones."""
+        return None
+
+    def sample_tasks(self, rng: np.random.Generator, num: int, split: str) -> list[Task]:
+        """Sample ``num`` tasks of ``split`` (only for families whose ``all_tasks`` is None)."""
+        raise NotImplementedError(f"{self.name} enumerates its tasks; use all_tasks()")
+
+    @abstractmethod
+    def validate_task(self, task: Any) -> Task:
+        """Return the task in canonical form or raise TaskError naming the problem."""
+
+    # -- envs and reference returns -------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def episode_length(self) -> int:
+        """Maximum steps of one episode (episodes are truncated there)."""
+
+    @abstractmethod
+    def make_env(self, task: Task) -> gym.Env:
+        """A fresh env for ``task``; the task never changes on reset()."""
+
+    @abstractmethod
+    def optimal_return(self, task: Task) -> float:
+        """Expected return of an optimal policy that knows the task."""
+
+    @abstractmethod
+    def random_return(self, task: Task) -> float:
+        """Expected return of the uniformly random policy (computed, not hard-coded)."""
+
+    # -- split ---------------------------------------------------------------------------------
+
+    def split(
+        self, seed: int, num_train: int | None = None, num_heldout: int | None = None
+    ) -> TaskSplit:
+        """Deterministic, disjoint train / held-out split from ``seed``.
+
+        Enumerable families permute all tasks with ``seed`` and take the first ``num_heldout`` as
+        held-out and the next ``num_train`` (default: all the rest) as train. Sampled families draw
+        each split from its own seeded stream.
+        """
+        num_heldout = self.default_num_heldout if num_heldout is None else num_heldout
+        if num_heldout < 1:
+            raise TaskError("num_heldout_tasks must be >= 1; evaluation needs held-out tasks")
+        tasks = self.all_tasks()
+        if tasks is not None:
+            if num_heldout >= len(tasks):
+                raise TaskError(
+                    f"{self.name} has {len(tasks)} tasks; num_heldout_tasks={num_heldout} leaves "
+                    "none for training; lower it"
+                )
+            order = np.random.default_rng(seed).permutation(len(tasks))
+            heldout = [tasks[i] for i in order[:num_heldout]]
+            rest = [tasks[i] for i in order[num_heldout:]]
+            if num_train is None:
+                num_train = len(rest)
+            if not 1 <= num_train <= len(rest):
+                raise TaskError(
+                    f"num_train_tasks={num_train} but {self.name} has {len(rest)} tasks left after "
+                    f"{num_heldout} held out; choose 1..{len(rest)}"
+                )
+            train = rest[:num_train]
+        else:
+            num_train = 100 if num_train is None else num_train
+            if num_train < 1:
+                raise TaskError("num_train_tasks must be >= 1")
+            seq = np.random.SeedSequence(seed)
+            train_rng, heldout_rng = (np.random.default_rng(s) for s in seq.spawn(2))
+            train = self.sample_tasks(train_rng, num_train, "train")
+            heldout = self.sample_tasks(heldout_rng, num_heldout, "heldout")
+        return TaskSplit(
+            family=getattr(self, "registry_name", self.name),
+            family_kwargs=self.kwargs,
+            seed=seed,
+            train=tuple(train),
+            heldout=tuple(heldout),
+        )
+
+
+# --------------------------------------------------------------------------- registry
+
+_REGISTRY: dict[str, type[TaskFamily]] = {}
+
+
+def register_family(cls: type[TaskFamily]) -> type[TaskFamily]:
+    """Class decorator: make a family available by its ``name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def family_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make_family(name: str, **kwargs: Any) -> TaskFamily:
+    """A family by registered name or by ``module:ClassOrFactory``, constructed with ``kwargs``."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise UserError(
+                f"cannot import family module {module_name!r} ({e}); check env.family"
+            ) from None
+        factory = getattr(module, attr, None)
+        if factory is None:
+            raise UserError(f"module {module_name!r} has no {attr!r}; check env.family")
+    else:
+        factory = _REGISTRY.get(name)
+        if factory is None:
+            raise UserError(
+                f"unknown task family {name!r}; choose one of {', '.join(family_names())} "
+                "or give 'module:ClassOrFactory'"
+            )
+    try:
+        family = factory(**kwargs)
+    except TypeError as e:
+        raise UserError(f"bad env.family_kwargs for {name}: {e}") from None
+    if not isinstance(family, TaskFamily):
+        raise UserError(f"{name} did not return a TaskFamily; subclass envs.base.TaskFamily")
+    family.registry_name = name  # how to make it again, stored in every artifact's split
+    return family
