@@ -197,13 +197,15 @@ def make_family(name: str, **kwargs: Any) -> TaskFamily:
         module_name, _, attr = name.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as e:
+        except (ImportError, ValueError) as e:  # ValueError: empty module name (":Factory")
             raise UserError(
                 f"cannot import family module {module_name!r} ({e}); check env.family"
             ) from None
-        factory = getattr(module, attr, None)
-        if factory is None:
-            raise UserError(f"module {module_name!r} has no {attr!r}; check env.family")
+        factory = getattr(module, attr, None) if attr else None
+        if not callable(factory):
+            raise UserError(
+                f"module {module_name!r} has no family class or factory {attr!r}; check env.family"
+            )
     else:
         factory = _REGISTRY.get(name)
         if factory is None:

@@ -53,6 +53,12 @@ class DarkRoomEnv(gym.Env):
         self.episode_length = int(episode_length)
         self.hard = bool(hard)
         self.goal = np.asarray(goal, dtype=np.int64)
+        if self.goal.shape != (2,) or not ((self.goal >= 0) & (self.goal < self.size)).all():
+            # Without this check gym.make(..., goal=outside) builds an env that never rewards.
+            raise TaskError(
+                f"DarkRoom goal {list(goal)} is outside the {self.size}x{self.size} grid; "
+                f"use coordinates in 0..{self.size - 1}"
+            )
         self.start = np.array([self.size // 2, self.size // 2], dtype=np.int64)
         self.observation_space = spaces.MultiDiscrete([self.size, self.size])
         self.action_space = spaces.Discrete(len(MOVES))
@@ -114,7 +120,7 @@ class DarkRoom(TaskFamily):
         if (
             not isinstance(goal, (list, tuple))
             or len(goal) != 2
-            or not all(isinstance(v, (int, np.integer)) for v in goal)
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in goal)
         ):
             raise TaskError(
                 f"{self.name} task must be {{'goal': [x, y]}} with integers, got {task!r}"

@@ -1,0 +1,207 @@
+"""Dark Key-to-Door (Laskin et al. 2022, section 4.1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.base import Task, TaskError, TaskFamily, register_family
+from envs.darkroom import MOVES
+
+
+def parse_cell(family: str, task: Any, field: str, size: int) -> list[int]:
+    """The ``[x, y]`` cell ``task[field]`` of a ``size`` x ``size`` grid, or a one-line TaskError.
+
+    Args:
+        family: family name for the message.
+        task: the task mapping.
+        field: the key of the cell in the task ("goal", "key", "door").
+        size: grid side; valid coordinates are 0..size-1.
+
+    Returns:
+        The cell as two Python ints.
+    """
+    cell = task.get(field) if isinstance(task, dict) else None
+    if (
+        not isinstance(cell, (list, tuple))
+        or len(cell) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in cell)
+    ):
+        raise TaskError(
+            f"{family} task needs {field!r}: [x, y] with two integers, got {task!r}; "
+            f"e.g. {{'{field}': [0, 0], ...}}"
+        )
+    if not all(0 <= int(v) < size for v in cell):
+        raise TaskError(
+            f"{family} {field} {list(cell)} is outside the {size}x{size} grid; "
+            f"use coordinates in 0..{size - 1}"
+        )
+    return [int(cell[0]), int(cell[1])]
+
+
+class DarkKeyToDoorEnv(gym.Env):
+    """A dark grid room with an invisible key and an invisible door.
+
+    ## Description
+    Each episode starts on a uniformly random cell of a ``size`` x ``size`` grid (drawn from
+    ``self.np_random``, so seeded resets are reproducible). The agent must first step onto the key
+    cell, then onto the door cell; it sees neither. The key and door cells are the task: fixed at
+    construction, never changed on ``reset()``. ``key == door`` is allowed (the paper counts all
+    81**2 = 6561 pairs): the agent then collects the key on arrival and opens the door with one more
+    step that ends on the same cell (e.g. a no-op).
+
+    ## Action Space
+    ``Discrete(5)``: 0 no-op, 1 up (y - 1), 2 down (y + 1), 3 left (x - 1), 4 right (x + 1), as in
+    Dark Room. Moves into a wall leave the agent in place.
+
+    ## Observation Space
+    ``MultiDiscrete([size, size])``: the agent's (x, y) only (not whether it holds the key).
+
+    ## Rewards
+    Events happen at the end of a step, on the cell the agent is on then (the start cell itself
+    counts only once a step ends there, as in Dark Room). 1 on the first step that ends on the
+    key; 1 on the first step that ends on the door while already holding the key from an earlier
+    step. The door without the key gives nothing. Returns are 0, 1 or 2.
+
+    ## Termination
+    Terminates on opening the door; otherwise truncated after ``episode_length`` steps (50).
+
+    ## Registered Configurations
+    ``DarkKeyToDoor-v0`` (9x9, key (0, 0), door (8, 8); use the family for other tasks).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        key: tuple[int, int] | list[int] = (0, 0),
+        door: tuple[int, int] | list[int] = (8, 8),
+        size: int = 9,
+        episode_length: int = 50,
+    ) -> None:
+        self.size = int(size)
+        self.episode_length = int(episode_length)
+        task = {"key": list(key), "door": list(door)}
+        self.key = np.asarray(parse_cell("DarkKeyToDoor", task, "key", self.size))
+        self.door = np.asarray(parse_cell("DarkKeyToDoor", task, "door", self.size))
+        self.observation_space = spaces.MultiDiscrete([self.size, self.size])
+        self.action_space = spaces.Discrete(len(MOVES))
+        self._pos = np.zeros(2, dtype=np.int64)
+        self._t = 0
+        self._has_key = False
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._pos = self.np_random.integers(0, self.size, size=2).astype(np.int64)
+        self._t = 0
+        self._has_key = False
+        return self._pos.copy(), {}
+
+    def step(self, action):
+        action = int(action)
+        if not 0 <= action < len(MOVES):
+            raise ValueError(f"action {action} outside Discrete({len(MOVES)})")
+        self._pos = np.clip(self._pos + MOVES[action], 0, self.size - 1)
+        self._t += 1
+        reward, terminated = 0.0, False
+        # The door check uses the key state from *before* this step, so key == door needs a
+        # second step on that cell (matches random_return's dynamic programme).
+        if self._has_key and (self._pos == self.door).all():
+            reward, terminated = 1.0, True
+        elif not self._has_key and (self._pos == self.key).all():
+            reward, self._has_key = 1.0, True
+        truncated = not terminated and self._t >= self.episode_length
+        return self._pos.copy(), reward, terminated, truncated, {}
+
+
+@register_family
+class DarkKeyToDoor(TaskFamily):
+    """Dark Key-to-Door: the task is the (key, door) cell pair, size**4 tasks (6561 on 9x9).
+
+    Tasks are enumerated key-major in row-major cell order; the default split holds out 100 of
+    them (the paper trains on fewer than 2000: set ``num_train_tasks`` in the config).
+    """
+
+    name = "DarkKeyToDoor"
+    env_id = "DarkKeyToDoor-v0"
+    default_num_heldout = 100
+
+    def __init__(self, size: int = 9, episode_length: int = 50) -> None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 2:
+            raise TaskError(f"{self.name} size must be an integer >= 2, got {size!r}")
+        if not isinstance(episode_length, int) or episode_length < 1:
+            raise TaskError(
+                f"{self.name} episode_length must be an integer >= 1, got {episode_length!r}"
+            )
+        super().__init__(size=size, episode_length=episode_length)
+        self.size = size
+        self._episode_length = episode_length
+
+    @property
+    def episode_length(self) -> int:
+        return self._episode_length
+
+    def _cells(self) -> list[list[int]]:
+        return [[x, y] for y in range(self.size) for x in range(self.size)]
+
+    def all_tasks(self) -> list[Task]:
+        cells = self._cells()
+        return [{"key": list(k), "door": list(d)} for k in cells for d in cells]
+
+    def validate_task(self, task: Any) -> Task:
+        if not isinstance(task, dict) or set(task) != {"key", "door"}:
+            raise TaskError(
+                f"{self.name} task must be {{'key': [x, y], 'door': [x, y]}}, got {task!r}"
+            )
+        return {
+            "key": parse_cell(self.name, task, "key", self.size),
+            "door": parse_cell(self.name, task, "door", self.size),
+        }
+
+    def make_env(self, task: Task) -> DarkKeyToDoorEnv:
+        task = self.validate_task(task)
+        return DarkKeyToDoorEnv(
+            key=task["key"], door=task["door"], size=self.size, episode_length=self.episode_length
+        )
+
+    def optimal_return(self, task: Task) -> float:
+        """Mean over the uniform start cell of the best return from that start.
+
+        From start s the key can first be collected at step max(|s - key|_1, 1) and the door then
+        opened max(|key - door|_1, 1) steps later (no obstacles: Manhattan paths are shortest).
+        """
+        task = self.validate_task(task)
+        key, door = np.asarray(task["key"]), np.asarray(task["door"])
+        starts = np.asarray(self._cells())  # (size**2, 2)
+        to_key = np.maximum(np.abs(starts - key).sum(axis=1), 1)
+        to_door = to_key + max(int(np.abs(key - door).sum()), 1)
+        returns = (to_key <= self.episode_length).astype(float) + (to_door <= self.episode_length)
+        return float(returns.mean())
+
+    def random_return(self, task: Task) -> float:
+        """Exact expectation by dynamic programming over (cell, holds key) distributions."""
+        task = self.validate_task(task)
+        n = self.size
+        key = task["key"][0] * n + task["key"][1]  # flat index x * n + y
+        door = task["door"][0] * n + task["door"][1]
+        # One-step transition matrix of the uniformly random policy on flat cells.
+        xs, ys = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        transition = np.zeros((n * n, n * n))
+        for move in MOVES:
+            nx = np.clip(xs + move[0], 0, n - 1)
+            ny = np.clip(ys + move[1], 0, n - 1)
+            np.add.at(transition, ((xs * n + ys).ravel(), (nx * n + ny).ravel()), 1 / len(MOVES))
+        no_key = np.full(n * n, 1 / (n * n))  # uniform random start
+        has_key = np.zeros(n * n)
+        expected = 0.0
+        for _ in range(self.episode_length):
+            no_key, has_key = no_key @ transition, has_key @ transition
+            expected += has_key[door]
+            has_key[door] = 0.0  # opened the door: terminated
+            expected += no_key[key]
+            has_key[key] += no_key[key]
+            no_key[key] = 0.0
+        return float(expected)

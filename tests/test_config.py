@@ -1,0 +1,87 @@
+"""Config loading: defaults, YAML, overrides, and one-line errors for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ad.config import ExperimentConfig, config_from_dict, config_to_dict, help_text, load_config
+from ad.errors import UserError
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+def test_defaults_round_trip_through_yaml(tmp_path):
+    cfg = config_from_dict({})
+    assert cfg == ExperimentConfig()
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    assert load_config(path) == cfg
+
+
+def test_overrides_parse_yaml_values():
+    cfg = config_from_dict(
+        {"train": {"lr": 1e-3}},
+        ["train.num_steps=7", "env.family_kwargs={size: 5}", "collect.seeds=[1, 2]", "eval.device=cpu"],
+    )
+    assert cfg.train.num_steps == 7
+    assert cfg.train.lr == 1e-3
+    assert cfg.env.family_kwargs == {"size": 5}
+    assert cfg.collect.seeds == [1, 2]
+
+
+def test_ints_are_accepted_as_floats():
+    assert config_from_dict({"train": {"lr": 1}}).train.lr == 1.0
+
+
+@pytest.mark.parametrize(
+    ("data", "overrides", "needle"),
+    [
+        ({"train": {"lr": "fast"}}, [], "train.lr: expected a number"),
+        ({"train": {"num_stepz": 3}}, [], "unknown config key train.num_stepz"),
+        ({"bogus": {}}, [], "unknown config key bogus"),
+        ({"train": {"mode": "bc"}}, [], "train.mode: 'bc' is not one of"),
+        ({"eval": {"num_episodes": 0}}, [], "zero episodes"),
+        ({"model": {"embed_dim": 30, "num_heads": 4}}, [], "embed_dim must divide"),
+        ({}, ["train.lr"], "not of the form section.key=value"),
+        ({"collect": {"splits": ["test"]}}, [], "collect.splits"),
+        ({"train": {"batch_size": True}}, [], "expected an integer"),
+        ({"env": {"num_train_tasks": "all"}}, [], "env.num_train_tasks"),
+    ],
+)
+def test_bad_values_give_one_line_errors(data, overrides, needle):
+    with pytest.raises(UserError) as info:
+        config_from_dict(data, overrides)
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_run_and_dataset_folders_follow_the_name():
+    cfg = config_from_dict({"name": "x"})
+    assert cfg.dataset_dir == Path("learning_histories/x")
+    assert cfg.run_dir == Path("runs/x")
+    assert config_from_dict({"name": "x", "train": {"mode": "ed"}}).run_dir == Path("runs/x-ed")
+
+
+def test_help_lists_every_section_and_field():
+    text = help_text()
+    for needle in ("[train]", "train.lr", "model.context_steps", "env.family", "eval.num_episodes"):
+        assert needle in text
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.name
