@@ -90,6 +90,8 @@ class TaskFamily(ABC):
     name: ClassVar[str]
     env_id: ClassVar[str]
     default_num_heldout: ClassVar[int] = 16
+    # None: every task not held out (enumerable families) or 100 sampled tasks.
+    default_num_train: ClassVar[int | None] = None
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = dict(kwargs)
@@ -139,6 +141,7 @@ class TaskFamily(ABC):
         each split from its own seeded stream.
         """
         num_heldout = self.default_num_heldout if num_heldout is None else num_heldout
+        num_train = self.default_num_train if num_train is None else num_train
         if num_heldout < 1:
             raise TaskError("num_heldout_tasks must be >= 1; evaluation needs held-out tasks")
         tasks = self.all_tasks()
