@@ -1,0 +1,125 @@
+"""Observation encoders: one token embedding per observation, chosen from the observation space."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ad.errors import UserError
+
+
+class DiscreteEncoder(nn.Module):
+    """Discrete(n) -> one embedding; MultiDiscrete(nvec) -> one embedding per component, summed.
+
+    Summing per-component embeddings (x and y for Dark Room) is what makes in-context learning work
+    there; one embedding per cell id did not. The per-component tables live in one nn.Embedding with
+    row offsets, which is the same function as separate tables but a single lookup kernel.
+    """
+
+    def __init__(self, nvec: list[int], embed_dim: int, multi: bool) -> None:
+        super().__init__()
+        self.multi = multi
+        self.embedding = nn.Embedding(sum(nvec), embed_dim)
+        offsets = torch.tensor([0] + list(nvec[:-1]), dtype=torch.long).cumsum(0)
+        self.register_buffer("offsets", offsets, persistent=False)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        # obs: (N,) for Discrete, (N, *nvec_shape) for MultiDiscrete
+        if not self.multi:
+            return self.embedding(obs.long())  # (N, d)
+        obs = obs.reshape(obs.shape[0], -1).long()  # (N, k)
+        return self.embedding(obs + self.offsets).sum(1)  # (N, k, d) -> (N, d)
+
+
+class VectorEncoder(nn.Module):
+    """1-D Box -> a two-layer MLP on the observation scaled to [-1, 1] where the bounds are finite."""
+
+    def __init__(self, size: int, low: float, high: float, embed_dim: int) -> None:
+        super().__init__()
+        finite = math.isfinite(low) and math.isfinite(high) and high > low
+        self.center = (high + low) / 2 if finite else 0.0
+        self.scale = 2 / (high - low) if finite else 1.0
+        self.net = nn.Sequential(
+            nn.Linear(size, embed_dim), nn.GELU(), nn.Linear(embed_dim, embed_dim)
+        )
+
+    def forward(self, obs: Tensor) -> Tensor:
+        x = (obs.to(self.net[0].weight.dtype) - self.center) * self.scale  # (N, size)
+        return self.net(x)  # (N, d)
+
+
+class ImageEncoder(nn.Module):
+    """Box (H, W, C) -> a small CNN.
+
+    Integer images (MiniGrid's (7, 7, 3) uint8 view) hold categorical codes per channel (object,
+    colour, state), not intensities: code 5 "key" is not between 4 "door" and 6 "ball". So each
+    channel's code gets its own learned embedding (summed over channels, as for MultiDiscrete) before
+    the convolutions; for 8-bit pixels the same table is a learned per-intensity map, which is also
+    fine. Float images are scaled to [0, 1] and mixed by a 1x1 convolution instead.
+    """
+
+    def __init__(self, shape: list[int], low: float, high: float, dtype: str, embed_dim: int):
+        super().__init__()
+        h, w, c = shape
+        stem_dim = 16
+        self.integer = dtype.startswith(("uint", "int")) and low >= 0 and high <= 255
+        if self.integer:
+            num_codes = int(high) + 1
+            self.codes = nn.Embedding(c * num_codes, stem_dim)
+            offsets = torch.arange(c, dtype=torch.long) * num_codes
+            self.register_buffer("offsets", offsets, persistent=False)
+        else:
+            finite = math.isfinite(low) and math.isfinite(high) and high > low
+            self.low, self.range = (low, high - low) if finite else (0.0, 1.0)
+            self.codes = nn.Conv2d(c, stem_dim, kernel_size=1)
+        # Stride-2 convolutions until both sides are <= 8, so big frames stay cheap.
+        layers: list[nn.Module] = [nn.Conv2d(stem_dim, 32, 3, padding=1), nn.ReLU()]
+        while h > 8 or w > 8:
+            layers += [nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU()]
+            h, w = (h + 1) // 2, (w + 1) // 2
+        layers += [nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten()]
+        h, w = (h + 1) // 2, (w + 1) // 2
+        self.cnn = nn.Sequential(*layers)
+        self.proj = nn.Linear(32 * h * w, embed_dim)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        # obs: (N, H, W, C)
+        if self.integer:
+            x = self.codes(obs.long() + self.offsets).sum(3)  # (N, H, W, C, s) -> (N, H, W, s)
+            x = x.permute(0, 3, 1, 2)  # (N, s, H, W)
+        else:
+            x = (obs.to(self.proj.weight.dtype) - self.low) / self.range  # (N, H, W, C)
+            x = self.codes(x.permute(0, 3, 1, 2))  # (N, s, H, W)
+        return self.proj(self.cnn(x.contiguous()))  # (N, 32*h*w) -> (N, d)
+
+
+def make_observation_encoder(space: dict, embed_dim: int) -> tuple[nn.Module, tuple[int, ...]]:
+    """The encoder for an observation space (``ad.spaces.space_to_json``) and the observation shape.
+
+    Raises:
+        UserError: the space is not Discrete, MultiDiscrete, 1-D Box or (H, W, C) Box.
+    """
+    kind = space.get("type") if isinstance(space, dict) else None
+    if kind == "Discrete":
+        return DiscreteEncoder([int(space["n"])], embed_dim, multi=False), ()
+    if kind == "MultiDiscrete":
+        nvec = [int(n) for n in space["nvec"]]
+        return DiscreteEncoder(nvec, embed_dim, multi=True), (len(nvec),)
+    if kind == "Box":
+        shape = [int(s) for s in space["shape"]]
+        low, high = float(space["low"]), float(space["high"])
+        if len(shape) == 1:
+            return VectorEncoder(shape[0], low, high, embed_dim), tuple(shape)
+        if len(shape) == 3:
+            dtype = str(space.get("dtype", "float32"))
+            return ImageEncoder(shape, low, high, dtype, embed_dim), tuple(shape)
+        raise UserError(
+            f"unsupported Box observation shape {shape}; use a 1-D vector or an (H, W, C) image "
+            "(wrap the env, e.g. with gymnasium.wrappers.FlattenObservation)"
+        )
+    raise UserError(
+        f"unsupported observation space {space!r}; the model takes Discrete, MultiDiscrete or Box"
+    )
