@@ -1,0 +1,591 @@
+"""In-context evaluation: roll the frozen model out on held-out tasks and score its returns.
+
+Every (task, seed) pair is one row of a batch. One evaluation step is one incremental forward pass
+(``model.step`` with the KV cache) for the whole batch; the envs are stepped in a plain loop. The
+model's own transitions fill its context, which the cache's sliding window keeps as a queue of the
+last c transitions (Laskin et al. 2022, section 3: no gradient steps at test time).
+
+Token alignment equals training: at step t the model sees obs_t with action_{t-1}, reward_{t-1} and
+done_{t-1}; the very first token has prev_action = num_actions ("none"), reward 0 and done True.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ad.config import ExperimentConfig, config_from_dict, config_to_dict, parse_override
+from ad.errors import UserError
+from ad.spaces import space_to_json
+from ad.utils import atomic_write_bytes, atomic_write_json, package_versions
+from envs.base import Task, TaskFamily, TaskSplit, make_family, task_key
+
+THRESHOLDS = (0.5, 0.8)  # normalised scores whose first episode summary.json reports
+NUM_BOOTSTRAP = 1000
+
+
+def eval_env_seed(seed: int, task_index: int, seed_index: int) -> int:
+    """The reset seed of the env of (task, evaluation seed): independent streams from ``seed``."""
+    return int(np.random.SeedSequence([seed, task_index, seed_index]).generate_state(1)[0])
+
+
+def _check_compatible(model: torch.nn.Module, env: Any) -> None:
+    obs_space = space_to_json(env.observation_space)
+    num_actions = getattr(env.action_space, "n", None)
+    if obs_space != model.observation_space or num_actions != model.num_actions:
+        raise UserError(
+            f"the env family does not match the checkpoint: its env has observations {obs_space} "
+            f"and {num_actions} actions, the model {model.observation_space} and "
+            f"{model.num_actions}; evaluate with the family the model was trained on"
+        )
+
+
+def _select_actions(
+    logits: torch.Tensor, action_mode: str, temperature: float, generator: torch.Generator
+) -> np.ndarray:
+    """(B, A) logits -> (B,) actions; sampled on the CPU, so results do not depend on the device."""
+    logits = logits.float().cpu()
+    if action_mode == "argmax":
+        return logits.argmax(-1).numpy()
+    probs = torch.softmax(logits / temperature, dim=-1)  # (B, A)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1).numpy()
+
+
+@torch.no_grad()
+def rollout(
+    model: torch.nn.Module,
+    family: TaskFamily,
+    tasks: list[Task] | tuple[Task, ...],
+    num_seeds: int,
+    num_episodes: int,
+    action_mode: str = "sample",
+    temperature: float = 1.0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> np.ndarray:
+    """Run ``num_episodes`` consecutive episodes per (task, seed) with frozen weights.
+
+    Args:
+        model: an ADTransformer (unwrapped) on ``device``; its train/eval mode is restored after.
+        family: the task family of ``tasks``.
+        tasks: tasks to evaluate; one batch row per (task, seed).
+        num_seeds: evaluation seeds per task; the env of (task i, seed j) is reset with
+            ``eval_env_seed(seed, i, j)`` at its first episode only.
+        num_episodes: consecutive episodes per row; the context carries across them.
+        action_mode: "sample" from softmax(logits / temperature), or "argmax".
+        temperature: softmax temperature when sampling.
+        seed: base seed of env resets and of the torch.Generator that samples actions.
+        device: where the model runs.
+        progress: show a progress bar over episodes.
+
+    Returns:
+        Episode returns, shape (num_tasks, num_seeds, num_episodes), float64.
+    """
+    if num_episodes < 1:
+        raise UserError("zero episodes to evaluate; set eval.num_episodes >= 1")
+    if num_seeds < 1 or len(tasks) == 0 or seed < 0:
+        raise UserError("evaluation needs a task, num_seeds >= 1 and a seed >= 0; check eval.*")
+    if action_mode not in ("sample", "argmax") or temperature <= 0:
+        raise UserError("eval.action_mode must be sample or argmax and eval.temperature > 0")
+    envs = [family.make_env(task) for task in tasks for _ in range(num_seeds)]
+    _check_compatible(model, envs[0])
+    batch = len(envs)
+    discrete = model.observation_space["type"] in ("Discrete", "MultiDiscrete")
+    obs_dtype = np.int64 if discrete else np.dtype(model.observation_space["dtype"])
+    first = [
+        env.reset(seed=eval_env_seed(seed, i // num_seeds, i % num_seeds))[0]
+        for i, env in enumerate(envs)
+    ]
+    observations = np.stack(first).astype(obs_dtype)  # (B, *obs_shape)
+    prev_actions = np.full(batch, model.num_actions, dtype=np.int64)  # "no previous action"
+    prev_rewards = np.zeros(batch, dtype=np.float32)
+    prev_dones = np.ones(batch, dtype=bool)
+    returns = np.zeros((batch, num_episodes))
+    running = np.zeros(batch)  # return of each row's current episode
+    finished = np.zeros(batch, dtype=np.int64)  # completed episodes per row
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=num_episodes, desc="eval episodes", disable=not progress, leave=False)
+    try:
+        cache = model.init_cache(batch, device=device)
+        while finished.min() < num_episodes:
+            inputs = (observations, prev_actions, prev_rewards, prev_dones)
+            logits = model.step(cache, *(torch.from_numpy(x).to(device) for x in inputs))  # (B, A)
+            actions = _select_actions(logits, action_mode, temperature, generator)
+            for b, env in enumerate(envs):
+                # Rows done with their episodes keep stepping (one batch, one cache) unrecorded.
+                obs, reward, terminated, truncated, _ = env.step(int(actions[b]))
+                running[b] += reward
+                done = terminated or truncated
+                if done:
+                    if finished[b] < num_episodes:
+                        returns[b, finished[b]] = running[b]
+                    finished[b] += 1
+                    running[b] = 0.0
+                    obs, _ = env.reset()  # no seed: the env's own generator continues
+                observations[b] = obs
+                prev_rewards[b] = reward
+                prev_dones[b] = done
+            prev_actions[:] = actions
+            bar.update(min(int(finished.min()), num_episodes) - bar.n)
+    finally:
+        bar.close()
+        model.train(was_training)
+    return returns.reshape(len(tasks), num_seeds, num_episodes)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def bootstrap_ci(
+    samples: np.ndarray, seed: int, num_resamples: int = NUM_BOOTSTRAP, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded percentile-bootstrap CI of the mean over axis 0 of ``samples`` (N, E)."""
+    n = samples.shape[0]
+    rng = np.random.default_rng(seed)
+    # Resample counts rather than indices: (R, N) @ (N, E) keeps memory at R x E.
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=num_resamples)  # (R, N)
+    means = counts @ samples / n  # (R, E)
+    alpha = (1.0 - level) / 2
+    return np.quantile(means, alpha, axis=0), np.quantile(means, 1.0 - alpha, axis=0)
+
+
+def iqm(samples: np.ndarray) -> np.ndarray:
+    """Interquartile mean over axis 0: the mean of the middle 50% (Agarwal et al. 2021)."""
+    cut = samples.shape[0] // 4
+    return np.sort(samples, axis=0)[cut : samples.shape[0] - cut].mean(axis=0)
+
+
+def normalise(returns: np.ndarray, optimal: np.ndarray, random: np.ndarray) -> np.ndarray:
+    """(R - R_random) / (R_optimal - R_random), tasks along axis 0; NaN where the gap is <= 0."""
+    shape = (-1,) + (1,) * (returns.ndim - 1)
+    gap = (np.asarray(optimal, float) - np.asarray(random, float)).reshape(shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = (returns - np.asarray(random, float).reshape(shape)) / gap
+    return np.where(gap > 0, scores, np.nan)
+
+
+def first_episode_reaching(curve: np.ndarray | None, threshold: float) -> int | None:
+    """1-based episode at which ``curve`` first reaches ``threshold``; None if never."""
+    if curve is None:
+        return None
+    hits = np.flatnonzero(np.nan_to_num(curve, nan=-np.inf) >= threshold)
+    return int(hits[0]) + 1 if len(hits) else None
+
+
+def _nanmean(x: np.ndarray, axis: int | None = None) -> Any:
+    return None if np.isnan(x).all() else np.nanmean(x, axis=axis)
+
+
+def curve_stats(samples: np.ndarray, normalised: np.ndarray, seed: int) -> dict:
+    """Statistics of (N, E) episode returns and their (N, E) normalised scores.
+
+    Returns:
+        ``per_episode`` curves (E,): mean, 95% bootstrap ci_low / ci_high, iqm, normalised_mean;
+        scalars first_episode_return, last10_return, last10_normalised, and episode_to_50 /
+        episode_to_80: the first 1-based episode at which the mean normalised curve reaches
+        50% / 80% (None if never).
+    """
+    low, high = bootstrap_ci(samples, seed)
+    curve = _nanmean(normalised, axis=0)
+    stats = {
+        "per_episode": {
+            "mean": samples.mean(0),
+            "ci_low": low,
+            "ci_high": high,
+            "iqm": iqm(samples),
+            "normalised_mean": curve,
+        },
+        "first_episode_return": samples[:, 0].mean(),
+        "last10_return": samples[:, -10:].mean(),
+        "last10_normalised": _nanmean(normalised[:, -10:]),
+    }
+    for threshold in THRESHOLDS:
+        stats[f"episode_to_{round(threshold * 100)}"] = first_episode_reaching(curve, threshold)
+    return stats
+
+
+def summarise_returns(
+    returns: np.ndarray, optimal: np.ndarray, random: np.ndarray, normalise_at: list, seed: int
+) -> dict:
+    """``curve_stats`` of (T, S, E) returns over their T*S rows, plus ``normalised_at``: the mean
+    normalised score at the 1-based episodes ``normalise_at`` (clipped to E)."""
+    num_tasks, num_seeds, num_episodes = returns.shape
+    samples = returns.reshape(num_tasks * num_seeds, num_episodes)
+    normalised = normalise(returns, optimal, random).reshape(samples.shape)
+    stats = curve_stats(samples, normalised, seed)
+    curve = stats["per_episode"]["normalised_mean"]
+    at = sorted({min(max(int(k), 1), num_episodes) for k in normalise_at})
+    stats["normalised_at"] = {str(k): None if curve is None else curve[k - 1] for k in at}
+    return stats
+
+
+def to_json(value: Any) -> Any:
+    """numpy values -> plain JSON types; NaN and inf -> null (JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [to_json(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+# --------------------------------------------------------------------------- runs and tasks
+
+
+@dataclass
+class LoadedRun:
+    """A checkpoint ready to evaluate: the model, its resolved config and its task split."""
+
+    model: torch.nn.Module
+    checkpoint: dict
+    config: ExperimentConfig
+    split: TaskSplit
+    checkpoint_path: Path
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.config.train.mode.upper()} ({self.run_dir.name})"
+
+
+def same_family(name: str, kwargs: dict, split: TaskSplit) -> bool:
+    """Whether family ``name(**kwargs)`` is the split's (constructor defaults filled in)."""
+
+    def plain(value: Any) -> Any:  # JSON round trip: tuples and lists compare equal
+        return json.loads(json.dumps(value, sort_keys=True))
+
+    family = make_family(name, **kwargs)
+    return name == split.family and plain(family.kwargs) == plain(split.family_kwargs)
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> cuda when available; refuse cuda on a machine without it."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"eval.device={name} but CUDA is not available; use eval.device=cpu")
+    return name
+
+
+def load_run(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRun:
+    """A run folder (its latest checkpoint) or a checkpoint file, with its config and split.
+
+    Raises:
+        UserError: missing source or checkpoint, unreadable or unknown-schema checkpoint, an
+            override outside ``eval.*``, a config family that does not match the split.
+    """
+    from ad.checkpoint import find_checkpoint, load_model
+
+    for text in overrides:  # the rest of the config is fixed by what the model was trained on
+        path, _ = parse_override(text)
+        if len(path) < 2 or path[0] != "eval":
+            raise UserError(
+                f"override {text!r} is not an eval.* key; ad-eval only changes eval settings "
+                "(the rest comes from the checkpoint), retrain to change it"
+            )
+    checkpoint_path = find_checkpoint(source)
+    model, ckpt = load_model(checkpoint_path, device="cpu")
+    if "split" not in ckpt:
+        raise UserError(f"checkpoint {checkpoint_path} has no task split; it is damaged, retrain")
+    cfg = config_from_dict(ckpt["config"], overrides)
+    split = TaskSplit.from_json(ckpt["split"])
+    if not same_family(cfg.env.family, cfg.env.family_kwargs, split):
+        raise UserError(
+            f"env family {cfg.env.family} {cfg.env.family_kwargs} does not match the "
+            f"checkpoint's split ({split.family} {split.family_kwargs}); evaluate the family "
+            "the model was trained on"
+        )
+    model.to(resolve_device(cfg.eval.device))
+    parent = checkpoint_path.parent
+    run_dir = parent.parent if parent.name == "checkpoints" else parent
+    return LoadedRun(model, ckpt, cfg, split, checkpoint_path, run_dir)
+
+
+def select_tasks(run: LoadedRun, allow_train_tasks: bool) -> tuple[list[Task], str]:
+    """The tasks to evaluate and their split label: "heldout", or "train" only with the flag."""
+    label = run.config.eval.tasks
+    if label == "train" and not allow_train_tasks:
+        raise UserError(
+            "eval.tasks=train evaluates tasks the model was trained on; pass --allow-train-tasks "
+            "(allow_train_tasks=True) to do that on purpose"
+        )
+    max_tasks = run.config.eval.max_tasks
+    if max_tasks is not None and max_tasks < 1:
+        raise UserError("eval.max_tasks must be >= 1, or null for all tasks of the split")
+    return list(run.split.tasks(label))[:max_tasks], label
+
+
+def check_comparable(other: LoadedRun, run: LoadedRun, tasks: list[Task], label: str) -> None:
+    """A compared run must be of the same family and must not have trained on held-out tasks."""
+    if not same_family(other.split.family, other.split.family_kwargs, run.split):
+        raise UserError(
+            f"compared run {other.run_dir} is of family {other.split.family} "
+            f"{other.split.family_kwargs}, not {run.split.family} {run.split.family_kwargs}; "
+            "compare runs of the same family"
+        )
+    seen = [t for t in tasks if label == "heldout" and other.split.split_of(t) == "train"]
+    if seen:
+        raise UserError(
+            f"compared run {other.run_dir} trained on {len(seen)} of the held-out tasks (e.g. "
+            f"{seen[0]}); compare runs that share the task split"
+        )
+
+
+def task_references(family: TaskFamily, tasks: list[Task]) -> tuple[np.ndarray, np.ndarray]:
+    """(optimal, random) expected returns of each task, each (T,)."""
+    optimal = np.array([family.optimal_return(t) for t in tasks], dtype=float)
+    random = np.array([family.random_return(t) for t in tasks], dtype=float)
+    return optimal, random
+
+
+def source_summary(
+    dataset_dir: Path, family: TaskFamily, tasks: list[Task], label: str, seed: int
+) -> dict | None:
+    """The source algorithm learning the evaluated tasks from scratch, from collected histories.
+
+    Uses the runs in ``dataset_dir``'s manifest whose split is ``label`` and whose task is among
+    ``tasks``; every stream of every run is one sample, truncated to the shortest stream. Episodes
+    are counted per stream (the source also learned from its other streams, so this flatters it).
+
+    Returns:
+        ``curve_stats`` of the streams plus run/task/stream counts; None without such histories.
+    """
+    from ad.histories import HistoryReader, load_manifest
+
+    try:
+        manifest = load_manifest(dataset_dir)
+    except UserError as e:
+        print(f"note: no source-algorithm curve ({e})", file=sys.stderr)
+        return None
+    wanted = {task_key(t) for t in tasks}
+    runs = [r for r in manifest["runs"] if r["split"] == label and task_key(r["task"]) in wanted]
+    streams, normalised = [], []
+    for run in runs:
+        with HistoryReader(Path(dataset_dir) / run["file"]) as reader:
+            episodes = reader.episodes()  # per-episode summaries, without the step data
+            num_streams = reader.num_streams
+        optimal, random = task_references(family, [run["task"]])
+        for s in range(num_streams):
+            returns = episodes["episode_returns"][episodes["episode_streams"] == s]
+            streams.append(np.asarray(returns, dtype=float))
+            normalised.append(normalise(streams[-1][None], optimal, random)[0])
+    length = min((len(s) for s in streams), default=0)
+    if length == 0:
+        print(f"note: no {label} histories of these tasks in {dataset_dir}", file=sys.stderr)
+        return None
+    samples = np.stack([s[:length] for s in streams])  # (N, E)
+    stats = curve_stats(samples, np.stack([s[:length] for s in normalised]), seed)
+    counts = {
+        "num_runs": len(runs),
+        "num_streams": len(streams),
+        "num_episodes": length,
+        "num_tasks": len({task_key(r["task"]) for r in runs}),
+    }
+    return {**counts, **stats}
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _run_summary(
+    run: LoadedRun,
+    returns: np.ndarray,
+    tasks: list[Task],
+    label: str,
+    eval_cfg: Any,
+    source: dict | None,
+) -> dict:
+    """summary.json of one evaluated run (numpy values; see ``to_json``)."""
+    family = make_family(run.split.family, **run.split.family_kwargs)
+    optimal, random = task_references(family, tasks)
+    stats = summarise_returns(returns, optimal, random, eval_cfg.normalise_at, eval_cfg.seed)
+    ratio = None
+    if source is not None and stats["episode_to_80"] and source["episode_to_80"]:
+        # < 1: the model reaches 80% in fewer episodes than its source algorithm (AD's claim)
+        ratio = stats["episode_to_80"] / source["episode_to_80"]
+    settings = ("num_episodes", "num_seeds", "seed", "action_mode", "temperature")
+    return {
+        "run": str(run.run_dir),
+        "checkpoint": str(run.checkpoint_path),
+        "step": run.checkpoint.get("step"),
+        "label": run.label,
+        "split": label,
+        "family": run.split.family,
+        "family_kwargs": run.split.family_kwargs,
+        "tasks": tasks,
+        "num_tasks": len(tasks),
+        **{k: getattr(eval_cfg, k) for k in settings},
+        "optimal_return": optimal.mean(),
+        "random_return": random.mean(),
+        "optimal_returns": optimal,
+        "random_returns": random,
+        **stats,
+        "source": source,
+        "data_efficiency_ratio": ratio,
+        "config": config_to_dict(run.config),
+        "versions": package_versions(),
+    }
+
+
+def _write_outputs(folder: Path, summary: dict, returns: np.ndarray, run: LoadedRun) -> None:
+    """returns.npz, summary.json, config.yaml and versions.json, each written atomically."""
+    from ad.config import save_config
+    from ad.utils import write_versions
+
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        returns=returns,
+        tasks=np.array(json.dumps(summary["tasks"])),
+        optimal=np.asarray(summary["optimal_returns"]),
+        random=np.asarray(summary["random_returns"]),
+        split=np.array(summary["split"]),
+    )
+    atomic_write_bytes(folder / "returns.npz", buffer.getvalue())
+    atomic_write_json(folder / "summary.json", summary)
+    save_config(run.config, folder / "config.yaml")
+    write_versions(folder)
+
+
+def _plot(out_path: Path, summaries: list[dict]) -> None:
+    """The main figure: every evaluated run and the source algorithm over the same episodes."""
+    from ad.plots import plot_return_curves
+
+    main = summaries[0]
+    num_episodes = main["num_episodes"]
+    rows = [(s, s["label"], "-") for s in summaries]
+    if main["source"] is not None:
+        rows.append((main["source"], "source algorithm (from scratch)", "--"))
+    curves = []
+    for stats, label, linestyle in rows:
+        per = {k: v[:num_episodes] for k, v in stats["per_episode"].items() if v is not None}
+        curves.append(
+            {
+                "label": label,
+                "mean": per["mean"],
+                "low": per["ci_low"],
+                "high": per["ci_high"],
+                "linestyle": linestyle,
+            }
+        )
+    where = "held-out tasks" if main["split"] == "heldout" else "TRAINING tasks (not held-out)"
+    title = (
+        f"{main['family']}: in-context returns on {main['num_tasks']} {where}\n"
+        f"mean over tasks x {main['num_seeds']} seeds, bands: 95% bootstrap CI"
+    )
+    plot_return_curves(curves, out_path, title, main["optimal_return"], main["random_return"])
+
+
+def format_summary(summary: dict) -> str:
+    """Lines for the terminal: scores per run and the data-efficiency figure of merit."""
+    lines = [
+        f"{summary['num_tasks']} {summary['split']} tasks x {summary['num_seeds']} seeds x "
+        f"{summary['num_episodes']} episodes (optimal return {summary['optimal_return']:.2f}, "
+        f"random {summary['random_return']:.2f})"
+    ]
+    source = summary["source"]
+    rows = [summary, *summary.get("compare", [])]
+    for row in rows + ([{"label": "source algorithm", **source}] if source else []):
+        last = row["last10_normalised"]
+        lines.append(
+            f"  {row['label']}: return {row['first_episode_return']:.2f} in episode 1, "
+            f"{row['last10_return']:.2f} over the last 10; normalised (last 10) "
+            + ("n/a" if last is None else f"{last:.3f}")
+            + f"; 80% first at episode {row['episode_to_80'] or 'never'}"
+        )
+    ratio = summary["data_efficiency_ratio"]
+    lines.append(
+        "data efficiency (episodes to 80%: model / source algorithm; < 1 is better): "
+        + ("n/a, one of them never reaches 80%" if ratio is None else f"{ratio:.3f}")
+    )
+    return "\n".join(lines)
+
+
+def evaluate(
+    source: Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    out_dir: Path | None = None,
+    compare: list[Path] | tuple[Path, ...] = (),
+    allow_train_tasks: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a run in context (and runs to compare); write returns, summary and the figure.
+
+    Args:
+        source: a run folder (its latest checkpoint is used) or a checkpoint file.
+        overrides: ``eval.key=value`` strings; other sections are refused.
+        out_dir: output folder (default ``<run>/eval``); compared runs: ``compare-<i>-<run>/``.
+        compare: other runs (ED, other sizes) evaluated on the same tasks, seeds and episodes.
+        allow_train_tasks: permit ``eval.tasks=train``, then labelled "train" in every output.
+        progress: show progress bars.
+
+    Returns:
+        The summary written to ``out_dir/summary.json``.
+    """
+    run = load_run(source, overrides)
+    tasks, label = select_tasks(run, allow_train_tasks)
+    ecfg = run.config.eval
+    device = resolve_device(ecfg.device)
+    others = [load_run(p, overrides) for p in compare]  # all loaded before any rollout: fail fast
+    for other in others:
+        check_comparable(other, run, tasks, label)
+        other.config = dataclasses.replace(other.config, eval=ecfg)  # evaluated the same way
+        other.model.to(device)
+    family = make_family(run.split.family, **run.split.family_kwargs)
+    source_stats = source_summary(run.config.dataset_dir, family, tasks, label, ecfg.seed)
+    out_dir = Path(out_dir) if out_dir is not None else run.run_dir / "eval"
+    summaries: list[dict] = []
+    all_returns: list[np.ndarray] = []
+    for i, r in enumerate([run, *others]):
+        returns = rollout(
+            r.model,
+            family,
+            tasks,
+            ecfg.num_seeds,
+            ecfg.num_episodes,
+            ecfg.action_mode,
+            ecfg.temperature,
+            ecfg.seed,
+            device,
+            progress,
+        )
+        summary = to_json(_run_summary(r, returns, tasks, label, ecfg, source_stats))
+        if i > 0:  # the main run's outputs are written last, once they list the compared runs
+            _write_outputs(out_dir / f"compare-{i}-{r.run_dir.name}", summary, returns, r)
+        summaries.append(summary)
+        all_returns.append(returns)
+    main = summaries[0]
+    keys = (
+        "label",
+        "run",
+        "checkpoint",
+        "first_episode_return",
+        "last10_return",
+        "last10_normalised",
+        "episode_to_50",
+        "episode_to_80",
+        "normalised_at",
+        "data_efficiency_ratio",
+        "per_episode",
+    )
+    main["compare"] = [{k: s[k] for k in keys} for s in summaries[1:]]
+    _write_outputs(out_dir, main, all_returns[0], run)
+
+    _plot(out_dir / "return_curves.png", summaries)
+    print(format_summary(main))
+    return main

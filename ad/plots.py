@@ -1,0 +1,139 @@
+"""Figures: in-context return curves and source learning curves.
+
+The only module that imports matplotlib. It uses the non-interactive Agg backend, so figures
+render on headless machines, and writes every figure atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display needed, and never opens a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ad.utils import atomic_write_bytes  # noqa: E402
+
+_DPI = 120
+
+
+def _save(fig: plt.Figure, out_path: str | Path) -> Path:
+    """Render ``fig`` to PNG in memory, write it atomically and close the figure."""
+    out_path = Path(out_path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(out_path, buffer.getvalue())
+    return out_path
+
+
+def plot_return_curves(
+    curves: Sequence[Mapping],
+    out_path: str | Path,
+    title: str,
+    optimal: float | None = None,
+    random: float | None = None,
+    xlabel: str = "episode",
+    ylabel: str = "return",
+) -> Path:
+    """The paper's main figure: return per episode, one line (and band) per method.
+
+    Args:
+        curves: one mapping per method with ``label`` (str) and ``mean`` (E,), optionally ``low``
+            and ``high`` (E,) for a confidence band, ``x`` (E,) for the x values (default
+            1..E) and ``linestyle``.
+        out_path: PNG file to write.
+        title: figure title (evaluation on training tasks must say so here).
+        optimal: optimal return (mean over tasks), drawn as a horizontal line; None: no line.
+        random: uniformly random policy's return (mean over tasks), a horizontal line.
+        xlabel: x-axis label.
+        ylabel: y-axis label.
+
+    Returns:
+        ``out_path`` as a Path.
+    """
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    for i, curve in enumerate(curves):
+        mean = np.asarray(curve["mean"], dtype=float)
+        x = np.asarray(curve.get("x", np.arange(1, len(mean) + 1)), dtype=float)
+        color = f"C{i}"
+        ax.plot(x, mean, color=color, label=curve["label"], linestyle=curve.get("linestyle", "-"))
+        if curve.get("low") is not None and curve.get("high") is not None:
+            low = np.asarray(curve["low"], dtype=float)
+            high = np.asarray(curve["high"], dtype=float)
+            ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
+    if optimal is not None:
+        ax.axhline(optimal, color="black", linestyle="--", linewidth=1, label="optimal")
+    if random is not None:
+        ax.axhline(random, color="grey", linestyle=":", linewidth=1.5, label="random policy")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return _save(fig, out_path)
+
+
+def _stream_mean(returns: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """Mean over streams of per-stream episode returns, truncated to the shortest stream."""
+    if isinstance(returns, np.ndarray) and returns.ndim == 1:
+        return returns.astype(float)
+    if isinstance(returns, np.ndarray) and returns.ndim == 2:
+        return returns.astype(float).mean(axis=0)
+    streams = [np.asarray(r, dtype=float).ravel() for r in returns]
+    length = min((len(r) for r in streams), default=0)
+    if length == 0:
+        return np.zeros(0)
+    return np.stack([r[:length] for r in streams]).mean(axis=0)
+
+
+def plot_source_curves(
+    curves_by_task: Mapping[str, np.ndarray | Sequence[np.ndarray]],
+    out_path: str | Path,
+    title: str = "source algorithm learning curves",
+    max_legend: int = 10,
+) -> Path:
+    """Per-task learning curves of the source algorithm, episodes on the x-axis.
+
+    Args:
+        curves_by_task: task label -> episode returns of that task's runs: an array (E,) already
+            averaged, an array (S, E) of S streams, or a list of per-stream 1-D arrays of
+            possibly different lengths (truncated to the shortest). Streams are averaged per task.
+        out_path: PNG file to write.
+        title: figure title.
+        max_legend: label each task in the legend only when there are at most this many.
+
+    Returns:
+        ``out_path`` as a Path.
+    """
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    means = {label: _stream_mean(r) for label, r in curves_by_task.items()}
+    show_legend = 0 < len(means) <= max_legend
+    for label, mean in means.items():
+        x = np.arange(1, len(mean) + 1)
+        ax.plot(x, mean, linewidth=1, alpha=0.8 if show_legend else 0.35, label=label)
+    nonempty = [m for m in means.values() if len(m)]
+    if len(nonempty) > 1:
+        length = min(len(m) for m in nonempty)
+        overall = np.stack([m[:length] for m in nonempty]).mean(axis=0)
+        ax.plot(
+            np.arange(1, length + 1), overall, color="black", linewidth=2, label="mean over tasks"
+        )
+    ax.set_xlabel("episode (per stream)")
+    ax.set_ylabel("return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if not show_legend:  # too many tasks to name: keep only the mean
+        pairs = [
+            (h, lab) for h, lab in zip(handles, labels, strict=True) if lab == "mean over tasks"
+        ]
+        handles, labels = [p[0] for p in pairs], [p[1] for p in pairs]
+    if handles:
+        ax.legend(handles, labels, loc="best", fontsize="small")
+    return _save(fig, out_path)

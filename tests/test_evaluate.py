@@ -1,0 +1,524 @@
+"""In-context evaluation and its figures, on real checkpoints, real envs and real HDF5 histories.
+
+The model is a small, randomly initialised ADTransformer (weights from a seed, scaled up so that its
+actions depend on its inputs); checkpoints are written with ad.checkpoint.save_checkpoint per the
+checkpoint contract; held-out histories are real Dark Room episodes of a scripted learner whose
+epsilon decays, written with ad.histories.write_history.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+import envs
+from ad.checkpoint import CHECKPOINT_SCHEMA, checkpoint_name, save_checkpoint
+from ad.config import ExperimentConfig, config_from_dict, config_to_dict
+from ad.errors import UserError
+from ad.evaluate import (
+    bootstrap_ci,
+    eval_env_seed,
+    evaluate,
+    first_episode_reaching,
+    iqm,
+    normalise,
+    rollout,
+)
+from ad.histories import file_sha256, write_history
+from ad.model import ADTransformer
+from ad.plots import plot_return_curves, plot_source_curves
+from ad.spaces import space_to_json
+from ad.utils import package_versions
+from envs.darkroom import MOVES, DarkRoom
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SMALL_MODEL = {
+    "embed_dim": 32,
+    "num_layers": 2,
+    "num_heads": 2,
+    "ff_dim": 64,
+    "context_steps": 16,
+    "dropout": 0.0,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: threads only contend (CI runners and dev machines share their cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- test families
+
+
+class RecordingDarkRoom(DarkRoom):
+    """Dark Room that records every task it builds an env for (to prove what evaluation touches)."""
+
+    made: list = []
+
+    def make_env(self, task):
+        RecordingDarkRoom.made.append(self.validate_task(task))
+        return super().make_env(task)
+
+
+class _EndEarly(gym.Wrapper):
+    """Terminates each episode after a task-dependent number of steps (like Key-to-Door), and
+    adds 0.5 on every step in the goal's column, so that rewards are frequent."""
+
+    def __init__(self, env: gym.Env, length: int, column: int) -> None:
+        super().__init__(env)
+        self.length, self.column, self.t = length, column, 0
+
+    def reset(self, **kwargs):
+        self.t = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.t += 1
+        reward += 0.5 * float(obs[0] == self.column)
+        return obs, reward, terminated or self.t >= self.length, truncated, info
+
+
+class VariableLengthDarkRoom(DarkRoom):
+    """Episodes of 5..11 steps depending on the goal, so envs in one batch end at different steps."""
+
+    def make_env(self, task):
+        x, y = task["goal"]
+        return _EndEarly(super().make_env(task), length=5 + (x + 2 * y) % 7, column=x)
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def make_config(tmp_path: Path, family: str = "DarkRoom", **eval_settings) -> ExperimentConfig:
+    eval_cfg = {"num_episodes": 3, "num_seeds": 2, "max_tasks": 3, "action_mode": "argmax"}
+    return config_from_dict(
+        {
+            "name": "evaltest",
+            "env": {"family": family},
+            "model": SMALL_MODEL,
+            "train": {"dataset": str(tmp_path / "data"), "run_dir": str(tmp_path / "run")},
+            "eval": {**eval_cfg, **eval_settings},
+        }
+    )
+
+
+def random_model(cfg: ExperimentConfig, family: envs.TaskFamily, seed: int = 0) -> ADTransformer:
+    env = family.make_env(family.all_tasks()[0])
+    torch.manual_seed(seed)
+    model = ADTransformer(cfg.model, space_to_json(env.observation_space), env.action_space.n)
+    with torch.no_grad():  # weights 10x the N(0, 0.02) init, so that actions vary with inputs
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.mul_(10.0)
+    return model.eval()
+
+
+def save_run(run_dir: Path, cfg: ExperimentConfig, model: ADTransformer, split, **extra) -> Path:
+    state = {
+        "schema_version": CHECKPOINT_SCHEMA,
+        "model": model.state_dict(),
+        "optimizer": {},
+        "step": 7,
+        "rng": {},
+        "config": config_to_dict(cfg),
+        "model_args": {"observation_space": model.observation_space, "num_actions": 5},
+        "dataset_fingerprint": "test",
+        "split": split.to_json(),
+        "versions": package_versions(),
+        **extra,
+    }
+    save_checkpoint(run_dir / "checkpoints" / checkpoint_name(7), state)
+    return run_dir
+
+
+def scripted_learner(family, task, num_streams: int, num_episodes: int, seed: int) -> dict:
+    """Real Dark Room episodes of an epsilon-greedy walker whose epsilon decays to 0: a learner."""
+    rng = np.random.default_rng(seed)
+    env = family.make_env(task)
+    goal = np.asarray(task["goal"])
+    arrays = {k: [] for k in ("observations", "actions", "rewards", "terminations", "truncations")}
+    for _ in range(num_streams):
+        rows = {k: [] for k in arrays}
+        for episode in range(num_episodes):
+            epsilon = max(0.0, 1.0 - episode / (0.6 * num_episodes))
+            obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
+            done = False
+            while not done:
+                greedy = int(np.argmin([np.abs(obs + m - goal).sum() for m in MOVES]))
+                action = int(rng.integers(5)) if rng.random() < epsilon else greedy
+                next_obs, reward, terminated, truncated, _ = env.step(action)
+                for key, value in zip(
+                    arrays, (obs, action, reward, terminated, truncated), strict=True
+                ):
+                    rows[key].append(value)
+                obs, done = next_obs, terminated or truncated
+        for key in arrays:
+            arrays[key].append(np.asarray(rows[key]))
+    return {key: np.stack(value) for key, value in arrays.items()}
+
+
+def write_dataset(dataset_dir: Path, family, split, runs: list[tuple[str, int]]) -> None:
+    """Histories of (split, task index) runs and the dataset's manifest.json."""
+    entries = []
+    for label, index in runs:
+        task = split.tasks(label)[index]
+        arrays = scripted_learner(family, task, num_streams=2, num_episodes=12, seed=index)
+        path = dataset_dir / f"{label}-task{index:04d}-seed0.h5"
+        metadata = {
+            "env_id": family.env_id,
+            "family": split.family,
+            "family_kwargs": split.family_kwargs,
+            "task": task,
+            "task_index": index,
+            "split": label,
+            "split_info": split.to_json(),
+            "algorithm": "scripted",
+            "algorithm_kwargs": {},
+            "seed": 0,
+            "observation_space": {"type": "MultiDiscrete", "nvec": [9, 9]},
+            "num_actions": 5,
+            "episode_length": 20,
+            "optimal_return": family.optimal_return(task),
+            "random_return": family.random_return(task),
+        }
+        write_history(path, metadata, **arrays)
+        entries.append(
+            {
+                "file": path.name,
+                "split": label,
+                "task_index": index,
+                "task": task,
+                "seed": 0,
+                "sha256": file_sha256(path),
+            }
+        )
+    manifest = {
+        "schema_version": 1,
+        "name": "evaltest",
+        "family": split.family,
+        "family_kwargs": split.family_kwargs,
+        "split": split.to_json(),
+        "runs": entries,
+    }
+    (dataset_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """An AD run, an ED run (another seed) and a dataset with held-out and train histories."""
+    root = tmp_path_factory.mktemp("eval")
+    family = envs.make_family("DarkRoom")
+    split = family.split(0)
+    cfg = make_config(root)
+    save_run(root / "run", cfg, random_model(cfg, family, seed=0), split)
+    ed_cfg = config_from_dict(
+        {
+            **config_to_dict(cfg),
+            "train": {
+                **config_to_dict(cfg)["train"],
+                "mode": "ed",
+                "run_dir": str(root / "run-ed"),
+            },
+        }
+    )
+    save_run(root / "run-ed", ed_cfg, random_model(ed_cfg, family, seed=1), split)
+    # held-out tasks 0-2 are evaluated (max_tasks=3); held-out 5 and train 0 must be ignored
+    write_dataset(
+        root / "data",
+        family,
+        split,
+        [("heldout", 0), ("heldout", 1), ("heldout", 2), ("heldout", 5), ("train", 0)],
+    )
+    return {"root": root, "family": family, "split": split, "cfg": cfg}
+
+
+# --------------------------------------------------------------------------- rollout
+
+
+def reference_rollout(model, family, task, env_seed, num_episodes):
+    """One (task, seed), no batch, no cache: forward() over the WHOLE sequence at every step
+    (forward applies the model's sliding-window band itself); argmax actions."""
+    env = family.make_env(task)
+    obs, _ = env.reset(seed=env_seed)
+    tokens = {"obs": [obs], "act": [model.num_actions], "rew": [0.0], "done": [True]}
+    actions, returns, running = [], [], 0.0
+    while len(returns) < num_episodes:
+        logits, _ = model(
+            torch.tensor(np.array(tokens["obs"]))[None],
+            torch.tensor(tokens["act"])[None],
+            torch.tensor(tokens["rew"], dtype=torch.float32)[None],
+            torch.tensor(tokens["done"])[None],
+        )
+        action = int(logits[0, -1].argmax())
+        obs, reward, terminated, truncated, _ = env.step(action)
+        actions.append(action)
+        running += reward
+        done = terminated or truncated
+        if done:
+            returns.append(running)
+            running = 0.0
+            obs, _ = env.reset()
+        for key, value in zip(tokens, (obs, action, reward, done), strict=True):
+            tokens[key].append(value)
+    return actions, returns
+
+
+class _ActionLog(gym.Wrapper):
+    def __init__(self, env, log):
+        super().__init__(env)
+        self.log = log
+
+    def step(self, action):
+        self.log.append(int(action))
+        return self.env.step(action)
+
+
+def record_actions(family_cls, logs: list):
+    """A family class whose envs append their actions to a new list in ``logs``."""
+
+    class Logged(family_cls):
+        def make_env(self, task):
+            logs.append([])
+            return _ActionLog(super().make_env(task), logs[-1])
+
+    return Logged
+
+
+def test_batched_cached_rollout_takes_the_actions_of_an_uncached_unbatched_loop(tmp_path):
+    cfg = make_config(tmp_path)  # context 16 tokens, episodes of 5..11 steps: the window slides
+    logs: list = []
+    family = record_actions(VariableLengthDarkRoom, logs)()
+    model = random_model(cfg, envs.make_family("DarkRoom"), seed=6)
+    tasks = list(family.split(0).heldout[:3])
+    num_seeds, num_episodes = 2, 4
+    returns = rollout(model, family, tasks, num_seeds, num_episodes, "argmax", seed=11)
+    logs = logs[:]  # the batch's envs, before the reference loop adds its own
+    assert returns.shape == (3, num_seeds, num_episodes)
+    lengths = set()
+    for i, task in enumerate(tasks):
+        for j in range(num_seeds):
+            env_seed = eval_env_seed(11, i, j)
+            actions, ref_returns = reference_rollout(model, family, task, env_seed, num_episodes)
+            batched = logs[i * num_seeds + j]
+            assert batched[: len(actions)] == actions
+            np.testing.assert_array_equal(returns[i, j], ref_returns)
+            lengths.add(len(actions))
+    assert len(lengths) > 1 and min(lengths) > cfg.model.context_steps  # ragged, past the window
+    assert len({a for log in logs for a in log}) >= 3  # the model's actions do vary
+    assert returns.std() > 0  # and so do the rewards it sees
+
+
+def test_sampling_is_seeded_and_restores_the_model_mode(tmp_path):
+    cfg = make_config(tmp_path)
+    family = envs.make_family("DarkRoom")
+    model = random_model(cfg, family).train()
+    tasks = family.split(0).heldout[:2]
+    runs = []
+    for seed in (0, 0, 1):
+        logs: list = []
+        fam = record_actions(DarkRoom, logs)()
+        runs.append((rollout(model, fam, tasks, 2, 2, "sample", 1.0, seed), logs))
+    assert model.training  # rollout is pure: the caller's mode comes back
+    assert runs[0][1] == runs[1][1]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] != runs[2][1]
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_writes_returns_summary_figure_and_compares(project, capsys):
+    root, split = project["root"], project["split"]
+    out = root / "out"
+    summary = evaluate(root / "run", out_dir=out, compare=[root / "run-ed"], progress=False)
+    data = np.load(out / "returns.npz", allow_pickle=False)
+    assert data["returns"].shape == (3, 2, 3)
+    assert json.loads(str(data["tasks"])) == list(split.heldout[:3])
+    assert str(data["split"]) == "heldout"
+    optimal = [DarkRoom().optimal_return(t) for t in split.heldout[:3]]
+    np.testing.assert_allclose(data["optimal"], optimal)
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == summary
+    for key in (
+        "per_episode",
+        "normalised_at",
+        "last10_normalised",
+        "episode_to_50",
+        "episode_to_80",
+        "data_efficiency_ratio",
+        "config",
+        "versions",
+        "run",
+    ):
+        assert key in summary, key
+    assert summary["split"] == "heldout" and summary["num_tasks"] == 3
+    per = summary["per_episode"]
+    assert len(per["mean"]) == 3 and len(per["iqm"]) == 3
+    np.testing.assert_allclose(per["mean"], data["returns"].reshape(6, 3).mean(0))
+    assert all(
+        lo <= m <= hi for lo, m, hi in zip(per["ci_low"], per["mean"], per["ci_high"], strict=True)
+    )
+    assert set(summary["normalised_at"]) == {"1", "3"}  # [1, 10, 50] clipped to 3 episodes
+    # the source curve: held-out runs of the 3 evaluated tasks only, 2 streams each
+    source = summary["source"]
+    assert (source["num_runs"], source["num_tasks"], source["num_streams"]) == (3, 3, 6)
+    assert source["episode_to_80"] is not None  # the scripted learner gets there
+    expected = summary["episode_to_80"] and summary["episode_to_80"] / source["episode_to_80"]
+    assert summary["data_efficiency_ratio"] == (expected or None)
+    assert "data efficiency" in capsys.readouterr().out
+    # the compared ED run: same tasks, seeds, episodes; its own folder
+    (compared,) = summary["compare"]
+    assert compared["label"] == "ED (run-ed)"
+    ed_dir = next(out.glob("compare-*"))
+    ed = np.load(ed_dir / "returns.npz")
+    assert ed["returns"].shape == (3, 2, 3) and str(ed["tasks"]) == str(data["tasks"])
+    for folder in (out, ed_dir):
+        assert (folder / "config.yaml").is_file() and (folder / "versions.json").is_file()
+    png = (out / "return_curves.png").read_bytes()
+    assert png.startswith(PNG_MAGIC)
+    image = matplotlib.image.imread(out / "return_curves.png")
+    assert image.ndim == 3 and image.shape[0] > 100
+    # deterministic: the same call twice gives identical numbers
+    evaluate(
+        root / "run", out_dir=root / "again", overrides=["eval.action_mode=sample"], progress=False
+    )
+    evaluate(
+        root / "run", out_dir=root / "again2", overrides=["eval.action_mode=sample"], progress=False
+    )
+    first = np.load(root / "again" / "returns.npz")["returns"]
+    np.testing.assert_array_equal(first, np.load(root / "again2" / "returns.npz")["returns"])
+
+
+def test_evaluation_touches_only_heldout_tasks_unless_asked(tmp_path):
+    name = f"{__name__}:RecordingDarkRoom"
+    family = envs.make_family(name)
+    split = family.split(0, num_heldout=4)
+    cfg = make_config(tmp_path, family=name, max_tasks=None, num_episodes=1, num_seeds=1)
+    run = save_run(tmp_path / "run", cfg, random_model(cfg, family), split)
+    RecordingDarkRoom.made.clear()
+    summary = evaluate(run, out_dir=tmp_path / "heldout", progress=False)
+    assert RecordingDarkRoom.made and all(
+        split.split_of(t) == "heldout" for t in RecordingDarkRoom.made
+    )
+    assert summary["split"] == "heldout" and summary["tasks"] == list(split.heldout)
+
+    with pytest.raises(UserError, match="allow-train-tasks"):
+        evaluate(run, overrides=["eval.tasks=train"], out_dir=tmp_path / "x", progress=False)
+    RecordingDarkRoom.made.clear()
+    summary = evaluate(
+        run,
+        overrides=["eval.tasks=train", "eval.max_tasks=2"],
+        out_dir=tmp_path / "train",
+        allow_train_tasks=True,
+        progress=False,
+    )
+    assert {json.dumps(t) for t in RecordingDarkRoom.made} == {
+        json.dumps(t) for t in split.train[:2]
+    }
+    assert summary["split"] == "train"
+    assert str(np.load(tmp_path / "train" / "returns.npz")["split"]) == "train"
+    saved = json.loads((tmp_path / "train" / "summary.json").read_text())
+    assert saved["split"] == "train"
+
+
+def _bad_source(kind: str, tmp_path: Path) -> tuple[Path, dict]:
+    """A (source, evaluate kwargs) pair for each kind of bad input."""
+    family = envs.make_family("DarkRoom")
+    split = family.split(0)
+    cfg = make_config(tmp_path)
+    run = tmp_path / "run"
+    if kind == "missing":
+        return tmp_path / "nope", {}
+    if kind == "empty":
+        run.mkdir()
+        return run, {}
+    if kind == "corrupt":
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / checkpoint_name(1)).write_bytes(b"not a checkpoint")
+        return run, {}
+    if kind == "schema":
+        return save_run(run, cfg, random_model(cfg, family), split, schema_version=999), {}
+    if kind == "family":  # the config says another family than the split the model learned
+        cfg = make_config(tmp_path, family="DarkRoomHard")
+        return save_run(run, cfg, random_model(cfg, family), split), {}
+    if kind == "spaces":  # a model built for 17x17 observations, a 9x9 family
+        hard = envs.make_family("DarkRoomHard")
+        return save_run(run, cfg, random_model(cfg, hard), split), {}
+    save_run(run, cfg, random_model(cfg, family), split)
+    if kind == "override":
+        return run, {"overrides": ["env.family=DarkRoomHard"]}
+    if kind == "zero":
+        return run, {"overrides": ["eval.num_episodes=0"]}
+    if kind == "compare":  # a run of another split trained on some of these held-out tasks
+        other = save_run(tmp_path / "other", cfg, random_model(cfg, family), family.split(1))
+        return run, {"compare": [other]}
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "does not exist"),
+        ("empty", "no checkpoint"),
+        ("corrupt", "corrupt"),
+        ("schema", "schema version 999"),
+        ("family", "does not match"),
+        ("spaces", "does not match"),
+        ("override", "not an eval"),
+        ("zero", "num_episodes"),
+        ("compare", "trained on"),
+    ],
+)
+def test_bad_input_is_a_one_line_user_error(kind, message, tmp_path):
+    source, kwargs = _bad_source(kind, tmp_path)
+    with pytest.raises(UserError, match=message) as info:
+        evaluate(source, out_dir=tmp_path / "out", progress=False, **kwargs)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_rollout_refuses_zero_episodes(tmp_path):
+    family = envs.make_family("DarkRoom")
+    model = random_model(make_config(tmp_path), family)
+    with pytest.raises(UserError, match="zero episodes"):
+        rollout(model, family, family.split(0).heldout[:1], 1, 0)
+
+
+# --------------------------------------------------------------------------- statistics, plots
+
+
+def test_statistics():
+    samples = np.array([[0.0], [1.0], [2.0], [3.0], [4.0], [5.0], [6.0], [100.0]])
+    assert iqm(samples)[0] == pytest.approx(3.5)  # middle half: 2, 3, 4, 5
+    low, high = bootstrap_ci(samples, seed=0)
+    assert low[0] < samples.mean() < high[0]
+    assert bootstrap_ci(samples, seed=0)[0][0] == low[0]
+    scores = normalise(np.array([[5.0, 10.0], [1.0, 1.0]]), np.array([10.0, 1.0]), [0.0, 1.0])
+    np.testing.assert_allclose(scores[0], [0.5, 1.0])
+    assert np.isnan(scores[1]).all()  # optimal == random: no score, not a division by zero
+    assert first_episode_reaching(np.array([0.1, 0.5, 0.9, 0.2]), 0.8) == 3
+    assert first_episode_reaching(np.array([0.1, np.nan]), 0.8) is None
+
+
+def test_plots_write_valid_pngs(tmp_path):
+    curves = [
+        {"label": "AD", "mean": [1, 2, 3], "low": [0, 1, 2], "high": [2, 3, 4]},
+        {"label": "source", "mean": [1, 1, 2], "linestyle": "--"},
+    ]
+    path = plot_return_curves(curves, tmp_path / "a.png", "t", optimal=4.0, random=0.5)
+    by_task = {"goal (1, 2)": [np.arange(5.0), np.arange(4.0)], "goal (0, 0)": np.ones((3, 6))}
+    path2 = plot_source_curves(by_task, tmp_path / "b.png")
+    for p in (path, path2):
+        assert p.read_bytes().startswith(PNG_MAGIC)
+        assert matplotlib.image.imread(p).shape[2] in (3, 4)
