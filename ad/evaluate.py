@@ -25,12 +25,10 @@ from tqdm import tqdm
 
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict, parse_override
 from ad.errors import UserError
+from ad.metrics import normalise, summarise_returns
 from ad.spaces import space_to_json
 from ad.utils import atomic_write_bytes, atomic_write_json, package_versions
 from envs.base import Task, TaskFamily, TaskSplit, make_family, task_key
-
-THRESHOLDS = (0.5, 0.8)  # normalised scores whose first episode summary.json reports
-NUM_BOOTSTRAP = 1000
 
 
 def eval_env_seed(seed: int, task_index: int, seed_index: int) -> int:
@@ -143,92 +141,6 @@ def rollout(
         bar.close()
         model.train(was_training)
     return returns.reshape(len(tasks), num_seeds, num_episodes)
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def bootstrap_ci(
-    samples: np.ndarray, seed: int, num_resamples: int = NUM_BOOTSTRAP, level: float = 0.95
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded percentile-bootstrap CI of the mean over axis 0 of ``samples`` (N, E)."""
-    n = samples.shape[0]
-    rng = np.random.default_rng(seed)
-    # Resample counts rather than indices: (R, N) @ (N, E) keeps memory at R x E.
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=num_resamples)  # (R, N)
-    means = counts @ samples / n  # (R, E)
-    alpha = (1.0 - level) / 2
-    return np.quantile(means, alpha, axis=0), np.quantile(means, 1.0 - alpha, axis=0)
-
-
-def iqm(samples: np.ndarray) -> np.ndarray:
-    """Interquartile mean over axis 0: the mean of the middle 50% (Agarwal et al. 2021)."""
-    cut = samples.shape[0] // 4
-    return np.sort(samples, axis=0)[cut : samples.shape[0] - cut].mean(axis=0)
-
-
-def normalise(returns: np.ndarray, optimal: np.ndarray, random: np.ndarray) -> np.ndarray:
-    """(R - R_random) / (R_optimal - R_random), tasks along axis 0; NaN where the gap is <= 0."""
-    shape = (-1,) + (1,) * (returns.ndim - 1)
-    gap = (np.asarray(optimal, float) - np.asarray(random, float)).reshape(shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scores = (returns - np.asarray(random, float).reshape(shape)) / gap
-    return np.where(gap > 0, scores, np.nan)
-
-
-def first_episode_reaching(curve: np.ndarray | None, threshold: float) -> int | None:
-    """1-based episode at which ``curve`` first reaches ``threshold``; None if never."""
-    if curve is None:
-        return None
-    hits = np.flatnonzero(np.nan_to_num(curve, nan=-np.inf) >= threshold)
-    return int(hits[0]) + 1 if len(hits) else None
-
-
-def _nanmean(x: np.ndarray, axis: int | None = None) -> Any:
-    return None if np.isnan(x).all() else np.nanmean(x, axis=axis)
-
-
-def curve_stats(samples: np.ndarray, normalised: np.ndarray, seed: int) -> dict:
-    """Statistics of (N, E) episode returns and their (N, E) normalised scores.
-
-    Returns:
-        ``per_episode`` curves (E,): mean, 95% bootstrap ci_low / ci_high, iqm, normalised_mean;
-        scalars first_episode_return, last10_return, last10_normalised, and episode_to_50 /
-        episode_to_80: the first 1-based episode at which the mean normalised curve reaches
-        50% / 80% (None if never).
-    """
-    low, high = bootstrap_ci(samples, seed)
-    curve = _nanmean(normalised, axis=0)
-    stats = {
-        "per_episode": {
-            "mean": samples.mean(0),
-            "ci_low": low,
-            "ci_high": high,
-            "iqm": iqm(samples),
-            "normalised_mean": curve,
-        },
-        "first_episode_return": samples[:, 0].mean(),
-        "last10_return": samples[:, -10:].mean(),
-        "last10_normalised": _nanmean(normalised[:, -10:]),
-    }
-    for threshold in THRESHOLDS:
-        stats[f"episode_to_{round(threshold * 100)}"] = first_episode_reaching(curve, threshold)
-    return stats
-
-
-def summarise_returns(
-    returns: np.ndarray, optimal: np.ndarray, random: np.ndarray, normalise_at: list, seed: int
-) -> dict:
-    """``curve_stats`` of (T, S, E) returns over their T*S rows, plus ``normalised_at``: the mean
-    normalised score at the 1-based episodes ``normalise_at`` (clipped to E)."""
-    num_tasks, num_seeds, num_episodes = returns.shape
-    samples = returns.reshape(num_tasks * num_seeds, num_episodes)
-    normalised = normalise(returns, optimal, random).reshape(samples.shape)
-    stats = curve_stats(samples, normalised, seed)
-    curve = stats["per_episode"]["normalised_mean"]
-    at = sorted({min(max(int(k), 1), num_episodes) for k in normalise_at})
-    stats["normalised_at"] = {str(k): None if curve is None else curve[k - 1] for k in at}
-    return stats
 
 
 def to_json(value: Any) -> Any:

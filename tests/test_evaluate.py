@@ -21,16 +21,9 @@ import envs
 from ad.checkpoint import CHECKPOINT_SCHEMA, checkpoint_name, save_checkpoint
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict
 from ad.errors import UserError
-from ad.evaluate import (
-    bootstrap_ci,
-    eval_env_seed,
-    evaluate,
-    first_episode_reaching,
-    iqm,
-    normalise,
-    rollout,
-)
+from ad.evaluate import eval_env_seed, evaluate, rollout
 from ad.histories import file_sha256, write_history
+from ad.metrics import bootstrap_ci, first_episode_reaching, iqm, normalise
 from ad.model import ADTransformer
 from ad.plots import plot_return_curves, plot_source_curves
 from ad.spaces import space_to_json
