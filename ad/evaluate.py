@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict, parse_override
 from ad.errors import UserError
-from ad.metrics import normalise, summarise_returns
+from ad.metrics import curve_stats, normalise, summarise_returns
 from ad.spaces import space_to_json
 from ad.utils import atomic_write_bytes, atomic_write_json, package_versions
 from envs.base import Task, TaskFamily, TaskSplit, make_family, task_key
