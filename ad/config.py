@@ -187,6 +187,8 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
                 errors.append(str(e))
         raise UserError(errors[0] if errors else f"{where}: may not be null")
     if origin is Literal:
+        if isinstance(value, bool) and {"yes", "no"} <= set(args):
+            value = "yes" if value else "no"  # YAML 1.1 reads yes/no as booleans
         if value not in args:
             raise UserError(f"{where}: {value!r} is not one of {list(args)}")
         return value
@@ -199,6 +201,11 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
             raise UserError(f"{where}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where}: expected a number, got {value!r}")
         return float(value)

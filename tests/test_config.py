@@ -24,7 +24,12 @@ def test_defaults_round_trip_through_yaml(tmp_path):
 def test_overrides_parse_yaml_values():
     cfg = config_from_dict(
         {"train": {"lr": 1e-3}},
-        ["train.num_steps=7", "env.family_kwargs={size: 5}", "collect.seeds=[1, 2]", "eval.device=cpu"],
+        [
+            "train.num_steps=7",
+            "env.family_kwargs={size: 5}",
+            "collect.seeds=[1, 2]",
+            "eval.device=cpu",
+        ],
     )
     assert cfg.train.num_steps == 7
     assert cfg.train.lr == 1e-3
@@ -32,8 +37,11 @@ def test_overrides_parse_yaml_values():
     assert cfg.collect.seeds == [1, 2]
 
 
-def test_ints_are_accepted_as_floats():
+def test_yaml_1_1_quirks_are_read_as_meant():
     assert config_from_dict({"train": {"lr": 1}}).train.lr == 1.0
+    assert config_from_dict({}, ["train.lr=1e-3"]).train.lr == 1e-3  # YAML 1.1: a string
+    assert config_from_dict({}, ["train.in_memory=yes"]).train.in_memory == "yes"  # a bool
+    assert config_from_dict({}, ["train.in_memory=no"]).train.in_memory == "no"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,345 @@
+"""Training windows: alignment across episodes and subsampling, ED, splits, streaming, bad input.
+
+Test datasets are real HDF5 histories (``ad.histories.write_history``) of the real DarkRoom env
+stepped by a scripted epsilon-greedy policy, with a manifest built by ``ad.collect.merge_manifest``.
+The scripted policy marks an episode terminated on some goal visits, so episodes have different
+lengths and boundaries fall anywhere in a window. ``make_dataset`` and ``tiny_config`` are also
+used by test_train.py and test_checkpoint.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ad import histories
+from ad.collect import merge_manifest
+from ad.config import ExperimentConfig, config_from_dict
+from ad.dataset import (
+    WINDOW_KEYS,
+    WindowDataset,
+    iterate_batches,
+    kept_segments,
+    window_indices,
+)
+from ad.errors import UserError
+from ad.histories import read_history, write_history
+from ad.spaces import space_to_json
+from envs import make_family
+
+CENTRE = (4, 4)  # where every DarkRoom episode starts
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write_run(
+    dataset_dir: Path,
+    split_seed: int,
+    split_name: str,
+    task_index: int,
+    seed: int = 0,
+    num_streams: int = 2,
+    num_steps: int = 240,
+    epsilon: float = 0.4,
+    terminate_prob: float = 0.3,
+) -> Path:
+    """One fake-but-valid learning history of DarkRoom (epsilon-greedy towards the goal)."""
+    family = make_family("DarkRoom")
+    split = family.split(split_seed)
+    task = split.tasks(split_name)[task_index]
+    goal = np.array(task["goal"])
+    arrays = {k: [] for k in ("observations", "actions", "rewards", "terminations", "truncations")}
+    for s in range(num_streams):
+        rng = np.random.default_rng([seed, task_index, s])
+        env = family.make_env(task)
+        obs, _ = env.reset(seed=seed + s)
+        rows = {k: [] for k in arrays}
+        for _ in range(num_steps):
+            dx, dy = goal - obs  # greedy: right / left first, then down / up, then stay
+            greedy = 4 if dx > 0 else 3 if dx < 0 else 2 if dy > 0 else 1 if dy < 0 else 0
+            action = int(rng.integers(5)) if rng.random() < epsilon else greedy
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            terminated = bool(reward > 0 and rng.random() < terminate_prob)
+            for key, value in zip(
+                rows, (obs, action, reward, terminated, truncated and not terminated), strict=True
+            ):
+                rows[key].append(value)
+            obs = env.reset()[0] if terminated or truncated else next_obs
+        for key in arrays:
+            arrays[key].append(np.array(rows[key]))
+    metadata = {
+        "env_id": family.env_id,
+        "family": "DarkRoom",
+        "family_kwargs": {},
+        "split_info": split.to_json(),
+        "algorithm": "scripted",
+        "algorithm_kwargs": {"epsilon": epsilon},
+        "task": task,
+        "task_index": task_index,
+        "split": split_name,
+        "seed": seed,
+        "observation_space": space_to_json(family.make_env(task).observation_space),
+        "num_actions": 5,
+        "episode_length": family.episode_length,
+        "optimal_return": family.optimal_return(task),
+        "random_return": 0.0,
+        "package_versions": {},
+        "config": {"name": "test"},
+    }
+    path = dataset_dir / f"{split_name}-task{task_index:04d}-seed{seed}.h5"
+    stacked = {key: np.stack(value) for key, value in arrays.items()}
+    write_history(path, metadata, **stacked, chunk_steps=32)
+    return path
+
+
+def make_dataset(
+    dataset_dir: Path,
+    split_seed: int = 0,
+    train_tasks: tuple[int, ...] = (0, 1, 2),
+    heldout_tasks: tuple[int, ...] = (0,),
+    **kwargs,
+) -> Path:
+    """A dataset folder with the given train / held-out runs and its manifest."""
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    for index in train_tasks:
+        write_run(dataset_dir, split_seed, "train", index, **kwargs)
+    for index in heldout_tasks:
+        write_run(dataset_dir, split_seed, "heldout", index, **kwargs)
+    merge_manifest(dataset_dir)
+    return dataset_dir
+
+
+def tiny_config(
+    dataset_dir: Path, run_dir: Path | None = None, *overrides: str
+) -> ExperimentConfig:
+    """A config with a tiny model over ``dataset_dir`` (default DarkRoom split, seed 0)."""
+    data = {
+        "name": "test",
+        "model": {
+            "embed_dim": 16,
+            "num_layers": 1,
+            "num_heads": 2,
+            "ff_dim": 32,
+            "context_steps": 40,
+            "dropout": 0.0,
+        },
+        "train": {
+            "dataset": str(dataset_dir),
+            "run_dir": str(run_dir) if run_dir else None,
+            "batch_size": 8,
+            "num_steps": 10,
+            "warmup_steps": 2,
+            "lr": 1e-3,
+            "log_every": 5,
+            "checkpoint_every": 5,
+        },
+    }
+    return config_from_dict(data, list(overrides))
+
+
+def reference_windows(
+    dataset_dir: Path, mode: str, k: int, ed_last: int, context: int
+) -> dict[str, np.ndarray]:
+    """All windows, computed independently from whole histories with plain Python loops."""
+    manifest = json.loads((dataset_dir / "manifest.json").read_text())
+    out = {key: [] for key in WINDOW_KEYS}
+    for run in manifest["runs"]:
+        if run["split"] != "train":
+            continue
+        h = read_history(dataset_dir / run["file"])
+        for s in range(h.num_streams):
+            dones = h.terminations[s] | h.truncations[s]
+            episodes, current = [], []
+            for t in range(h.num_steps):
+                current.append(t)
+                if dones[t]:
+                    episodes.append(current)
+                    current = []
+            if mode == "ed":
+                kept = episodes[-ed_last:]
+            else:
+                kept = (episodes + ([current] if current else []))[::k]
+            idx = [t for episode in kept for t in episode]
+            rows = {
+                "observations": [h.observations[s, t] for t in idx],
+                "targets": [h.actions[s, t] for t in idx],
+                "prev_actions": [5] + [h.actions[s, t] for t in idx[:-1]],
+                "prev_rewards": [0.0] + [h.rewards[s, t] for t in idx[:-1]],
+                "prev_dones": [True] + [dones[t] for t in idx[:-1]],
+            }
+            for start in range(len(idx) - context + 1):
+                for key in WINDOW_KEYS:
+                    out[key].append(np.array(rows[key][start : start + context]))
+    return {key: np.stack(value) for key, value in out.items()}
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "histories")
+
+
+# --------------------------------------------------------------------------- pure functions
+
+
+def test_kept_segments_subsample_ed_and_unfinished_episode():
+    dones = np.zeros(20, dtype=bool)
+    dones[[2, 7, 9, 15]] = True  # episodes [0,3) [3,8) [8,10) [10,16) and unfinished [16,20)
+    assert kept_segments(dones, "ad", 1, 0) == [(0, 20)]
+    assert kept_segments(dones, "ad", 2, 0) == [(0, 3), (8, 10), (16, 20)]
+    assert kept_segments(dones, "ad", 3, 0) == [(0, 3), (10, 16)]
+    assert kept_segments(dones, "ed", 1, 2) == [(8, 16)]  # complete episodes only
+    assert kept_segments(dones, "ed", 1, 99) == [(0, 16)]
+    assert kept_segments(np.zeros(5, dtype=bool), "ed", 1, 3) == []
+
+
+def test_window_indices_are_a_function_of_seed_and_step_and_ranks_split_the_batch():
+    full = window_indices(7, 3, 1000, 8)
+    assert np.array_equal(full, window_indices(7, 3, 1000, 8))
+    assert not np.array_equal(full, window_indices(7, 4, 1000, 8))
+    halves = [window_indices(7, 3, 1000, 8, rank=r, world_size=2) for r in range(2)]
+    assert np.array_equal(np.concatenate(halves), full)
+
+
+# --------------------------------------------------------------------------- windows
+
+
+@pytest.mark.parametrize(
+    ("mode", "k"), [("ad", 1), ("ad", 3), ("ed", 1)], ids=["ad", "ad-subsample3", "ed"]
+)
+def test_windows_match_independent_reference(dataset_dir, mode, k):
+    cfg = tiny_config(dataset_dir, None, f"train.mode={mode}", f"train.subsample_every={k}",
+                      "train.ed_last_episodes=4")  # fmt: skip
+    ds = WindowDataset(cfg)
+    expected = reference_windows(dataset_dir, mode, k, 4, 40)
+    got = ds.get_batch(np.arange(ds.num_windows))
+    assert ds.num_windows == len(expected["targets"]) > 0
+    for key in WINDOW_KEYS:
+        assert np.array_equal(got[key], expected[key]), key
+    # The previous kept step is the previous position, across episodes and subsampling gaps.
+    assert np.array_equal(got["prev_actions"][:, 1:], got["targets"][:, :-1])
+    # Every token that starts an episode shows DarkRoom's reset observation, the centre.
+    starts = got["observations"][got["prev_dones"]]
+    assert len(starts) > 0 and (starts == CENTRE).all()
+    assert got["prev_dones"].dtype == bool and got["prev_actions"].dtype == np.int64
+
+
+def test_subsampling_crosses_episode_gaps(dataset_dir):
+    ds = WindowDataset(tiny_config(dataset_dir, None, "train.subsample_every=3"))
+    stream = ds.streams[0]
+    assert len(stream.starts) > 1  # several separate kept segments
+    gap = stream.offsets[1]  # first kept index of the second segment
+    window = ds[gap - 1]  # a window starting at the last step of the first segment
+    assert window["prev_dones"][1] and tuple(window["observations"][1]) == CENTRE
+    assert stream.original_steps(np.array([gap]))[0] > stream.starts[0] + gap  # steps skipped
+
+
+def test_ed_uses_only_the_last_episodes(dataset_dir):
+    ds = WindowDataset(tiny_config(dataset_dir, None, "train.mode=ed", "train.ed_last_episodes=3"))
+    for stream in ds.streams:
+        h = read_history(ds.files[stream.run])
+        dones = h.terminations[stream.stream] | h.truncations[stream.stream]
+        ends = np.flatnonzero(dones)
+        assert len(stream.starts) == 1
+        assert stream.starts[0] == ends[-4] + 1 and stream.length == ends[-1] - ends[-4]
+
+
+def test_heldout_runs_never_appear(dataset_dir):
+    ds = WindowDataset(tiny_config(dataset_dir))
+    manifest = json.loads((dataset_dir / "manifest.json").read_text())
+    assert any(run["split"] == "heldout" for run in manifest["runs"])
+    assert {ds.files[s.run].name for s in ds.streams} == {
+        run["file"] for run in manifest["runs"] if run["split"] == "train"
+    }
+    heldout = {json.dumps(t) for t in ds.split.heldout}
+    assert all(json.dumps(run["task"]) not in heldout for run in ds.runs)
+
+
+@pytest.mark.parametrize(("mode", "k"), [("ad", 1), ("ad", 3), ("ed", 1)])
+def test_streamed_equals_in_memory(dataset_dir, mode, k):
+    common = [f"train.mode={mode}", f"train.subsample_every={k}", "train.ed_last_episodes=4"]
+    memory = WindowDataset(tiny_config(dataset_dir, None, 'train.in_memory="yes"', *common))
+    streamed = WindowDataset(tiny_config(dataset_dir, None, 'train.in_memory="no"', *common))
+    assert memory.in_memory and not streamed.in_memory
+    assert streamed.num_windows == memory.num_windows
+    indices = np.arange(memory.num_windows)
+    a, b = memory.get_batch(indices), streamed.get_batch(indices)
+    for key in WINDOW_KEYS:
+        assert np.array_equal(a[key], b[key]) and a[key].dtype == b[key].dtype, key
+    streamed.close()
+
+
+def test_streamed_dataloader_workers_give_the_same_batches(dataset_dir):
+    memory = WindowDataset(tiny_config(dataset_dir, None, 'train.in_memory="yes"'))
+    streamed = WindowDataset(tiny_config(dataset_dir, None, 'train.in_memory="no"'))
+    args = dict(seed=3, start_step=5, num_steps=9, batch_size=4)
+    expected = list(iterate_batches(memory, **args))
+    got = list(iterate_batches(streamed, **args, num_workers=2))
+    assert len(got) == len(expected) == 4
+    for x, y in zip(got, expected, strict=True):
+        for key in WINDOW_KEYS:
+            assert np.array_equal(x[key], y[key]), key
+
+
+def test_in_memory_auto_follows_the_memory_budget(dataset_dir):
+    assert WindowDataset(tiny_config(dataset_dir)).in_memory
+    assert not WindowDataset(
+        tiny_config(dataset_dir, None, "train.max_memory_gb=0.000001")
+    ).in_memory
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def _one_line_error(cfg: ExperimentConfig, *words: str) -> str:
+    with pytest.raises(UserError) as info:
+        WindowDataset(cfg)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+def test_missing_dataset_folder(tmp_path):
+    _one_line_error(tiny_config(tmp_path / "nowhere"), "not found", "ad-collect")
+
+
+def test_manifest_schema_mismatch(tmp_path):
+    data = make_dataset(tmp_path / "d", train_tasks=(0,), heldout_tasks=())
+    manifest = json.loads((data / "manifest.json").read_text())
+    (data / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 99}))
+    _one_line_error(tiny_config(data), "schema version", "99")
+
+
+def test_history_schema_mismatch(tmp_path, monkeypatch):
+    data = make_dataset(tmp_path / "d", train_tasks=(0,), heldout_tasks=())
+    monkeypatch.setattr(histories, "SCHEMA_VERSION", 2)  # a file from a future version
+    write_run(data, 0, "train", 0)
+    monkeypatch.undo()
+    _one_line_error(tiny_config(data), "schema version", "re-collect")
+
+
+def test_refuses_heldout_task_in_training_runs(tmp_path):
+    # Collected with split seed 1: its train task list contains tasks held out under seed 0.
+    family = make_family("DarkRoom")
+    seed0, seed1 = family.split(0), family.split(1)
+    leaking = next(i for i, t in enumerate(seed1.train) if seed0.split_of(t) == "heldout")
+    data = make_dataset(tmp_path / "d", split_seed=1, train_tasks=(leaking,), heldout_tasks=())
+    _one_line_error(tiny_config(data), "held out", "same env section")
+
+
+def test_refuses_dataset_of_another_split(tmp_path):
+    family = make_family("DarkRoom")
+    seed0, seed1 = family.split(0), family.split(1)
+    safe = next(i for i, t in enumerate(seed1.train) if seed0.split_of(t) == "train")
+    data = make_dataset(tmp_path / "d", split_seed=1, train_tasks=(safe,), heldout_tasks=())
+    _one_line_error(tiny_config(data), "another task split", "seed", "same env section")
+
+
+def test_refuses_context_shorter_than_an_episode(dataset_dir):
+    cfg = tiny_config(dataset_dir, None, "model.context_steps=19")
+    _one_line_error(cfg, "shorter than one episode", "20")

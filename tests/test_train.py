@@ -1,0 +1,178 @@
+"""The training loop end to end on tiny real datasets: learning, exact resume, DDP, refusals."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ad.checkpoint import list_checkpoints, load_checkpoint, load_model
+from ad.config import save_config
+from ad.errors import UserError
+from ad.model import ADTransformer
+from ad.train import lr_at, main, train
+from tests.test_dataset import make_dataset, tiny_config
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "histories", heldout_tasks=(0, 1))
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _assert_same_state(a: dict, b: dict, exact: bool = True) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if exact:
+            assert torch.equal(a[key], b[key]), key
+        else:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_lr_schedule_warms_up_then_decays_to_min_lr():
+    cfg = tiny_config(Path("x"), None, "train.num_steps=100", "train.warmup_steps=10")
+    tc = cfg.train
+    assert lr_at(0, tc) == pytest.approx(tc.min_lr)
+    assert lr_at(5, tc) == pytest.approx((tc.min_lr + tc.lr) / 2)
+    assert lr_at(10, tc) == pytest.approx(tc.lr)
+    assert lr_at(55, tc) == pytest.approx((tc.min_lr + tc.lr) / 2)
+    assert lr_at(100, tc) == pytest.approx(tc.min_lr)
+    assert all(lr_at(s, tc) >= lr_at(s + 1, tc) for s in range(10, 100))
+
+
+@pytest.mark.slow
+def test_overfits_one_tiny_history(tmp_path):
+    data = make_dataset(tmp_path / "d", train_tasks=(0,), heldout_tasks=(), num_streams=1,
+                        num_steps=200, epsilon=0.0, terminate_prob=0.0)  # fmt: skip
+    cfg = tiny_config(data, tmp_path / "run", "train.num_steps=120", "train.lr=0.003",
+                      "train.warmup_steps=10", "train.log_every=20", "train.checkpoint_every=120",
+                      "model.embed_dim=32", "model.ff_dim=64")  # fmt: skip
+    rows = _metrics(train(cfg, progress=False))
+    assert float(rows[0]["train/loss"]) > 0.5  # it did not start out knowing the actions
+    assert float(rows[-1]["train/loss"]) < 0.05
+
+
+def test_resume_continues_exactly_and_logs_run_folder(dataset_dir, tmp_path):
+    # Dropout, input masking and periodic evaluation all draw random numbers: the RNG states
+    # in the checkpoint must make the resumed run identical to the uninterrupted one.
+    overrides = (
+        *("model.dropout=0.1", "model.input_mask_prob=0.2", "train.keep_checkpoints=3"),
+        *("train.eval_every=5", "train.eval_tasks=1", "train.eval_episodes=2"),
+    )
+    straight = train(tiny_config(dataset_dir, tmp_path / "straight", *overrides), progress=False)
+    assert [p.name for p in list_checkpoints(straight)] == ["step-000005.pt", "step-000010.pt"]
+    for name in ("config.yaml", "versions.json", "metrics.csv"):
+        assert (straight / name).is_file()
+    assert any((straight / "tb").iterdir())
+    rows = _metrics(straight)
+    assert [r["step"] for r in rows] == ["5", "10"] and rows[0]["eval/return_first"] != ""
+
+    # "Interrupted" after step 5: the same folder with only the first checkpoint and metrics.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    (resumed / "checkpoints" / "step-000010.pt").unlink()
+    train(tiny_config(dataset_dir, resumed, *overrides), resume=True, progress=False)
+    a = load_checkpoint(straight / "checkpoints" / "step-000010.pt")
+    b = load_checkpoint(resumed / "checkpoints" / "step-000010.pt")
+    _assert_same_state(a["model"], b["model"])
+    for x, y in zip(
+        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
+    ):
+        _assert_same_state(x, y)
+    assert [r["step"] for r in _metrics(resumed)] == ["5", "10"]  # rows past step 5 rewritten
+    assert _metrics(resumed)[1]["train/loss"] == rows[1]["train/loss"]
+
+
+def test_checkpoint_loads_with_weights_only_and_gives_identical_logits(dataset_dir, tmp_path):
+    run = train(tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=3"), progress=False)
+    path = list_checkpoints(run)[-1]
+    raw = torch.load(path, weights_only=True)
+    assert raw["step"] == 3 and raw["dataset_fingerprint"] and raw["split"]["heldout"]
+    model, ckpt = load_model(run)
+    assert not model.training and ckpt["step"] == 3
+    fresh = ADTransformer(model.cfg, **raw["model_args"])
+    fresh.load_state_dict(raw["model"])
+    fresh.eval()
+    obs = torch.randint(0, 9, (2, 40, 2))
+    inputs = (obs, torch.randint(0, 6, (2, 40)), torch.rand(2, 40), torch.rand(2, 40) < 0.1)
+    with torch.no_grad():
+        assert torch.equal(model(*inputs)[0], fresh(*inputs)[0])
+
+
+def test_refuses_to_overwrite_a_run_and_to_resume_with_other_config_or_data(dataset_dir, tmp_path):
+    cfg = tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=5")
+    train(cfg, progress=False)
+    with pytest.raises(UserError, match="--resume"):
+        train(cfg, progress=False)
+    other = tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=5", "train.lr=0.01")
+    with pytest.raises(UserError, match="train.lr"):
+        train(other, resume=True, progress=False)
+    # Growing num_steps is what resume is for.
+    longer = tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=7")
+    train(longer, resume=True, progress=False)
+    assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["step"] == 7
+    # The same config over changed data (another run checksum) is refused.
+    changed = tmp_path / "changed"
+    shutil.copytree(dataset_dir, changed)
+    manifest = (changed / "manifest.json").read_text()
+    first_sha = manifest.split('"sha256": "')[1][:64]
+    (changed / "manifest.json").write_text(manifest.replace(first_sha, "0" * 64))
+    moved = tiny_config(changed, tmp_path / "run", "train.num_steps=9")
+    with pytest.raises(UserError, match="fingerprint"):
+        train(moved, resume=True, progress=False)
+
+
+def test_non_finite_loss_stops_with_the_last_good_checkpoint(dataset_dir, tmp_path):
+    overrides = ("train.lr=1.0e+30", "train.warmup_steps=0", "train.grad_clip=0.0",
+                 "train.checkpoint_every=1", "train.num_steps=50")  # fmt: skip
+    cfg = tiny_config(dataset_dir, tmp_path / "run", *overrides)
+    with pytest.raises(UserError, match="non-finite") as info:
+        train(cfg, progress=False)
+    assert "\n" not in str(info.value)
+    saved = list_checkpoints(tmp_path / "run")
+    assert saved and saved[-1].name in str(info.value)
+    for tensor in load_checkpoint(saved[-1])["model"].values():
+        assert torch.isfinite(tensor).all()
+
+
+def test_batch_must_divide_by_the_number_of_processes(dataset_dir, tmp_path):
+    from ad.train import _train
+
+    cfg = tiny_config(dataset_dir, tmp_path / "run", "train.batch_size=8")
+    with pytest.raises(UserError, match="does not divide by 3 processes"):
+        _train(cfg, False, False, torch.device("cpu"), rank=0, world_size=3)
+
+
+def test_module_entry_reports_user_errors(tmp_path, capsys):
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "error: config file" in capsys.readouterr().err
+
+
+def test_ddp_two_processes_match_single_process(dataset_dir, tmp_path):
+    # Dropout and input masking off: their random streams differ between ranks.
+    overrides = ("train.num_steps=20", "train.checkpoint_every=20", "train.log_every=10")
+    single = train(tiny_config(dataset_dir, tmp_path / "single", *overrides), progress=False)
+    config = tmp_path / "ddp.yaml"
+    save_config(tiny_config(dataset_dir, tmp_path / "ddp", *overrides), config)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               "2", "-m", "ad.train", "--config", str(config), "--no-progress"]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = load_checkpoint(single / "checkpoints" / "step-000020.pt")
+    b = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "step-000020.pt")
+    assert len(b["rng"]) == 2  # one RNG state per rank
+    _assert_same_state(a["model"], b["model"], exact=False)
+    losses = [float(r["train/loss"]) for r in _metrics(tmp_path / "ddp")]
+    expected = [float(r["train/loss"]) for r in _metrics(single)]
+    assert losses == pytest.approx(expected, rel=1e-4)
