@@ -14,7 +14,6 @@ the same global batch and takes its contiguous slice, and a resumed run continue
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
@@ -42,7 +41,7 @@ from ad.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from ad.config import ExperimentConfig, TrainConfig, config_to_dict, load_config, save_config
+from ad.config import ExperimentConfig, TrainConfig, config_to_dict, save_config
 from ad.dataset import WindowDataset, iterate_batches
 from ad.errors import UserError
 from ad.model import ADTransformer
@@ -394,24 +393,13 @@ def _progress_bar(total: int, initial: int, enabled: bool):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ad.train --config X [--set k=v ...] [--resume]`` (what torchrun launches)."""
-    parser = argparse.ArgumentParser(prog="python -m ad.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, default=None, help="experiment YAML (configs/)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE"
-    )
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        run_dir = train(cfg, resume=args.resume, progress=not args.no_progress)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"run folder: {run_dir}")
-    return 0
+    """``python -m ad.train --config X [--set k=v ...] [--resume]``: what torchrun launches.
+
+    The same arguments as ``ad-train``, parsed in one place (ad.cli).
+    """
+    from ad.cli import train_main
+
+    return train_main(argv)
 
 
 if __name__ == "__main__":

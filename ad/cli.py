@@ -1,0 +1,222 @@
+"""Thin entry points: parse arguments, call one library function, turn user errors into exit codes.
+
+Every error a user can cause is a :class:`ad.errors.UserError`; it is printed as one line
+(``error: ...``) with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ad.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _run(fn: Callable[[], int | None]) -> int:
+    try:
+        return fn() or 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--config", type=Path, required=required, help="experiment YAML (configs/)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set train.num_steps=100 (repeatable)",
+    )
+    parser.add_argument(
+        "--help-config", action="store_true", help="list every config field with its help and exit"
+    )
+
+
+def _help_config() -> int:
+    from ad.config import help_text
+
+    print(help_text())
+    return 0
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r} is not of the form i/N (e.g. 0/4)") from None
+    if not 0 <= index < count:
+        raise UserError(f"--shard {text}: need 0 <= i < N")
+    return index, count
+
+
+def collect_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ad-collect",
+        description="Run a source RL algorithm from scratch on every task and record whole "
+        "learning histories to HDF5; or --inspect an existing dataset.",
+    )
+    _add_config_args(parser, required=False)
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
+    parser.add_argument("--shard", default="0/1", help="run only shard i of N of the task list")
+    parser.add_argument("--inspect", type=Path, metavar="DATASET", help="validate and summarise")
+    parser.add_argument("--plot", action="store_true", help="with --inspect: draw learning curves")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    def go() -> int:
+        if args.help_config:
+            return _help_config()
+        from ad import collect
+
+        if args.inspect is not None:
+            print(collect.inspect(args.inspect, plot=args.plot))
+            return 0
+        if args.config is None:
+            raise UserError("ad-collect needs --config FILE (or --inspect DATASET)")
+        if args.workers is not None and args.workers < 1:
+            raise UserError("--workers must be >= 1")
+        from ad.config import load_config
+
+        cfg = load_config(args.config, args.overrides)
+        collect.collect(
+            cfg,
+            workers=args.workers,
+            shard=_parse_shard(args.shard),
+            progress=not args.no_progress,
+        )
+        return 0
+
+    return _run(go)
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ad-train",
+        description="Train the across-episode causal transformer on a history dataset.",
+    )
+    _add_config_args(parser, required=False)
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    def go() -> int:
+        if args.help_config:
+            return _help_config()
+        if args.config is None:
+            raise UserError("ad-train needs --config FILE")
+        from ad.config import load_config
+        from ad.train import train
+
+        cfg = load_config(args.config, args.overrides)
+        run_dir = train(cfg, resume=args.resume, progress=not args.no_progress)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks
+            print(f"run folder: {run_dir}")
+        return 0
+
+    return _run(go)
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ad-eval",
+        description="Roll the frozen model out on held-out tasks; write returns, summary and figure.",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--run", type=Path, help="run folder written by ad-train")
+    source.add_argument("--checkpoint", type=Path, help="one checkpoint file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="eval.KEY=VALUE",
+        help="override an eval setting, e.g. --set eval.num_episodes=100 (repeatable)",
+    )
+    parser.add_argument("--compare", type=Path, nargs="+", default=[], help="runs to overlay")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/eval)")
+    parser.add_argument(
+        "--allow-train-tasks",
+        action="store_true",
+        help="permit --set eval.tasks=train (labelled as training tasks in every output)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    def go() -> int:
+        source = args.run or args.checkpoint
+        if source is None:
+            raise UserError("ad-eval needs --run RUN_DIR or --checkpoint FILE")
+        from ad.evaluate import evaluate
+
+        evaluate(
+            source,
+            overrides=args.overrides,
+            out_dir=args.out,
+            compare=args.compare,
+            allow_train_tasks=args.allow_train_tasks,
+            progress=not args.no_progress,
+        )
+        return 0
+
+    return _run(go)
+
+
+def _entry(main: Callable[[Sequence[str] | None], int]) -> Callable[[], None]:
+    return lambda: sys.exit(main(None))
+
+
+collect = _entry(collect_main)
+train = _entry(train_main)
+evaluate = _entry(eval_main)
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ad-run",
+        description="The whole pipeline on one config: collect -> train AD and ED -> evaluate -> "
+        "report (figure, summary.json, REPORT.md).",
+    )
+    parser.add_argument(
+        "config",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="experiment YAML (default: the built-in quick DarkRoom experiment)",
+    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    parser.add_argument("--workers", type=int, default=None, help="collection processes")
+    parser.add_argument("--no-ed", action="store_true", help="skip the expert-distillation control")
+    parser.add_argument("--report", type=Path, default=None, help="report folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    def go() -> int:
+        from ad.config import load_config
+        from ad.pipeline import run_pipeline
+
+        # No file: the built-in defaults, which are the quick DarkRoom experiment.
+        cfg = load_config(args.config, args.overrides)
+        run_pipeline(
+            cfg,
+            workers=args.workers,
+            with_ed=not args.no_ed,
+            report_dir=args.report,
+            progress=not args.no_progress,
+        )
+        return 0
+
+    return _run(go)
+
+
+run = _entry(run_main)
