@@ -1,0 +1,390 @@
+"""Learning histories on disk: the HDF5 writer, reader, validator and the dataset manifest.
+
+This is the only module that imports h5py. One file holds one source-algorithm run (one task, one
+seed): datasets shaped ``(S, T, ...)`` (S env streams, T steps per stream) plus per-episode
+summaries, and a JSON ``metadata`` root attribute. The format is documented, with its version, in
+``learning_histories/README.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ad.errors import UserError
+from ad.utils import fsync_dir
+
+SCHEMA_VERSION = 1
+MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+# (S, T, ...) step datasets (observations keep the env's dtype).
+STEP_ARRAYS = ("observations", "actions", "rewards", "terminations", "truncations")
+# (E,) per-episode datasets, derived from the step datasets when the file is written.
+EPISODE_ARRAYS = ("episode_streams", "episode_ends", "episode_lengths", "episode_returns")
+REQUIRED_METADATA = ("schema_version", "n_envs", "num_steps", "observation_space", "num_actions")
+
+
+class HistoryError(UserError):
+    """A missing, corrupt, truncated or wrong-version learning-history file."""
+
+
+class HistoryVersionError(HistoryError):
+    """A history written with another schema version."""
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _corrupt(path: Path, why: str) -> HistoryError:
+    return HistoryError(
+        f"{path} is not a valid learning history ({why}); delete it and re-run ad-collect"
+    )
+
+
+@dataclass(frozen=True)
+class History:
+    """One whole run in memory. Arrays are ``(S, T, ...)``."""
+
+    path: Path
+    metadata: dict
+    observations: np.ndarray  # (S, T, *obs_shape)
+    actions: np.ndarray  # (S, T) int64
+    rewards: np.ndarray  # (S, T) float32
+    terminations: np.ndarray  # (S, T) bool
+    truncations: np.ndarray  # (S, T) bool
+
+    @property
+    def num_streams(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.actions.shape[1])
+
+    def episode_returns(self) -> list[np.ndarray]:
+        """Per stream, the returns of its completed episodes in order (float64)."""
+        episodes = episode_table(self.rewards, self.terminations, self.truncations)
+        streams = episodes["episode_streams"]
+        return [episodes["episode_returns"][streams == s] for s in range(self.num_streams)]
+
+    def episode_lengths(self) -> list[np.ndarray]:
+        """Per stream, the lengths of its completed episodes in order."""
+        episodes = episode_table(self.rewards, self.terminations, self.truncations)
+        streams = episodes["episode_streams"]
+        return [episodes["episode_lengths"][streams == s] for s in range(self.num_streams)]
+
+
+def episode_table(
+    rewards: np.ndarray, terminations: np.ndarray, truncations: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Completed episodes of ``(S, T)`` arrays, ordered by stream then time.
+
+    Returns:
+        ``episode_streams`` (stream index), ``episode_ends`` (index of the episode's last step),
+        ``episode_lengths`` and ``episode_returns`` (float64 sums of raw rewards), each ``(E,)``.
+        An episode still running at the end of the history is not included.
+    """
+    dones = np.asarray(terminations, bool) | np.asarray(truncations, bool)  # (S, T)
+    streams, ends = np.nonzero(dones)  # row-major: by stream, then time
+    csum = np.cumsum(np.asarray(rewards, np.float64), axis=1)  # (S, T)
+    # Start of each episode: one past the previous end of the same stream, else 0.
+    first = np.ones(len(ends), bool)
+    first[1:] = streams[1:] != streams[:-1]
+    starts = np.where(first, 0, np.concatenate([[0], ends[:-1] + 1]))
+    before = np.where(starts > 0, csum[streams, np.maximum(starts - 1, 0)], 0.0)
+    return {
+        "episode_streams": streams.astype(np.int64),
+        "episode_ends": ends.astype(np.int64),
+        "episode_lengths": (ends - starts + 1).astype(np.int64),
+        "episode_returns": csum[streams, ends] - before,
+    }
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def temp_path_for(path: Path) -> Path:
+    """The temporary name a history is written under (hidden, unique to host and process)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
+
+
+def stale_temp_files(path: Path) -> list[Path]:
+    """Temporary files left by interrupted writes of ``path`` (any host or process)."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
+def write_history(
+    path: str | Path,
+    metadata: dict,
+    observations: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    terminations: np.ndarray,
+    truncations: np.ndarray,
+    chunk_steps: int = 128,
+    compression: str | None = "gzip",
+) -> None:
+    """Write one run atomically: a temporary file, fsync, then rename into place.
+
+    Args:
+        path: the final ``.h5`` path; it appears only once the file is complete.
+        metadata: JSON-serialisable run description; ``schema_version``, ``n_envs``,
+            ``num_steps`` and ``total_steps`` are set from the arrays.
+        observations: ``(S, T, *obs_shape)``; the other arrays ``(S, T)``.
+        chunk_steps: HDF5 chunk length along T (one stream per chunk).
+        compression: ``"gzip"``, ``"lzf"`` or None.
+    """
+    path = Path(path)
+    arrays = {
+        "observations": np.asarray(observations),
+        "actions": np.asarray(actions, np.int64),
+        "rewards": np.asarray(rewards, np.float32),
+        "terminations": np.asarray(terminations, bool),
+        "truncations": np.asarray(truncations, bool),
+    }
+    num_streams, num_steps = arrays["actions"].shape
+    for name, array in arrays.items():
+        if array.shape[:2] != (num_streams, num_steps):
+            raise ValueError(
+                f"{name} has shape {array.shape}, expected ({num_streams}, {num_steps}, ...)"
+            )
+    metadata = {
+        **metadata,
+        "schema_version": SCHEMA_VERSION,
+        "n_envs": int(num_streams),
+        "num_steps": int(num_steps),
+        "total_steps": int(num_streams * num_steps),
+    }
+    text = json.dumps(metadata)  # fail before touching the disk if not serialisable
+    episodes = episode_table(arrays["rewards"], arrays["terminations"], arrays["truncations"])
+    chunk = max(1, min(int(chunk_steps), num_steps))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["metadata"] = text
+            for name, array in arrays.items():
+                # One stream per chunk, chunk_steps along T: a training window reads few chunks.
+                # fletcher32 checksums every chunk, so corruption fails loudly on read.
+                f.create_dataset(
+                    name,
+                    data=array,
+                    chunks=(1, chunk, *array.shape[2:]),
+                    compression=compression,
+                    fletcher32=True,
+                )
+            for name, array in episodes.items():
+                f.create_dataset(name, data=array)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _open(path: Path) -> h5py.File:
+    path = Path(path)
+    if not path.is_file():
+        raise HistoryError(f"learning history {path} not found; check the path or run ad-collect")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise _corrupt(path, f"cannot open it as HDF5: {_one_line(e)}") from None
+
+
+def _check_file(f: h5py.File, path: Path) -> dict:
+    """Schema version, metadata and dataset shapes of an open file; returns the metadata."""
+    try:
+        text = f.attrs["metadata"]
+    except (KeyError, OSError):
+        raise _corrupt(path, "no metadata attribute") from None
+    try:
+        metadata = json.loads(text)
+    except (TypeError, ValueError):
+        raise _corrupt(path, "its metadata is not valid JSON") from None
+    if not isinstance(metadata, dict):
+        raise _corrupt(path, "its metadata is not a JSON object")
+    version = metadata.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise HistoryVersionError(
+            f"{path} has learning-history schema version {version!r} but this version of ad reads "
+            f"version {SCHEMA_VERSION}; re-collect it with this version or use a matching ad"
+        )
+    missing = [k for k in REQUIRED_METADATA if k not in metadata]
+    if missing:
+        raise _corrupt(path, f"metadata lacks {', '.join(missing)}")
+    shape = (metadata["n_envs"], metadata["num_steps"])
+    for name in STEP_ARRAYS:
+        dataset = f.get(name)
+        if not isinstance(dataset, h5py.Dataset) or dataset.shape[:2] != shape:
+            raise _corrupt(path, f"dataset {name} is missing or not shaped {shape}")
+    for name in EPISODE_ARRAYS:
+        if not isinstance(f.get(name), h5py.Dataset):
+            raise _corrupt(path, f"dataset {name} is missing")
+    return metadata
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The metadata of a history, after a cheap structural check (no array data is read).
+
+    Raises:
+        HistoryError: missing, unreadable, truncated or wrong-version file.
+    """
+    path = Path(path)
+    f = _open(path)
+    try:
+        return _check_file(f, path)
+    finally:
+        f.close()
+
+
+def _read_all(f: h5py.File, path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    try:
+        return {name: f[name][()] for name in names}
+    except (OSError, KeyError, ValueError) as e:
+        raise _corrupt(path, f"reading its data failed: {_one_line(e)}") from None
+
+
+def read_history(path: str | Path) -> History:
+    """Read a whole run into memory (checksums of every chunk are verified).
+
+    Raises:
+        HistoryError: missing, corrupt, truncated or wrong-version file.
+    """
+    path = Path(path)
+    with _open(path) as f:
+        metadata = _check_file(f, path)
+        arrays = _read_all(f, path, STEP_ARRAYS)
+    return History(path=path, metadata=metadata, **arrays)
+
+
+def read_episodes(path: str | Path) -> dict[str, np.ndarray]:
+    """The stored per-episode summaries (see :func:`episode_table`) without the step data."""
+    path = Path(path)
+    with _open(path) as f:
+        _check_file(f, path)
+        return _read_all(f, path, EPISODE_ARRAYS)
+
+
+def validate_history(path: str | Path) -> dict:
+    """Read every byte of a history through its checksums; returns its metadata.
+
+    Raises:
+        HistoryError: the file is not a complete, uncorrupted history of this schema version.
+    """
+    path = Path(path)
+    with _open(path) as f:
+        metadata = _check_file(f, path)
+        arrays = _read_all(f, path, STEP_ARRAYS + EPISODE_ARRAYS)
+    derived = episode_table(arrays["rewards"], arrays["terminations"], arrays["truncations"])
+    for name, array in derived.items():
+        if not np.allclose(arrays[name], array):
+            raise _corrupt(path, f"{name} disagrees with the step data")
+    return metadata
+
+
+class HistoryReader:
+    """Keeps one history file open to read slices of streams (for data larger than memory).
+
+    Use one reader per process (h5py handles must not cross a fork). Usage::
+
+        with HistoryReader(path) as reader:
+            window = reader.read(stream=0, start=100, stop=200)  # dict of (100, ...) arrays
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file = _open(self.path)
+        try:
+            self.metadata = _check_file(self._file, self.path)
+        except BaseException:
+            self._file.close()
+            raise
+        self._datasets = {name: self._file[name] for name in STEP_ARRAYS}
+        self.num_streams = int(self.metadata["n_envs"])
+        self.num_steps = int(self.metadata["num_steps"])
+
+    def read(self, stream: int, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Steps ``start:stop`` of one stream: each array ``(stop - start, ...)``."""
+        if not (0 <= stream < self.num_streams and 0 <= start <= stop <= self.num_steps):
+            raise IndexError(
+                f"slice stream={stream} [{start}:{stop}] outside ({self.num_streams}, "
+                f"{self.num_steps})"
+            )
+        try:
+            # One indexing operation per dataset: ds[s][a:b] would read the whole stream first.
+            return {name: ds[stream, start:stop] for name, ds in self._datasets.items()}
+        except OSError as e:
+            raise _corrupt(self.path, f"reading its data failed: {_one_line(e)}") from None
+
+    def episodes(self) -> dict[str, np.ndarray]:
+        """The per-episode summaries of the file (see :func:`episode_table`)."""
+        return _read_all(self._file, self.path, EPISODE_ARRAYS)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> HistoryReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(dataset_dir: str | Path) -> dict:
+    """The ``manifest.json`` of a dataset folder.
+
+    Raises:
+        UserError: missing, unreadable or of another schema version.
+    """
+    path = Path(dataset_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise UserError(
+            f"no {MANIFEST_NAME} in {dataset_dir}; collect the dataset first "
+            "(ad-collect --config ...)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"{path} is unreadable ({_one_line(e)}); re-run ad-collect to rebuild it"
+        ) from None
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if version != MANIFEST_SCHEMA_VERSION:
+        raise UserError(
+            f"{path} has manifest schema version {version!r}, expected {MANIFEST_SCHEMA_VERSION}; "
+            "re-run ad-collect with this version of ad to rebuild it"
+        )
+    return manifest

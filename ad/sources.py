@@ -1,0 +1,362 @@
+"""Source algorithms: what learns each task from scratch while every step is recorded.
+
+A source algorithm acts only through a stable-baselines3 ``VecEnv`` (``reset()``, ``step(actions)``)
+that collect hands it: a :class:`RecordingVecEnv` around a ``DummyVecEnv`` of S copies of the task's
+env. So whatever the algorithm (SB3's PPO, DQN, A2C, the bandit UCB below, or your own
+``module:Class``), the history holds exactly what was sent to and returned by the envs.
+
+Writing your own: subclass :class:`SourceAlgorithm`, take ``(venv, seed, **kwargs)`` in the
+constructor (kwargs come from ``collect.algorithm_kwargs``) and step ``venv`` in ``learn``; then
+set ``collect.algorithm: mypackage.mymodule:MyAlgorithm``. Any other stable-baselines3 algorithm
+with Discrete actions plugs in by its class, e.g. ``collect.algorithm: sb3_contrib:QRDQN``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from torch import nn
+
+from ad.errors import UserError
+
+# --------------------------------------------------------------------------- recording
+
+
+class RecordingVecEnv(VecEnvWrapper):
+    """Records the first ``num_steps`` steps of every stream into preallocated ``(S, T)`` arrays.
+
+    It sits directly on the ``DummyVecEnv``, below any wrapper SB3 adds (``VecTransposeImage``), so
+    it stores the env's own observations, the actions actually sent, and the raw rewards copied at
+    the step (PPO later adds bootstrapped values to its reward array in place). DummyVecEnv merges
+    terminated/truncated into ``dones`` and auto-resets: ``terminations = dones and not
+    infos["TimeLimit.truncated"]`` is exactly Gymnasium's ``terminated``; ``truncations`` is
+    ``truncated and not terminated``; the observation returned after a done is the reset
+    observation, which is the one the next action is chosen on. Steps after the arrays are full
+    pass through unrecorded. A ``reset()`` in the middle of a history (not done by SB3's learn)
+    marks the interrupted episodes truncated at the previous step.
+    """
+
+    def __init__(self, venv: VecEnv, num_steps: int) -> None:
+        super().__init__(venv)
+        shape, dtype = self.observation_space.shape, self.observation_space.dtype
+        num_envs = venv.num_envs
+        self.num_steps = int(num_steps)
+        self.observations = np.zeros((num_envs, self.num_steps, *shape), dtype)  # (S, T, ...)
+        self.actions = np.zeros((num_envs, self.num_steps), np.int64)
+        self.rewards = np.zeros((num_envs, self.num_steps), np.float32)
+        self.terminations = np.zeros((num_envs, self.num_steps), bool)
+        self.truncations = np.zeros((num_envs, self.num_steps), bool)
+        self.t = 0  # steps recorded per stream
+
+    @property
+    def full(self) -> bool:
+        return self.t >= self.num_steps
+
+    def reset(self) -> np.ndarray:
+        obs = self.venv.reset()
+        if 0 < self.t < self.num_steps:
+            self.truncations[:, self.t - 1] |= ~self.terminations[:, self.t - 1]
+        if self.t < self.num_steps:
+            self.observations[:, self.t] = obs
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        if self.t < self.num_steps:
+            self.actions[:, self.t] = np.asarray(actions).reshape(self.num_envs)
+        self.venv.step_async(actions)
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        t = self.t
+        if t < self.num_steps:
+            truncated = np.fromiter(
+                (info.get("TimeLimit.truncated", False) for info in infos), bool, self.num_envs
+            )
+            self.rewards[:, t] = rewards
+            self.truncations[:, t] = truncated
+            self.terminations[:, t] = dones & ~truncated
+            if t + 1 < self.num_steps:
+                self.observations[:, t + 1] = obs
+        self.t = t + 1
+        return obs, rewards, dones, infos
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The recorded ``(S, T, ...)`` arrays, named as in a history file."""
+        return {
+            "observations": self.observations,
+            "actions": self.actions,
+            "rewards": self.rewards,
+            "terminations": self.terminations,
+            "truncations": self.truncations,
+        }
+
+
+# --------------------------------------------------------------------------- the interface
+
+
+class SourceAlgorithm(ABC):
+    """Learns one task from scratch, acting only through ``venv``.
+
+    Args:
+        venv: an SB3 ``VecEnv`` of S streams (the recorder); seeded by collect before it is passed.
+        seed: the run's seed; seed every random number the algorithm draws from it.
+        **kwargs: ``collect.algorithm_kwargs``.
+    """
+
+    def __init__(self, venv: VecEnv, seed: int, **kwargs: Any) -> None:
+        self.venv = venv
+        self.seed = seed
+
+    @abstractmethod
+    def learn(self, total_steps: int) -> None:
+        """Learn for ``total_steps`` env steps summed over streams (``total_steps // S`` calls of
+        ``venv.step``), starting with ``venv.reset()``."""
+
+
+class _StopWhenFull(BaseCallback):
+    """Ends SB3's learn() on the step that fills the recorder (no overshoot to a rollout end)."""
+
+    def __init__(self, recorder: VecEnv) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def _on_step(self) -> bool:
+        return not getattr(self.recorder, "full", False)
+
+
+class SmallCNN(BaseFeaturesExtractor):
+    """Features of small images such as MiniGrid's 7x7x3 view (NatureCNN needs >= 36x36).
+
+    Two 3x3 convolutions and a linear layer. Accepts channels-first (after SB3's
+    VecTransposeImage) or channels-last observations.
+    """
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 64) -> None:
+        super().__init__(observation_space, features_dim)
+        shape = observation_space.shape
+        self.channels_last = int(np.argmin(shape)) == 2
+        channels = shape[2] if self.channels_last else shape[0]
+        self.cnn = nn.Sequential(
+            nn.Conv2d(channels, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            sample = torch.zeros(1, *shape)
+            num_flat = self.cnn(self._channels_first(sample)).shape[1]
+        self.linear = nn.Sequential(nn.Linear(num_flat, features_dim), nn.ReLU())
+
+    def _channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 3, 1, 2) if self.channels_last else x  # (B, C, H, W)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.cnn(self._channels_first(observations.float())))
+
+
+_ACTIVATIONS = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "leaky_relu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+}
+
+
+def _import(name: str, what: str) -> Any:
+    module_name, _, attr = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except (ImportError, ValueError) as e:  # ValueError: an empty module name
+        raise UserError(
+            f"cannot import {what} module {module_name!r} ({e}); check the config"
+        ) from None
+    if not hasattr(module, attr):
+        raise UserError(f"module {module_name!r} has no {attr!r}; check the {what} in the config")
+    return getattr(module, attr)
+
+
+def _resolve_policy_kwargs(policy_kwargs: dict) -> dict:
+    """YAML can only hold strings: map activation/extractor/optimizer names to classes."""
+    out = dict(policy_kwargs)
+    act = out.get("activation_fn")
+    if isinstance(act, str):
+        key = act.lower().removeprefix("nn.")
+        if key not in _ACTIVATIONS:
+            raise UserError(f"unknown activation_fn {act!r}; use one of {sorted(_ACTIVATIONS)}")
+        out["activation_fn"] = _ACTIVATIONS[key]
+    extractor = out.get("features_extractor_class")
+    if isinstance(extractor, str):
+        out["features_extractor_class"] = (
+            SmallCNN if extractor == "SmallCNN" else _import(extractor, "features extractor")
+        )
+    optimizer = out.get("optimizer_class")
+    if isinstance(optimizer, str):
+        if not hasattr(torch.optim, optimizer):
+            raise UserError(f"unknown optimizer_class {optimizer!r}; use a torch.optim name")
+        out["optimizer_class"] = getattr(torch.optim, optimizer)
+    return out
+
+
+class SB3Source(SourceAlgorithm):
+    """PPO, DQN or A2C from stable-baselines3 with ``collect.algorithm_kwargs`` as arguments.
+
+    Defaults beside SB3's own: ``device="cpu"``, ``verbose=0``; MlpPolicy (SB3 one-hot encodes
+    Discrete and MultiDiscrete observations), or for image observations (3-D Box) CnnPolicy with
+    :class:`SmallCNN` and ``normalize_images=False`` (MiniGrid's images hold small integer codes,
+    not 0..255 intensities). ``policy_kwargs`` may name ``activation_fn``,
+    ``features_extractor_class`` and ``optimizer_class`` by string.
+    """
+
+    algorithm_class: Any = None
+
+    def __init__(self, venv: VecEnv, seed: int, **kwargs: Any) -> None:
+        super().__init__(venv, seed)
+        is_image = (
+            isinstance(venv.observation_space, spaces.Box)
+            and len(venv.observation_space.shape) == 3
+        )
+        policy = kwargs.pop("policy", "CnnPolicy" if is_image else "MlpPolicy")
+        policy_kwargs = dict(kwargs.pop("policy_kwargs", None) or {})
+        if is_image:
+            policy_kwargs.setdefault("features_extractor_class", SmallCNN)
+            policy_kwargs.setdefault("normalize_images", False)
+        kwargs.setdefault("device", "cpu")
+        kwargs.setdefault("verbose", 0)
+        self.model = self.algorithm_class(
+            policy, venv, seed=seed, policy_kwargs=_resolve_policy_kwargs(policy_kwargs), **kwargs
+        )
+
+    def learn(self, total_steps: int) -> None:
+        self.model.learn(total_timesteps=total_steps, callback=_StopWhenFull(self.venv))
+
+
+class PPOSource(SB3Source):
+    algorithm_class = PPO
+
+
+class DQNSource(SB3Source):
+    algorithm_class = DQN
+
+
+class A2CSource(SB3Source):
+    algorithm_class = A2C
+
+
+class UCB(SourceAlgorithm):
+    """UCB1 (Auer et al. 2002), the AD paper's bandit source algorithm; one learner per stream.
+
+    Each step of a stream is one pull: arm = argmax over arms of ``mean + c * sqrt(ln t / n)``
+    (t pulls so far, n pulls of the arm), untried arms first, ties broken at random. Observations
+    are ignored, so it suits one-step-episode bandits (the Bandit family). Vectorised in numpy
+    over the S streams.
+
+    Args:
+        c: exploration coefficient (sqrt(2) is UCB1).
+    """
+
+    def __init__(self, venv: VecEnv, seed: int, c: float = math.sqrt(2)) -> None:
+        super().__init__(venv, seed)
+        self.c = float(c)
+        self.rng = np.random.default_rng(seed)
+
+    def learn(self, total_steps: int) -> None:
+        num_envs, num_arms = self.venv.num_envs, int(self.venv.action_space.n)
+        counts = np.zeros((num_envs, num_arms))  # (S, K)
+        sums = np.zeros((num_envs, num_arms))  # (S, K)
+        rows = np.arange(num_envs)
+        self.venv.reset()
+        for t in range(total_steps // num_envs):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                score = sums / counts + self.c * np.sqrt(math.log(max(t, 1)) / counts)
+            score = np.where(counts == 0, np.inf, score)
+            best = score == score.max(axis=1, keepdims=True)  # (S, K) ties
+            noise = self.rng.random((num_envs, num_arms))
+            actions = np.argmax(np.where(best, noise, -1.0), axis=1)  # a random best arm
+            _, rewards, _, _ = self.venv.step(actions)
+            counts[rows, actions] += 1
+            sums[rows, actions] += rewards
+
+
+# --------------------------------------------------------------------------- the registry
+
+SOURCES: dict[str, type] = {"PPO": PPOSource, "DQN": DQNSource, "A2C": A2CSource, "UCB": UCB}
+
+
+def resolve_source(name: str) -> type:
+    """The class of a source algorithm: PPO, DQN, A2C, UCB or ``module:Class``.
+
+    ``module:Class`` names a :class:`SourceAlgorithm` subclass or any stable-baselines3 algorithm
+    class (e.g. ``sb3_contrib:QRDQN``), which is wrapped like PPO.
+    """
+    if ":" in name:
+        cls = _import(name, "source algorithm")
+        if isinstance(cls, type) and issubclass(cls, BaseAlgorithm):
+            return type(f"{cls.__name__}Source", (SB3Source,), {"algorithm_class": cls})
+    else:
+        cls = SOURCES.get(name)
+        if cls is None:
+            raise UserError(
+                f"unknown source algorithm {name!r}; set collect.algorithm to one of "
+                f"{', '.join(SOURCES)} or 'module:Class'"
+            )
+    if not (isinstance(cls, type) and issubclass(cls, SourceAlgorithm)):
+        raise UserError(f"{name} is not a SourceAlgorithm; subclass ad.sources.SourceAlgorithm")
+    return cls
+
+
+def check_action_space(action_space: spaces.Space, algorithm: str) -> None:
+    """AD predicts one of A actions, so every source must act in a Discrete action space."""
+    if not isinstance(action_space, spaces.Discrete):
+        raise UserError(
+            f"collect.algorithm {algorithm} needs a Discrete action space but the env has "
+            f"{action_space}; the AD model predicts discrete actions, so use a family with "
+            "Discrete actions"
+        )
+
+
+# YAML 1.1 (PyYAML) reads 1e-3, without a dot, as a string.
+_YAML_FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
+def _yaml_floats(kwargs: dict) -> dict:
+    return {
+        key: float(value) if isinstance(value, str) and _YAML_FLOAT.fullmatch(value) else value
+        for key, value in kwargs.items()
+    }
+
+
+def make_source(name: str, venv: VecEnv, seed: int, kwargs: dict | None = None) -> SourceAlgorithm:
+    """Build a source algorithm acting on ``venv``.
+
+    Args:
+        name: PPO, DQN, A2C, UCB or ``module:Class`` (a :class:`SourceAlgorithm` subclass).
+        venv: the (recording) vector env; its action space must be Discrete.
+        seed: the run's seed.
+        kwargs: ``collect.algorithm_kwargs``.
+
+    Raises:
+        UserError: unknown algorithm, non-Discrete actions, or bad keyword arguments.
+    """
+    cls = resolve_source(name)
+    check_action_space(venv.action_space, name)
+    try:
+        return cls(venv, seed, **_yaml_floats(kwargs or {}))
+    except (TypeError, ValueError, AssertionError) as e:  # SB3 checks its arguments by assert
+        raise UserError(
+            f"bad collect.algorithm_kwargs for {name}: {' '.join(str(e).split())}; fix the config"
+        ) from None

@@ -1,0 +1,429 @@
+"""Collect: recorded steps replay exactly, resume after SIGKILL, shards merge, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+from torch import nn
+
+import envs
+from ad.collect import collect, inspect, merge_manifest, plan_runs
+from ad.config import config_from_dict, config_to_dict, load_config
+from ad.errors import UserError
+from ad.histories import load_manifest, read_history, read_metadata, validate_history
+from ad.sources import RecordingVecEnv, SmallCNN, SourceAlgorithm, make_source
+from envs.base import TaskFamily
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 2}
+# The DarkRoom source settings recommended in the report (learn every goal in 12k steps).
+DARKROOM_PPO = {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 128, "n_epochs": 10}
+
+
+def _cfg(out: Path, family="DarkRoom", algorithm="PPO", kwargs=None, **collect_fields):
+    collect_section = {
+        "algorithm": algorithm,
+        "algorithm_kwargs": kwargs or {},
+        "output_dir": str(out),
+        **collect_fields,
+    }
+    env = {"family": family, "num_train_tasks": 2, "num_heldout_tasks": 1}
+    return config_from_dict({"name": "test", "env": env, "collect": collect_section})
+
+
+def _bandit_cfg(out: Path, total_steps=400, **fields):
+    fields.setdefault("splits", ["train"])
+    return config_from_dict(
+        {
+            "name": "bandit",
+            "env": {"family": "Bandit", "num_train_tasks": 3, "num_heldout_tasks": 1},
+            "collect": {
+                "algorithm": "UCB",
+                "n_envs": 4,
+                "total_steps": total_steps,
+                "output_dir": str(out),
+                **fields,
+            },
+        }
+    )
+
+
+def replay(history) -> int:
+    """Re-create the seeded envs, feed the recorded actions stream by stream, and compare."""
+    meta = history.metadata
+    family = envs.make_family(meta["family"], **meta["family_kwargs"])
+    episodes = 0
+    for s in range(history.num_streams):
+        env = family.make_env(meta["task"])
+        obs, _ = env.reset(seed=meta["seed"] + s)  # DummyVecEnv seeds stream s with seed + s
+        for t in range(history.num_steps):
+            np.testing.assert_array_equal(history.observations[s, t], obs, err_msg=f"{s},{t}")
+            obs, reward, terminated, truncated, _ = env.step(history.actions[s, t])
+            assert history.rewards[s, t] == np.float32(reward), (s, t)  # raw, not bootstrapped
+            assert history.terminations[s, t] == terminated, (s, t)
+            assert history.truncations[s, t] == (truncated and not terminated), (s, t)
+            if terminated or truncated:
+                obs, _ = env.reset()  # auto-reset: the next observation is the reset one
+                episodes += 1
+    return episodes
+
+
+def test_ppo_darkroom_records_every_step_exactly(tmp_path):
+    cfg = _cfg(tmp_path / "ds", kwargs=TINY_PPO, total_steps=2000)
+    summary = collect(cfg, workers=1, progress=False)
+    assert (summary["runs_done"], summary["runs_skipped"], summary["runs_failed"]) == (3, 0, 0)
+    assert summary["env_steps"] == 3 * 2000 and summary["bytes_written"] > 0
+    files = sorted(p.name for p in (tmp_path / "ds").glob("*.h5"))
+    assert files == [
+        "heldout-task0000-seed0.h5",
+        "train-task0000-seed0.h5",
+        "train-task0001-seed0.h5",
+    ]
+    for name in ("config.yaml", "versions.json", "manifest.json"):
+        assert (tmp_path / "ds" / name).is_file()
+    assert load_config(tmp_path / "ds" / "config.yaml") == cfg
+
+    history = read_history(tmp_path / "ds" / "train-task0001-seed0.h5")
+    meta = history.metadata
+    assert history.observations.shape == (4, 500, 2) and history.actions.dtype == np.int64
+    assert meta["split"] == "train" and meta["task"] == list(cfg_split(cfg).train)[1]
+    assert meta["algorithm"] == "PPO" and meta["algorithm_kwargs"] == TINY_PPO
+    assert meta["observation_space"] == {"type": "MultiDiscrete", "nvec": [9, 9]}
+    assert (meta["num_actions"], meta["episode_length"], meta["seed"]) == (5, 20, 0)
+    assert meta["optimal_return"] > meta["random_return"] > 0
+    assert meta["config"]["collect"]["total_steps"] == 2000
+    assert replay(history) == 4 * 25
+    # Dark Room: every 20th step is truncated, never terminated; each episode starts centred.
+    assert history.truncations[:, 19::20].all() and history.truncations.sum() == 4 * 25
+    assert not history.terminations.any()
+    assert (history.observations[:, ::20] == 4).all()
+    assert set(np.unique(history.rewards)) <= {0.0, 1.0}
+    assert read_metadata(tmp_path / "ds" / "heldout-task0000-seed0.h5")["split"] == "heldout"
+
+    manifest = load_manifest(tmp_path / "ds")
+    assert [r["file"] for r in manifest["runs"]] == files[1:] + files[:1]  # train first
+    run = manifest["runs"][1]
+    assert (run["num_streams"], run["num_steps"], run["num_episodes"]) == (4, 500, 100)
+    first = np.mean([r[:10].mean() for r in history.episode_returns()])
+    assert run["first_return"] == pytest.approx(first)
+    assert manifest["split"]["train"] == [list(cfg_split(cfg).train)[i] for i in (0, 1)]
+
+
+def cfg_split(cfg):
+    family = envs.make_family(cfg.env.family, **cfg.env.family_kwargs)
+    return family.split(cfg.env.split_seed, cfg.env.num_train_tasks, cfg.env.num_heldout_tasks)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "kwargs"),
+    [
+        ("A2C", {"n_steps": 8}),
+        ("DQN", {"learning_starts": 100, "buffer_size": 2000}),
+        # An SB3 class by module:Class; YAML's string "1e-3" is read as a number.
+        ("stable_baselines3:A2C", {"n_steps": 8, "learning_rate": "1e-3"}),
+    ],
+)
+def test_a2c_dqn_and_sb3_classes_collect(tmp_path, algorithm, kwargs):
+    cfg = _cfg(tmp_path, algorithm=algorithm, kwargs=kwargs, total_steps=800, splits=["train"])
+    assert collect(cfg, workers=1, progress=False)["runs_done"] == 2
+    history = read_history(tmp_path / "train-task0000-seed0.h5")
+    assert history.metadata["algorithm"] == algorithm
+    assert replay(history) == 4 * 10
+
+
+def test_ppo_minigrid_images_use_the_small_cnn(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        family="MiniGridEmpty",
+        kwargs=TINY_PPO,
+        total_steps=400,
+        splits=["heldout"],
+        n_envs=2,
+    )
+    collect(cfg, workers=1, progress=False)
+    history = read_history(tmp_path / "heldout-task0000-seed0.h5")
+    assert history.observations.shape == (2, 200, 7, 7, 3)  # channels last, as the env gives
+    assert history.observations.dtype == np.uint8
+    replay(history)
+
+
+def _source(family: str, kwargs: dict):
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    fam = envs.make_family(family)
+    task = fam.split(0).train[0]
+    venv = RecordingVecEnv(DummyVecEnv([lambda: fam.make_env(task)] * 2), 8)
+    return make_source("PPO", venv, 0, kwargs)
+
+
+def test_sb3_policies_from_config_strings():
+    source = _source("DarkRoom", {"policy_kwargs": {"activation_fn": "relu", "net_arch": [16]}})
+    assert source.model.policy.activation_fn is nn.ReLU
+    assert source.model.policy.mlp_extractor.policy_net[0].out_features == 16
+    image = _source("MiniGridEmpty", {})  # (7, 7, 3) images: the small CNN, not NatureCNN
+    extractor = image.model.policy.features_extractor
+    assert isinstance(extractor, SmallCNN) and extractor.features_dim == 64
+    with pytest.raises(UserError, match="unknown activation_fn 'swish'"):
+        _source("DarkRoom", {"policy_kwargs": {"activation_fn": "swish"}})
+
+
+def test_ucb_on_bandit_records_and_learns(tmp_path):
+    cfg = _bandit_cfg(tmp_path, total_steps=4 * 1000)
+    collect(cfg, workers=1, progress=False)
+    for path in sorted(tmp_path.glob("*.h5")):
+        history = read_history(path)
+        assert replay(history) == 4 * 1000  # one pull per episode, every step terminates
+        assert history.terminations.all() and not history.truncations.any()
+        means = np.array(history.metadata["task"]["means"])
+        for s in range(4):  # UCB tries every arm once first
+            assert sorted(history.actions[s, :10]) == list(range(10))
+        # The arms pulled last are far better than random: UCB has learnt the task.
+        pulled = means[history.actions[:, -200:]].mean()
+        assert pulled > means.mean() + 0.6 * (means.max() - means.mean()), path.name
+    runs = load_manifest(tmp_path)["runs"]
+    assert np.mean([r["last_return"] for r in runs]) > np.mean([r["first_return"] for r in runs])
+
+
+def test_same_config_and_seed_give_identical_arrays_in_process_and_in_pool(tmp_path):
+    cfg_a = _cfg(tmp_path / "a", kwargs=TINY_PPO, total_steps=1000, seeds=[3])
+    cfg_b = _cfg(tmp_path / "b", kwargs=TINY_PPO, total_steps=1000, seeds=[3])
+    collect(cfg_a, workers=1, progress=False)
+    summary = collect(cfg_b, workers=2, progress=False)  # spawned worker processes
+    assert summary["runs_done"] == 3
+    for path in sorted((tmp_path / "a").glob("*.h5")):
+        a, b = read_history(path), read_history(tmp_path / "b" / path.name)
+        for name in ("observations", "actions", "rewards", "terminations", "truncations"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        assert (
+            a.metadata["config"]["collect"]["output_dir"]
+            != b.metadata["config"]["collect"]["output_dir"]
+        )
+        a.metadata.pop("config"), b.metadata.pop("config")
+        assert a.metadata == b.metadata
+
+
+_KILLABLE = """
+import json, sys
+from ad.collect import collect
+from ad.config import config_from_dict
+collect(config_from_dict(json.load(open(sys.argv[1]))), workers=1, progress=False)
+"""
+
+
+def test_sigkill_then_rerun_resumes_without_loss_or_duplicates(tmp_path):
+    out = tmp_path / "ds"
+    cfg = _bandit_cfg(out, total_steps=4 * 6000, seeds=[0, 1], splits=["train", "heldout"])
+    expected = {job["file"] for job in plan_runs(cfg, cfg_split(cfg))}
+    assert len(expected) == 8
+    (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(cfg)))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE, str(tmp_path / "cfg.json")],
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*.h5")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "collect ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, mid-collection
+        proc.wait()
+    survivors = sorted(out.glob("*.h5"))
+    assert 1 <= len(survivors) < len(expected)
+    for path in survivors:
+        validate_history(path)  # every file with a final name is complete
+    contents = {p.name: p.read_bytes() for p in survivors}
+    stale = out / ".train-task0002-seed1.h5.otherhost-123.tmp"
+    stale.write_bytes(b"half a file")
+
+    summary = collect(cfg, workers=1, progress=False)
+    assert summary["runs_skipped"] == len(survivors)
+    assert summary["runs_done"] == len(expected) - len(survivors)
+    assert {p.name for p in out.glob("*.h5")} == expected
+    assert not list(out.glob(".*.tmp"))
+    for name, before in contents.items():
+        assert (out / name).read_bytes() == before  # kept, not rewritten
+    assert sorted(r["file"] for r in load_manifest(out)["runs"]) == sorted(expected)
+    summary = collect(cfg, workers=1, progress=False)  # a third run has nothing to do
+    assert (summary["runs_done"], summary["runs_skipped"]) == (0, len(expected))
+
+
+def test_corrupt_file_of_this_shard_is_recollected(tmp_path):
+    cfg = _bandit_cfg(tmp_path)
+    collect(cfg, workers=1, progress=False)
+    path = tmp_path / "train-task0001-seed0.h5"
+    before = read_history(path).actions
+    path.write_bytes(path.read_bytes()[:1000])
+    summary = collect(cfg, workers=1, progress=False)
+    assert (summary["runs_done"], summary["runs_skipped"]) == (1, 2)
+    np.testing.assert_array_equal(read_history(path).actions, before)
+
+
+def test_shards_together_equal_the_unsharded_collection(tmp_path):
+    whole = _bandit_cfg(tmp_path / "whole", seeds=[0, 1], splits=["train", "heldout"])
+    collect(whole, workers=1, progress=False)
+    sharded = _bandit_cfg(tmp_path / "sharded", seeds=[0, 1], splits=["train", "heldout"])
+    first = collect(sharded, shard=(0, 2), workers=1, progress=False)
+    second = collect(sharded, shard=(1, 2), workers=1, progress=False)
+    assert first["runs_planned"] + second["runs_planned"] == 8
+    names = {p.name for p in (tmp_path / "whole").glob("*.h5")}
+    assert {p.name for p in (tmp_path / "sharded").glob("*.h5")} == names
+    manifest_whole = load_manifest(tmp_path / "whole")
+    merged = merge_manifest(tmp_path / "sharded")
+    assert merged == load_manifest(tmp_path / "sharded")
+    for a, b in zip(merged["runs"], manifest_whole["runs"], strict=True):
+        # Same runs with the same data (only the output_dir inside the metadata differs).
+        assert {**a, "sha256": 0, "bytes": 0} == {**b, "sha256": 0, "bytes": 0}
+        actions = [read_history(tmp_path / d / a["file"]).actions for d in ("whole", "sharded")]
+        np.testing.assert_array_equal(*actions)
+    assert merged["split"] == manifest_whole["split"]
+
+
+def test_files_of_another_config_are_refused(tmp_path):
+    collect(_bandit_cfg(tmp_path), workers=1, progress=False)
+    for changed in (
+        _bandit_cfg(tmp_path, total_steps=800),
+        _bandit_cfg(tmp_path, algorithm_kwargs={"c": 0.5}),
+    ):
+        with pytest.raises(UserError) as excinfo:
+            collect(changed, workers=1, progress=False)
+        message = str(excinfo.value)
+        assert "different config" in message and "output_dir" in message and "\n" not in message
+
+
+class BoxActionEnv(gym.Env):
+    observation_space = spaces.Discrete(1)
+    action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return 0, {}
+
+    def step(self, action):
+        return 0, 0.0, False, True, {}
+
+
+class BoxActionFamily(TaskFamily):
+    """A family with continuous actions, which no source algorithm may collect for AD."""
+
+    name = "BoxAction"
+    env_id = "BoxAction-v0"
+    default_num_heldout = 1
+    episode_length = 1
+
+    def all_tasks(self):
+        return [{"i": i} for i in range(3)]
+
+    def validate_task(self, task):
+        return task
+
+    def make_env(self, task):
+        return BoxActionEnv()
+
+    def optimal_return(self, task):
+        return 0.0
+
+    def random_return(self, task):
+        return 0.0
+
+
+class FlakySource(SourceAlgorithm):
+    """Always pulls arm 0; fails on purpose with seed 1."""
+
+    def learn(self, total_steps: int) -> None:
+        if self.seed == 1:
+            raise RuntimeError("flaky source failed on purpose")
+        self.venv.reset()
+        for _ in range(total_steps // self.venv.num_envs):
+            self.venv.step(np.zeros(self.venv.num_envs, np.int64))
+
+
+def _error(cfg, **kwargs) -> str:
+    with pytest.raises(UserError) as excinfo:
+        collect(cfg, progress=False, **kwargs)
+    message = str(excinfo.value)
+    assert message and "\n" not in message
+    return message
+
+
+def test_bad_input_gives_one_line_errors(tmp_path):
+    assert "unknown source algorithm 'SAC'" in _error(_bandit_cfg(tmp_path, algorithm="SAC"))
+    box = _cfg(tmp_path, family=f"{__name__}:BoxActionFamily", algorithm="DQN")
+    assert "needs a Discrete action space" in _error(box)
+    assert "Discrete action space" in _error(_cfg(tmp_path, family=box.env.family))  # PPO too
+    typo = _bandit_cfg(tmp_path, algorithm_kwargs={"exploration": 1.0})
+    assert "bad collect.algorithm_kwargs for UCB" in _error(typo)
+    ppo_typo = _cfg(tmp_path, kwargs={"learning_rat": 1e-3})
+    assert "bad collect.algorithm_kwargs for PPO" in _error(ppo_typo)
+    string_lr = _cfg(tmp_path, kwargs={"learning_rate": "fast"})
+    assert "bad collect.algorithm_kwargs for PPO" in _error(string_lr)
+    assert "collect.seeds must be integers" in _error(_bandit_cfg(tmp_path, seeds=["a"]))
+    (tmp_path / "file").write_text("a regular file")
+    unwritable = _bandit_cfg(tmp_path / "file" / "ds")
+    assert "choose a writable collect.output_dir" in _error(unwritable)
+    assert "bad shard" in _error(_bandit_cfg(tmp_path), shard=(2, 2))
+    assert "no module named" in _error(_bandit_cfg(tmp_path, algorithm="nope:Algo")).lower()
+
+
+def test_failed_runs_are_reported_after_the_others_finish(tmp_path):
+    cfg = _bandit_cfg(tmp_path, algorithm=f"{__name__}:FlakySource", seeds=[0, 1])
+    message = _error(cfg, workers=1)
+    assert "3 of 6 runs failed" in message and "flaky source failed on purpose" in message
+    assert "re-run the same command" in message
+    manifest = load_manifest(tmp_path)
+    assert sorted(r["seed"] for r in manifest["runs"]) == [0, 0, 0]
+    history = read_history(tmp_path / "train-task0000-seed0.h5")
+    assert (history.actions == 0).all()
+    replay(history)
+
+
+def test_inspect_tabulates_plots_and_refuses_corrupt_files(tmp_path):
+    collect(_bandit_cfg(tmp_path, splits=["train", "heldout"]), workers=1, progress=False)
+    table = inspect(tmp_path, plot=True)
+    lines = table.splitlines()
+    assert "4 valid histories" in lines[0] and "UCB" in lines[0]
+    assert sum(line.startswith(("train ", "heldout ")) for line in lines) == 4
+    assert any(line.startswith("train: 3 runs") for line in lines)
+    assert (tmp_path / "source_curves.png").stat().st_size > 1000
+    path = tmp_path / "train-task0002-seed0.h5"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(UserError) as excinfo:
+        inspect(tmp_path)
+    assert "train-task0002-seed0.h5" in str(excinfo.value) and "\n" not in str(excinfo.value)
+    with pytest.raises(UserError, match="no learning histories"):
+        inspect(tmp_path / "empty")
+
+
+@pytest.mark.slow
+def test_darkroom_histories_show_learning(tmp_path):
+    """The data holds learning: last-episode returns clearly above first-episode returns."""
+    cfg = config_from_dict(
+        {
+            "name": "learn",
+            "env": {"num_train_tasks": 4},
+            "collect": {
+                "algorithm": "PPO",
+                "algorithm_kwargs": DARKROOM_PPO,
+                "n_envs": 4,
+                "total_steps": 12_000,
+                "splits": ["train"],
+                "output_dir": str(tmp_path),
+            },
+        }
+    )
+    collect(cfg, workers=2, progress=False)
+    runs = load_manifest(tmp_path)["runs"]
+    assert len(runs) == 4
+    improved = [r["last_return"] > r["first_return"] + 5 for r in runs]
+    assert sum(improved) >= 3, [(r["first_return"], r["last_return"]) for r in runs]

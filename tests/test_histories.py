@@ -1,0 +1,209 @@
+"""The history file format: round trips, episode summaries, atomic writes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ad import histories
+from ad.errors import UserError
+from ad.histories import (
+    History,
+    HistoryError,
+    HistoryReader,
+    HistoryVersionError,
+    episode_table,
+    load_manifest,
+    read_episodes,
+    read_history,
+    read_metadata,
+    stale_temp_files,
+    validate_history,
+    write_history,
+)
+
+S, T = 3, 50
+
+
+def _arrays(obs_shape=(2,), obs_dtype=np.int64, seed=0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    truncations = np.zeros((S, T), bool)
+    truncations[:, 9::10] = True  # episodes of 10 steps
+    terminations = np.zeros((S, T), bool)
+    terminations[1, 4] = True  # stream 1 ends an episode early
+    truncations[1, 4] = False
+    return {
+        "observations": rng.integers(0, 9, (S, T, *obs_shape)).astype(obs_dtype),
+        "actions": rng.integers(0, 5, (S, T)),
+        "rewards": rng.random((S, T)).astype(np.float32),
+        "terminations": terminations,
+        "truncations": truncations,
+    }
+
+
+@pytest.mark.parametrize(
+    ("obs_shape", "obs_dtype", "compression"),
+    [((2,), np.int64, "gzip"), ((7, 7, 3), np.uint8, "lzf"), ((), np.int64, None)],
+)
+def test_round_trip_write_close_reopen(tmp_path, obs_shape, obs_dtype, compression):
+    arrays = _arrays(obs_shape, obs_dtype)
+    path = tmp_path / "train-task0000-seed0.h5"
+    write_history(
+        path,
+        {
+            "task": {"goal": [1, 2]},
+            "num_actions": 5,
+            "observation_space": {"type": "Discrete", "n": 9},
+        },
+        **arrays,
+        chunk_steps=16,
+        compression=compression,
+    )
+    assert not stale_temp_files(path)  # the temporary file was renamed into place
+
+    history = read_history(path)
+    assert isinstance(history, History)
+    for name, array in arrays.items():
+        loaded = getattr(history, name)
+        np.testing.assert_array_equal(loaded, array)
+        assert loaded.dtype == array.dtype
+    meta = history.metadata
+    assert (meta["schema_version"], meta["n_envs"], meta["num_steps"]) == (1, S, T)
+    assert meta["total_steps"] == S * T and meta["task"] == {"goal": [1, 2]}
+    assert read_metadata(path) == meta
+
+    with HistoryReader(path) as reader:
+        assert (reader.num_streams, reader.num_steps) == (S, T)
+        window = reader.read(stream=2, start=7, stop=31)
+        for name, array in arrays.items():
+            np.testing.assert_array_equal(window[name], array[2, 7:31])
+        assert reader.read(0, 5, 5)["actions"].shape == (0,)
+        with pytest.raises(IndexError):
+            reader.read(S, 0, 1)
+        np.testing.assert_array_equal(
+            reader.episodes()["episode_ends"], read_episodes(path)["episode_ends"]
+        )
+    assert validate_history(path) == meta
+
+
+def test_episode_summaries_by_hand():
+    rewards = np.array([[1, 0, 2, 5, 1], [0, 1, 1, 1, 3]], np.float32)
+    terminations = np.array([[0, 1, 0, 0, 0], [0, 0, 0, 0, 0]], bool)
+    truncations = np.array([[0, 0, 0, 1, 0], [0, 0, 1, 0, 1]], bool)
+    table = episode_table(rewards, terminations, truncations)
+    np.testing.assert_array_equal(table["episode_streams"], [0, 0, 1, 1])
+    np.testing.assert_array_equal(table["episode_ends"], [1, 3, 2, 4])
+    np.testing.assert_array_equal(table["episode_lengths"], [2, 2, 3, 2])
+    np.testing.assert_array_equal(table["episode_returns"], [1, 7, 2, 4])  # stream 0's last
+    # step starts an unfinished episode, which is left out.
+    history = History(
+        None, {}, rewards[..., None], rewards.astype(np.int64), rewards, terminations, truncations
+    )
+    returns = history.episode_returns()
+    assert [r.tolist() for r in returns] == [[1, 7], [2, 4]]
+    assert [r.tolist() for r in history.episode_lengths()] == [[2, 2], [3, 2]]
+
+
+def test_stored_episodes_match_the_step_data(tmp_path):
+    arrays = _arrays()
+    path = tmp_path / "h.h5"
+    write_history(path, {"num_actions": 5, "observation_space": {}}, **arrays)
+    stored = read_episodes(path)
+    derived = episode_table(arrays["rewards"], arrays["terminations"], arrays["truncations"])
+    for name, array in derived.items():
+        np.testing.assert_allclose(stored[name], array)
+    assert len(stored["episode_returns"]) == 3 * 5 + 1  # 5 per stream, +1 early termination
+
+
+def test_failed_write_leaves_neither_file_nor_temp(tmp_path):
+    path = tmp_path / "h.h5"
+    with pytest.raises(ValueError):  # h5py rejects the filter after the temp file exists
+        write_history(path, {}, **_arrays(), compression="no-such-filter")
+    assert not path.exists() and not list(tmp_path.iterdir())
+    bad = _arrays()
+    bad["rewards"] = bad["rewards"][:, :-1]
+    with pytest.raises(ValueError, match="rewards"):
+        write_history(path, {}, **bad)
+    with pytest.raises(TypeError):  # metadata must be JSON
+        write_history(path, {"x": object()}, **_arrays())
+    assert not list(tmp_path.iterdir())
+
+
+def _one_line_error(excinfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message and message
+    return message
+
+
+def _written(tmp_path, compression="gzip"):
+    path = tmp_path / "h.h5"
+    write_history(
+        path, {"num_actions": 5, "observation_space": {}}, **_arrays(), compression=compression
+    )
+    return path
+
+
+def test_truncated_file_is_a_one_line_error(tmp_path):
+    path = _written(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    for reader in (read_metadata, read_history, validate_history, HistoryReader):
+        with pytest.raises(HistoryError) as excinfo:
+            reader(path)
+        assert "delete it and re-run ad-collect" in _one_line_error(excinfo)
+
+
+def test_garbage_and_missing_files(tmp_path):
+    path = tmp_path / "junk.h5"
+    path.write_bytes(b"not an hdf5 file" * 100)
+    with pytest.raises(HistoryError) as excinfo:
+        read_metadata(path)
+    assert "cannot open it as HDF5" in _one_line_error(excinfo)
+    with pytest.raises(HistoryError, match="not found"):
+        read_history(tmp_path / "missing.h5")
+
+
+def test_flipped_data_byte_fails_its_checksum(tmp_path):
+    arrays = _arrays()
+    path = tmp_path / "h.h5"
+    write_history(
+        path, {"num_actions": 5, "observation_space": {}}, **arrays, chunk_steps=T, compression=None
+    )
+    raw = bytearray(path.read_bytes())
+    chunk = arrays["rewards"][1].tobytes()  # stream 1's chunk is stored verbatim
+    offset = raw.find(chunk)
+    assert offset > 0
+    raw[offset + 5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    read_metadata(path)  # the structure is intact: only reading the data can tell
+    with pytest.raises(HistoryError) as excinfo:
+        read_history(path)
+    assert "reading its data failed" in _one_line_error(excinfo)
+    with pytest.raises(HistoryError):
+        validate_history(path)
+
+
+def test_other_schema_version_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(histories, "SCHEMA_VERSION", 2)
+    path = _written(tmp_path)
+    monkeypatch.undo()
+    for reader in (read_metadata, read_history):
+        with pytest.raises(HistoryVersionError) as excinfo:
+            reader(path)
+        assert "schema version 2" in _one_line_error(excinfo)
+
+
+def test_load_manifest_errors(tmp_path):
+    with pytest.raises(UserError, match="no manifest.json") as excinfo:
+        load_manifest(tmp_path)
+    _one_line_error(excinfo)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(UserError, match="unreadable"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99, "runs": []}))
+    with pytest.raises(UserError, match="schema version 99"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1, "runs": []}))
+    assert load_manifest(tmp_path)["runs"] == []
