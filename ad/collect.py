@@ -2,15 +2,15 @@
 
 ``collect(cfg)`` plans the runs of the configured splits, keeps this shard's slice, skips runs whose
 files already exist and validate, runs the rest (one single-threaded run per worker process), and
-rebuilds ``manifest.json`` from the valid files in the folder, so shards written by other machines
-merge without copying. Each file is written under a temporary name and renamed into place when
-complete, so a killed collect loses at most the runs in flight; running it again resumes.
+rebuilds ``manifest.json`` from the valid files in the folder (:mod:`ad.manifest`), so shards
+written by other machines merge without copying. Each file is written under a temporary name and
+renamed into place when complete, so a killed collect loses at most the runs in flight; running it
+again resumes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import multiprocessing
 import os
@@ -21,49 +21,41 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict, save_config
 from ad.errors import UserError
 from ad.histories import (
-    MANIFEST_NAME,
-    MANIFEST_SCHEMA_VERSION,
-    SCHEMA_VERSION,
     HistoryError,
     HistoryVersionError,
-    file_sha256,
-    load_manifest,
-    read_episodes,
     read_metadata,
     stale_temp_files,
-    validate_history,
     write_history,
 )
-from ad.utils import atomic_write_json, package_versions, write_versions
+
+# inspect and merge_manifest live in ad.manifest; re-exported as the collect command's API.
+from ad.manifest import (
+    config_fingerprint,
+    inspect,
+    manifest_header,
+    merge_manifest,
+    mismatch,
+    run_file_name,
+    write_manifest,
+)
+from ad.utils import package_versions, write_versions
+
+__all__ = ["collect", "collect_dir", "inspect", "merge_manifest", "plan_runs", "run_one"]
 
 log = logging.getLogger(__name__)
 
-# Metadata that must agree between every history of one dataset folder.
-FINGERPRINT_KEYS = (
-    "env_id",
-    "family",
-    "family_kwargs",
-    "split_info",
-    "algorithm",
-    "algorithm_kwargs",
-    "n_envs",
-    "total_steps",
-)
-SUMMARY_EPISODES = 10  # first/last-return columns: mean over streams of the first/last 10 episodes
 
+def collect_dir(cfg: ExperimentConfig) -> Path:
+    """Where ``collect`` writes: ``collect.output_dir``, else ``learning_histories/<name>``.
 
-def run_file_name(split: str, task_index: int, seed: int) -> str:
-    return f"{split}-task{task_index:04d}-seed{seed}.h5"
-
-
-def _plain(value: Any) -> Any:
-    """JSON round trip, so tuples and lists (and int/float keys) compare equal."""
-    return json.loads(json.dumps(value, sort_keys=True))
+    Unlike ``cfg.dataset_dir`` (the folder training reads), ``train.dataset`` plays no part.
+    """
+    if cfg.collect.output_dir is not None:
+        return Path(cfg.collect.output_dir)
+    return Path("learning_histories") / cfg.name
 
 
 def _family_and_split(cfg: ExperimentConfig) -> tuple[Any, Any]:
@@ -72,43 +64,6 @@ def _family_and_split(cfg: ExperimentConfig) -> tuple[Any, Any]:
     family = make_family(cfg.env.family, **cfg.env.family_kwargs)
     split = family.split(cfg.env.split_seed, cfg.env.num_train_tasks, cfg.env.num_heldout_tasks)
     return family, split
-
-
-def _fingerprint(cfg: ExperimentConfig, family: Any, split: Any) -> dict:
-    steps_per_stream = cfg.collect.total_steps // cfg.collect.n_envs
-    return _plain(
-        {
-            "env_id": family.env_id,
-            "family": split.family,
-            "family_kwargs": split.family_kwargs,
-            "split_info": split.to_json(),
-            "algorithm": cfg.collect.algorithm,
-            "algorithm_kwargs": cfg.collect.algorithm_kwargs,
-            "n_envs": cfg.collect.n_envs,
-            "total_steps": steps_per_stream * cfg.collect.n_envs,
-        }
-    )
-
-
-def _mismatch(reference: dict, metadata: dict, path: Path, dataset_dir: Path) -> UserError | None:
-    """A UserError if ``metadata`` was collected with another config than ``reference``."""
-    for key in FINGERPRINT_KEYS:
-        old, new = _plain(metadata.get(key)), reference.get(key)
-        if old != new:
-            text = f"{key}: {json.dumps(old)[:60]} in {path.name} vs {json.dumps(new)[:60]}"
-            return UserError(
-                f"{dataset_dir} already holds histories collected with a different config "
-                f"({text}); use another collect.output_dir or delete that folder"
-            )
-    split, index = metadata.get("split"), metadata.get("task_index")
-    tasks = reference["split_info"].get(split) if split in ("train", "heldout") else None
-    if tasks is None or not isinstance(index, int) or not 0 <= index < len(tasks):
-        return UserError(f"{path} names no task of the split; delete it and re-run ad-collect")
-    if _plain(metadata.get("task")) != tasks[index] or path.name != run_file_name(
-        split, index, metadata.get("seed", -1)
-    ):
-        return UserError(f"{path} holds another run than its name says; delete it and re-run")
-    return None
 
 
 def plan_runs(cfg: ExperimentConfig, split: Any) -> list[dict]:
@@ -178,7 +133,7 @@ def _learn_and_write(job: dict) -> tuple[int, int]:
                 f"{cfg.collect.algorithm} stopped after {venv.t} of {num_steps} steps per stream"
             )
         metadata = {
-            **_fingerprint(cfg, family, split),
+            **config_fingerprint(cfg, family, split),
             "task": task,
             "task_index": job["task_index"],
             "split": job["split"],
@@ -304,8 +259,12 @@ def _check_source(cfg: ExperimentConfig, family: Any, task: dict) -> None:
 
 
 def _existing_runs(dataset_dir: Path, reference: dict, mine: set[str]) -> set[str]:
-    """Names of valid histories already in the folder; refuses files of another config."""
-    valid = set()
+    """Names of valid histories already in the folder; refuses files of another config.
+
+    Unreadable files of this shard's plan are deleted (to be collected again), but only after
+    every file has passed the config check, so a refused call deletes nothing.
+    """
+    valid, unreadable = set(), []
     for path in sorted(dataset_dir.glob("*.h5")):
         try:
             metadata = read_metadata(path)
@@ -313,13 +272,15 @@ def _existing_runs(dataset_dir: Path, reference: dict, mine: set[str]) -> set[st
             raise UserError(f"{e}; or use another collect.output_dir") from None
         except HistoryError as e:
             if path.name in mine:  # only a run of this shard is ours to redo
-                log.warning("%s; re-collecting it", e)
-                path.unlink()
+                unreadable.append((path, e))
             continue
-        error = _mismatch(reference, metadata, path, dataset_dir)
+        error = mismatch(reference, metadata, path, dataset_dir)
         if error is not None:
             raise error
         valid.add(path.name)
+    for path, e in unreadable:
+        log.warning("%s; re-collecting it", e)
+        path.unlink()
     return valid
 
 
@@ -354,13 +315,16 @@ def collect(
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
 ) -> dict:
-    """Collect this shard's learning histories into ``cfg.dataset_dir`` (resumable).
+    """Collect this shard's learning histories into :func:`collect_dir` (resumable).
+
+    Always prints a one-line summary to stdout (runs done, skipped and failed, env steps per
+    second, bytes written).
 
     Args:
         cfg: the experiment config (env and collect sections).
         workers: worker processes (None: the usable cores); 1 runs in this process.
         shard: ``(i, N)``: run only planned runs ``i, i + N, i + 2N, ...`` of the fixed plan.
-        progress: show a progress bar and print the summary.
+        progress: show a progress bar.
 
     Returns:
         Summary: ``dataset_dir, shard, runs_planned, runs_done, runs_skipped, runs_failed,
@@ -380,11 +344,12 @@ def collect(
         raise UserError(f"workers must be >= 1, got {workers}")
     family, split = _family_and_split(cfg)
     jobs = plan_runs(cfg, split)[index::count]
-    dataset_dir = cfg.dataset_dir
+    dataset_dir = collect_dir(cfg)
     _prepare_dir(dataset_dir)
-    reference = _fingerprint(cfg, family, split)
+    reference = config_fingerprint(cfg, family, split)
     if jobs:
         _check_source(cfg, family, jobs[0]["task"])
+    # Every check passes before anything in the folder changes: a refused call loses nothing.
     done = _existing_runs(dataset_dir, reference, {job["file"] for job in jobs})
     for job in jobs:
         for tmp in stale_temp_files(dataset_dir / job["file"]):
@@ -401,16 +366,16 @@ def collect(
     start = time.perf_counter()
     results = _execute(todo, min(workers, max(len(todo), 1)), progress)
     seconds = time.perf_counter() - start
-    _write_manifest(dataset_dir, header=_manifest_header(cfg.name, reference))
+    write_manifest(dataset_dir, header=manifest_header(cfg.name, reference))
 
     summary = _summarise(results, len(jobs), len(todo), seconds, dataset_dir, shard)
-    if progress:
-        print(
-            f"collect: {summary['runs_done']} runs done, {summary['runs_skipped']} skipped, "
-            f"{summary['runs_failed']} failed; {summary['env_steps']} env steps at "
-            f"{summary['env_steps_per_second']:.0f}/s; {summary['bytes_written']} bytes written "
-            f"to {dataset_dir}"
-        )
+    print(
+        f"collect: {summary['runs_done']} runs done, {summary['runs_skipped']} skipped, "
+        f"{summary['runs_failed']} failed; {summary['env_steps']} env steps at "
+        f"{summary['env_steps_per_second']:.0f}/s; {summary['bytes_written']} bytes written "
+        f"to {dataset_dir}",
+        flush=True,
+    )
     failures = summary["failures"]
     if failures:
         first = failures[0]
@@ -419,254 +384,3 @@ def collect(
             f"{first['error'][:300]}); fix the cause and re-run the same command to retry them"
         )
     return summary
-
-
-# --------------------------------------------------------------------------- manifest
-
-
-def _manifest_header(name: str | None, reference: dict) -> dict:
-    return {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "history_schema_version": SCHEMA_VERSION,
-        "name": name,
-        **{key: reference[key] for key in FINGERPRINT_KEYS if key != "split_info"},
-        "split": reference["split_info"],
-    }
-
-
-def _first_last(episodes: dict[str, np.ndarray], num_streams: int) -> tuple[Any, Any]:
-    """Mean over streams of the mean return of each stream's first / last 10 episodes."""
-    firsts, lasts = [], []
-    for stream in range(num_streams):
-        returns = episodes["episode_returns"][episodes["episode_streams"] == stream]
-        if len(returns):
-            firsts.append(returns[:SUMMARY_EPISODES].mean())
-            lasts.append(returns[-SUMMARY_EPISODES:].mean())
-    if not firsts:
-        return None, None  # no stream finished an episode
-    return float(np.mean(firsts)), float(np.mean(lasts))
-
-
-def _run_entry(path: Path, metadata: dict) -> dict:
-    episodes = read_episodes(path)
-    first, last = _first_last(episodes, metadata["n_envs"])
-    return {
-        "file": path.name,
-        **{key: metadata[key] for key in ("split", "task_index", "task", "seed")},
-        "sha256": file_sha256(path),
-        "bytes": path.stat().st_size,
-        "num_streams": metadata["n_envs"],
-        "num_steps": metadata["num_steps"],
-        "num_episodes": int(len(episodes["episode_returns"])),
-        "first_return": first,
-        "last_return": last,
-        "optimal_return": metadata.get("optimal_return"),
-        "random_return": metadata.get("random_return"),
-    }
-
-
-def _unchanged_entries(dataset_dir: Path) -> dict[str, dict]:
-    """Entries of the current manifest whose files are unchanged since it was written, so that a
-    rebuild need not hash and read every file of a large dataset again."""
-    try:
-        written = (dataset_dir / MANIFEST_NAME).stat().st_mtime_ns
-        runs = load_manifest(dataset_dir)["runs"]
-    except (OSError, UserError, KeyError, TypeError):
-        return {}
-    unchanged = {}
-    for run in runs:
-        with contextlib.suppress(OSError, KeyError, TypeError):
-            stat = (dataset_dir / run["file"]).stat()
-            if stat.st_size == run["bytes"] and stat.st_mtime_ns < written:
-                unchanged[run["file"]] = run
-    return unchanged
-
-
-def _scan(
-    dataset_dir: Path, strict: bool, reuse: dict[str, dict] | None = None
-) -> tuple[list[dict], list[str], dict | None]:
-    """Manifest entries of the histories in a folder, sorted; the invalid files; the header.
-
-    Args:
-        strict: read every byte (:func:`validate_history`) and raise on an invalid file, instead
-            of the cheap structural check that lists invalid files.
-        reuse: entries to take as they are for files of these names.
-
-    Raises:
-        UserError: histories of different configs or of another schema version.
-    """
-    runs, invalid, header = [], [], None
-    for path in sorted(Path(dataset_dir).glob("*.h5")):
-        try:
-            metadata = validate_history(path) if strict else read_metadata(path)
-        except HistoryError as e:
-            if strict or isinstance(e, HistoryVersionError):
-                raise
-            log.warning("%s", e)
-            invalid.append(path.name)
-            continue
-        if header is None:
-            reference = {key: _plain(metadata.get(key)) for key in FINGERPRINT_KEYS}
-            header = _manifest_header(metadata.get("config", {}).get("name"), reference)
-        error = _mismatch(reference, metadata, path, Path(dataset_dir))
-        if error is not None:
-            raise error
-        runs.append((reuse or {}).get(path.name) or _run_entry(path, metadata))
-    order = {"train": 0, "heldout": 1}
-    runs.sort(key=lambda r: (order[r["split"]], r["task_index"], r["seed"]))
-    return runs, invalid, header
-
-
-def _write_manifest(dataset_dir: Path, header: dict | None = None) -> dict:
-    """Rebuild ``manifest.json`` from the valid histories present in ``dataset_dir``."""
-    runs, invalid, found = _scan(dataset_dir, strict=False, reuse=_unchanged_entries(dataset_dir))
-    header = header or found
-    if header is None:
-        raise UserError(f"no learning histories in {dataset_dir}; run ad-collect first")
-    manifest = {**header, "runs": runs, "invalid_files": invalid}
-    atomic_write_json(Path(dataset_dir) / MANIFEST_NAME, manifest)
-    return manifest
-
-
-def merge_manifest(dataset_dir: Path) -> dict:
-    """Rebuild ``manifest.json`` from every valid history in the folder (e.g. after shards).
-
-    Returns:
-        The manifest. Invalid files are listed under ``invalid_files`` and left alone.
-
-    Raises:
-        UserError: no histories, or histories of different configs or schema versions.
-    """
-    dataset_dir = Path(dataset_dir)
-    if not dataset_dir.is_dir():
-        raise UserError(f"dataset folder {dataset_dir} not found; check the path")
-    return _write_manifest(dataset_dir)
-
-
-# --------------------------------------------------------------------------- inspect
-
-
-def _number(value: Any) -> str:
-    return f"{value:>8.2f}" if value is not None else f"{'-':>8}"
-
-
-def inspect(dataset_dir: Path, plot: bool = False) -> str:
-    """Validate every history of a dataset folder and tabulate its runs.
-
-    Args:
-        dataset_dir: the dataset folder.
-        plot: also write ``source_curves.png`` (per-task learning curves) into the folder.
-
-    Returns:
-        A table: split, task, seed, streams, steps per stream, episodes, first/last return (mean
-        over streams of the first/last 10 episodes), optimal return; then per-split means.
-
-    Raises:
-        UserError: no histories, a corrupt file, mixed configs, or a file that differs from the
-            checksum in the manifest.
-    """
-    dataset_dir = Path(dataset_dir)
-    runs, _, header = _scan(dataset_dir, strict=True) if dataset_dir.is_dir() else ([], [], None)
-    if not runs:
-        raise UserError(f"no learning histories (*.h5) in {dataset_dir}; run ad-collect first")
-    try:
-        listed = {run["file"]: run["sha256"] for run in load_manifest(dataset_dir)["runs"]}
-    except (UserError, KeyError, TypeError):
-        listed = {}
-    for run in runs:
-        if run["file"] in listed and listed[run["file"]] != run["sha256"]:
-            raise UserError(
-                f"{dataset_dir / run['file']} differs from the checksum in {MANIFEST_NAME}; re-run "
-                "ad-collect with the same config (or merge_manifest) to rebuild the manifest"
-            )
-    lines = [
-        f"{dataset_dir}: {len(runs)} valid histories, family {header['family']}, algorithm "
-        f"{header['algorithm']}, {header['n_envs']} streams x "
-        f"{header['total_steps'] // header['n_envs']} steps per run",
-        f"{'split':<8}{'idx':>5}  {'task':<22}{'seed':>5}{'streams':>8}{'steps':>8}"
-        f"{'episodes':>9}{'first':>8}{'last':>8}{'optimal':>8}",
-    ]
-    for run in runs:
-        task = json.dumps(run["task"], separators=(",", ":"))
-        task = task if len(task) <= 22 else task[:19] + "..."
-        lines.append(
-            f"{run['split']:<8}{run['task_index']:>5}  {task:<22}{run['seed']:>5}"
-            f"{run['num_streams']:>8}{run['num_steps']:>8}{run['num_episodes']:>9}"
-            + "".join(_number(run[k]) for k in ("first_return", "last_return", "optimal_return"))
-        )
-    for split in ("train", "heldout"):
-        part = [r for r in runs if r["split"] == split]
-        if part:
-            mean = {
-                key: np.nanmean([np.nan if r[key] is None else r[key] for r in part])
-                for key in ("first_return", "last_return", "optimal_return", "random_return")
-            }
-            lines.append(
-                f"{split}: {len(part)} runs, first-episodes return {mean['first_return']:.2f} -> "
-                f"last-episodes {mean['last_return']:.2f} (optimal {mean['optimal_return']:.2f}, "
-                f"random {mean['random_return']:.2f})"
-            )
-    missing = [r["file"] for r in runs if r["file"] not in listed]
-    if missing:
-        lines.append(
-            f"note: {len(missing)} files are not in {MANIFEST_NAME}; re-run ad-collect or "
-            "merge_manifest to list them"
-        )
-    if plot:
-        lines.append(f"wrote {plot_source_curves(dataset_dir)}")
-    return "\n".join(lines)
-
-
-def _run_curve(episodes: dict[str, np.ndarray], num_streams: int) -> np.ndarray:
-    """Episode returns of one run, mean over streams (as long as its shortest stream)."""
-    per_stream = [
-        episodes["episode_returns"][episodes["episode_streams"] == s] for s in range(num_streams)
-    ]
-    length = min(len(r) for r in per_stream)
-    return np.mean([r[:length] for r in per_stream], axis=0)
-
-
-def plot_source_curves(dataset_dir: Path, out_path: Path | None = None) -> Path:
-    """Per-task learning curves of the source algorithm (mean over streams and seeds).
-
-    Args:
-        dataset_dir: the dataset folder.
-        out_path: the PNG to write (default: ``<dataset_dir>/source_curves.png``).
-
-    Returns:
-        The path written.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    dataset_dir = Path(dataset_dir)
-    out_path = Path(out_path) if out_path is not None else dataset_dir / "source_curves.png"
-    curves: dict[tuple[str, int], list[np.ndarray]] = {}
-    optimal: dict[str, list[float]] = {}
-    for path in sorted(dataset_dir.glob("*.h5")):
-        metadata = read_metadata(path)
-        run = _run_curve(read_episodes(path), metadata["n_envs"])
-        curves.setdefault((metadata["split"], metadata["task_index"]), []).append(run)
-        optimal.setdefault(metadata["split"], []).append(metadata.get("optimal_return", np.nan))
-    if not curves:
-        raise UserError(f"no learning histories (*.h5) in {dataset_dir}; run ad-collect first")
-    splits = [s for s in ("train", "heldout") if s in optimal]
-    figure = Figure(figsize=(6 * len(splits), 4), constrained_layout=True)
-    FigureCanvasAgg(figure)
-    for i, split in enumerate(splits):
-        ax = figure.add_subplot(1, len(splits), i + 1)
-        tasks = []
-        for (task_split, _), runs in sorted(curves.items()):
-            if task_split != split:
-                continue
-            length = min(len(r) for r in runs)
-            tasks.append(np.mean([r[:length] for r in runs], axis=0))
-            ax.plot(np.arange(1, length + 1), tasks[-1], color="tab:blue", alpha=0.25, lw=0.8)
-        length = min(len(t) for t in tasks)
-        mean = np.mean([t[:length] for t in tasks], axis=0)
-        ax.plot(np.arange(1, length + 1), mean, color="tab:blue", lw=2, label="mean over tasks")
-        ax.axhline(np.nanmean(optimal[split]), color="k", ls="--", lw=1, label="optimal (mean)")
-        ax.set(title=f"{split} tasks ({len(tasks)})", xlabel="episode", ylabel="return")
-        ax.legend(loc="lower right")
-    figure.savefig(out_path, dpi=100)
-    return out_path

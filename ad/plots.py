@@ -97,6 +97,8 @@ def plot_source_curves(
     out_path: str | Path,
     title: str = "source algorithm learning curves",
     max_legend: int = 10,
+    optimal: float | None = None,
+    random: float | None = None,
 ) -> Path:
     """Per-task learning curves of the source algorithm, episodes on the x-axis.
 
@@ -107,6 +109,8 @@ def plot_source_curves(
         out_path: PNG file to write.
         title: figure title.
         max_legend: label each task in the legend only when there are at most this many.
+        optimal: optimal return (mean over tasks), drawn as a horizontal line; None: no line.
+        random: uniformly random policy's return (mean over tasks), a horizontal line.
 
     Returns:
         ``out_path`` as a Path.
@@ -124,15 +128,18 @@ def plot_source_curves(
         ax.plot(
             np.arange(1, length + 1), overall, color="black", linewidth=2, label="mean over tasks"
         )
+    if optimal is not None:
+        ax.axhline(optimal, color="black", linestyle="--", linewidth=1, label="optimal")
+    if random is not None:
+        ax.axhline(random, color="grey", linestyle=":", linewidth=1.5, label="random policy")
     ax.set_xlabel("episode (per stream)")
     ax.set_ylabel("return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
-    if not show_legend:  # too many tasks to name: keep only the mean
-        pairs = [
-            (h, lab) for h, lab in zip(handles, labels, strict=True) if lab == "mean over tasks"
-        ]
+    if not show_legend:  # too many tasks to name: keep only the mean and reference lines
+        keep = {"mean over tasks", "optimal", "random policy"}
+        pairs = [(h, lab) for h, lab in zip(handles, labels, strict=True) if lab in keep]
         handles, labels = [p[0] for p in pairs], [p[1] for p in pairs]
     if handles:
         ax.legend(handles, labels, loc="best", fontsize="small")

@@ -1,4 +1,5 @@
-"""Collect: recorded steps replay exactly, resume after SIGKILL, shards merge, one-line errors."""
+"""Collect and the dataset manifest: recorded steps replay exactly, resume after SIGKILL, shards
+merge, refused calls lose nothing, one-line errors."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from gymnasium import spaces
 from torch import nn
 
 import envs
-from ad.collect import collect, inspect, merge_manifest, plan_runs
+from ad.collect import collect, collect_dir, plan_runs
 from ad.config import config_from_dict, config_to_dict, load_config
 from ad.errors import UserError
 from ad.histories import load_manifest, read_history, read_metadata, validate_history
+from ad.manifest import inspect, merge_manifest, source_curves
 from ad.sources import RecordingVecEnv, SmallCNN, SourceAlgorithm, make_source
 from envs.base import TaskFamily
 
@@ -290,8 +292,11 @@ def test_shards_together_equal_the_unsharded_collection(tmp_path):
     assert merged["split"] == manifest_whole["split"]
 
 
-def test_files_of_another_config_are_refused(tmp_path):
+def test_files_of_another_config_are_refused_and_nothing_is_lost(tmp_path):
     collect(_bandit_cfg(tmp_path), workers=1, progress=False)
+    corrupt = tmp_path / "train-task0000-seed0.h5"  # sorted first: checked before the others
+    corrupt.write_bytes(corrupt.read_bytes()[:1000])
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     for changed in (
         _bandit_cfg(tmp_path, total_steps=800),
         _bandit_cfg(tmp_path, algorithm_kwargs={"c": 0.5}),
@@ -300,6 +305,24 @@ def test_files_of_another_config_are_refused(tmp_path):
             collect(changed, workers=1, progress=False)
         message = str(excinfo.value)
         assert "different config" in message and "output_dir" in message and "\n" not in message
+    # A refused call changes nothing: not the corrupt file, the config, nor the manifest.
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_output_dir_wins_over_train_dataset_and_a_summary_is_printed(tmp_path, capsys):
+    cfg = config_from_dict(
+        {**config_to_dict(_bandit_cfg(tmp_path / "out")), "train": {"dataset": str(tmp_path)}}
+    )
+    assert cfg.dataset_dir == tmp_path  # what training reads; collect ignores it
+    assert collect_dir(cfg) == tmp_path / "out"
+    collect(cfg, workers=1, progress=False)
+    assert len(list((tmp_path / "out").glob("*.h5"))) == 3
+    assert not list(tmp_path.glob("*.h5")) and not (tmp_path / "manifest.json").exists()
+    captured = capsys.readouterr()  # progress=False: no bar, but the one-line summary
+    assert captured.out.startswith("collect: 3 runs done, 0 skipped, 0 failed; 1200 env steps")
+    assert "bytes written to" in captured.out and len(captured.out.splitlines()) == 1
+    default = config_from_dict({"name": "x", "train": {"dataset": str(tmp_path)}})
+    assert collect_dir(default) == Path("learning_histories") / "x"
 
 
 class BoxActionEnv(gym.Env):
@@ -395,7 +418,12 @@ def test_inspect_tabulates_plots_and_refuses_corrupt_files(tmp_path):
     assert "4 valid histories" in lines[0] and "UCB" in lines[0]
     assert sum(line.startswith(("train ", "heldout ")) for line in lines) == 4
     assert any(line.startswith("train: 3 runs") for line in lines)
-    assert (tmp_path / "source_curves.png").stat().st_size > 1000
+    assert (tmp_path / "source_curves.png").read_bytes().startswith(b"\x89PNG")
+    curves = source_curves(tmp_path, load_manifest(tmp_path)["runs"])
+    assert list(curves) == ["train task 0", "train task 1", "train task 2", "heldout task 0"]
+    history = read_history(tmp_path / "train-task0001-seed0.h5")
+    for got, want in zip(curves["train task 1"], history.episode_returns(), strict=True):
+        np.testing.assert_allclose(got, want)
     path = tmp_path / "train-task0002-seed0.h5"
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(UserError) as excinfo:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from ad.histories import (
     validate_history,
     write_history,
 )
+from ad.utils import atomic_write_json, current_umask
 
 S, T = 3, 50
 
@@ -207,3 +210,18 @@ def test_load_manifest_errors(tmp_path):
         load_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1, "runs": []}))
     assert load_manifest(tmp_path)["runs"] == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_files_are_readable_by_others_as_the_umask_allows(tmp_path, umask):
+    """Atomic writes must not keep mkstemp's owner-only 0o600 (shared datasets, run folders)."""
+    previous = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        atomic_write_json(tmp_path / "manifest.json", {"a": 1})
+        history = _written(tmp_path)
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "manifest.json", history):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
+    assert json.loads((tmp_path / "manifest.json").read_text()) == {"a": 1}

@@ -1,0 +1,370 @@
+"""The dataset folder: run file names, config fingerprints, ``manifest.json`` and inspection.
+
+A dataset folder holds one learning history per (split, task, seed) run, named by
+:func:`run_file_name`, and ``manifest.json``, which lists the valid histories with their checksums
+and first/last returns. Every history of one folder was collected with the same config: the
+metadata keys in :data:`FINGERPRINT_KEYS` agree. The manifest is always rebuilt from the files
+present, so shards written by several machines into one folder merge without copying.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ad.errors import UserError
+from ad.histories import (
+    MANIFEST_NAME,
+    MANIFEST_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+    HistoryError,
+    HistoryVersionError,
+    file_sha256,
+    load_manifest,
+    read_episodes,
+    read_metadata,
+    validate_history,
+)
+from ad.utils import atomic_write_json
+
+if TYPE_CHECKING:
+    from ad.config import ExperimentConfig
+    from envs.base import TaskFamily, TaskSplit
+
+log = logging.getLogger(__name__)
+
+# Metadata that must agree between every history of one dataset folder.
+FINGERPRINT_KEYS = (
+    "env_id",
+    "family",
+    "family_kwargs",
+    "split_info",
+    "algorithm",
+    "algorithm_kwargs",
+    "n_envs",
+    "total_steps",
+)
+SUMMARY_EPISODES = 10  # first/last-return columns: mean over streams of the first/last 10 episodes
+SPLIT_ORDER = {"train": 0, "heldout": 1}
+
+
+def run_file_name(split: str, task_index: int, seed: int) -> str:
+    """The file name of one run: ``{split}-task{task_index:04d}-seed{seed}.h5``."""
+    return f"{split}-task{task_index:04d}-seed{seed}.h5"
+
+
+def _plain(value: Any) -> Any:
+    """JSON round trip, so tuples and lists (and int/float keys) compare equal."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def config_fingerprint(cfg: ExperimentConfig, family: TaskFamily, split: TaskSplit) -> dict:
+    """The :data:`FINGERPRINT_KEYS` values that the histories of ``cfg`` carry in their metadata.
+
+    Args:
+        cfg: the experiment config (env and collect sections).
+        family: the task family ``cfg.env`` describes.
+        split: its train / held-out split.
+
+    Returns:
+        A plain (JSON-typed) dict; ``total_steps`` is rounded down to a multiple of ``n_envs``.
+    """
+    steps_per_stream = cfg.collect.total_steps // cfg.collect.n_envs
+    return _plain(
+        {
+            "env_id": family.env_id,
+            "family": split.family,
+            "family_kwargs": split.family_kwargs,
+            "split_info": split.to_json(),
+            "algorithm": cfg.collect.algorithm,
+            "algorithm_kwargs": cfg.collect.algorithm_kwargs,
+            "n_envs": cfg.collect.n_envs,
+            "total_steps": steps_per_stream * cfg.collect.n_envs,
+        }
+    )
+
+
+def mismatch(reference: dict, metadata: dict, path: Path, dataset_dir: Path) -> UserError | None:
+    """Why the history at ``path`` does not belong with ``reference``, or None if it does.
+
+    Args:
+        reference: a :func:`config_fingerprint` (or the fingerprint of another file).
+        metadata: the file's metadata.
+        path: the file (its name must be the run's :func:`run_file_name`).
+        dataset_dir: the folder, named in the message.
+
+    Returns:
+        A one-line UserError naming the first difference and the fix, or None.
+    """
+    for key in FINGERPRINT_KEYS:
+        old, new = _plain(metadata.get(key)), reference.get(key)
+        if old != new:
+            text = f"{key}: {json.dumps(old)[:60]} in {path.name} vs {json.dumps(new)[:60]}"
+            return UserError(
+                f"{dataset_dir} already holds histories collected with a different config "
+                f"({text}); use another collect.output_dir or delete that folder"
+            )
+    split, index = metadata.get("split"), metadata.get("task_index")
+    tasks = reference["split_info"].get(split) if split in SPLIT_ORDER else None
+    if tasks is None or not isinstance(index, int) or not 0 <= index < len(tasks):
+        return UserError(f"{path} names no task of the split; delete it and re-run ad-collect")
+    if _plain(metadata.get("task")) != tasks[index] or path.name != run_file_name(
+        split, index, metadata.get("seed", -1)
+    ):
+        return UserError(f"{path} holds another run than its name says; delete it and re-run")
+    return None
+
+
+# --------------------------------------------------------------------------- building
+
+
+def manifest_header(name: str | None, reference: dict) -> dict:
+    """The manifest fields above ``runs``: schema versions, name and the fingerprint."""
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "history_schema_version": SCHEMA_VERSION,
+        "name": name,
+        **{key: reference[key] for key in FINGERPRINT_KEYS if key != "split_info"},
+        "split": reference["split_info"],
+    }
+
+
+def _first_last(episodes: dict[str, np.ndarray], num_streams: int) -> tuple[Any, Any]:
+    """Mean over streams of the mean return of each stream's first / last 10 episodes."""
+    firsts, lasts = [], []
+    for stream in range(num_streams):
+        returns = episodes["episode_returns"][episodes["episode_streams"] == stream]
+        if len(returns):
+            firsts.append(returns[:SUMMARY_EPISODES].mean())
+            lasts.append(returns[-SUMMARY_EPISODES:].mean())
+    if not firsts:
+        return None, None  # no stream finished an episode
+    return float(np.mean(firsts)), float(np.mean(lasts))
+
+
+def _run_entry(path: Path, metadata: dict) -> dict:
+    episodes = read_episodes(path)
+    first, last = _first_last(episodes, metadata["n_envs"])
+    return {
+        "file": path.name,
+        **{key: metadata[key] for key in ("split", "task_index", "task", "seed")},
+        "sha256": file_sha256(path),
+        "bytes": path.stat().st_size,
+        "num_streams": metadata["n_envs"],
+        "num_steps": metadata["num_steps"],
+        "num_episodes": int(len(episodes["episode_returns"])),
+        "first_return": first,
+        "last_return": last,
+        "optimal_return": metadata.get("optimal_return"),
+        "random_return": metadata.get("random_return"),
+    }
+
+
+def _unchanged_entries(dataset_dir: Path) -> dict[str, dict]:
+    """Entries of the current manifest whose files are unchanged since it was written, so that a
+    rebuild need not hash and read every file of a large dataset again."""
+    try:
+        written = (dataset_dir / MANIFEST_NAME).stat().st_mtime_ns
+        runs = load_manifest(dataset_dir)["runs"]
+    except (OSError, UserError, KeyError, TypeError):
+        return {}
+    unchanged = {}
+    for run in runs:
+        with contextlib.suppress(OSError, KeyError, TypeError):
+            stat = (dataset_dir / run["file"]).stat()
+            if stat.st_size == run["bytes"] and stat.st_mtime_ns < written:
+                unchanged[run["file"]] = run
+    return unchanged
+
+
+def _scan(
+    dataset_dir: Path, strict: bool, reuse: dict[str, dict] | None = None
+) -> tuple[list[dict], list[str], dict | None]:
+    """Manifest entries of the histories in a folder, sorted; the invalid files; the header.
+
+    Args:
+        strict: read every byte (:func:`validate_history`) and raise on an invalid file, instead
+            of the cheap structural check that lists invalid files.
+        reuse: entries to take as they are for files of these names.
+
+    Raises:
+        UserError: histories of different configs or of another schema version.
+    """
+    runs, invalid, header = [], [], None
+    for path in sorted(Path(dataset_dir).glob("*.h5")):
+        try:
+            metadata = validate_history(path) if strict else read_metadata(path)
+        except HistoryError as e:
+            if strict or isinstance(e, HistoryVersionError):
+                raise
+            log.warning("%s", e)
+            invalid.append(path.name)
+            continue
+        if header is None:  # the first valid file is the reference for the others
+            reference = {key: _plain(metadata.get(key)) for key in FINGERPRINT_KEYS}
+            header = manifest_header(metadata.get("config", {}).get("name"), reference)
+        error = mismatch(reference, metadata, path, Path(dataset_dir))
+        if error is not None:
+            raise error
+        runs.append((reuse or {}).get(path.name) or _run_entry(path, metadata))
+    runs.sort(key=lambda r: (SPLIT_ORDER[r["split"]], r["task_index"], r["seed"]))
+    return runs, invalid, header
+
+
+def write_manifest(dataset_dir: Path, header: dict | None = None) -> dict:
+    """Rebuild ``manifest.json`` from the valid histories present in ``dataset_dir``.
+
+    Args:
+        dataset_dir: the dataset folder.
+        header: :func:`manifest_header` of the config (None: from the first valid file).
+
+    Returns:
+        The manifest written.
+
+    Raises:
+        UserError: no histories and no header, or histories of different configs or versions.
+    """
+    dataset_dir = Path(dataset_dir)
+    runs, invalid, found = _scan(dataset_dir, strict=False, reuse=_unchanged_entries(dataset_dir))
+    header = header or found
+    if header is None:
+        raise UserError(f"no learning histories in {dataset_dir}; run ad-collect first")
+    manifest = {**header, "runs": runs, "invalid_files": invalid}
+    atomic_write_json(dataset_dir / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def merge_manifest(dataset_dir: Path) -> dict:
+    """Rebuild ``manifest.json`` from every valid history in the folder (e.g. after shards).
+
+    Returns:
+        The manifest. Invalid files are listed under ``invalid_files`` and left alone.
+
+    Raises:
+        UserError: no histories, or histories of different configs or schema versions.
+    """
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise UserError(f"dataset folder {dataset_dir} not found; check the path")
+    return write_manifest(dataset_dir)
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+def _number(value: Any) -> str:
+    return f"{value:>8.2f}" if value is not None else f"{'-':>8}"
+
+
+def _table(dataset_dir: Path, runs: list[dict], header: dict) -> list[str]:
+    """One row per run, then one line of means per split."""
+    lines = [
+        f"{dataset_dir}: {len(runs)} valid histories, family {header['family']}, algorithm "
+        f"{header['algorithm']}, {header['n_envs']} streams x "
+        f"{header['total_steps'] // header['n_envs']} steps per run",
+        f"{'split':<8}{'idx':>5}  {'task':<22}{'seed':>5}{'streams':>8}{'steps':>8}"
+        f"{'episodes':>9}{'first':>8}{'last':>8}{'optimal':>8}",
+    ]
+    for run in runs:
+        task = json.dumps(run["task"], separators=(",", ":"))
+        task = task if len(task) <= 22 else task[:19] + "..."
+        lines.append(
+            f"{run['split']:<8}{run['task_index']:>5}  {task:<22}{run['seed']:>5}"
+            f"{run['num_streams']:>8}{run['num_steps']:>8}{run['num_episodes']:>9}"
+            + "".join(_number(run[k]) for k in ("first_return", "last_return", "optimal_return"))
+        )
+    for split in SPLIT_ORDER:
+        part = [r for r in runs if r["split"] == split]
+        if part:
+            mean = {
+                key: np.nanmean([np.nan if r[key] is None else r[key] for r in part])
+                for key in ("first_return", "last_return", "optimal_return", "random_return")
+            }
+            lines.append(
+                f"{split}: {len(part)} runs, first-episodes return {mean['first_return']:.2f} -> "
+                f"last-episodes {mean['last_return']:.2f} (optimal {mean['optimal_return']:.2f}, "
+                f"random {mean['random_return']:.2f})"
+            )
+    return lines
+
+
+def source_curves(dataset_dir: Path, runs: list[dict]) -> dict[str, list[np.ndarray]]:
+    """Per-stream episode returns of every task, for :func:`ad.plots.plot_source_curves`.
+
+    Args:
+        dataset_dir: the dataset folder.
+        runs: manifest entries (several seeds of one task are pooled as more streams).
+
+    Returns:
+        ``{"<split> task <index>": [returns of stream 0, stream 1, ...]}`` in manifest order.
+    """
+    curves: dict[str, list[np.ndarray]] = {}
+    for run in runs:
+        episodes = read_episodes(Path(dataset_dir) / run["file"])
+        streams = curves.setdefault(f"{run['split']} task {run['task_index']}", [])
+        for s in range(run["num_streams"]):
+            streams.append(episodes["episode_returns"][episodes["episode_streams"] == s])
+    return curves
+
+
+def _plot(dataset_dir: Path, runs: list[dict], header: dict) -> Path:
+    from ad.plots import plot_source_curves
+
+    optimal = [r["optimal_return"] for r in runs if r.get("optimal_return") is not None]
+    random = [r["random_return"] for r in runs if r.get("random_return") is not None]
+    return plot_source_curves(
+        source_curves(dataset_dir, runs),
+        dataset_dir / "source_curves.png",
+        title=f"{header['algorithm']} learning {header['family']} tasks from scratch",
+        optimal=float(np.mean(optimal)) if optimal else None,
+        random=float(np.mean(random)) if random else None,
+    )
+
+
+def inspect(dataset_dir: Path, plot: bool = False) -> str:
+    """Validate every history of a dataset folder and tabulate its runs.
+
+    Args:
+        dataset_dir: the dataset folder.
+        plot: also write ``source_curves.png`` (per-task learning curves) into the folder.
+
+    Returns:
+        A table: split, task, seed, streams, steps per stream, episodes, first/last return (mean
+        over streams of the first/last 10 episodes), optimal return; then per-split means.
+
+    Raises:
+        UserError: no histories, a corrupt file, mixed configs, or a file that differs from the
+            checksum in the manifest.
+    """
+    dataset_dir = Path(dataset_dir)
+    runs, _, header = _scan(dataset_dir, strict=True) if dataset_dir.is_dir() else ([], [], None)
+    if not runs:
+        raise UserError(f"no learning histories (*.h5) in {dataset_dir}; run ad-collect first")
+    try:
+        listed = {run["file"]: run["sha256"] for run in load_manifest(dataset_dir)["runs"]}
+    except (UserError, KeyError, TypeError):
+        listed = {}
+    for run in runs:
+        if run["file"] in listed and listed[run["file"]] != run["sha256"]:
+            raise UserError(
+                f"{dataset_dir / run['file']} differs from the checksum in {MANIFEST_NAME}; re-run "
+                "ad-collect with the same config (or merge_manifest) to rebuild the manifest"
+            )
+    lines = _table(dataset_dir, runs, header)
+    missing = [r["file"] for r in runs if r["file"] not in listed]
+    if missing:
+        lines.append(
+            f"note: {len(missing)} files are not in {MANIFEST_NAME}; re-run ad-collect or "
+            "merge_manifest to list them"
+        )
+    if plot:
+        lines.append(f"wrote {_plot(dataset_dir, runs, header)}")
+    return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""The console entry points end to end: collect -> train -> eval, and one-line errors (exit 2).
+
+The commands run in process through ``ad.cli.*_main`` (fast); the installed scripts are checked
+once through a subprocess. Every bad input must end in exactly one ``error: ...`` line on stderr,
+exit status 2 and no traceback, and must not touch what earlier calls wrote.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ad.cli import collect_main, eval_main, train_main
+from ad.histories import load_manifest
+
+SCRIPTS = Path(sys.executable).parent  # the venv's bin/, where pip put the console scripts
+TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 1}
+
+
+def _config(tmp: Path) -> dict:
+    """DarkRoom, 2 train + 1 held-out task, a tiny PPO budget, a tiny model and training."""
+    return {
+        "name": "cli",
+        "env": {"family": "DarkRoom", "num_train_tasks": 2, "num_heldout_tasks": 1},
+        "collect": {
+            "algorithm": "PPO",
+            "algorithm_kwargs": TINY_PPO,
+            "n_envs": 2,
+            "total_steps": 400,
+            "output_dir": str(tmp / "data"),
+        },
+        "model": {
+            "embed_dim": 16,
+            "num_layers": 1,
+            "num_heads": 2,
+            "ff_dim": 32,
+            "context_steps": 40,
+        },
+        "train": {
+            "run_dir": str(tmp / "run"),
+            "num_steps": 20,
+            "batch_size": 4,
+            "warmup_steps": 2,
+            "log_every": 10,
+            "checkpoint_every": 10,
+        },
+        "eval": {"num_episodes": 3, "num_seeds": 1, "normalise_at": [1, 3]},
+    }
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> dict[str, Path]:
+    """One real collect -> train -> eval through the CLI main functions, shared by the tests
+    (which must not modify it)."""
+    tmp = tmp_path_factory.mktemp("cli")
+    config = tmp / "config.yaml"
+    config.write_text(yaml.safe_dump(_config(tmp)))
+    codes = [
+        collect_main(["--config", str(config), "--workers", "1", "--no-progress"]),
+        train_main(["--config", str(config), "--no-progress"]),
+        eval_main(["--run", str(tmp / "run"), "--no-progress"]),
+    ]
+    assert codes == [0, 0, 0]
+    return {"config": config, "data": tmp / "data", "run": tmp / "run"}
+
+
+def _user_error(main, argv: list[str], capsys) -> str:
+    """Run a main function that must fail on user input; returns its one error line."""
+    capsys.readouterr()  # drop what earlier calls printed
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_collect_train_eval_write_every_output(pipeline, capsys):
+    data, run = pipeline["data"], pipeline["run"]
+    names = ["heldout-task0000-seed0.h5", "train-task0000-seed0.h5", "train-task0001-seed0.h5"]
+    assert sorted(p.name for p in data.glob("*.h5")) == names
+    manifest = load_manifest(data)
+    assert [r["file"] for r in manifest["runs"]] == names[1:] + names[:1]
+    for folder in (data, run, run / "eval"):  # every stage records its config and versions
+        assert yaml.safe_load((folder / "config.yaml").read_text())["name"] == "cli"
+        assert "torch" in (folder / "versions.json").read_text()
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == [
+        "step-000010.pt",
+        "step-000020.pt",
+    ]
+    assert (run / "metrics.csv").is_file()
+    returns = np.load(run / "eval" / "returns.npz")["returns"]
+    assert returns.shape == (1, 1, 3)  # held-out tasks x seeds x episodes
+    assert (run / "eval" / "summary.json").is_file()
+    assert (run / "eval" / "return_curves.png").read_bytes().startswith(b"\x89PNG")
+    # A second collect finds every run done and only reports it.
+    capsys.readouterr()
+    assert collect_main(["--config", str(pipeline["config"]), "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith("collect: 0 runs done, 3 skipped, 0 failed")
+    assert collect_main(["--inspect", str(data)]) == 0
+    assert "3 valid histories" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["collect.algorithm=SAC"], "unknown source algorithm 'SAC'"),
+        (["env.family=NoSuchFamily"], "unknown task family 'NoSuchFamily'"),
+        (["env.family_kwargs.size=1"], "size must be an integer >= 2"),
+        (["env.family_kwargs.colour=red"], "bad env.family_kwargs for DarkRoom"),
+        (["collect.nope=1"], "unknown config key collect.nope"),
+        (["collect_total_steps"], "not of the form section.key=value"),
+    ],
+)
+def test_collect_bad_config_values(tmp_path, capsys, overrides, expected):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(_config(tmp_path)))
+    argv = ["--config", str(config), "--workers", "1", "--no-progress"]
+    for text in overrides:
+        argv += ["--set", text]
+    assert expected in _user_error(collect_main, argv, capsys)
+    assert not list((tmp_path / "data").glob("*.h5"))
+
+
+def test_missing_inputs(tmp_path, capsys):
+    missing = str(tmp_path / "missing.yaml")
+    assert "config file" in _user_error(collect_main, ["--config", missing], capsys)
+    assert "config file" in _user_error(train_main, ["--config", missing], capsys)
+    assert "needs --config" in _user_error(collect_main, [], capsys)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(_config(tmp_path)))
+    argv = ["--config", str(config), "--set", f"train.dataset={tmp_path / 'nothing'}"]
+    assert "dataset folder" in _user_error(train_main, argv, capsys)
+    assert "does not exist" in _user_error(eval_main, ["--run", str(tmp_path / "run")], capsys)
+    assert "needs --run" in _user_error(eval_main, [], capsys)
+    assert "--shard" in _user_error(
+        collect_main, ["--config", str(config), "--shard", "3/2"], capsys
+    )
+    assert "--shard" in _user_error(collect_main, ["--config", str(config), "--shard", "x"], capsys)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+
+
+def test_train_refuses_heldout_tasks_of_the_configured_split(pipeline, tmp_path, capsys):
+    # Three held-out tasks: the dataset's two training tasks are now held out too.
+    argv = ["--config", str(pipeline["config"]), "--set", "env.num_heldout_tasks=3"]
+    argv += ["--set", f"train.run_dir={tmp_path / 'run'}"]
+    message = _user_error(train_main, argv, capsys)
+    assert "held out in the configured split" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_refuses_zero_episodes(pipeline, tmp_path, capsys):
+    argv = ["--run", str(pipeline["run"]), "--set", "eval.num_episodes=0"]
+    argv += ["--out", str(tmp_path / "eval")]
+    assert "eval.num_episodes must be >= 1" in _user_error(eval_main, argv, capsys)
+    assert not (tmp_path / "eval").exists()
+
+
+def test_inspect_refuses_a_corrupt_file(pipeline, tmp_path, capsys):
+    data = shutil.copytree(pipeline["data"], tmp_path / "data")
+    path = data / "train-task0001-seed0.h5"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    message = _user_error(collect_main, ["--inspect", str(data)], capsys)
+    assert "train-task0001-seed0.h5" in message and "re-run ad-collect" in message
+
+
+def test_a_refused_collect_keeps_what_the_first_wrote(pipeline, tmp_path, capsys):
+    data = shutil.copytree(pipeline["data"], tmp_path / "data")
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    argv = ["--config", str(pipeline["config"]), "--set", f"collect.output_dir={data}"]
+    argv += ["--set", "collect.total_steps=800", "--no-progress"]  # a changed config
+    assert "different config" in _user_error(collect_main, argv, capsys)
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+
+
+@pytest.mark.parametrize("script", ["ad-collect", "ad-train", "ad-eval", "ad-run"])
+def test_installed_scripts_show_help(script):
+    result = subprocess.run(
+        [str(SCRIPTS / script), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: {script}")
+
+
+def test_installed_script_reports_a_user_error_in_one_line(tmp_path):
+    result = subprocess.run(
+        [str(SCRIPTS / "ad-train"), "--config", str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: config file") and result.stderr.count("\n") == 1
