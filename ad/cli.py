@@ -77,19 +77,20 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
     def go() -> int:
         if args.help_config:
             return _help_config()
-        from ad import collect
-
         if args.inspect is not None:
-            print(collect.inspect(args.inspect, plot=args.plot))
+            from ad.manifest import inspect
+
+            print(inspect(args.inspect, plot=args.plot))
             return 0
         if args.config is None:
             raise UserError("ad-collect needs --config FILE (or --inspect DATASET)")
         if args.workers is not None and args.workers < 1:
             raise UserError("--workers must be >= 1")
+        from ad.collect import collect
         from ad.config import load_config
 
         cfg = load_config(args.config, args.overrides)
-        collect.collect(
+        collect(
             cfg,
             workers=args.workers,
             shard=_parse_shard(args.shard),

@@ -150,7 +150,7 @@ class ExperimentConfig:
 
     @property
     def dataset_dir(self) -> Path:
-        """Where ``ad-collect`` writes and ``ad-train`` reads the learning histories."""
+        """Where ``ad-train`` (and ``ad-eval``'s source curve) reads the learning histories."""
         if self.train.dataset is not None:
             return Path(self.train.dataset)
         if self.collect.output_dir is not None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ad.config import ExperimentConfig
+from ad.errors import UserError
 from ad.utils import atomic_write_text
 
 
@@ -40,10 +41,15 @@ def run_pipeline(
     Returns:
         The evaluation summary of the AD run (with the ED comparison when trained).
     """
-    from ad.collect import collect
+    from ad.collect import collect, collect_dir
     from ad.evaluate import evaluate
     from ad.train import train
 
+    if cfg.dataset_dir.resolve() != collect_dir(cfg).resolve():
+        raise UserError(
+            f"ad-run collects into {collect_dir(cfg)} but train.dataset is {cfg.train.dataset}; "
+            "unset train.dataset (or set collect.output_dir to the same folder)"
+        )
     timings: dict[str, float] = {}
     start = _stage("collect")
     collect(cfg, workers=workers, progress=progress)

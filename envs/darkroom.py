@@ -101,7 +101,9 @@ class DarkRoom(TaskFamily):
     def __init__(self, size: int | None = None, episode_length: int = 20) -> None:
         size = self.default_size if size is None else size
         if not isinstance(size, int) or size < 2:
-            raise TaskError(f"{self.name} size must be an integer >= 2, got {size!r}")
+            raise TaskError(
+                f"{self.name} size must be an integer >= 2, got {size!r}; fix env.family_kwargs"
+            )
         if not isinstance(episode_length, int) or episode_length < 1:
             raise TaskError(f"{self.name} episode_length must be an integer >= 1")
         super().__init__(size=size, episode_length=episode_length)

@@ -1,7 +1,7 @@
 """Training windows: alignment across episodes and subsampling, ED, splits, streaming, bad input.
 
 Test datasets are real HDF5 histories (``ad.histories.write_history``) of the real DarkRoom env
-stepped by a scripted epsilon-greedy policy, with a manifest built by ``ad.collect.merge_manifest``.
+stepped by a scripted epsilon-greedy policy, with a manifest built by ``ad.manifest.merge_manifest``.
 The scripted policy marks an episode terminated on some goal visits, so episodes have different
 lengths and boundaries fall anywhere in a window. ``make_dataset`` and ``tiny_config`` are also
 used by test_train.py and test_checkpoint.py.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ad import histories
-from ad.collect import merge_manifest
+from ad.manifest import merge_manifest
 from ad.config import ExperimentConfig, config_from_dict
 from ad.dataset import (
     WINDOW_KEYS,
