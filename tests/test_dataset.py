@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from ad import histories
-from ad.manifest import merge_manifest
 from ad.config import ExperimentConfig, config_from_dict
 from ad.dataset import (
     WINDOW_KEYS,
@@ -27,6 +26,7 @@ from ad.dataset import (
 )
 from ad.errors import UserError
 from ad.histories import read_history, write_history
+from ad.manifest import merge_manifest
 from ad.spaces import space_to_json
 from envs import make_family
 
