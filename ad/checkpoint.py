@@ -165,6 +165,7 @@ def set_rng_state(state: dict) -> None:
 # Settings that may change on --resume: they do not change what the model learns.
 RESUMABLE_KEYS = {
     "train.num_steps",
+    "train.ed_num_steps",
     "train.num_workers",
     "train.log_every",
     "train.checkpoint_every",

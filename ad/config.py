@@ -88,6 +88,9 @@ class TrainConfig:
     )
     subsample_every: int = _f(1, "Keep every k-th episode of each stream before windowing.")
     ed_last_episodes: int = _f(10, "ED: how many final (converged) episodes of each stream to use.")
+    ed_num_steps: int | None = _f(
+        None, "ad-run: optimiser steps of the ED control (None: num_steps); its data is small."
+    )
     batch_size: int = _f(32, "Global batch size (windows per optimiser step).")
     num_steps: int = _f(5000, "Optimiser steps.")
     lr: float = _f(3e-4, "Peak learning rate.")

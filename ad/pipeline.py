@@ -62,7 +62,13 @@ def run_pipeline(
 
     compare = []
     if with_ed:
-        ed_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mode="ed"))
+        ed_train = dataclasses.replace(
+            cfg.train,
+            mode="ed",
+            run_dir=f"{ad_cfg.run_dir}-ed",
+            num_steps=cfg.train.ed_num_steps or cfg.train.num_steps,
+        )
+        ed_cfg = dataclasses.replace(cfg, train=ed_train)
         start = _stage("train ED")
         compare.append(train(ed_cfg, resume=_has_checkpoints(ed_cfg.run_dir), progress=progress))
         timings["train_ed"] = time.perf_counter() - start
