@@ -93,3 +93,15 @@ def test_help_lists_every_section_and_field():
 def test_shipped_configs_load(path):
     cfg = load_config(path)
     assert cfg.name
+
+
+def test_quick_config_file_is_the_builtin_default():
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "darkroom_quick.yaml")
+    assert cfg == ExperimentConfig()
+
+
+def test_setting_the_algorithm_drops_the_default_ppo_kwargs():
+    assert config_from_dict({}).collect.algorithm_kwargs["n_steps"] == 64
+    assert config_from_dict({"collect": {"algorithm": "UCB"}}).collect.algorithm_kwargs == {}
+    kept = config_from_dict({"collect": {"algorithm": "A2C", "algorithm_kwargs": {"n_steps": 8}}})
+    assert kept.collect.algorithm_kwargs == {"n_steps": 8}
