@@ -87,9 +87,9 @@ def _has_checkpoints(run_dir: Path) -> bool:
     return any((Path(run_dir) / "checkpoints").glob("*.pt"))
 
 
-def _fmt(value: object, digits: int = 2) -> str:
+def _fmt(value: object, digits: int = 2, missing: str = "never") -> str:
     if value is None:
-        return "never"
+        return missing
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
@@ -106,7 +106,7 @@ def write_report(report_dir: Path, cfg: ExperimentConfig, summary: dict, timings
     lines += _report_table(summary)
     lines += [
         "",
-        "Wall clock (s): "
+        "Wall clock of this invocation (s; finished stages are skipped on a rerun): "
         + ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items())
         + f", total {sum(timings.values()):.0f}.",
         "",
@@ -131,7 +131,7 @@ def _report_table(summary: dict) -> list[str]:
         last = s.get("last10_return")
         ratio = (last / first) if first and last is not None and first > 0 else None
         lines.append(
-            f"| {label} | {_fmt(first)} | {_fmt(last)} | {_fmt(ratio, 1)} | "
+            f"| {label} | {_fmt(first)} | {_fmt(last)} | {_fmt(ratio, 1, 'n/a')} | "
             f"{_fmt(s.get('last10_normalised'))} | {_fmt(s.get('episode_to_50'))} | "
             f"{_fmt(s.get('episode_to_80'))} |"
         )
@@ -142,7 +142,7 @@ def _report_table(summary: dict) -> list[str]:
             f"Source algorithm on the same held-out tasks, learning from scratch: first episode "
             f"{_fmt(source.get('first_episode_return'))}, reaches 80% normalised at episode "
             f"{_fmt(source.get('episode_to_80'))}. Data-efficiency ratio (AD / source episodes to "
-            f"80%): {_fmt(summary.get('data_efficiency_ratio'))}.",
+            f"80%): {_fmt(summary.get('data_efficiency_ratio'), missing='n/a')}.",
         ]
     lines += [
         "",
