@@ -90,13 +90,13 @@ class TrainConfig:
     mode: Literal["ad", "ed"] = _f(
         "ad", "ad: whole learning histories; ed: expert distillation on the last episodes only."
     )
-    subsample_every: int = _f(3, "Keep every k-th episode of each stream before windowing.")
+    subsample_every: int = _f(5, "Keep every k-th episode of each stream before windowing.")
     ed_last_episodes: int = _f(10, "ED: how many final (converged) episodes of each stream to use.")
     ed_num_steps: int | None = _f(
         1000, "ad-run: optimiser steps of the ED control (None: num_steps); its data is small."
     )
     batch_size: int = _f(32, "Global batch size (windows per optimiser step).")
-    num_steps: int = _f(3000, "Optimiser steps.")
+    num_steps: int = _f(2000, "Optimiser steps.")
     lr: float = _f(1e-3, "Peak learning rate (the paper: 3e-4 over far more steps).")
     min_lr: float = _f(2e-6, "Learning rate at the ends of warm-up and cosine decay.")
     warmup_steps: int = _f(200, "Linear warm-up steps.")
