@@ -9,10 +9,9 @@ dataset_fingerprint, split (``TaskSplit.to_json()``), versions.
 
 from __future__ import annotations
 
-import os
+import io
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import torch.distributed as dist
 
 from ad.config import ExperimentConfig, config_to_dict
 from ad.errors import UserError
-from ad.utils import fsync_dir, seed_everything
+from ad.utils import atomic_write_bytes, seed_everything
 
 CHECKPOINT_SCHEMA = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -40,19 +39,9 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
     A crash mid-write leaves at most a hidden ``.tmp`` file, never a truncated checkpoint.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:

@@ -14,6 +14,14 @@ from envs.base import Task, TaskError, TaskFamily, register_family
 MOVES = np.array([[0, 0], [0, -1], [0, 1], [-1, 0], [1, 0]], dtype=np.int64)
 
 
+def move(position: np.ndarray, action: Any, size: int) -> np.ndarray:
+    """The cell reached by ``action`` from ``position``; moves into a wall stay in place."""
+    action = int(action)
+    if not 0 <= action < len(MOVES):
+        raise ValueError(f"action {action} outside Discrete({len(MOVES)})")
+    return np.clip(position + MOVES[action], 0, size - 1)
+
+
 class DarkRoomEnv(gym.Env):
     """A dark grid room with an invisible goal cell.
 
@@ -74,10 +82,7 @@ class DarkRoomEnv(gym.Env):
         return self._pos.copy(), {}
 
     def step(self, action):
-        action = int(action)
-        if not 0 <= action < len(MOVES):
-            raise ValueError(f"action {action} outside Discrete({len(MOVES)})")
-        self._pos = np.clip(self._pos + MOVES[action], 0, self.size - 1)
+        self._pos = move(self._pos, action, self.size)
         self._t += 1
         at_goal = bool((self._pos == self.goal).all())
         if self.hard:
@@ -161,9 +166,9 @@ class DarkRoom(TaskFamily):
         expected = 0.0
         for _ in range(self.episode_length):
             nxt = np.zeros_like(prob)
-            for move in MOVES:
-                xs = np.clip(np.arange(n) + move[0], 0, n - 1)
-                ys = np.clip(np.arange(n) + move[1], 0, n - 1)
+            for step in MOVES:
+                xs = np.clip(np.arange(n) + step[0], 0, n - 1)
+                ys = np.clip(np.arange(n) + step[1], 0, n - 1)
                 np.add.at(nxt, (xs[:, None], ys[None, :]), prob / len(MOVES))
             expected += nxt[goal]
             if self.hard:

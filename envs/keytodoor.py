@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.base import Task, TaskError, TaskFamily, register_family
-from envs.darkroom import MOVES
+from envs.darkroom import MOVES, move
 
 
 def parse_cell(family: str, task: Any, field: str, size: int) -> list[int]:
@@ -101,10 +101,7 @@ class DarkKeyToDoorEnv(gym.Env):
         return self._pos.copy(), {}
 
     def step(self, action):
-        action = int(action)
-        if not 0 <= action < len(MOVES):
-            raise ValueError(f"action {action} outside Discrete({len(MOVES)})")
-        self._pos = np.clip(self._pos + MOVES[action], 0, self.size - 1)
+        self._pos = move(self._pos, action, self.size)
         self._t += 1
         reward, terminated = 0.0, False
         # The door check uses the key state from *before* this step, so key == door needs a
@@ -192,9 +189,9 @@ class DarkKeyToDoor(TaskFamily):
         # One-step transition matrix of the uniformly random policy on flat cells.
         xs, ys = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
         transition = np.zeros((n * n, n * n))
-        for move in MOVES:
-            nx = np.clip(xs + move[0], 0, n - 1)
-            ny = np.clip(ys + move[1], 0, n - 1)
+        for step in MOVES:
+            nx = np.clip(xs + step[0], 0, n - 1)
+            ny = np.clip(ys + step[1], 0, n - 1)
             np.add.at(transition, ((xs * n + ys).ravel(), (nx * n + ny).ravel()), 1 / len(MOVES))
         no_key = np.full(n * n, 1 / (n * n))  # uniform random start
         has_key = np.zeros(n * n)
