@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import Task, TaskError, TaskFamily, register_family
+from envs.base import Task, TaskError, TaskFamily, check_int, check_task_fields, register_family
 
 # Arm means of the registered ``Bandit-v0`` (best arm 9); use the family for sampled tasks.
 DEFAULT_MEANS = tuple(round(0.05 + 0.1 * i, 2) for i in range(10))
@@ -103,9 +103,12 @@ class Bandit(TaskFamily):
     default_num_heldout = 100
 
     def __init__(self, num_arms: int = 10, favour_prob: float = 0.95) -> None:
-        if not isinstance(num_arms, int) or isinstance(num_arms, bool) or num_arms < 2:
-            raise TaskError(f"{self.name} num_arms must be an integer >= 2, got {num_arms!r}")
-        if not isinstance(favour_prob, (int, float)) or not 0.0 <= favour_prob <= 1.0:
+        num_arms = check_int(self.name, "num_arms", num_arms, 2)
+        if (
+            not isinstance(favour_prob, (int, float))
+            or isinstance(favour_prob, bool)
+            or not 0.0 <= favour_prob <= 1.0
+        ):
             raise TaskError(f"{self.name} favour_prob must be in [0, 1], got {favour_prob!r}")
         super().__init__(num_arms=num_arms, favour_prob=favour_prob)
         self.num_arms = num_arms
@@ -131,10 +134,7 @@ class Bandit(TaskFamily):
         return tasks
 
     def validate_task(self, task: Any) -> Task:
-        if not isinstance(task, dict) or set(task) != {"means"}:
-            raise TaskError(
-                f"{self.name} task must be {{'means': [p_0, ..., p_K-1]}}, got {task!r}"
-            )
+        task = check_task_fields(self.name, task, ("means",), "{'means': [p_0, ..., p_K-1]}")
         return {"means": _check_means(self.name, task["means"], self.num_arms)}
 
     def make_env(self, task: Task) -> BanditEnv:

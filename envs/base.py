@@ -26,6 +26,68 @@ class TaskError(UserError):
     """A malformed task or family argument; the message names the problem and the fix."""
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(owner: str, field: str, value: Any, minimum: int) -> int:
+    """``value`` as a Python int, or a one-line TaskError if it is not an integer >= ``minimum``.
+
+    Args:
+        owner: the family or env name, for the message.
+        field: the argument's name (``size``, ``episode_length``, ...).
+        value: the value given.
+        minimum: the smallest valid value.
+    """
+    if not _is_int(value) or value < minimum:
+        raise TaskError(f"{owner} {field} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_task_fields(owner: str, task: Any, fields: tuple[str, ...], example: str) -> dict:
+    """``task`` if it is a mapping with exactly ``fields`` as keys, else a one-line TaskError.
+
+    Args:
+        owner: the family or env name, for the message.
+        task: the task given.
+        fields: the keys the task must have.
+        example: the task's form for the message, e.g. ``"{'goal': [x, y]}"``.
+    """
+    if not isinstance(task, dict) or set(task) != set(fields):
+        raise TaskError(f"{owner} task must be {example}, got {task!r}")
+    return task
+
+
+def check_cell(owner: str, field: str, cell: Any, low: int, high: int, region: str) -> list[int]:
+    """The grid cell ``cell`` as ``[x, y]`` Python ints, or a one-line TaskError.
+
+    Args:
+        owner: the family or env name, for the message.
+        field: what the cell is ("goal", "key", "door").
+        cell: the value given: a sequence of two integers.
+        low, high: the smallest and largest valid coordinate.
+        region: where valid cells lie, for the message (e.g. "the 9x9 grid").
+
+    Returns:
+        The cell as two Python ints.
+    """
+    if isinstance(cell, np.ndarray):
+        cell = cell.tolist()
+    if not isinstance(cell, (list, tuple)) or len(cell) != 2 or not all(map(_is_int, cell)):
+        raise TaskError(f"{owner} {field} must be [x, y] with two integers, got {cell!r}")
+    if not all(low <= v <= high for v in cell):
+        raise TaskError(
+            f"{owner} {field} {[int(v) for v in cell]} is outside {region}; "
+            f"use coordinates in {low}..{high}"
+        )
+    return [int(cell[0]), int(cell[1])]
+
+
+def grid_cell(owner: str, field: str, cell: Any, size: int) -> list[int]:
+    """The cell ``[x, y]`` of a ``size`` x ``size`` grid (coordinates 0..size-1), or TaskError."""
+    return check_cell(owner, field, cell, 0, size - 1, f"the {size}x{size} grid")
+
+
 def task_key(task: Task) -> str:
     """Canonical JSON of a task, used for membership checks across processes."""
     return json.dumps(task, sort_keys=True, separators=(",", ":"))

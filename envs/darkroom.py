@@ -8,7 +8,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import Task, TaskError, TaskFamily, register_family
+from envs.base import (
+    Task,
+    TaskError,
+    TaskFamily,
+    check_int,
+    check_task_fields,
+    grid_cell,
+    register_family,
+)
 
 # Action ids: no-op, up, down, left, right. "up" decreases y.
 MOVES = np.array([[0, 0], [0, -1], [0, 1], [-1, 0], [1, 0]], dtype=np.int64)
@@ -57,16 +65,14 @@ class DarkRoomEnv(gym.Env):
         episode_length: int = 20,
         hard: bool = False,
     ) -> None:
-        self.size = int(size)
-        self.episode_length = int(episode_length)
-        self.hard = bool(hard)
-        self.goal = np.asarray(goal, dtype=np.int64)
-        if self.goal.shape != (2,) or not ((self.goal >= 0) & (self.goal < self.size)).all():
-            # Without this check gym.make(..., goal=outside) builds an env that never rewards.
-            raise TaskError(
-                f"DarkRoom goal {list(goal)} is outside the {self.size}x{self.size} grid; "
-                f"use coordinates in 0..{self.size - 1}"
-            )
+        if not isinstance(hard, bool):
+            raise TaskError(f"DarkRoom hard must be true or false, got {hard!r}")
+        self.hard = hard
+        owner = "DarkRoomHard" if hard else "DarkRoom"
+        self.size = check_int(owner, "size", size, 2)
+        self.episode_length = check_int(owner, "episode_length", episode_length, 1)
+        # Without this check gym.make(..., goal=outside) builds an env that never rewards.
+        self.goal = np.asarray(grid_cell(owner, "goal", goal, self.size), dtype=np.int64)
         self.start = np.array([self.size // 2, self.size // 2], dtype=np.int64)
         self.observation_space = spaces.MultiDiscrete([self.size, self.size])
         self.action_space = spaces.Discrete(len(MOVES))
@@ -104,13 +110,8 @@ class DarkRoom(TaskFamily):
     default_size = 9
 
     def __init__(self, size: int | None = None, episode_length: int = 20) -> None:
-        size = self.default_size if size is None else size
-        if not isinstance(size, int) or size < 2:
-            raise TaskError(
-                f"{self.name} size must be an integer >= 2, got {size!r}; fix env.family_kwargs"
-            )
-        if not isinstance(episode_length, int) or episode_length < 1:
-            raise TaskError(f"{self.name} episode_length must be an integer >= 1")
+        size = check_int(self.name, "size", self.default_size if size is None else size, 2)
+        episode_length = check_int(self.name, "episode_length", episode_length, 1)
         super().__init__(size=size, episode_length=episode_length)
         self.size = size
         self._episode_length = episode_length
@@ -123,21 +124,8 @@ class DarkRoom(TaskFamily):
         return [{"goal": [x, y]} for y in range(self.size) for x in range(self.size)]
 
     def validate_task(self, task: Any) -> Task:
-        goal = task.get("goal") if isinstance(task, dict) else None
-        if (
-            not isinstance(goal, (list, tuple))
-            or len(goal) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in goal)
-        ):
-            raise TaskError(
-                f"{self.name} task must be {{'goal': [x, y]}} with integers, got {task!r}"
-            )
-        if not all(0 <= int(v) < self.size for v in goal):
-            raise TaskError(
-                f"{self.name} goal {list(goal)} is outside the {self.size}x{self.size} grid; "
-                f"use coordinates in 0..{self.size - 1}"
-            )
-        return {"goal": [int(goal[0]), int(goal[1])]}
+        task = check_task_fields(self.name, task, ("goal",), "{'goal': [x, y]} with integers")
+        return {"goal": grid_cell(self.name, "goal", task["goal"], self.size)}
 
     def make_env(self, task: Task) -> DarkRoomEnv:
         task = self.validate_task(task)

@@ -8,38 +8,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import Task, TaskError, TaskFamily, register_family
+from envs.base import Task, TaskFamily, check_int, check_task_fields, grid_cell, register_family
 from envs.darkroom import MOVES, move
-
-
-def parse_cell(family: str, task: Any, field: str, size: int) -> list[int]:
-    """The ``[x, y]`` cell ``task[field]`` of a ``size`` x ``size`` grid, or a one-line TaskError.
-
-    Args:
-        family: family name for the message.
-        task: the task mapping.
-        field: the key of the cell in the task ("goal", "key", "door").
-        size: grid side; valid coordinates are 0..size-1.
-
-    Returns:
-        The cell as two Python ints.
-    """
-    cell = task.get(field) if isinstance(task, dict) else None
-    if (
-        not isinstance(cell, (list, tuple))
-        or len(cell) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in cell)
-    ):
-        raise TaskError(
-            f"{family} task needs {field!r}: [x, y] with two integers, got {task!r}; "
-            f"e.g. {{'{field}': [0, 0], ...}}"
-        )
-    if not all(0 <= int(v) < size for v in cell):
-        raise TaskError(
-            f"{family} {field} {list(cell)} is outside the {size}x{size} grid; "
-            f"use coordinates in 0..{size - 1}"
-        )
-    return [int(cell[0]), int(cell[1])]
 
 
 class DarkKeyToDoorEnv(gym.Env):
@@ -82,11 +52,10 @@ class DarkKeyToDoorEnv(gym.Env):
         size: int = 9,
         episode_length: int = 50,
     ) -> None:
-        self.size = int(size)
-        self.episode_length = int(episode_length)
-        task = {"key": list(key), "door": list(door)}
-        self.key = np.asarray(parse_cell("DarkKeyToDoor", task, "key", self.size))
-        self.door = np.asarray(parse_cell("DarkKeyToDoor", task, "door", self.size))
+        self.size = check_int("DarkKeyToDoor", "size", size, 2)
+        self.episode_length = check_int("DarkKeyToDoor", "episode_length", episode_length, 1)
+        self.key = np.asarray(grid_cell("DarkKeyToDoor", "key", key, self.size))
+        self.door = np.asarray(grid_cell("DarkKeyToDoor", "door", door, self.size))
         self.observation_space = spaces.MultiDiscrete([self.size, self.size])
         self.action_space = spaces.Discrete(len(MOVES))
         self._pos = np.zeros(2, dtype=np.int64)
@@ -129,12 +98,8 @@ class DarkKeyToDoor(TaskFamily):
     default_num_train = 2000
 
     def __init__(self, size: int = 9, episode_length: int = 50) -> None:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 2:
-            raise TaskError(f"{self.name} size must be an integer >= 2, got {size!r}")
-        if not isinstance(episode_length, int) or episode_length < 1:
-            raise TaskError(
-                f"{self.name} episode_length must be an integer >= 1, got {episode_length!r}"
-            )
+        size = check_int(self.name, "size", size, 2)
+        episode_length = check_int(self.name, "episode_length", episode_length, 1)
         super().__init__(size=size, episode_length=episode_length)
         self.size = size
         self._episode_length = episode_length
@@ -151,13 +116,12 @@ class DarkKeyToDoor(TaskFamily):
         return [{"key": list(k), "door": list(d)} for k in cells for d in cells]
 
     def validate_task(self, task: Any) -> Task:
-        if not isinstance(task, dict) or set(task) != {"key", "door"}:
-            raise TaskError(
-                f"{self.name} task must be {{'key': [x, y], 'door': [x, y]}}, got {task!r}"
-            )
+        task = check_task_fields(
+            self.name, task, ("key", "door"), "{'key': [x, y], 'door': [x, y]}"
+        )
         return {
-            "key": parse_cell(self.name, task, "key", self.size),
-            "door": parse_cell(self.name, task, "door", self.size),
+            "key": grid_cell(self.name, "key", task["key"], self.size),
+            "door": grid_cell(self.name, "door", task["door"], self.size),
         }
 
     def make_env(self, task: Task) -> DarkKeyToDoorEnv:

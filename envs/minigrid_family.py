@@ -12,7 +12,15 @@ from minigrid.core.grid import Grid
 from minigrid.core.world_object import Goal
 from minigrid.envs import EmptyEnv
 
-from envs.base import Task, TaskError, TaskFamily, register_family
+from envs.base import (
+    Task,
+    TaskError,
+    TaskFamily,
+    check_cell,
+    check_int,
+    check_task_fields,
+    register_family,
+)
 
 START = (1, 1)  # top-left interior cell
 START_DIR = 0  # facing right (+x), minigrid's direction 0
@@ -64,15 +72,15 @@ class MiniGridEmptyEnv(EmptyEnv):
         visible_goal: bool = False,
         render_mode: str | None = None,
     ) -> None:
-        size = int(size)
-        self.goal = tuple(parse_goal("MiniGridEmpty", {"goal": list(goal)}, size))
-        self.visible_goal = bool(visible_goal)
-        episode_length = default_episode_length(size) if episode_length is None else episode_length
+        size, episode_length, self.visible_goal = check_kwargs(
+            "MiniGridEmpty", size, episode_length, visible_goal
+        )
+        self.goal = tuple(parse_goal("MiniGridEmpty", goal, size))
         super().__init__(
             size=size,
             agent_start_pos=START,
             agent_start_dir=START_DIR,
-            max_steps=int(episode_length),
+            max_steps=episode_length,
             render_mode=render_mode,
         )
         self.action_space = spaces.Discrete(NUM_ACTIONS)
@@ -105,23 +113,27 @@ class MiniGridEmptyEnv(EmptyEnv):
         return self._image(observation), float(reward), terminated, truncated, info
 
 
-def parse_goal(family: str, task: Any, size: int) -> list[int]:
-    """The goal ``[x, y]`` of ``task``: an interior cell other than the start, else TaskError."""
-    goal = task.get("goal") if isinstance(task, dict) else None
-    if (
-        not isinstance(goal, (list, tuple))
-        or len(goal) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in goal)
-    ):
-        raise TaskError(f"{family} task must be {{'goal': [x, y]}} with integers, got {task!r}")
-    goal = [int(goal[0]), int(goal[1])]
-    if not all(1 <= v <= size - 2 for v in goal):
-        raise TaskError(
-            f"{family} goal {goal} is not an interior cell of the {size}x{size} room (walls on the "
-            f"border); use coordinates in 1..{size - 2}"
-        )
+def check_kwargs(
+    owner: str, size: Any, episode_length: Any, visible_goal: Any
+) -> tuple[int, int, bool]:
+    """The room size, episode length (None: the default for the size) and goal visibility,
+    checked; a one-line TaskError names the first bad one."""
+    size = check_int(owner, "size", size, 4)
+    if episode_length is None:
+        episode_length = default_episode_length(size)
+    # check_env needs at least one step before truncation.
+    episode_length = check_int(owner, "episode_length", episode_length, 2)
+    if not isinstance(visible_goal, bool):
+        raise TaskError(f"{owner} visible_goal must be true or false, got {visible_goal!r}")
+    return size, episode_length, visible_goal
+
+
+def parse_goal(owner: str, goal: Any, size: int) -> list[int]:
+    """The goal ``[x, y]``: an interior cell other than the start, else a one-line TaskError."""
+    region = f"the interior of the {size}x{size} room (walls on the border)"
+    goal = check_cell(owner, "goal", goal, 1, size - 2, region)
     if tuple(goal) == START:
-        raise TaskError(f"{family} goal {goal} is the start cell; choose another interior cell")
+        raise TaskError(f"{owner} goal {goal} is the start cell; choose another interior cell")
     return goal
 
 
@@ -165,17 +177,9 @@ class MiniGridEmpty(TaskFamily):
     def __init__(
         self, size: int = 7, episode_length: int | None = None, visible_goal: bool = False
     ) -> None:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 4:
-            raise TaskError(f"{self.name} size must be an integer >= 4, got {size!r}")
-        if episode_length is None:
-            episode_length = default_episode_length(size)
-        if not isinstance(episode_length, int) or episode_length < 2:
-            # check_env needs at least one step before truncation.
-            raise TaskError(
-                f"{self.name} episode_length must be an integer >= 2, got {episode_length!r}"
-            )
-        if not isinstance(visible_goal, bool):
-            raise TaskError(f"{self.name} visible_goal must be true or false, got {visible_goal!r}")
+        size, episode_length, visible_goal = check_kwargs(
+            self.name, size, episode_length, visible_goal
+        )
         super().__init__(size=size, episode_length=episode_length, visible_goal=visible_goal)
         self.size = size
         self._episode_length = episode_length
@@ -190,9 +194,8 @@ class MiniGridEmpty(TaskFamily):
         return [{"goal": [x, y]} for y in interior for x in interior if (x, y) != START]
 
     def validate_task(self, task: Any) -> Task:
-        if not isinstance(task, dict) or set(task) != {"goal"}:
-            raise TaskError(f"{self.name} task must be {{'goal': [x, y]}}, got {task!r}")
-        return {"goal": parse_goal(self.name, task, self.size)}
+        task = check_task_fields(self.name, task, ("goal",), "{'goal': [x, y]} with integers")
+        return {"goal": parse_goal(self.name, task["goal"], self.size)}
 
     def make_env(self, task: Task) -> MiniGridEmptyEnv:
         return MiniGridEmptyEnv(

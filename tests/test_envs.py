@@ -477,6 +477,81 @@ def test_bad_gym_make_task_is_a_one_line_user_error(env_id, kwargs, word):
     _one_line_user_error(lambda: gym.make(env_id, **kwargs), word)
 
 
+# Cells that are not [x, y] with two integers: wrongly typed, wrong length, non-integer.
+MALFORMED_CELLS = [5, None, "12", [1], [1, 2, 3], [1.5, 2], [2, 2.0], ["a", "b"], [True, 1]]
+CELL_FIELDS = {  # the cells of each grid family's task, as gym.make keywords too
+    "DarkRoom": ("goal",),
+    "DarkRoomHard": ("goal",),
+    "DarkKeyToDoor": ("key", "door"),
+    "MiniGridEmpty": ("goal",),
+}
+MALFORMED_MEANS = [5, None, "0.5", [0.5], [0.5, "a"], [0.5, None], [[0.1, 0.2], [0.3, 0.4]]]
+SIZE_KWARGS = {  # the family's size argument and its smallest valid value
+    "DarkRoom": ("size", 2),
+    "DarkRoomHard": ("size", 2),
+    "DarkKeyToDoor": ("size", 2),
+    "MiniGridEmpty": ("size", 4),
+    "Bandit": ("num_arms", 2),
+}
+
+
+@pytest.mark.parametrize("cell", MALFORMED_CELLS, ids=repr)
+@pytest.mark.parametrize("name", sorted(CELL_FIELDS))
+def test_malformed_cell_is_a_one_line_error(name, cell):
+    family = make_family(name)
+    good = family.split(0).heldout[0]
+    for field in CELL_FIELDS[name]:
+        task = {**good, field: cell}
+        for method in (family.validate_task, family.make_env, family.random_return):
+            _one_line_user_error(lambda m=method, t=task: m(t), field, "two integers")
+        _one_line_user_error(
+            lambda f=field: gym.make(family.env_id, **{f: cell}), field, "two integers"
+        )
+
+
+@pytest.mark.parametrize("means", MALFORMED_MEANS, ids=repr)
+def test_malformed_bandit_means_is_a_one_line_error(means):
+    family = make_family("Bandit", num_arms=2)
+    for method in (family.validate_task, family.make_env, family.random_return):
+        _one_line_user_error(lambda m=method: m({"means": means}), "means")
+    _one_line_user_error(lambda: gym.make("Bandit-v0", means=means), "means")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("task", ["not a task", None, [1, 2], {}, "extra key"], ids=repr)
+def test_malformed_task_mapping_is_a_one_line_error(name, task):
+    family = make_family(name)
+    if task == "extra key":  # a valid task plus a key the family does not know
+        task = {**family.split(0).heldout[0], "bogus": 1}
+    _one_line_user_error(lambda: family.validate_task(task), f"{name} task must be")
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, "9", True, [9]], ids=repr)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_bad_size_is_a_one_line_error(name, value):
+    field, minimum = SIZE_KWARGS[name]
+    words = (field, f"integer >= {minimum}")
+    _one_line_user_error(lambda: make_family(name, **{field: value}), *words)
+    if name != "Bandit":  # the bandit env takes its arms from the means
+        _one_line_user_error(lambda: gym.make(make_family(name).env_id, size=value), *words)
+    if name in ("DarkRoom", "DarkKeyToDoor", "MiniGridEmpty"):  # DarkRoomHard shares DarkRoom's
+        for length in (0, -1, 1.5):
+            for make in (make_family, lambda n, **kw: gym.make(make_family(n).env_id, **kw)):
+                _one_line_user_error(
+                    lambda m=make, n=length: m(name, episode_length=n), "episode_length"
+                )
+
+
+def test_numpy_integers_are_valid_task_values():
+    family = make_family("DarkKeyToDoor")
+    task = {"key": np.array([1, 2]), "door": (np.int64(3), 4)}
+    assert family.validate_task(task) == {"key": [1, 2], "door": [3, 4]}
+    assert type(family.validate_task(task)["key"][0]) is int  # JSON-serialisable
+    env = gym.make("DarkRoom-v0", goal=np.array([4, 3]), size=np.int64(9))
+    env.reset(seed=0)
+    assert env.step(UP)[1] == 1.0  # the centre (4, 4) is one step below the goal
+
+
 def test_bad_split_sizes():
     family = make_family("DarkRoom")
     _one_line_user_error(lambda: family.split(0, num_heldout=0), "num_heldout_tasks")
