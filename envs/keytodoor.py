@@ -34,10 +34,13 @@ class DarkKeyToDoorEnv(gym.Env):
     Events happen at the end of a step, on the cell the agent is on then (the start cell itself
     counts only once a step ends there, as in Dark Room). 1 on the first step that ends on the
     key; 1 on the first step that ends on the door while already holding the key from an earlier
-    step. The door without the key gives nothing. Returns are 0, 1 or 2.
+    step; 0 on every other step, including every later visit to the key or the door. The door
+    without the key gives nothing. Returns are 0, 1 or 2.
 
     ## Termination
-    Terminates on opening the door; otherwise truncated after ``episode_length`` steps (50).
+    Never terminates, not even on opening the door: every episode is truncated after
+    ``episode_length`` steps (50), so that a context of 200 steps always holds 4 episodes (the
+    paper's setting).
 
     ## Registered Configurations
     ``DarkKeyToDoor-v0`` (9x9, key (0, 0), door (8, 8); use the family for other tasks).
@@ -61,26 +64,28 @@ class DarkKeyToDoorEnv(gym.Env):
         self._pos = np.zeros(2, dtype=np.int64)
         self._t = 0
         self._has_key = False
+        self._opened = False
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self._pos = self.np_random.integers(0, self.size, size=2).astype(np.int64)
         self._t = 0
         self._has_key = False
+        self._opened = False
         return self._pos.copy(), {}
 
     def step(self, action):
         self._pos = move(self._pos, action, self.size)
         self._t += 1
-        reward, terminated = 0.0, False
+        reward = 0.0
         # The door check uses the key state from *before* this step, so key == door needs a
         # second step on that cell (matches random_return's dynamic programme).
-        if self._has_key and (self._pos == self.door).all():
-            reward, terminated = 1.0, True
+        if self._has_key and not self._opened and (self._pos == self.door).all():
+            reward, self._opened = 1.0, True
         elif not self._has_key and (self._pos == self.key).all():
             reward, self._has_key = 1.0, True
-        truncated = not terminated and self._t >= self.episode_length
-        return self._pos.copy(), reward, terminated, truncated, {}
+        truncated = self._t >= self.episode_length
+        return self._pos.copy(), reward, False, truncated, {}
 
 
 @register_family
@@ -163,7 +168,7 @@ class DarkKeyToDoor(TaskFamily):
         for _ in range(self.episode_length):
             no_key, has_key = no_key @ transition, has_key @ transition
             expected += has_key[door]
-            has_key[door] = 0.0  # opened the door: terminated
+            has_key[door] = 0.0  # opened the door: no more reward this episode
             expected += no_key[key]
             has_key[key] += no_key[key]
             no_key[key] = 0.0

@@ -169,33 +169,48 @@ def _key_door_env(key, door):
     raise AssertionError("the start cell is not random")
 
 
-def test_keytodoor_key_then_door_gives_2_and_terminates():
+def _rewards_at(records: list) -> dict[int, float]:
+    """{step index: reward} of the rewarded steps of one episode."""
+    return {i: r[1] for i, r in enumerate(records) if r[1]}
+
+
+def _full_length_never_terminated(records: list) -> bool:
+    """The paper's fixed episode length: 50 steps, truncated at the last, never terminated."""
+    return len(records) == 50 and records[-1][3] and not any(r[2] for r in records)
+
+
+def test_keytodoor_key_then_door_gives_2_and_runs_to_50_steps():
     env, start = _key_door_env((2, 2), (6, 5))
     to_key, to_door = _walk(start, (2, 2)), _walk((2, 2), (6, 5))
-    ret, records = _play(env, to_key + to_door)
-    assert ret == 2.0 and len(records) == len(to_key) + len(to_door)
-    assert records[len(to_key) - 1][1] == 1.0 and records[-1][1:3] == (1.0, True)
+    # After opening the door, walk back over the key and onto the door again: nothing more.
+    again = _walk((6, 5), (2, 2)) + _walk((2, 2), (6, 5))
+    ret, records = _play(env, to_key + to_door + again)
+    assert ret == 2.0 and _full_length_never_terminated(records)
+    assert _rewards_at(records) == {len(to_key) - 1: 1.0, len(to_key) + len(to_door) - 1: 1.0}
+    assert not any(r[3] for r in records[:-1])  # truncated only at the last step
 
 
 def test_keytodoor_door_before_key_gives_nothing():
     # The key sits in a corner, so the x-then-y route from the start to the door avoids it.
     env, start = _key_door_env((0, 0), (6, 5))
     to_door = _walk(start, (6, 5))
+    to_key = _walk((6, 5), (0, 0))
     # Stand on the door without the key, then visit the key and return to the door.
-    ret, records = _play(env, to_door + [NOOP] + _walk((6, 5), (0, 0)) + _walk((0, 0), (6, 5)))
-    assert [r[1] for r in records[: len(to_door) + 1]] == [0.0] * (len(to_door) + 1)
-    assert ret == 2.0 and records[-1][2]
+    ret, records = _play(env, to_door + [NOOP] + to_key + _walk((0, 0), (6, 5)))
+    key_step = len(to_door) + len(to_key)
+    assert _rewards_at(records) == {key_step: 1.0, key_step + len(to_key): 1.0}
+    assert ret == 2.0 and _full_length_never_terminated(records)
     env, start = _key_door_env((0, 0), (6, 5))
     ret, records = _play(env, to_door)  # never the key: nothing, truncated at 50
-    assert ret == 0.0 and len(records) == 50 and records[-1][3] and not records[-1][2]
+    assert ret == 0.0 and _full_length_never_terminated(records)
 
 
 def test_keytodoor_key_equal_door_needs_a_second_step():
     env, start = _key_door_env((3, 3), (3, 3))
     to_key = _walk(start, (3, 3))
-    ret, records = _play(env, to_key + [NOOP])
-    assert ret == 2.0 and len(records) == len(to_key) + 1
-    assert records[-2][1:3] == (1.0, False) and records[-1][1:3] == (1.0, True)
+    ret, records = _play(env, to_key + [NOOP])  # then no-ops on that cell until step 50
+    assert ret == 2.0 and _full_length_never_terminated(records)
+    assert _rewards_at(records) == {len(to_key) - 1: 1.0, len(to_key): 1.0}
 
 
 def test_keytodoor_start_is_random_and_seeded():
