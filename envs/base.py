@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -144,16 +146,23 @@ class TaskSplit:
 class TaskFamily(ABC):
     """A distribution of tasks of one environment.
 
-    Subclasses set ``name`` (the registry name), ``env_id`` (the Gymnasium id) and implement the
-    abstract methods. Constructor keyword arguments are the family's parameters (grid size, number
-    of arms, ...) and must be JSON-serialisable: ``kwargs`` returns them for storage.
+    Subclasses implement the abstract methods and may set ``name`` (the registry name; default:
+    the class name) and ``env_id`` (the Gymnasium id of its registered env, stored in every
+    history's metadata; default None for a family whose env is not registered). Constructor
+    keyword arguments are the family's parameters (grid size, number of arms, ...) and must be
+    JSON-serialisable: ``kwargs`` returns them for storage.
     """
 
     name: ClassVar[str]
-    env_id: ClassVar[str]
+    env_id: ClassVar[str | None] = None
     default_num_heldout: ClassVar[int] = 16
     # None: every task not held out (enumerable families) or 100 sampled tasks.
     default_num_train: ClassVar[int | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in vars(cls):  # a subclass that names no family of its own
+            cls.name = cls.__name__
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = dict(kwargs)
@@ -256,16 +265,35 @@ def family_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def import_user_module(module_name: str) -> Any:
+    """Import a user's module by name, also from the current working directory.
+
+    Installed console scripts (``ad-collect``, ...) do not put the working directory on
+    ``sys.path`` as ``python -m`` does, so a family in ``./my_families.py`` would not be found.
+    The directory is appended (not prepended) so a local file never shadows an installed package;
+    it stays on ``sys.path`` so that worker processes started later inherit it.
+
+    Raises:
+        UserError: one line naming the module, the import error and the fix.
+    """
+    cwd = os.getcwd()
+    if not {"", ".", cwd} & set(sys.path):
+        sys.path.append(cwd)
+        importlib.invalidate_caches()
+    try:
+        return importlib.import_module(module_name)
+    except (ImportError, ValueError) as e:  # ValueError: empty module name (":Factory")
+        raise UserError(
+            f"cannot import family module {module_name!r} ({e}); check env.family, and put the "
+            "module in the working directory or on PYTHONPATH"
+        ) from None
+
+
 def make_family(name: str, **kwargs: Any) -> TaskFamily:
     """A family by registered name or by ``module:ClassOrFactory``, constructed with ``kwargs``."""
     if ":" in name:
         module_name, _, attr = name.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except (ImportError, ValueError) as e:  # ValueError: empty module name (":Factory")
-            raise UserError(
-                f"cannot import family module {module_name!r} ({e}); check env.family"
-            ) from None
+        module = import_user_module(module_name)
         factory = getattr(module, attr, None) if attr else None
         if not callable(factory):
             raise UserError(

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 from gymnasium.envs.registration import registry
 from gymnasium.utils.env_checker import check_env
 
 import envs
 from ad.config import config_from_dict
 from ad.errors import UserError
+from ad.histories import load_manifest, read_history
 from envs import DarkRoom, TaskSplit, make_family, task_key
 
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(sys.executable).parent  # the venv's bin/, where pip put the console scripts
 ENV_IDS = sorted(
     spec.id
     for spec in registry.values()
@@ -437,7 +443,7 @@ def _one_line_user_error(call, *words: str) -> None:
     "name, kwargs, words",
     [
         ("NoSuchFamily", {}, ("unknown task family", "DarkRoom")),
-        ("no_such_module_xyz:Family", {}, ("cannot import", "no_such_module_xyz")),
+        ("no_such_module_xyz:Family", {}, ("cannot import", "no_such_module_xyz", "PYTHONPATH")),
         (":Family", {}, ("cannot import",)),
         ("envs.base:NoSuchFactory", {}, ("NoSuchFactory",)),
         ("envs.base:task_key", {"task": {}}, ("did not return a TaskFamily",)),
@@ -613,8 +619,8 @@ class LineEnv(gym.Env):
 
 
 class Line(TaskFamily):
-    name = "Line"
-    env_id = "Line-v0"
+    """Sets neither name nor env_id: the defaults (class name, None) must do."""
+
     default_num_heldout = 1
 
     def __init__(self, length=4):
@@ -666,6 +672,7 @@ def test_user_family_in_own_module_from_config(tmp_path, monkeypatch):
         }
     )
     family = make_family(cfg.env.family, **cfg.env.family_kwargs)
+    assert (family.name, family.env_id) == ("Line", None)  # the defaults of an unset name, id
     split = family.split(cfg.env.split_seed)
     assert (len(split.train), len(split.heldout)) == (3, 1)
     # What collection and evaluation do with a stored split: rebuild the family from it.
@@ -678,3 +685,46 @@ def test_user_family_in_own_module_from_config(tmp_path, monkeypatch):
     ret, records = _play(env, [1] * split.heldout[0]["goal"])
     assert ret == 1.0 and records[-1][2]
     _one_line_user_error(lambda: family.make_env({"goal": 9}), "Line task")
+
+
+def test_user_family_in_the_working_directory_through_the_installed_script(tmp_path):
+    """``ad-collect`` finds ``./my_module.py`` as ``python -m`` would, though console scripts do
+    not put the working directory on sys.path; a family without env_id gets through collection."""
+    (tmp_path / "my_cwd_families.py").write_text(USER_MODULE)
+    config = {
+        "name": "line",
+        "env": {
+            "family": "my_cwd_families:make_line",
+            "family_kwargs": {"length": 4},
+            "num_train_tasks": 1,
+            "num_heldout_tasks": 1,
+        },
+        "collect": {
+            "algorithm": "PPO",
+            "algorithm_kwargs": {"n_steps": 32, "batch_size": 32, "n_epochs": 1},
+            "n_envs": 1,
+            "total_steps": 256,
+            "output_dir": "data",
+        },
+    }
+    (tmp_path / "line.yaml").write_text(yaml.safe_dump(config))
+    # PYTHONPATH names this checkout only (so its code runs), never tmp_path.
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [str(SCRIPTS / "ad-collect"), "--config", "line.yaml", "--workers", "1", "--no-progress"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = load_manifest(tmp_path / "data")
+    assert manifest["family"] == "my_cwd_families:make_line" and manifest["env_id"] is None
+    assert sorted(r["split"] for r in manifest["runs"]) == ["heldout", "train"]
+    for run in manifest["runs"]:
+        history = read_history(tmp_path / "data" / run["file"])
+        assert history.num_steps == 256 and history.metadata["env_id"] is None
+        # LineEnv's rule: reward 1 exactly on the steps that reach the goal and terminate.
+        np.testing.assert_array_equal(history.rewards == 1.0, history.terminations)
+        assert history.terminations.any()
