@@ -108,7 +108,7 @@ class TrainConfig:
     )
     seed: int = _f(0, "Seed of initialisation, data order and dropout.")
     device: str = _f("cpu", "cpu, cuda, cuda:N or auto.")
-    bf16: bool = _f(False, "bf16 autocast on CUDA.")
+    bf16: bool = _f(True, "bf16 autocast where supported (CUDA with bf16); ignored on CPU.")
     compile: bool = _f(False, "torch.compile the model.")
     in_memory: Literal["auto", "yes", "no"] = _f(
         "auto", "Decompress the dataset into memory (auto: if it fits in max_memory_gb)."
