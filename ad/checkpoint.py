@@ -55,6 +55,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         raise UserError(f"checkpoint {path} not found; pass a file written by ad-train")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:  # unreadable, not damaged: the command line says which file and why
+        raise
     except Exception as e:  # a damaged file fails anywhere in the unpickler (IndexError, ...)
         why = " ".join(str(e).split())[:200]
         raise UserError(

@@ -23,6 +23,13 @@ def _run(fn: Callable[[], int | None]) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as e:  # unreadable folder, full disk, ...: the OS says which file and why
+        where = f" ({e.filename})" if e.filename else ""
+        print(
+            f"error: {e.strerror or e}{where}; check the path's permissions and free space",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -144,7 +151,13 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         metavar="eval.KEY=VALUE",
         help="override an eval setting, e.g. --set eval.num_episodes=100 (repeatable)",
     )
-    parser.add_argument("--compare", type=Path, nargs="+", default=[], help="runs to overlay")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="runs to overlay on the same tasks (without --run: the first is the main run)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/eval)")
     parser.add_argument(
         "--allow-train-tasks",
@@ -155,16 +168,18 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def go() -> int:
-        source = args.run or args.checkpoint
+        source, compare = args.run or args.checkpoint, args.compare
+        if source is None and compare:  # ad-eval --compare runA runB ...
+            source, compare = compare[0], compare[1:]
         if source is None:
-            raise UserError("ad-eval needs --run RUN_DIR or --checkpoint FILE")
+            raise UserError("ad-eval needs --run RUN_DIR, --checkpoint FILE or --compare RUN ...")
         from ad.evaluate import evaluate
 
         evaluate(
             source,
             overrides=args.overrides,
             out_dir=args.out,
-            compare=args.compare,
+            compare=compare,
             allow_train_tasks=args.allow_train_tasks,
             progress=not args.no_progress,
         )

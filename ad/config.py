@@ -108,7 +108,7 @@ class TrainConfig:
     )
     seed: int = _f(0, "Seed of initialisation, data order and dropout.")
     device: str = _f("cpu", "cpu, cuda, cuda:N or auto.")
-    bf16: bool = _f(False, "bf16 autocast on CUDA.")
+    bf16: bool = _f(True, "bf16 autocast where supported (CUDA with bf16); ignored on CPU.")
     compile: bool = _f(False, "torch.compile the model.")
     in_memory: Literal["auto", "yes", "no"] = _f(
         "auto", "Decompress the dataset into memory (auto: if it fits in max_memory_gb)."
@@ -254,6 +254,14 @@ def _build(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _validate(cfg: ExperimentConfig) -> None:
     """Range checks that types alone do not catch."""
     checks = [
@@ -281,7 +289,28 @@ def _validate(cfg: ExperimentConfig) -> None:
         (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (cfg.train.num_steps >= 1, "train.num_steps must be >= 1"),
         (cfg.train.lr > 0, "train.lr must be > 0"),
-        (len(cfg.train.betas) == 2, "train.betas must be two numbers"),
+        (
+            len(cfg.train.betas) == 2
+            and all(_is_number(b) and 0 <= b < 1 for b in cfg.train.betas),
+            "train.betas must be two numbers in [0, 1)",
+        ),
+        (cfg.train.num_workers >= 0, "train.num_workers must be >= 0"),
+        (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
+        (cfg.train.eval_every >= 0, "train.eval_every must be >= 0 (0: never)"),
+        (cfg.train.eval_tasks >= 1, "train.eval_tasks must be >= 1"),
+        (cfg.train.eval_episodes >= 1, "train.eval_episodes must be >= 1"),
+        (cfg.train.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
+        (0 <= cfg.train.min_lr <= cfg.train.lr, "train.min_lr must be in [0, train.lr]"),
+        (cfg.train.grad_clip >= 0, "train.grad_clip must be >= 0 (0: no clipping)"),
+        (cfg.train.ed_last_episodes >= 1, "train.ed_last_episodes must be >= 1"),
+        (
+            cfg.train.ed_num_steps is None or cfg.train.ed_num_steps >= 1,
+            "train.ed_num_steps must be >= 1 or null",
+        ),
+        (
+            all(_is_int(k) and k >= 1 for k in cfg.eval.normalise_at),
+            "eval.normalise_at must list episode numbers >= 1",
+        ),
         (0 <= cfg.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (cfg.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
         (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),

@@ -448,6 +448,12 @@ def iterate_batches(
         window_indices(seed, step, dataset.num_windows, batch_size, rank, world_size).tolist()
         for step in range(start_step, num_steps)
     )
+    # Its own generator: creating the workers draws a base seed, which from the global RNG would
+    # shift the dropout stream of a resumed run against an uninterrupted one.
     yield from torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=stack_windows
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=stack_windows,
+        generator=torch.Generator(),
     )

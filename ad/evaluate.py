@@ -15,6 +15,7 @@ import dataclasses
 import io
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,11 @@ def eval_env_seed(seed: int, task_index: int, seed_index: int) -> int:
     return int(np.random.SeedSequence([seed, task_index, seed_index]).generate_state(1)[0])
 
 
+def action_rng(seed: int, task_index: int, seed_index: int) -> np.random.Generator:
+    """The generator that samples the actions of (task, evaluation seed), apart from its env's."""
+    return np.random.default_rng([seed, task_index, seed_index, 1])
+
+
 def _check_compatible(model: torch.nn.Module, env: Any) -> None:
     obs_space = space_to_json(env.observation_space)
     num_actions = getattr(env.action_space, "n", None)
@@ -48,14 +54,16 @@ def _check_compatible(model: torch.nn.Module, env: Any) -> None:
 
 
 def _select_actions(
-    logits: torch.Tensor, action_mode: str, temperature: float, generator: torch.Generator
+    logits: torch.Tensor, action_mode: str, temperature: float, rngs: list[np.random.Generator]
 ) -> np.ndarray:
-    """(B, A) logits -> (B,) actions; sampled on the CPU, so results do not depend on the device."""
-    logits = logits.float().cpu()
+    """(B, A) logits -> (B,) actions, sampled on the CPU with one generator per row, so a row's
+    actions depend neither on the device nor on which other rows share the batch."""
+    logits = logits.double().cpu()
     if action_mode == "argmax":
         return logits.argmax(-1).numpy()
-    probs = torch.softmax(logits / temperature, dim=-1)  # (B, A)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1).numpy()
+    cdf = torch.softmax(logits / temperature, dim=-1).cumsum(-1).numpy()  # (B, A)
+    u = np.array([rng.random() for rng in rngs])[:, None] * cdf[:, -1:]  # (B, 1)
+    return np.minimum((u >= cdf).sum(-1), cdf.shape[1] - 1)  # inverse-CDF draw
 
 
 @torch.no_grad()
@@ -70,6 +78,7 @@ def rollout(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    transitions: dict | None = None,
 ) -> np.ndarray:
     """Run ``num_episodes`` consecutive episodes per (task, seed) with frozen weights.
 
@@ -82,9 +91,13 @@ def rollout(
         num_episodes: consecutive episodes per row; the context carries across them.
         action_mode: "sample" from softmax(logits / temperature), or "argmax".
         temperature: softmax temperature when sampling.
-        seed: base seed of env resets and of the torch.Generator that samples actions.
+        seed: base seed of env resets and of the per-row generators that sample actions
+            (:func:`action_rng`); a row's returns do not depend on the other rows.
         device: where the model runs.
         progress: show a progress bar over episodes.
+        transitions: if a dict is given, it receives every step of every row, in a learning
+            history's layout (B rows, N steps): observations (B, N, *obs_shape), actions,
+            rewards and dones (B, N); row b is (task b // num_seeds, seed b % num_seeds).
 
     Returns:
         Episode returns, shape (num_tasks, num_seeds, num_episodes), float64.
@@ -111,7 +124,8 @@ def rollout(
     returns = np.zeros((batch, num_episodes))
     running = np.zeros(batch)  # return of each row's current episode
     finished = np.zeros(batch, dtype=np.int64)  # completed episodes per row
-    generator = torch.Generator().manual_seed(seed)
+    rngs = [action_rng(seed, i // num_seeds, i % num_seeds) for i in range(batch)]
+    trace: dict[str, list] = {"observations": [], "actions": [], "rewards": [], "dones": []}
     was_training = model.training
     model.eval()
     bar = tqdm(total=num_episodes, desc="eval episodes", disable=not progress, leave=False)
@@ -120,7 +134,10 @@ def rollout(
         while finished.min() < num_episodes:
             inputs = (observations, prev_actions, prev_rewards, prev_dones)
             logits = model.step(cache, *(torch.from_numpy(x).to(device) for x in inputs))  # (B, A)
-            actions = _select_actions(logits, action_mode, temperature, generator)
+            actions = _select_actions(logits, action_mode, temperature, rngs)
+            if transitions is not None:
+                trace["observations"].append(observations.copy())
+                trace["actions"].append(actions.copy())
             for b, env in enumerate(envs):
                 # Rows done with their episodes keep stepping (one batch, one cache) unrecorded.
                 obs, reward, terminated, truncated, _ = env.step(int(actions[b]))
@@ -136,10 +153,15 @@ def rollout(
                 prev_rewards[b] = reward
                 prev_dones[b] = done
             prev_actions[:] = actions
+            if transitions is not None:
+                trace["rewards"].append(prev_rewards.copy())
+                trace["dones"].append(prev_dones.copy())
             bar.update(min(int(finished.min()), num_episodes) - bar.n)
     finally:
         bar.close()
         model.train(was_training)
+    if transitions is not None:
+        transitions.update({key: np.stack(value, axis=1) for key, value in trace.items()})
     return returns.reshape(len(tasks), num_seeds, num_episodes)
 
 
@@ -286,7 +308,7 @@ def source_summary(
         return None
     wanted = {task_key(t) for t in tasks}
     runs = [r for r in manifest["runs"] if r["split"] == label and task_key(r["task"]) in wanted]
-    streams, normalised = [], []
+    streams, normalised, groups = [], [], []
     for run in runs:
         with HistoryReader(Path(dataset_dir) / run["file"]) as reader:
             episodes = reader.episodes()  # per-episode summaries, without the step data
@@ -296,12 +318,17 @@ def source_summary(
             returns = episodes["episode_returns"][episodes["episode_streams"] == s]
             streams.append(np.asarray(returns, dtype=float))
             normalised.append(normalise(streams[-1][None], optimal, random)[0])
+            groups.append(task_key(run["task"]))
     length = min((len(s) for s in streams), default=0)
     if length == 0:
         print(f"note: no {label} histories of these tasks in {dataset_dir}", file=sys.stderr)
         return None
     samples = np.stack([s[:length] for s in streams])  # (N, E)
-    stats = curve_stats(samples, np.stack([s[:length] for s in normalised]), seed)
+    normalised = np.stack([s[:length] for s in normalised])
+    if len(set(Counter(groups).values())) == 1:  # bands resample tasks when they weigh the same
+        stats = curve_stats(samples, normalised, seed, np.array(groups))
+    else:
+        stats = curve_stats(samples, normalised, seed)
     counts = {
         "num_runs": len(runs),
         "num_streams": len(streams),
@@ -312,6 +339,15 @@ def source_summary(
 
 
 # --------------------------------------------------------------------------- evaluate
+
+
+def data_efficiency_ratio(stats: dict, source: dict | None) -> float | None:
+    """Episodes the model needs to reach 80% normalised score over those its source algorithm
+    needs on the same tasks; < 1: the model is more data-efficient (AD's claim). None when
+    either never gets there or there is no source curve."""
+    if source is None or not stats["episode_to_80"] or not source["episode_to_80"]:
+        return None
+    return stats["episode_to_80"] / source["episode_to_80"]
 
 
 def _run_summary(
@@ -326,10 +362,7 @@ def _run_summary(
     family = make_family(run.split.family, **run.split.family_kwargs)
     optimal, random = task_references(family, tasks)
     stats = summarise_returns(returns, optimal, random, eval_cfg.normalise_at, eval_cfg.seed)
-    ratio = None
-    if source is not None and stats["episode_to_80"] and source["episode_to_80"]:
-        # < 1: the model reaches 80% in fewer episodes than its source algorithm (AD's claim)
-        ratio = stats["episode_to_80"] / source["episode_to_80"]
+    ratio = data_efficiency_ratio(stats, source)
     settings = ("num_episodes", "num_seeds", "seed", "action_mode", "temperature")
     return {
         "run": str(run.run_dir),
@@ -398,7 +431,7 @@ def _plot(out_path: Path, summaries: list[dict]) -> None:
     where = "held-out tasks" if main["split"] == "heldout" else "TRAINING tasks (not held-out)"
     title = (
         f"{main['family']}: in-context returns on {main['num_tasks']} {where}\n"
-        f"mean over tasks x {main['num_seeds']} seeds, bands: 95% bootstrap CI"
+        f"mean over tasks x {main['num_seeds']} seeds, bands: 95% bootstrap CI over tasks"
     )
     plot_return_curves(curves, out_path, title, main["optimal_return"], main["random_return"])
 

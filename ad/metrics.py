@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 THRESHOLDS = (0.5, 0.8)  # normalised scores whose first episode summary.json reports
+SMOOTHING = 5  # episodes in the trailing mean that must reach a threshold (one lucky one won't)
 NUM_BOOTSTRAP = 1000
 
 
@@ -38,11 +39,24 @@ def normalise(returns: np.ndarray, optimal: np.ndarray, random: np.ndarray) -> n
     return np.where(gap > 0, scores, np.nan)
 
 
-def first_episode_reaching(curve: np.ndarray | None, threshold: float) -> int | None:
-    """1-based episode at which ``curve`` first reaches ``threshold``; None if never."""
+def trailing_mean(curve: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last ``window`` values at each point (fewer at the start; NaNs ignored)."""
+    padded = np.concatenate([np.full(window - 1, np.nan), np.asarray(curve, float)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window)  # (E, window)
+    counts = (~np.isnan(windows)).sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(counts > 0, np.nansum(windows, 1) / counts, np.nan)
+
+
+def first_episode_reaching(
+    curve: np.ndarray | None, threshold: float, window: int = 1
+) -> int | None:
+    """1-based episode at which the trailing ``window``-episode mean of ``curve`` first reaches
+    ``threshold``; None if never."""
     if curve is None:
         return None
-    hits = np.flatnonzero(np.nan_to_num(curve, nan=-np.inf) >= threshold)
+    smoothed = trailing_mean(curve, window)
+    hits = np.flatnonzero(np.nan_to_num(smoothed, nan=-np.inf) >= threshold)
     return int(hits[0]) + 1 if len(hits) else None
 
 
@@ -50,16 +64,30 @@ def _nanmean(x: np.ndarray, axis: int | None = None) -> Any:
     return None if np.isnan(x).all() else np.nanmean(x, axis=axis)
 
 
-def curve_stats(samples: np.ndarray, normalised: np.ndarray, seed: int) -> dict:
+def curve_stats(
+    samples: np.ndarray, normalised: np.ndarray, seed: int, groups: np.ndarray | None = None
+) -> dict:
     """Statistics of (N, E) episode returns and their (N, E) normalised scores.
+
+    Args:
+        samples: (N, E) returns, one row per (task, seed) or per source stream.
+        normalised: (N, E) normalised scores of the same rows.
+        seed: seed of the bootstrap.
+        groups: (N,) task of each row, or None. The confidence band resamples tasks (the mean
+            of each task's rows), since seeds of one task are not independent draws of the task
+            distribution; the tasks must have equally many rows.
 
     Returns:
         ``per_episode`` curves (E,): mean, 95% bootstrap ci_low / ci_high, iqm, normalised_mean;
         scalars first_episode_return, last10_return, last10_normalised, and episode_to_50 /
-        episode_to_80: the first 1-based episode at which the mean normalised curve reaches
-        50% / 80% (None if never).
+        episode_to_80: the first 1-based episode at which the trailing 5-episode mean of the
+        mean normalised curve reaches 50% / 80% (None if never).
     """
-    low, high = bootstrap_ci(samples, seed)
+    units = samples
+    if groups is not None:
+        groups = np.asarray(groups)
+        units = np.stack([samples[groups == g].mean(0) for g in np.unique(groups)])  # (G, E)
+    low, high = bootstrap_ci(units, seed)
     curve = _nanmean(normalised, axis=0)
     stats = {
         "per_episode": {
@@ -74,20 +102,22 @@ def curve_stats(samples: np.ndarray, normalised: np.ndarray, seed: int) -> dict:
         "last10_normalised": _nanmean(normalised[:, -10:]),
     }
     for threshold in THRESHOLDS:
-        stats[f"episode_to_{round(threshold * 100)}"] = first_episode_reaching(curve, threshold)
+        reached = first_episode_reaching(curve, threshold, SMOOTHING)
+        stats[f"episode_to_{round(threshold * 100)}"] = reached
     return stats
 
 
 def summarise_returns(
     returns: np.ndarray, optimal: np.ndarray, random: np.ndarray, normalise_at: list, seed: int
 ) -> dict:
-    """``curve_stats`` of (T, S, E) returns over their T*S rows, plus ``normalised_at``: the mean
-    normalised score at the 1-based episodes ``normalise_at`` (clipped to E)."""
+    """``curve_stats`` of (T, S, E) returns over their T*S rows (bands resampling tasks), plus
+    ``normalised_at``: the mean normalised score at the 1-based episodes ``normalise_at`` that
+    are <= E."""
     num_tasks, num_seeds, num_episodes = returns.shape
     samples = returns.reshape(num_tasks * num_seeds, num_episodes)
     normalised = normalise(returns, optimal, random).reshape(samples.shape)
-    stats = curve_stats(samples, normalised, seed)
+    stats = curve_stats(samples, normalised, seed, np.repeat(np.arange(num_tasks), num_seeds))
     curve = stats["per_episode"]["normalised_mean"]
-    at = sorted({min(max(int(k), 1), num_episodes) for k in normalise_at})
+    at = sorted({int(k) for k in normalise_at if 1 <= int(k) <= num_episodes})
     stats["normalised_at"] = {str(k): None if curve is None else curve[k - 1] for k in at}
     return stats

@@ -258,7 +258,7 @@ def _train(
         dataset, tc.seed, start_step, tc.num_steps, tc.batch_size, rank, world_size, tc.num_workers
     )
     tokens_per_step = tc.batch_size * cfg.model.context_steps
-    last_ckpt, losses, timer, timed_steps = resume_path, [], time.perf_counter(), 0
+    losses, timer, timed_steps = [], time.perf_counter(), 0
     raw_model.train()
     try:
         for step in range(start_step, tc.num_steps):
@@ -280,10 +280,11 @@ def _train(
                 stats /= world_size
             loss_value, norm_value = stats.tolist()
             if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+                good = _set_aside_bad_checkpoint(run_dir, step) if master else None
                 raise UserError(
                     f"non-finite loss ({loss_value}) or gradient norm ({norm_value}) at step "
                     f"{step + 1}; training stopped before the update, last good checkpoint: "
-                    f"{last_ckpt or 'none yet'}; lower train.lr, raise train.warmup_steps or "
+                    f"{good or 'none'}; lower train.lr, raise train.warmup_steps or "
                     "set train.grad_clip, and train into a new train.run_dir"
                 )
             optimizer.step()
@@ -311,9 +312,8 @@ def _train(
             if ckpt_now or last:
                 rng = gather_rng(world_size)  # a collective: all ranks
                 if master:
-                    last_ckpt = run_dir / "checkpoints" / checkpoint_name(done)
                     state = _checkpoint_state(raw_model, optimizer, done, rng, cfg, dataset)
-                    save_checkpoint(last_ckpt, state)
+                    save_checkpoint(run_dir / "checkpoints" / checkpoint_name(done), state)
                     for old in list_checkpoints(run_dir)[: -tc.keep_checkpoints]:
                         old.unlink()
             if log_now or eval_now or ckpt_now or last:  # tokens/s counts training time only
@@ -324,6 +324,16 @@ def _train(
         batches.close()
         dataset.close()
     return run_dir
+
+
+def _set_aside_bad_checkpoint(run_dir: Path, step: int) -> Path | None:
+    """After a non-finite loss at ``step``: rename the checkpoint holding the weights that gave
+    it (``step-<step>.pt.nonfinite``, so resuming skips it); return the latest good one."""
+    bad = run_dir / "checkpoints" / checkpoint_name(step)
+    if bad.is_file():
+        bad.rename(bad.with_name(bad.name + ".nonfinite"))
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
 
 
 def build_model(

@@ -162,6 +162,24 @@ def test_eval_refuses_zero_episodes(pipeline, tmp_path, capsys):
     assert not (tmp_path / "eval").exists()
 
 
+def test_eval_compare_overlays_runs_without_run_flag(pipeline, tmp_path, capsys):
+    import json
+
+    argv = ["--compare", str(pipeline["run"]), str(pipeline["run"]), "--no-progress"]
+    assert eval_main([*argv, "--out", str(tmp_path / "eval")]) == 0
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["run"] == str(pipeline["run"]) and len(summary["compare"]) == 1
+    assert (tmp_path / "eval" / "return_curves.png").is_file()
+
+
+def test_an_os_error_is_one_line(pipeline, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    argv = ["--run", str(pipeline["run"]), "--no-progress", "--out", str(blocker / "eval")]
+    message = _user_error(eval_main, argv, capsys)
+    assert str(blocker) in message and "permissions" in message
+
+
 def test_inspect_refuses_a_corrupt_file(pipeline, tmp_path, capsys):
     data = shutil.copytree(pipeline["data"], tmp_path / "data")
     path = data / "train-task0001-seed0.h5"

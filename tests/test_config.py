@@ -57,6 +57,12 @@ def test_yaml_1_1_quirks_are_read_as_meant():
         ({"collect": {"splits": ["test"]}}, [], "collect.splits"),
         ({"train": {"batch_size": True}}, [], "expected an integer"),
         ({"env": {"num_train_tasks": "all"}}, [], "env.num_train_tasks"),
+        ({}, ["train.log_every=0"], "train.log_every must be >= 1"),
+        ({}, ["train.num_workers=-1"], "train.num_workers must be >= 0"),
+        ({}, ["train.betas=[0.9, fast]"], "train.betas must be two numbers"),
+        ({}, ["train.min_lr=1"], "train.min_lr must be in [0, train.lr]"),
+        ({"eval": {"normalise_at": ["x"]}}, [], "eval.normalise_at"),
+        ({"eval": {"normalise_at": [0]}}, [], "eval.normalise_at"),
     ],
 )
 def test_bad_values_give_one_line_errors(data, overrides, needle):

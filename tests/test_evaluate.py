@@ -20,10 +20,19 @@ import torch
 import envs
 from ad.checkpoint import CHECKPOINT_SCHEMA, checkpoint_name, save_checkpoint
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict
+from ad.dataset import shift_inputs
 from ad.errors import UserError
-from ad.evaluate import eval_env_seed, evaluate, rollout
+from ad.evaluate import data_efficiency_ratio, eval_env_seed, evaluate, rollout
 from ad.histories import file_sha256, write_history
-from ad.metrics import bootstrap_ci, first_episode_reaching, iqm, normalise
+from ad.metrics import (
+    bootstrap_ci,
+    curve_stats,
+    first_episode_reaching,
+    iqm,
+    normalise,
+    summarise_returns,
+    trailing_mean,
+)
 from ad.model import ADTransformer
 from ad.plots import plot_return_curves, plot_source_curves
 from ad.spaces import space_to_json
@@ -303,6 +312,27 @@ def test_batched_cached_rollout_takes_the_actions_of_an_uncached_unbatched_loop(
     assert returns.std() > 0  # and so do the rewards it sees
 
 
+def test_rollout_tokens_are_built_as_the_training_windows(tmp_path):
+    """What the model sees while acting is what training feeds it for the same steps: the
+    rollout's transitions, turned into inputs by training's own shift_inputs, give back the
+    rollout's argmax actions under one full forward pass (across episodes and window slides)."""
+    cfg = make_config(tmp_path)  # context 16 tokens, episodes of 5..11 steps: the window slides
+    family = VariableLengthDarkRoom()
+    model = random_model(cfg, envs.make_family("DarkRoom"), seed=3)
+    trace: dict = {}
+    rollout(model, family, family.split(0).heldout[:2], 2, 4, "argmax", seed=5, transitions=trace)
+    num_rows, num_steps = trace["actions"].shape
+    assert num_rows == 4 and num_steps > 2 * cfg.model.context_steps
+    assert (trace["dones"].sum(1) >= 4).all()  # every row ended its 4 episodes
+    for b in range(num_rows):
+        prev = shift_inputs(
+            trace["actions"][b], trace["rewards"][b], trace["dones"][b], model.num_actions
+        )
+        inputs = [trace["observations"][b], *prev]
+        logits, _ = model(*(torch.from_numpy(np.asarray(x))[None] for x in inputs))
+        np.testing.assert_array_equal(logits[0].argmax(-1).numpy(), trace["actions"][b])
+
+
 def test_sampling_is_seeded_and_restores_the_model_mode(tmp_path):
     cfg = make_config(tmp_path)
     family = envs.make_family("DarkRoom")
@@ -317,6 +347,10 @@ def test_sampling_is_seeded_and_restores_the_model_mode(tmp_path):
     assert runs[0][1] == runs[1][1]
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     assert runs[0][1] != runs[2][1]
+    # A row's sampled actions are its own: the same (task, seed) alone gives the same actions.
+    logs = []
+    rollout(model, record_actions(DarkRoom, logs)(), tasks[:1], 1, 2, "sample", 1.0, 0)
+    assert logs[0] == runs[0][1][0]
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -353,7 +387,7 @@ def test_evaluate_writes_returns_summary_figure_and_compares(project, capsys):
     assert all(
         lo <= m <= hi for lo, m, hi in zip(per["ci_low"], per["mean"], per["ci_high"], strict=True)
     )
-    assert set(summary["normalised_at"]) == {"1", "3"}  # [1, 10, 50] clipped to 3 episodes
+    assert set(summary["normalised_at"]) == {"1"}  # 10, 50 and 100 are past the 3 episodes
     # the source curve: held-out runs of the 3 evaluated tasks only, 2 streams each
     source = summary["source"]
     assert (source["num_runs"], source["num_tasks"], source["num_streams"]) == (3, 3, 6)
@@ -493,6 +527,26 @@ def test_statistics():
     assert np.isnan(scores[1]).all()  # optimal == random: no score, not a division by zero
     assert first_episode_reaching(np.array([0.1, 0.5, 0.9, 0.2]), 0.8) == 3
     assert first_episode_reaching(np.array([0.1, np.nan]), 0.8) is None
+    # smoothed: one lucky episode does not count, a sustained level does
+    curve = np.array([0.0, 1.0, 0.0, 0.0, 0.0, 0.9, 0.9, 0.9, 0.9, 0.9])
+    assert first_episode_reaching(curve, 0.8, window=5) == 10
+    assert first_episode_reaching(curve, 0.8, window=1) == 2
+    np.testing.assert_allclose(trailing_mean(np.array([1.0, 3.0, 5.0]), 2), [1.0, 2.0, 4.0])
+    # bands resample tasks: two tasks whose seeds agree give a band as wide as the tasks differ
+    rows = np.array([[0.0], [0.0], [0.0], [10.0], [10.0], [10.0]])
+    stats = curve_stats(rows, rows / 10, seed=0, groups=np.array([0, 0, 0, 1, 1, 1]))
+    assert stats["per_episode"]["ci_low"][0] == 0.0 and stats["per_episode"]["ci_high"][0] == 10.0
+    summary = summarise_returns(
+        np.ones((2, 3, 4)), np.full(2, 2.0), np.zeros(2), normalise_at=[1, 4, 100], seed=0
+    )
+    assert list(summary["normalised_at"]) == ["1", "4"]  # episodes past E are left out
+
+
+def test_data_efficiency_ratio_is_model_over_source_episodes():
+    assert data_efficiency_ratio({"episode_to_80": 20}, {"episode_to_80": 80}) == 0.25
+    assert data_efficiency_ratio({"episode_to_80": None}, {"episode_to_80": 80}) is None
+    assert data_efficiency_ratio({"episode_to_80": 20}, {"episode_to_80": None}) is None
+    assert data_efficiency_ratio({"episode_to_80": 20}, None) is None
 
 
 def test_plots_write_valid_pngs(tmp_path):
