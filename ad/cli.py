@@ -71,13 +71,21 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ad-collect",
         description="Run a source RL algorithm from scratch on every task and record whole "
-        "learning histories to HDF5; or --inspect an existing dataset.",
+        "learning histories to HDF5; or --inspect an existing dataset, or --merge the manifest "
+        "of shards collected into one folder.",
     )
     _add_config_args(parser, required=False)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
     parser.add_argument("--shard", default="0/1", help="run only shard i of N of the task list")
     parser.add_argument("--inspect", type=Path, metavar="DATASET", help="validate and summarise")
     parser.add_argument("--plot", action="store_true", help="with --inspect: draw learning curves")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        metavar="DATASET",
+        help="rebuild DATASET/manifest.json from every valid history in the folder (after "
+        "--shard runs wrote into it, or their files were moved into it)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
@@ -89,8 +97,20 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
 
             print(inspect(args.inspect, plot=args.plot))
             return 0
+        if args.merge is not None:
+            from ad.manifest import merge_manifest
+
+            manifest = merge_manifest(args.merge)
+            invalid = manifest["invalid_files"]
+            line = f"merged {len(manifest['runs'])} runs into {args.merge / 'manifest.json'}"
+            if invalid:
+                line += f"; left out {len(invalid)} invalid files: {', '.join(invalid)}"
+            print(line)
+            return 0
         if args.config is None:
-            raise UserError("ad-collect needs --config FILE (or --inspect DATASET)")
+            raise UserError(
+                "ad-collect needs --config FILE (or --inspect DATASET, --merge DATASET)"
+            )
         if args.workers is not None and args.workers < 1:
             raise UserError("--workers must be >= 1")
         from ad.collect import collect

@@ -11,15 +11,18 @@ again resumes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
 import tempfile
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict, save_config
 from ad.errors import UserError
@@ -28,6 +31,7 @@ from ad.histories import (
     HistoryVersionError,
     read_metadata,
     stale_temp_files,
+    validate_history,
     write_history,
 )
 
@@ -43,9 +47,22 @@ from ad.manifest import (
 )
 from ad.utils import package_versions, write_versions
 
-__all__ = ["collect", "collect_dir", "inspect", "merge_manifest", "plan_runs", "run_one"]
+__all__ = [
+    "collect",
+    "collect_dir",
+    "inspect",
+    "merge_manifest",
+    "plan_runs",
+    "record_run",
+    "run_one",
+]
 
 log = logging.getLogger(__name__)
+
+# Where the recorder of a job reports its steps, called as (job slot, env steps): the step bar
+# when collect runs here, the job's slot of the shared step counts in a pool worker (set by
+# _init_worker), else nowhere.
+_report_steps: Callable[[int, int], None] | None = None
 
 
 def collect_dir(cfg: ExperimentConfig) -> Path:
@@ -97,7 +114,8 @@ def run_one(job: dict) -> dict:
     """One source-algorithm run: learn, record, write the history. Never raises.
 
     Args:
-        job: a planned run plus ``config`` (plain dict), ``dataset_dir`` and ``versions``.
+        job: a planned run plus ``config`` (plain dict), ``dataset_dir``, ``versions`` and
+            optionally ``slot`` (its index in the progress counts).
 
     Returns:
         ``{"file", "ok", "steps", "seconds", "bytes"}`` or, on failure, ``{"file", "ok": False,
@@ -113,17 +131,33 @@ def run_one(job: dict) -> dict:
     return {"file": job["file"], "ok": True, "steps": steps, "seconds": seconds, "bytes": size}
 
 
-def _learn_and_write(job: dict) -> tuple[int, int]:
+def record_run(
+    cfg: ExperimentConfig,
+    family: Any,
+    task: dict,
+    seed: int,
+    on_steps: Callable[[int], None] | None = None,
+) -> tuple[Any, Any]:
+    """Let the configured source algorithm learn ``task`` from scratch while every step is recorded.
+
+    Args:
+        cfg: the experiment config (collect section).
+        family: the task family.
+        task: the task to learn.
+        seed: the run's seed (stream i of the vector env resets first with seed + i).
+        on_steps: progress callback of :class:`ad.sources.RecordingVecEnv`.
+
+    Returns:
+        The source algorithm after learning, and the full recorder (its ``arrays()``), closed.
+    """
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from ad.sources import RecordingVecEnv, make_source
-    from ad.spaces import space_to_json
 
-    cfg = config_from_dict(job["config"])
-    family, split = _family_and_split(cfg)
-    task, seed, n_envs = job["task"], job["seed"], cfg.collect.n_envs
+    n_envs = cfg.collect.n_envs
     num_steps = cfg.collect.total_steps // n_envs
-    venv = RecordingVecEnv(DummyVecEnv([lambda: family.make_env(task)] * n_envs), num_steps)
+    streams = DummyVecEnv([lambda: family.make_env(task)] * n_envs)
+    venv = RecordingVecEnv(streams, num_steps, on_steps=on_steps)
     try:
         venv.seed(seed)  # stream i resets with seed + i on its first reset
         source = make_source(cfg.collect.algorithm, venv, seed, cfg.collect.algorithm_kwargs)
@@ -132,41 +166,62 @@ def _learn_and_write(job: dict) -> tuple[int, int]:
             raise RuntimeError(
                 f"{cfg.collect.algorithm} stopped after {venv.t} of {num_steps} steps per stream"
             )
-        metadata = {
-            **config_fingerprint(cfg, family, split),
-            "task": task,
-            "task_index": job["task_index"],
-            "split": job["split"],
-            "seed": seed,
-            "observation_space": space_to_json(venv.observation_space),
-            "action_space": space_to_json(venv.action_space),
-            "num_actions": int(venv.action_space.n),
-            "episode_length": family.episode_length,
-            "optimal_return": family.optimal_return(task),
-            "random_return": family.random_return(task),
-            "package_versions": job["versions"],
-            "config": job["config"],
-        }
-        path = Path(job["dataset_dir"]) / job["file"]
-        write_history(
-            path,
-            metadata,
-            **venv.arrays(),
-            chunk_steps=cfg.collect.chunk_steps,
-            compression=cfg.collect.compression,
-        )
     finally:
         venv.close()
-    return n_envs * num_steps, path.stat().st_size
+    return source, venv
 
 
-def _init_worker() -> None:
-    """One thread per worker: the pool supplies the parallelism."""
+def _learn_and_write(job: dict) -> tuple[int, int]:
+    from ad.spaces import space_to_json
+
+    cfg = config_from_dict(job["config"])
+    family, split = _family_and_split(cfg)
+    task, seed = job["task"], job["seed"]
+    on_steps = (
+        None if _report_steps is None else functools.partial(_report_steps, job.get("slot", 0))
+    )
+    _, venv = record_run(cfg, family, task, seed, on_steps=on_steps)
+    metadata = {
+        **config_fingerprint(cfg, family, split),
+        "task": task,
+        "task_index": job["task_index"],
+        "split": job["split"],
+        "seed": seed,
+        "observation_space": space_to_json(venv.observation_space),
+        "action_space": space_to_json(venv.action_space),
+        "num_actions": int(venv.action_space.n),
+        "episode_length": family.episode_length,
+        "optimal_return": family.optimal_return(task),
+        "random_return": family.random_return(task),
+        "package_versions": job["versions"],
+        "config": job["config"],
+    }
+    path = Path(job["dataset_dir"]) / job["file"]
+    write_history(
+        path,
+        metadata,
+        **venv.arrays(),
+        chunk_steps=cfg.collect.chunk_steps,
+        compression=cfg.collect.compression,
+    )
+    return venv.num_envs * venv.num_steps, path.stat().st_size
+
+
+def _init_worker(step_counts: Any) -> None:
+    """One thread per worker: the pool supplies the parallelism. A job's recorded steps are added
+    to its slot of the shared ``step_counts``, which the parent sums into the bar of env steps."""
+    global _report_steps
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
+    _report_steps = functools.partial(_add_steps, step_counts)
+
+
+def _add_steps(step_counts: Any, slot: int, num_steps: int) -> None:
+    # One writer per slot, so no lock: a worker killed mid-run can block no one.
+    step_counts[slot] += num_steps
 
 
 @contextlib.contextmanager
@@ -195,21 +250,64 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 def _execute(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
+    """Run the jobs here (workers=1) or in a pool, with a bar over runs and one over env steps
+    (the recorders report every ~1000 steps, so the step bar moves inside long runs)."""
     from tqdm.auto import tqdm
 
-    results = []
-    with tqdm(total=len(jobs), desc="collect", unit="run", disable=not progress) as bar:
+    total_steps = sum(_run_steps(job["config"]) for job in jobs)
+    jobs = [{**job, "slot": i} for i, job in enumerate(jobs)]  # where each reports its steps
+    bars = {"disable": not progress, "dynamic_ncols": True}
+    with (
+        tqdm(total=len(jobs), desc="collect", unit="run", position=0, **bars) as runs_bar,
+        tqdm(
+            total=total_steps, desc="env steps", unit="step", unit_scale=True, position=1, **bars
+        ) as steps_bar,
+    ):
         if workers == 1 or len(jobs) <= 1:
-            with _single_thread():
-                for job in jobs:
-                    results.append(run_one(job))
-                    bar.update()
-            return results
-        context = _pool_context()
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-            futures = {pool.submit(run_one, job): job for job in jobs}
-            try:
-                for future in as_completed(futures):
+            return _execute_here(jobs, runs_bar, steps_bar)
+        return _execute_in_pool(jobs, workers, runs_bar, steps_bar)
+
+
+def _run_steps(config: dict) -> int:
+    """Env steps of one run of a config (a plain dict): T steps of each of the S streams."""
+    n_envs = config["collect"]["n_envs"]
+    return config["collect"]["total_steps"] // n_envs * n_envs
+
+
+def _execute_here(jobs: list[dict], runs_bar: Any, steps_bar: Any) -> list[dict]:
+    global _report_steps
+    results = []
+
+    def report(slot: int, num_steps: int) -> None:
+        steps_bar.update(num_steps)
+
+    _report_steps = report
+    try:
+        with _single_thread():
+            for job in jobs:
+                results.append(run_one(job))
+                runs_bar.update()
+    finally:
+        _report_steps = None
+    return results
+
+
+def _execute_in_pool(jobs: list[dict], workers: int, runs_bar: Any, steps_bar: Any) -> list[dict]:
+    context = _pool_context()
+    step_counts = context.RawArray("q", len(jobs))  # env steps recorded, per job
+    results, shown = [], 0
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(step_counts,)
+    ) as pool:
+        futures = {pool.submit(run_one, job): job for job in jobs}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                steps = int(np.frombuffer(step_counts, np.int64).sum())
+                steps_bar.update(steps - shown)
+                shown = steps
+                for future in done:
                     try:
                         results.append(future.result())
                     except Exception as e:  # a worker died (killed, out of memory)
@@ -220,10 +318,10 @@ def _execute(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
                                 "error": f"worker process failed: {type(e).__name__}",
                             }
                         )
-                    bar.update()
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+                    runs_bar.update()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return results
 
 
@@ -261,13 +359,15 @@ def _check_source(cfg: ExperimentConfig, family: Any, task: dict) -> None:
 def _existing_runs(dataset_dir: Path, reference: dict, mine: set[str]) -> set[str]:
     """Names of valid histories already in the folder; refuses files of another config.
 
-    Unreadable files of this shard's plan are deleted (to be collected again), but only after
-    every file has passed the config check, so a refused call deletes nothing.
+    Files of this shard's plan are read whole through their checksums (:func:`validate_history`),
+    so only a run whose data are intact counts as done; the others are deleted (to be collected
+    again), but only after every file has passed the config check, so a refused call deletes
+    nothing. Files of other shards get the structural check only: they are not ours to redo.
     """
     valid, unreadable = set(), []
     for path in sorted(dataset_dir.glob("*.h5")):
         try:
-            metadata = read_metadata(path)
+            metadata = validate_history(path) if path.name in mine else read_metadata(path)
         except HistoryVersionError as e:
             raise UserError(f"{e}; or use another collect.output_dir") from None
         except HistoryError as e:
@@ -344,11 +444,11 @@ def collect(
         raise UserError(f"workers must be >= 1, got {workers}")
     family, split = _family_and_split(cfg)
     jobs = plan_runs(cfg, split)[index::count]
+    if jobs:  # before the folder is made: a bad algorithm leaves no trace on disk
+        _check_source(cfg, family, jobs[0]["task"])
     dataset_dir = collect_dir(cfg)
     _prepare_dir(dataset_dir)
     reference = config_fingerprint(cfg, family, split)
-    if jobs:
-        _check_source(cfg, family, jobs[0]["task"])
     # Every check passes before anything in the folder changes: a refused call loses nothing.
     done = _existing_runs(dataset_dir, reference, {job["file"] for job in jobs})
     for job in jobs:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ STEP_ARRAYS = ("observations", "actions", "rewards", "terminations", "truncation
 # (E,) per-episode datasets, derived from the step datasets when the file is written.
 EPISODE_ARRAYS = ("episode_streams", "episode_ends", "episode_lengths", "episode_returns")
 REQUIRED_METADATA = ("schema_version", "n_envs", "num_steps", "observation_space", "num_actions")
+
+log = logging.getLogger(__name__)
 
 
 class HistoryError(UserError):
@@ -119,10 +123,49 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def stale_temp_files(path: Path) -> list[Path]:
-    """Temporary files left by interrupted writes of ``path`` (any host or process)."""
+    """Temporary files of ``path`` left by dead writers on this host, safe to delete.
+
+    A temporary name carries its writer's host and pid (:func:`temp_path_for`). Temporary files
+    of a live process, or of another host (which this one cannot check, e.g. a shard writing to
+    a shared folder), are left alone with a warning.
+    """
     path = Path(path)
-    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+    host, stale = socket.gethostname(), []
+    for tmp in sorted(path.parent.glob(f".{path.name}.*.tmp")):
+        writer = tmp.name[len(path.name) + 2 : -len(".tmp")]  # "<host>-<pid>"
+        writer_host, _, pid = writer.rpartition("-")
+        if writer_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+            stale.append(tmp)
+        else:
+            log.warning(
+                "leaving %s alone: it may be written by a live process (host-pid %s); delete it "
+                "by hand if no collect is running there",
+                tmp,
+                writer,
+            )
+    return stale
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """fsync a finished temporary file and rename it into place, durably."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def write_history(
@@ -188,16 +231,40 @@ def write_history(
                 )
             for name, array in episodes.items():
                 f.create_dataset(name, data=array)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        _commit(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+
+
+def rewrite_history(
+    path: str | Path, metadata: dict | None = None, datasets: dict[str, np.ndarray] | None = None
+) -> None:
+    """Replace the metadata and/or whole datasets of an existing file, atomically (a copy is
+    edited, fsynced and renamed into place). For format migrations and tests of the validators:
+    nothing is checked, so the result may well be an invalid history.
+
+    Args:
+        path: the history file.
+        metadata: the new ``metadata`` (its ``schema_version`` also becomes the root attribute).
+        datasets: datasets to replace, by name (written unchunked, uncompressed).
+    """
+    path = Path(path)
+    tmp = temp_path_for(path)
+    try:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+") as f:
+            if metadata is not None:
+                f.attrs["schema_version"] = metadata.get("schema_version", -1)
+                f.attrs["metadata"] = json.dumps(metadata)
+            for name, array in (datasets or {}).items():
+                if name in f:
+                    del f[name]
+                f.create_dataset(name, data=np.asarray(array))
+        _commit(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # --------------------------------------------------------------------------- reading
@@ -299,6 +366,11 @@ def validate_history(path: str | Path) -> dict:
         arrays = _read_all(f, path, STEP_ARRAYS + EPISODE_ARRAYS)
     derived = episode_table(arrays["rewards"], arrays["terminations"], arrays["truncations"])
     for name, array in derived.items():
+        # Shapes first: allclose would raise on unequal lengths and broadcast (1,) against (E,).
+        if arrays[name].shape != array.shape:
+            raise _corrupt(
+                path, f"{name} is shaped {arrays[name].shape} but the step data give {array.shape}"
+            )
         if not np.allclose(arrays[name], array):
             raise _corrupt(path, f"{name} disagrees with the step data")
     return metadata

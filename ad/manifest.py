@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +37,14 @@ if TYPE_CHECKING:
     from ad.config import ExperimentConfig
     from envs.base import TaskFamily, TaskSplit
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; shards there must not finish at the same moment
+    fcntl = None
+
 log = logging.getLogger(__name__)
 
+LOCK_NAME = ".manifest.lock"
 # Metadata that must agree between every history of one dataset folder.
 FINGERPRINT_KEYS = (
     "env_id",
@@ -190,18 +197,21 @@ def _scan(
 ) -> tuple[list[dict], list[str], dict | None]:
     """Manifest entries of the histories in a folder, sorted; the invalid files; the header.
 
+    Every file is read through its checksums (:func:`validate_history`) except those in
+    ``reuse``, which get only the cheap structural check.
+
     Args:
-        strict: read every byte (:func:`validate_history`) and raise on an invalid file, instead
-            of the cheap structural check that lists invalid files.
+        strict: raise on an invalid file, instead of listing it as invalid.
         reuse: entries to take as they are for files of these names.
 
     Raises:
         UserError: histories of different configs or of another schema version.
     """
     runs, invalid, header = [], [], None
+    reuse = reuse or {}
     for path in sorted(Path(dataset_dir).glob("*.h5")):
         try:
-            metadata = validate_history(path) if strict else read_metadata(path)
+            metadata = read_metadata(path) if path.name in reuse else validate_history(path)
         except HistoryError as e:
             if strict or isinstance(e, HistoryVersionError):
                 raise
@@ -214,7 +224,7 @@ def _scan(
         error = mismatch(reference, metadata, path, Path(dataset_dir))
         if error is not None:
             raise error
-        runs.append((reuse or {}).get(path.name) or _run_entry(path, metadata))
+        runs.append(reuse.get(path.name) or _run_entry(path, metadata))
     runs.sort(key=lambda r: (SPLIT_ORDER[r["split"]], r["task_index"], r["seed"]))
     return runs, invalid, header
 
@@ -233,17 +243,51 @@ def write_manifest(dataset_dir: Path, header: dict | None = None) -> dict:
         UserError: no histories and no header, or histories of different configs or versions.
     """
     dataset_dir = Path(dataset_dir)
-    runs, invalid, found = _scan(dataset_dir, strict=False, reuse=_unchanged_entries(dataset_dir))
-    header = header or found
-    if header is None:
-        raise UserError(f"no learning histories in {dataset_dir}; run ad-collect first")
-    manifest = {**header, "runs": runs, "invalid_files": invalid}
-    atomic_write_json(dataset_dir / MANIFEST_NAME, manifest)
+    # Shards finishing at once in a shared folder: each scans and writes in turn, so the last
+    # manifest written lists every file that any of them wrote.
+    with manifest_lock(dataset_dir):
+        reuse = _unchanged_entries(dataset_dir)
+        runs, invalid, found = _scan(dataset_dir, strict=False, reuse=reuse)
+        header = header or found
+        if header is None:
+            raise UserError(f"no learning histories in {dataset_dir}; run ad-collect first")
+        manifest = {**header, "runs": runs, "invalid_files": invalid}
+        atomic_write_json(dataset_dir / MANIFEST_NAME, manifest)
     return manifest
 
 
+@contextlib.contextmanager
+def manifest_lock(dataset_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``dataset_dir/.manifest.lock`` (flock; waits for other holders,
+    on this or, where the file system supports it, another machine)."""
+    if fcntl is None:
+        yield
+        return
+    path = Path(dataset_dir) / LOCK_NAME
+    try:
+        lock = open(path, "a")  # noqa: SIM115 (closed below, after the unlock)
+    except OSError as e:
+        raise UserError(
+            f"cannot write to the dataset folder {dataset_dir} ({e.strerror or e}); check its "
+            "permissions"
+        ) from None
+    with lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            locked = True
+        except OSError as e:  # a file system without locks: go on, as before locking existed
+            log.warning("cannot lock %s (%s); writing the manifest unlocked", path, e)
+            locked = False
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
 def merge_manifest(dataset_dir: Path) -> dict:
-    """Rebuild ``manifest.json`` from every valid history in the folder (e.g. after shards).
+    """Rebuild ``manifest.json`` from every valid history in the folder (e.g. after shards);
+    ``ad-collect --merge DIR`` on the command line.
 
     Returns:
         The manifest. Invalid files are listed under ``invalid_files`` and left alone.
@@ -356,14 +400,14 @@ def inspect(dataset_dir: Path, plot: bool = False) -> str:
         if run["file"] in listed and listed[run["file"]] != run["sha256"]:
             raise UserError(
                 f"{dataset_dir / run['file']} differs from the checksum in {MANIFEST_NAME}; re-run "
-                "ad-collect with the same config (or merge_manifest) to rebuild the manifest"
+                "ad-collect with the same config (or ad-collect --merge) to rebuild the manifest"
             )
     lines = _table(dataset_dir, runs, header)
     missing = [r["file"] for r in runs if r["file"] not in listed]
     if missing:
         lines.append(
-            f"note: {len(missing)} files are not in {MANIFEST_NAME}; re-run ad-collect or "
-            "merge_manifest to list them"
+            f"note: {len(missing)} files are not in {MANIFEST_NAME}; run ad-collect --merge "
+            f"{dataset_dir} to list them"
         )
     if plot:
         lines.append(f"wrote {_plot(dataset_dir, runs, header)}")

@@ -16,7 +16,9 @@ from __future__ import annotations
 import importlib
 import math
 import re
+import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,7 @@ from gymnasium import spaces
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from torch import nn
@@ -46,9 +49,22 @@ class RecordingVecEnv(VecEnvWrapper):
     observation, which is the one the next action is chosen on. Steps after the arrays are full
     pass through unrecorded. A ``reset()`` in the middle of a history (not done by SB3's learn)
     marks the interrupted episodes truncated at the previous step.
+
+    Args:
+        venv: the ``DummyVecEnv`` of the run's S streams.
+        num_steps: T, the steps per stream to record.
+        on_steps: called with the number of env steps (summed over streams) recorded since its
+            last call, about every ``report_every`` env steps and once when full (progress bars).
+        report_every: env steps between calls of ``on_steps``.
     """
 
-    def __init__(self, venv: VecEnv, num_steps: int) -> None:
+    def __init__(
+        self,
+        venv: VecEnv,
+        num_steps: int,
+        on_steps: Callable[[int], None] | None = None,
+        report_every: int = 1000,
+    ) -> None:
         super().__init__(venv)
         shape, dtype = self.observation_space.shape, self.observation_space.dtype
         num_envs = venv.num_envs
@@ -59,6 +75,9 @@ class RecordingVecEnv(VecEnvWrapper):
         self.terminations = np.zeros((num_envs, self.num_steps), bool)
         self.truncations = np.zeros((num_envs, self.num_steps), bool)
         self.t = 0  # steps recorded per stream
+        self.on_steps = on_steps
+        self._report_every = max(1, report_every // num_envs)  # in steps per stream
+        self._reported = 0  # steps per stream already passed to on_steps
 
     @property
     def full(self) -> bool:
@@ -89,6 +108,11 @@ class RecordingVecEnv(VecEnvWrapper):
             self.terminations[:, t] = dones & ~truncated
             if t + 1 < self.num_steps:
                 self.observations[:, t + 1] = obs
+            if self.on_steps is not None and (
+                t + 1 - self._reported >= self._report_every or t + 1 == self.num_steps
+            ):
+                self.on_steps((t + 1 - self._reported) * self.num_envs)
+                self._reported = t + 1
         self.t = t + 1
         return obs, rewards, dones, infos
 
@@ -240,6 +264,10 @@ class SB3Source(SourceAlgorithm):
         self.model = self.algorithm_class(
             policy, venv, seed=seed, policy_kwargs=_resolve_policy_kwargs(policy_kwargs), **kwargs
         )
+        if kwargs.get("tensorboard_log") is None:
+            # SB3's default logger makes an empty /tmp/SB3-<timestamp> folder for every run.
+            outputs = [HumanOutputFormat(sys.stdout)] if kwargs["verbose"] >= 1 else []
+            self.model.set_logger(Logger(None, outputs))
 
     def learn(self, total_steps: int) -> None:
         self.model.learn(total_timesteps=total_steps, callback=_StopWhenFull(self.venv))
@@ -333,11 +361,16 @@ def check_action_space(action_space: spaces.Space, algorithm: str) -> None:
 _YAML_FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
 
-def _yaml_floats(kwargs: dict) -> dict:
-    return {
-        key: float(value) if isinstance(value, str) and _YAML_FLOAT.fullmatch(value) else value
-        for key, value in kwargs.items()
-    }
+def _yaml_floats(value: Any) -> Any:
+    """``value`` with every string that spells a float in exponent notation made a float, at
+    any depth (``policy_kwargs: {optimizer_kwargs: {eps: 1e-5}}``)."""
+    if isinstance(value, dict):
+        return {key: _yaml_floats(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_yaml_floats(item) for item in value)
+    if isinstance(value, str) and _YAML_FLOAT.fullmatch(value):
+        return float(value)
+    return value
 
 
 def make_source(name: str, venv: VecEnv, seed: int, kwargs: dict | None = None) -> SourceAlgorithm:

@@ -3,8 +3,8 @@
 Two measurements, side by side in one process, on Dark Room:
 
 1. The same SB3 PPO config learning one goal, raw (``PPO(...).learn``) versus recorded (the
-   ``RecordingVecEnv`` wrapper and the stop callback that collect uses, via ``ad.sources``),
-   alternating for several repetitions; prints the median times and their ratio (target: recording
+   ``RecordingVecEnv`` wrapper, reporting progress to shared step counts as in a pool worker, and
+   the stop callback that collect uses, via ``ad.sources``), alternating for several repetitions; prints the median times and their ratio (target: recording
    costs at most 5%, ratio <= 1.05). Writing the HDF5 file is timed separately.
 2. ``ad.collect.collect`` of a multi-task dataset with workers=1 versus workers=2; prints the
    speed-up of the execution phase (target >= 1.8x on 2 free cores; includes worker start-up).
@@ -16,6 +16,7 @@ Run it on a quiet machine; the numbers are meaningless while other jobs share th
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import tempfile
 import time
@@ -49,12 +50,17 @@ def time_raw(task: dict, steps: int, seed: int) -> float:
 
 def time_recorded(task: dict, steps: int, seed: int, out: Path) -> tuple[float, float]:
     """Seconds to learn while recording, and seconds to write the history."""
+    step_counts = multiprocessing.RawArray("q", 1)  # collect's shared step counts in pool mode
+
+    def report(num_steps: int) -> None:
+        step_counts[0] += num_steps
+
     start = time.perf_counter()
-    venv = RecordingVecEnv(_venv(task), steps // N_ENVS)
+    venv = RecordingVecEnv(_venv(task), steps // N_ENVS, on_steps=report)
     venv.seed(seed)
     make_source("PPO", venv, seed, PPO_KWARGS).learn(steps)
     learned = time.perf_counter()
-    assert venv.full, "the recorder must hold every step"
+    assert venv.full and step_counts[0] == steps, "the recorder must hold and report every step"
     write_history(out, {"num_actions": 5, "observation_space": {}}, **venv.arrays())
     return learned - start, time.perf_counter() - learned
 

@@ -7,6 +7,7 @@ exit status 2 and no traceback, and must not touch what earlier calls wrote.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from ad.cli import collect_main, eval_main, train_main
 from ad.histories import load_manifest
 
 SCRIPTS = Path(sys.executable).parent  # the venv's bin/, where pip put the console scripts
+ROOT = Path(__file__).resolve().parent.parent
 TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 1}
 
 
@@ -195,6 +197,41 @@ def test_a_refused_collect_keeps_what_the_first_wrote(pipeline, tmp_path, capsys
     argv += ["--set", "collect.total_steps=800", "--no-progress"]  # a changed config
     assert "different config" in _user_error(collect_main, argv, capsys)
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+
+
+def test_collect_merge_lists_the_runs_of_every_shard(tmp_path, capsys):
+    config = tmp_path / "bandit.yaml"
+    collect_section = {"algorithm": "UCB", "n_envs": 2, "total_steps": 100}
+    collect_section["output_dir"] = str(tmp_path / "data")
+    env = {"family": "Bandit", "num_train_tasks": 3, "num_heldout_tasks": 1}
+    config.write_text(yaml.safe_dump({"name": "merge", "env": env, "collect": collect_section}))
+    for shard in ("0/2", "1/2"):  # two machines writing into one shared folder
+        argv = ["--config", str(config), "--shard", shard, "--workers", "1", "--no-progress"]
+        assert collect_main(argv) == 0
+    data = tmp_path / "data"
+    names = sorted(p.name for p in data.glob("*.h5"))
+    assert len(names) == 4
+    (data / "manifest.json").unlink()
+    truncated = data / names[1]
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [str(SCRIPTS / "ad-collect"), "--merge", str(data)], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"merged 3 runs into {data / 'manifest.json'}; left out 1 invalid files: {names[1]}\n"
+    )
+    manifest = load_manifest(data)
+    assert sorted(r["file"] for r in manifest["runs"]) == names[:1] + names[2:]
+    assert manifest["invalid_files"] == [names[1]] and manifest["name"] == "merge"
+    assert "not found" in _user_error(collect_main, ["--merge", str(tmp_path / "nowhere")], capsys)
+    (tmp_path / "empty").mkdir()
+    message = _user_error(collect_main, ["--merge", str(tmp_path / "empty")], capsys)
+    assert "no learning histories" in message
 
 
 @pytest.mark.parametrize("script", ["ad-collect", "ad-train", "ad-eval", "ad-run"])

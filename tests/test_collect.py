@@ -3,33 +3,47 @@ merge, refused calls lose nothing, one-line errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
+import yaml
 from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 import envs
-from ad.collect import collect, collect_dir, plan_runs
+from ad.collect import collect, collect_dir, plan_runs, record_run
 from ad.config import config_from_dict, config_to_dict, load_config
 from ad.errors import UserError
-from ad.histories import load_manifest, read_history, read_metadata, validate_history
-from ad.manifest import inspect, merge_manifest, source_curves
-from ad.sources import RecordingVecEnv, SmallCNN, SourceAlgorithm, make_source
+from ad.histories import (
+    load_manifest,
+    read_episodes,
+    read_history,
+    read_metadata,
+    rewrite_history,
+    validate_history,
+)
+from ad.manifest import inspect, manifest_lock, merge_manifest, source_curves
+from ad.sources import RecordingVecEnv, SmallCNN, SourceAlgorithm, _yaml_floats, make_source
 from envs.base import TaskFamily
 
 ROOT = Path(__file__).resolve().parent.parent
+AD_COLLECT = Path(sys.executable).parent / "ad-collect"  # the installed console script
 TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 2}
-# The DarkRoom source settings recommended in the report (learn every goal in 12k steps).
-DARKROOM_PPO = {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 128, "n_epochs": 10}
 
 
 def _cfg(out: Path, family="DarkRoom", algorithm="PPO", kwargs=None, **collect_fields):
@@ -121,6 +135,79 @@ def test_ppo_darkroom_records_every_step_exactly(tmp_path):
     assert manifest["split"]["train"] == [list(cfg_split(cfg).train)[i] for i in (0, 1)]
 
 
+def test_recording_does_not_change_what_sb3_does(tmp_path):
+    """The same seeded PPO learns the same parameters through the recorder as on a plain
+    DummyVecEnv, and the recorder holds exactly what PPO's rollout buffer saw."""
+    rollout = 4 * TINY_PPO["n_steps"]  # env steps per PPO rollout (4 streams)
+    cfg = _cfg(tmp_path, kwargs=TINY_PPO, total_steps=5 * rollout)
+    family = envs.make_family("DarkRoom")
+    task = cfg_split(cfg).train[1]
+    source, recorder = record_run(cfg, family, task, seed=3)
+    assert recorder.full and recorder.t == 5 * TINY_PPO["n_steps"]
+    # The recorded run stops on the step that fills the recorder, before PPO trains on its
+    # fifth rollout: a plain run of four rollouts has made the same updates.
+    plain = PPO(
+        "MlpPolicy",
+        DummyVecEnv([lambda: family.make_env(task)] * 4),
+        seed=3,
+        device="cpu",
+        **TINY_PPO,
+    )
+    plain.learn(4 * rollout)
+    recorded_params = source.model.policy.state_dict()
+    plain_params = plain.policy.state_dict()
+    assert list(recorded_params) == list(plain_params)
+    for name, value in plain_params.items():
+        assert torch.equal(recorded_params[name], value), name
+    initial = PPO("MlpPolicy", DummyVecEnv([lambda: family.make_env(task)]), seed=3, device="cpu")
+    assert not torch.equal(initial.policy.state_dict()[name], value)  # it did learn
+
+    # The plain run's rollout buffer holds its fourth rollout: steps 96..127 of every stream.
+    # Training has flattened its observations and actions stream by stream (SB3's
+    # swap_and_flatten): reshape to (S, T). Its rewards stay (T, S).
+    n_steps = TINY_PPO["n_steps"]
+    steps = slice(3 * n_steps, 4 * n_steps)
+    buffer = plain.rollout_buffer
+    assert buffer.generator_ready
+    np.testing.assert_array_equal(recorder.actions[:, steps], buffer.actions.reshape(4, n_steps))
+    np.testing.assert_array_equal(
+        recorder.observations[:, steps], buffer.observations.reshape(4, n_steps, 2)
+    )
+    truncated = recorder.truncations[:, steps]  # PPO bootstraps these rewards in place
+    assert truncated.any()
+    rewards, buffered = recorder.rewards[:, steps], buffer.rewards.T
+    np.testing.assert_array_equal(rewards[~truncated], buffered[~truncated])
+    assert (rewards[truncated] != buffered[truncated]).all()
+
+
+def test_recorder_reports_progress_every_thousand_steps():
+    family = envs.make_family("Bandit")
+    task = family.split(0).train[0]
+    reported = []
+    recorder = RecordingVecEnv(
+        DummyVecEnv([lambda: family.make_env(task)] * 4), 260, on_steps=reported.append
+    )
+    recorder.reset()
+    for _ in range(300):  # 40 steps past full: passed through, not recorded nor reported
+        recorder.step(np.zeros(4, np.int64))
+    assert reported == [1000, 40]  # 250 steps of 4 streams, then the last 10
+    assert recorder.full
+
+
+def test_collect_makes_no_sb3_log_folders(tmp_path, monkeypatch):
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where SB3's default logger writes
+    env = DummyVecEnv([lambda: envs.make_family("DarkRoom").make_env({"goal": [1, 1]})])
+    PPO("MlpPolicy", env, n_steps=16, batch_size=16, device="cpu").learn(16)
+    assert [p.name[:4] for p in temp.iterdir()] == ["SB3-"]  # plain SB3 makes one per run
+    for folder in temp.iterdir():
+        folder.rmdir()
+    cfg = _cfg(tmp_path / "ds", kwargs=TINY_PPO, total_steps=256, splits=["heldout"])
+    assert collect(cfg, workers=1, progress=False)["runs_done"] == 1
+    assert not list(temp.iterdir())
+
+
 def cfg_split(cfg):
     family = envs.make_family(cfg.env.family, **cfg.env.family_kwargs)
     return family.split(cfg.env.split_seed, cfg.env.num_train_tasks, cfg.env.num_heldout_tasks)
@@ -177,6 +264,13 @@ def test_sb3_policies_from_config_strings():
     assert isinstance(extractor, SmallCNN) and extractor.features_dim == 64
     with pytest.raises(UserError, match="unknown activation_fn 'swish'"):
         _source("DarkRoom", {"policy_kwargs": {"activation_fn": "swish"}})
+    # YAML reads 1e-5 as a string at any depth; nested kwargs reach SB3 and torch as floats.
+    nested = _source("DarkRoom", {"policy_kwargs": {"optimizer_kwargs": {"eps": "1e-5"}}})
+    assert nested.model.policy.optimizer.defaults["eps"] == 1e-5
+    assert _yaml_floats({"a": [{"b": "2e-3"}, "x1e3"], "c": ("-1E+2",)}) == {
+        "a": [{"b": 2e-3}, "x1e3"],
+        "c": (-100.0,),
+    }
 
 
 def test_ucb_on_bandit_records_and_learns(tmp_path):
@@ -218,18 +312,21 @@ _KILLABLE = """
 import json, sys
 from ad.collect import collect
 from ad.config import config_from_dict
-collect(config_from_dict(json.load(open(sys.argv[1]))), workers=1, progress=False)
+if __name__ == "__main__":
+    cfg = config_from_dict(json.load(open(sys.argv[1])))
+    collect(cfg, workers=int(sys.argv[2]), progress=False)
 """
 
 
-def test_sigkill_then_rerun_resumes_without_loss_or_duplicates(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_then_rerun_resumes_without_loss_or_duplicates(tmp_path, workers):
     out = tmp_path / "ds"
     cfg = _bandit_cfg(out, total_steps=4 * 6000, seeds=[0, 1], splits=["train", "heldout"])
     expected = {job["file"] for job in plan_runs(cfg, cfg_split(cfg))}
     assert len(expected) == 8
     (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(cfg)))
     proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLABLE, str(tmp_path / "cfg.json")],
+        [sys.executable, "-c", _KILLABLE, str(tmp_path / "cfg.json"), str(workers)],
         cwd=ROOT,
         start_new_session=True,
     )
@@ -239,25 +336,31 @@ def test_sigkill_then_rerun_resumes_without_loss_or_duplicates(tmp_path):
             assert proc.poll() is None, "collect ended before it could be killed"
             time.sleep(0.02)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, mid-collection
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group (pool workers too)
         proc.wait()
     survivors = sorted(out.glob("*.h5"))
     assert 1 <= len(survivors) < len(expected)
     for path in survivors:
         validate_history(path)  # every file with a final name is complete
     contents = {p.name: p.read_bytes() for p in survivors}
-    stale = out / ".train-task0002-seed1.h5.otherhost-123.tmp"
-    stale.write_bytes(b"half a file")
+    # Temporary files: of the killed writers (dead pids on this host), of another host's shard.
+    dead = out / f".train-task0002-seed1.h5.{socket.gethostname()}-{proc.pid}.tmp"
+    dead.write_bytes(b"half a file")
+    other_host = out / ".train-task0001-seed1.h5.otherhost-123.tmp"
+    other_host.write_bytes(b"being written elsewhere")
 
-    summary = collect(cfg, workers=1, progress=False)
+    summary = collect(cfg, workers=workers, progress=False)
     assert summary["runs_skipped"] == len(survivors)
     assert summary["runs_done"] == len(expected) - len(survivors)
     assert {p.name for p in out.glob("*.h5")} == expected
-    assert not list(out.glob(".*.tmp"))
+    assert list(out.glob(".*.tmp")) == [other_host]  # another host's file is not ours to delete
     for name, before in contents.items():
         assert (out / name).read_bytes() == before  # kept, not rewritten
-    assert sorted(r["file"] for r in load_manifest(out)["runs"]) == sorted(expected)
-    summary = collect(cfg, workers=1, progress=False)  # a third run has nothing to do
+    for path in out.glob("*.h5"):
+        validate_history(path)
+    listed = [r["file"] for r in load_manifest(out)["runs"]]
+    assert sorted(listed) == sorted(expected)  # each run once
+    summary = collect(cfg, workers=workers, progress=False)  # a third run has nothing to do
     assert (summary["runs_done"], summary["runs_skipped"]) == (0, len(expected))
 
 
@@ -270,6 +373,56 @@ def test_corrupt_file_of_this_shard_is_recollected(tmp_path):
     summary = collect(cfg, workers=1, progress=False)
     assert (summary["runs_done"], summary["runs_skipped"]) == (1, 2)
     np.testing.assert_array_equal(read_history(path).actions, before)
+
+
+def _flip_a_data_byte(path: Path, stream: int) -> None:
+    """Corrupt the stored actions of one stream (an uncompressed chunk) in place."""
+    raw = bytearray(path.read_bytes())
+    offset = raw.find(read_history(path).actions[stream].tobytes())
+    assert offset > 0
+    raw[offset + 8] ^= 0x01
+    path.write_bytes(bytes(raw))
+    read_metadata(path)  # the structure still reads: only the data tell
+    with pytest.raises(UserError, match="reading its data failed"):
+        validate_history(path)
+
+
+def test_resume_validates_data_not_only_structure(tmp_path):
+    cfg = _bandit_cfg(tmp_path, compression=None)
+    for shard in ((0, 2), (1, 2)):  # tasks 0, 2 and task 1
+        collect(cfg, workers=1, progress=False, shard=shard)
+    path = tmp_path / "train-task0001-seed0.h5"
+    before = read_history(path).actions
+    _flip_a_data_byte(path, stream=1)
+    corrupt = path.read_bytes()
+
+    # The other shard neither skips it as its own nor deletes it, and lists it as invalid.
+    summary = collect(cfg, workers=1, progress=False, shard=(0, 2))
+    assert (summary["runs_done"], summary["runs_skipped"]) == (0, 2)
+    assert path.read_bytes() == corrupt
+    manifest = load_manifest(tmp_path)
+    assert manifest["invalid_files"] == [path.name]
+    assert [r["file"] for r in manifest["runs"]] == [f"train-task000{i}-seed0.h5" for i in (0, 2)]
+
+    summary = collect(cfg, workers=1, progress=False, shard=(1, 2))  # its own shard redoes it
+    assert (summary["runs_done"], summary["runs_skipped"]) == (1, 0)
+    validate_history(path)
+    np.testing.assert_array_equal(read_history(path).actions, before)
+    manifest = load_manifest(tmp_path)
+    assert manifest["invalid_files"] == [] and len(manifest["runs"]) == 3
+
+
+def test_manifest_writes_wait_for_the_lock(tmp_path):
+    collect(_bandit_cfg(tmp_path), workers=1, progress=False)
+    (tmp_path / "manifest.json").unlink()
+    with manifest_lock(tmp_path):  # another shard scanning and writing
+        merging = threading.Thread(target=merge_manifest, args=(tmp_path,))
+        merging.start()
+        merging.join(timeout=1.0)
+        assert merging.is_alive() and not (tmp_path / "manifest.json").exists()
+    merging.join(timeout=60)
+    assert not merging.is_alive()
+    assert len(load_manifest(tmp_path)["runs"]) == 3
 
 
 def test_shards_together_equal_the_unsharded_collection(tmp_path):
@@ -433,25 +586,90 @@ def test_inspect_tabulates_plots_and_refuses_corrupt_files(tmp_path):
         inspect(tmp_path / "empty")
 
 
+def _cli_error(*args: str) -> str:
+    """Run the installed ad-collect on bad input; returns its one error line."""
+    result = subprocess.run(
+        [str(AD_COLLECT), "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def _config_file(tmp_path: Path, cfg) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    return str(path)
+
+
+def _other_version(path: Path) -> None:
+    rewrite_history(path, metadata={**read_metadata(path), "schema_version": 7})
+
+
+def _wrong_episode_shape(path: Path) -> None:
+    returns = read_episodes(path)["episode_returns"]
+    rewrite_history(path, datasets={"episode_returns": returns[:1]})
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:-100]), "not a valid learning history"),
+        (lambda p: _flip_a_data_byte(p, stream=2), "reading its data failed"),
+        (_wrong_episode_shape, "episode_returns is shaped (1,)"),
+        (_other_version, "schema version 7"),
+    ],
+    ids=["truncated", "corrupt-data", "episode-shape", "schema-version"],
+)
+def test_cli_inspect_refuses_bad_files_in_one_line(tmp_path, damage, expected):
+    collect(_bandit_cfg(tmp_path, compression=None), workers=1, progress=False)
+    path = tmp_path / "train-task0001-seed0.h5"
+    damage(path)
+    message = _cli_error("--inspect", str(tmp_path))
+    assert expected in message and path.name in message
+
+
+def test_cli_collect_refuses_bad_input_in_one_line(tmp_path):
+    sac = _bandit_cfg(tmp_path / "a", algorithm="SAC")
+    assert "unknown source algorithm 'SAC'" in _cli_error("--config", _config_file(tmp_path, sac))
+    box = _cfg(tmp_path / "b", family=f"{__name__}:BoxActionFamily", algorithm="DQN")
+    message = _cli_error("--config", _config_file(tmp_path, box))
+    assert "DQN needs a Discrete action space" in message
+    (tmp_path / "file").write_text("a regular file")
+    unwritable = _bandit_cfg(tmp_path / "file" / "ds")
+    message = _cli_error("--config", _config_file(tmp_path, unwritable))
+    assert "choose a writable collect.output_dir" in message
+    versioned = _bandit_cfg(tmp_path / "v")
+    collect(versioned, workers=1, progress=False)
+    _other_version(tmp_path / "v" / "train-task0000-seed0.h5")
+    message = _cli_error("--config", _config_file(tmp_path, versioned))
+    assert "schema version 7" in message and "another collect.output_dir" in message
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 @pytest.mark.slow
 def test_darkroom_histories_show_learning(tmp_path):
-    """The data holds learning: last-episode returns clearly above first-episode returns."""
-    cfg = config_from_dict(
-        {
-            "name": "learn",
-            "env": {"num_train_tasks": 4},
-            "collect": {
-                "algorithm": "PPO",
-                "algorithm_kwargs": DARKROOM_PPO,
-                "n_envs": 4,
-                "total_steps": 12_000,
-                "splits": ["train"],
-                "output_dir": str(tmp_path),
-            },
-        }
+    """With the documented default (configs/darkroom_quick.yaml), the data hold learning: the
+    last-episode returns are clearly above the first-episode returns on most tasks."""
+    overrides = [f"collect.output_dir={tmp_path}", "env.num_train_tasks=4"]
+    overrides.append("env.num_heldout_tasks=1")  # fewer tasks than the default, for time
+    cfg = load_config(ROOT / "configs" / "darkroom_quick.yaml", overrides)
+    default = load_config(ROOT / "configs" / "darkroom_quick.yaml")
+    # Only where the files go differs from the documented collect settings.
+    assert (
+        dataclasses.replace(cfg.collect, output_dir=default.collect.output_dir) == default.collect
     )
     collect(cfg, workers=2, progress=False)
     runs = load_manifest(tmp_path)["runs"]
-    assert len(runs) == 4
+    assert len(runs) == 5
     improved = [r["last_return"] > r["first_return"] + 5 for r in runs]
-    assert sum(improved) >= 3, [(r["first_return"], r["last_return"]) for r in runs]
+    assert sum(improved) >= 4, [(r["first_return"], r["last_return"]) for r in runs]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -21,7 +25,9 @@ from ad.histories import (
     read_episodes,
     read_history,
     read_metadata,
+    rewrite_history,
     stale_temp_files,
+    temp_path_for,
     validate_history,
     write_history,
 )
@@ -196,6 +202,60 @@ def test_other_schema_version_is_refused(tmp_path, monkeypatch):
         with pytest.raises(HistoryVersionError) as excinfo:
             reader(path)
         assert "schema version 2" in _one_line_error(excinfo)
+
+
+def test_rewritten_schema_version_is_refused(tmp_path):
+    path = _written(tmp_path)
+    rewrite_history(path, metadata={**read_metadata(path), "schema_version": 7})
+    assert not stale_temp_files(path) and sorted(p.name for p in tmp_path.iterdir()) == ["h.h5"]
+    for reader in (read_metadata, read_history, validate_history, HistoryReader):
+        with pytest.raises(HistoryVersionError) as excinfo:
+            reader(path)
+        assert "schema version 7" in _one_line_error(excinfo)
+
+
+def test_episode_arrays_of_the_wrong_shape_are_one_line_errors(tmp_path):
+    path = _written(tmp_path)
+    returns = read_episodes(path)["episode_returns"]
+    rewrite_history(path, datasets={"episode_returns": np.append(returns, 0.0)})
+    read_metadata(path)  # structurally fine
+    with pytest.raises(HistoryError) as excinfo:  # allclose used to raise a bare ValueError
+        validate_history(path)
+    assert "episode_returns is shaped (17,)" in _one_line_error(excinfo)
+
+    # All returns equal: a single stored value would broadcast and pass allclose.
+    arrays = _arrays()
+    arrays["rewards"][:] = 0.0
+    write_history(path, {"num_actions": 5, "observation_space": {}}, **arrays)
+    validate_history(path)
+    rewrite_history(path, datasets={"episode_returns": np.zeros(1)})
+    with pytest.raises(HistoryError) as excinfo:
+        validate_history(path)
+    assert "shaped (1,) but the step data give (16,)" in _one_line_error(excinfo)
+
+
+def test_only_temp_files_of_dead_writers_on_this_host_are_stale(tmp_path, caplog):
+    path = tmp_path / "h.h5"
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = int(finished.stdout)
+    host = socket.gethostname()
+    mine_dead = tmp_path / f".h.h5.{host}-{dead}.tmp"
+    mine_live = temp_path_for(path)  # this process: alive
+    other_host = tmp_path / f".h.h5.otherhost-{dead}.tmp"
+    unknown = tmp_path / ".h.h5.nopid.tmp"
+    for tmp in (mine_dead, mine_live, other_host, unknown):
+        tmp.write_bytes(b"part of a file")
+    with caplog.at_level(logging.WARNING, logger="ad.histories"):
+        assert stale_temp_files(path) == [mine_dead]
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    for left in (mine_live, other_host, unknown):
+        assert left.name in warned
+    assert mine_live.name.startswith(f".h.h5.{host}-{os.getpid()}")
 
 
 def test_load_manifest_errors(tmp_path):
