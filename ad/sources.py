@@ -13,7 +13,6 @@ with Discrete actions plugs in by its class, e.g. ``collect.algorithm: sb3_contr
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 import sys
@@ -33,6 +32,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from torch import nn
 
 from ad.errors import UserError
+from envs.base import import_user_module
 
 # --------------------------------------------------------------------------- recording
 
@@ -203,12 +203,7 @@ _ACTIVATIONS = {
 
 def _import(name: str, what: str) -> Any:
     module_name, _, attr = name.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except (ImportError, ValueError) as e:  # ValueError: an empty module name
-        raise UserError(
-            f"cannot import {what} module {module_name!r} ({e}); check the config"
-        ) from None
+    module = import_user_module(module_name, what)  # also from the working directory
     if not hasattr(module, attr):
         raise UserError(f"module {module_name!r} has no {attr!r}; check the {what} in the config")
     return getattr(module, attr)

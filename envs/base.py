@@ -265,7 +265,7 @@ def family_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def import_user_module(module_name: str) -> Any:
+def import_user_module(module_name: str, what: str = "family") -> Any:
     """Import a user's module by name, also from the current working directory.
 
     Installed console scripts (``ad-collect``, ...) do not put the working directory on
@@ -284,8 +284,8 @@ def import_user_module(module_name: str) -> Any:
         return importlib.import_module(module_name)
     except (ImportError, ValueError) as e:  # ValueError: empty module name (":Factory")
         raise UserError(
-            f"cannot import family module {module_name!r} ({e}); check env.family, and put the "
-            "module in the working directory or on PYTHONPATH"
+            f"cannot import {what} module {module_name!r} ({e}); check the config's {what}, and "
+            "put the module in the working directory or on PYTHONPATH"
         ) from None
 
 
