@@ -381,17 +381,20 @@ class WindowDataset(torch.utils.data.Dataset):
         return self._read_window(*self.locate(int(index)))
 
     def _read_window(self, stream: KeptStream, start: int) -> dict[str, np.ndarray]:
-        """One slice read per dataset covering the window and the kept step before it."""
+        """The window and the kept step before it, read as one slice per contiguous run of kept
+        steps: the episodes that subsampling skips are never read (the reader's reads are
+        chunk-aligned and cached, so runs that share a chunk read it once)."""
         first = max(start - 1, 0)  # the previous kept step feeds the first token's prev-inputs
         steps = stream.original_steps(np.arange(first, start + self.context_steps))
-        lo, hi = int(steps[0]), int(steps[-1]) + 1
-        data = self._reader(stream.run).read(stream.stream, lo, hi)
-        local = steps - lo
-        actions = data["actions"][local].astype(np.int64)
-        dones = (data["terminations"] | data["truncations"])[local]
-        prev = shift_inputs(actions, data["rewards"][local], dones, self.num_actions)
+        reader = self._reader(stream.run)
+        runs = np.split(steps, np.flatnonzero(np.diff(steps) != 1) + 1)
+        pieces = [reader.read(stream.stream, int(run[0]), int(run[-1]) + 1) for run in runs]
+        data = {key: np.concatenate([p[key] for p in pieces]) for key in pieces[0]}
+        actions = data["actions"].astype(np.int64)
+        dones = data["terminations"] | data["truncations"]
+        prev = shift_inputs(actions, data["rewards"], dones, self.num_actions)
         cut = start - first  # drop the extra leading step
-        window = {"observations": data["observations"][local], "targets": actions}
+        window = {"observations": data["observations"], "targets": actions}
         window.update(zip(WINDOW_KEYS[1:4], prev, strict=True))
         return {key: np.ascontiguousarray(window[key][cut:]) for key in WINDOW_KEYS}
 

@@ -97,6 +97,24 @@ def test_round_trip_write_close_reopen(tmp_path, obs_shape, obs_dtype, compressi
     assert validate_history(path) == meta
 
 
+def test_reader_reads_whole_chunks_once_and_bounds_its_cache(tmp_path):
+    arrays = _arrays()
+    path = tmp_path / "h.h5"
+    meta = {"num_actions": 5, "observation_space": {"type": "Discrete", "n": 9}}
+    write_history(path, meta, **arrays, chunk_steps=16)
+    with HistoryReader(path, cache_chunks=2) as reader:
+        assert reader.chunk_steps == 16
+        for start, stop, reads in [(0, 10, 1), (3, 16, 1), (10, 20, 2), (17, 31, 2), (40, 50, 4)]:
+            window = reader.read(1, start, stop)
+            np.testing.assert_array_equal(window["actions"], arrays["actions"][1, start:stop])
+            assert reader.chunk_reads == reads, (start, stop)  # cached chunks are not reread
+        assert len(reader._cache) == 2  # chunks 0 and 1 were evicted
+        reader.read(1, 0, 1)
+        assert reader.chunk_reads == 5
+        window["actions"][:] = -1  # a read is a copy: the cache is unharmed
+        np.testing.assert_array_equal(reader.read(1, 40, 50)["actions"], arrays["actions"][1, 40:])
+
+
 def test_episode_summaries_by_hand():
     rewards = np.array([[1, 0, 2, 5, 1], [0, 1, 1, 1, 3]], np.float32)
     terminations = np.array([[0, 1, 0, 0, 0], [0, 0, 0, 0, 0]], bool)
