@@ -27,6 +27,54 @@ SMALL = [
 MARGIN = 2.0
 
 
+TINY = [
+    "env.num_train_tasks=3",
+    "env.num_heldout_tasks=2",
+    "collect.total_steps=512",
+    "model.embed_dim=16",
+    "model.num_layers=1",
+    "model.ff_dim=32",
+    "model.context_steps=40",
+    "train.num_steps=12",
+    "train.ed_num_steps=6",
+    "train.warmup_steps=2",
+    "train.batch_size=4",
+    "eval.num_episodes=4",
+    "eval.num_seeds=2",
+]
+
+
+def test_the_same_command_twice_gives_the_same_numbers(tmp_path):
+    """Reproducible end to end: two fresh runs of one config (collected by a pool of two
+    processes) give identical histories, weights and evaluation numbers."""
+    summaries = []
+    for name in ("first", "second"):
+        folders = [
+            f"collect.output_dir={tmp_path / name / 'h'}",
+            f"train.run_dir={tmp_path / name / 'r'}",
+        ]
+        cfg = load_config(None, TINY + folders)
+        summaries.append(run_pipeline(cfg, workers=2, with_ed=True, progress=False))
+    returns = [
+        np.load(tmp_path / name / "r" / "report" / "returns.npz")["returns"]
+        for name in ("first", "second")
+    ]
+    np.testing.assert_array_equal(*returns)
+    for key in ("per_episode", "last10_return", "source"):
+        assert summaries[0][key] == summaries[1][key], key
+    ed = [
+        {k: v for k, v in s["compare"][0].items() if k not in ("run", "checkpoint")}
+        for s in summaries
+    ]
+    assert ed[0] == ed[1]
+    a, b = (
+        torch.load(tmp_path / n / "r" / "checkpoints" / "step-000012.pt", weights_only=True)
+        for n in ("first", "second")
+    )
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
 @pytest.mark.slow
 def test_default_pipeline_learns_in_context_on_heldout_goals(tmp_path):
     torch.set_num_threads(2)
