@@ -45,6 +45,7 @@ from ad.config import ExperimentConfig, TrainConfig, config_to_dict, save_config
 from ad.dataset import WindowDataset, iterate_batches
 from ad.errors import UserError
 from ad.model import ADTransformer
+from ad.rollout import rollout
 from ad.utils import atomic_write_text, package_versions, seed_everything, write_versions
 from envs.base import make_family
 
@@ -161,10 +162,6 @@ class MetricsLog:
 
 def periodic_eval(model: ADTransformer, cfg: ExperimentConfig, split, device) -> dict:
     """In-context returns on a few held-out tasks; RNG states are left as they were."""
-    try:
-        from ad.evaluate import rollout
-    except ImportError:  # evaluation is optional for training
-        return {}
     family = make_family(cfg.env.family, **cfg.env.family_kwargs)
     state = rng_state()  # evaluation must not shift the dropout stream of training
     try:

@@ -22,8 +22,8 @@ import torch
 
 import envs
 from ad.config import ModelConfig
-from ad.evaluate import rollout
 from ad.model import ADTransformer
+from ad.rollout import rollout
 from ad.spaces import space_to_json
 
 

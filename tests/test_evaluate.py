@@ -20,9 +20,8 @@ import torch
 import envs
 from ad.checkpoint import CHECKPOINT_SCHEMA, checkpoint_name, save_checkpoint
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict
-from ad.dataset import shift_inputs
 from ad.errors import UserError
-from ad.evaluate import data_efficiency_ratio, eval_env_seed, evaluate, rollout
+from ad.evaluate import data_efficiency_ratio, evaluate
 from ad.histories import file_sha256, write_history
 from ad.metrics import (
     bootstrap_ci,
@@ -236,123 +235,6 @@ def project(tmp_path_factory):
     return {"root": root, "family": family, "split": split, "cfg": cfg}
 
 
-# --------------------------------------------------------------------------- rollout
-
-
-def reference_rollout(model, family, task, env_seed, num_episodes):
-    """One (task, seed), no batch, no cache: forward() over the WHOLE sequence at every step
-    (forward applies the model's sliding-window band itself); argmax actions."""
-    env = family.make_env(task)
-    obs, _ = env.reset(seed=env_seed)
-    tokens = {"obs": [obs], "act": [model.num_actions], "rew": [0.0], "done": [True]}
-    actions, returns, running = [], [], 0.0
-    while len(returns) < num_episodes:
-        logits, _ = model(
-            torch.tensor(np.array(tokens["obs"]))[None],
-            torch.tensor(tokens["act"])[None],
-            torch.tensor(tokens["rew"], dtype=torch.float32)[None],
-            torch.tensor(tokens["done"])[None],
-        )
-        action = int(logits[0, -1].argmax())
-        obs, reward, terminated, truncated, _ = env.step(action)
-        actions.append(action)
-        running += reward
-        done = terminated or truncated
-        if done:
-            returns.append(running)
-            running = 0.0
-            obs, _ = env.reset()
-        for key, value in zip(tokens, (obs, action, reward, done), strict=True):
-            tokens[key].append(value)
-    return actions, returns
-
-
-class _ActionLog(gym.Wrapper):
-    def __init__(self, env, log):
-        super().__init__(env)
-        self.log = log
-
-    def step(self, action):
-        self.log.append(int(action))
-        return self.env.step(action)
-
-
-def record_actions(family_cls, logs: list):
-    """A family class whose envs append their actions to a new list in ``logs``."""
-
-    class Logged(family_cls):
-        def make_env(self, task):
-            logs.append([])
-            return _ActionLog(super().make_env(task), logs[-1])
-
-    return Logged
-
-
-def test_batched_cached_rollout_takes_the_actions_of_an_uncached_unbatched_loop(tmp_path):
-    cfg = make_config(tmp_path)  # context 16 tokens, episodes of 5..11 steps: the window slides
-    logs: list = []
-    family = record_actions(VariableLengthDarkRoom, logs)()
-    model = random_model(cfg, envs.make_family("DarkRoom"), seed=6)
-    tasks = list(family.split(0).heldout[:3])
-    num_seeds, num_episodes = 2, 4
-    returns = rollout(model, family, tasks, num_seeds, num_episodes, "argmax", seed=11)
-    logs = logs[:]  # the batch's envs, before the reference loop adds its own
-    assert returns.shape == (3, num_seeds, num_episodes)
-    lengths = set()
-    for i, task in enumerate(tasks):
-        for j in range(num_seeds):
-            env_seed = eval_env_seed(11, i, j)
-            actions, ref_returns = reference_rollout(model, family, task, env_seed, num_episodes)
-            batched = logs[i * num_seeds + j]
-            assert batched[: len(actions)] == actions
-            np.testing.assert_array_equal(returns[i, j], ref_returns)
-            lengths.add(len(actions))
-    assert len(lengths) > 1 and min(lengths) > cfg.model.context_steps  # ragged, past the window
-    assert len({a for log in logs for a in log}) >= 3  # the model's actions do vary
-    assert returns.std() > 0  # and so do the rewards it sees
-
-
-def test_rollout_tokens_are_built_as_the_training_windows(tmp_path):
-    """What the model sees while acting is what training feeds it for the same steps: the
-    rollout's transitions, turned into inputs by training's own shift_inputs, give back the
-    rollout's argmax actions under one full forward pass (across episodes and window slides)."""
-    cfg = make_config(tmp_path)  # context 16 tokens, episodes of 5..11 steps: the window slides
-    family = VariableLengthDarkRoom()
-    model = random_model(cfg, envs.make_family("DarkRoom"), seed=3)
-    trace: dict = {}
-    rollout(model, family, family.split(0).heldout[:2], 2, 4, "argmax", seed=5, transitions=trace)
-    num_rows, num_steps = trace["actions"].shape
-    assert num_rows == 4 and num_steps > 2 * cfg.model.context_steps
-    assert (trace["dones"].sum(1) >= 4).all()  # every row ended its 4 episodes
-    for b in range(num_rows):
-        prev = shift_inputs(
-            trace["actions"][b], trace["rewards"][b], trace["dones"][b], model.num_actions
-        )
-        inputs = [trace["observations"][b], *prev]
-        logits, _ = model(*(torch.from_numpy(np.asarray(x))[None] for x in inputs))
-        np.testing.assert_array_equal(logits[0].argmax(-1).numpy(), trace["actions"][b])
-
-
-def test_sampling_is_seeded_and_restores_the_model_mode(tmp_path):
-    cfg = make_config(tmp_path)
-    family = envs.make_family("DarkRoom")
-    model = random_model(cfg, family).train()
-    tasks = family.split(0).heldout[:2]
-    runs = []
-    for seed in (0, 0, 1):
-        logs: list = []
-        fam = record_actions(DarkRoom, logs)()
-        runs.append((rollout(model, fam, tasks, 2, 2, "sample", 1.0, seed), logs))
-    assert model.training  # rollout is pure: the caller's mode comes back
-    assert runs[0][1] == runs[1][1]
-    np.testing.assert_array_equal(runs[0][0], runs[1][0])
-    assert runs[0][1] != runs[2][1]
-    # A row's sampled actions are its own: the same (task, seed) alone gives the same actions.
-    logs = []
-    rollout(model, record_actions(DarkRoom, logs)(), tasks[:1], 1, 2, "sample", 1.0, 0)
-    assert logs[0] == runs[0][1][0]
-
-
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -504,13 +386,6 @@ def test_bad_input_is_a_one_line_user_error(kind, message, tmp_path):
         evaluate(source, out_dir=tmp_path / "out", progress=False, **kwargs)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out" / "summary.json").exists()
-
-
-def test_rollout_refuses_zero_episodes(tmp_path):
-    family = envs.make_family("DarkRoom")
-    model = random_model(make_config(tmp_path), family)
-    with pytest.raises(UserError, match="zero episodes"):
-        rollout(model, family, family.split(0).heldout[:1], 1, 0)
 
 
 # --------------------------------------------------------------------------- statistics, plots

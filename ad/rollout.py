@@ -1,0 +1,155 @@
+"""In-context rollouts: the frozen model acts on tasks, its own transitions filling its context.
+
+Every (task, seed) pair is one row of a batch. One evaluation step is one incremental forward pass
+(``model.step`` with the KV cache) for the whole batch; the envs are stepped in a plain loop. The
+model's own transitions fill its context, which the cache's sliding window keeps as a queue of the
+last c transitions (Laskin et al. 2022, section 3: no gradient steps at test time).
+
+Token alignment equals training: at step t the model sees obs_t with action_{t-1}, reward_{t-1} and
+done_{t-1}; the very first token has prev_action = num_actions ("none"), reward 0 and done True.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ad.errors import UserError
+from ad.spaces import space_to_json
+from envs.base import Task, TaskFamily
+
+
+def eval_env_seed(seed: int, task_index: int, seed_index: int) -> int:
+    """The reset seed of the env of (task, evaluation seed): independent streams from ``seed``."""
+    return int(np.random.SeedSequence([seed, task_index, seed_index]).generate_state(1)[0])
+
+
+def action_rng(seed: int, task_index: int, seed_index: int) -> np.random.Generator:
+    """The generator that samples the actions of (task, evaluation seed), apart from its env's."""
+    return np.random.default_rng([seed, task_index, seed_index, 1])
+
+
+def _check_compatible(model: torch.nn.Module, env: Any) -> None:
+    obs_space = space_to_json(env.observation_space)
+    num_actions = getattr(env.action_space, "n", None)
+    if obs_space != model.observation_space or num_actions != model.num_actions:
+        raise UserError(
+            f"the env family does not match the checkpoint: its env has observations {obs_space} "
+            f"and {num_actions} actions, the model {model.observation_space} and "
+            f"{model.num_actions}; evaluate with the family the model was trained on"
+        )
+
+
+def _select_actions(
+    logits: torch.Tensor, action_mode: str, temperature: float, rngs: list[np.random.Generator]
+) -> np.ndarray:
+    """(B, A) logits -> (B,) actions, sampled on the CPU with one generator per row, so a row's
+    actions depend neither on the device nor on which other rows share the batch."""
+    logits = logits.double().cpu()
+    if action_mode == "argmax":
+        return logits.argmax(-1).numpy()
+    cdf = torch.softmax(logits / temperature, dim=-1).cumsum(-1).numpy()  # (B, A)
+    u = np.array([rng.random() for rng in rngs])[:, None] * cdf[:, -1:]  # (B, 1)
+    return np.minimum((u >= cdf).sum(-1), cdf.shape[1] - 1)  # inverse-CDF draw
+
+
+@torch.no_grad()
+def rollout(
+    model: torch.nn.Module,
+    family: TaskFamily,
+    tasks: list[Task] | tuple[Task, ...],
+    num_seeds: int,
+    num_episodes: int,
+    action_mode: str = "sample",
+    temperature: float = 1.0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    transitions: dict | None = None,
+) -> np.ndarray:
+    """Run ``num_episodes`` consecutive episodes per (task, seed) with frozen weights.
+
+    Args:
+        model: an ADTransformer (unwrapped) on ``device``; its train/eval mode is restored after.
+        family: the task family of ``tasks``.
+        tasks: tasks to evaluate; one batch row per (task, seed).
+        num_seeds: evaluation seeds per task; the env of (task i, seed j) is reset with
+            ``eval_env_seed(seed, i, j)`` at its first episode only.
+        num_episodes: consecutive episodes per row; the context carries across them.
+        action_mode: "sample" from softmax(logits / temperature), or "argmax".
+        temperature: softmax temperature when sampling.
+        seed: base seed of env resets and of the per-row generators that sample actions
+            (:func:`action_rng`); a row's returns do not depend on the other rows.
+        device: where the model runs.
+        progress: show a progress bar over episodes.
+        transitions: if a dict is given, it receives every step of every row, in a learning
+            history's layout (B rows, N steps): observations (B, N, *obs_shape), actions,
+            rewards and dones (B, N); row b is (task b // num_seeds, seed b % num_seeds).
+
+    Returns:
+        Episode returns, shape (num_tasks, num_seeds, num_episodes), float64.
+    """
+    if num_episodes < 1:
+        raise UserError("zero episodes to evaluate; set eval.num_episodes >= 1")
+    if num_seeds < 1 or len(tasks) == 0 or seed < 0:
+        raise UserError("evaluation needs a task, num_seeds >= 1 and a seed >= 0; check eval.*")
+    if action_mode not in ("sample", "argmax") or temperature <= 0:
+        raise UserError("eval.action_mode must be sample or argmax and eval.temperature > 0")
+    envs = [family.make_env(task) for task in tasks for _ in range(num_seeds)]
+    _check_compatible(model, envs[0])
+    batch = len(envs)
+    discrete = model.observation_space["type"] in ("Discrete", "MultiDiscrete")
+    obs_dtype = np.int64 if discrete else np.dtype(model.observation_space["dtype"])
+    first = [
+        env.reset(seed=eval_env_seed(seed, i // num_seeds, i % num_seeds))[0]
+        for i, env in enumerate(envs)
+    ]
+    observations = np.stack(first).astype(obs_dtype)  # (B, *obs_shape)
+    prev_actions = np.full(batch, model.num_actions, dtype=np.int64)  # "no previous action"
+    prev_rewards = np.zeros(batch, dtype=np.float32)
+    prev_dones = np.ones(batch, dtype=bool)
+    returns = np.zeros((batch, num_episodes))
+    running = np.zeros(batch)  # return of each row's current episode
+    finished = np.zeros(batch, dtype=np.int64)  # completed episodes per row
+    rngs = [action_rng(seed, i // num_seeds, i % num_seeds) for i in range(batch)]
+    trace: dict[str, list] = {"observations": [], "actions": [], "rewards": [], "dones": []}
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=num_episodes, desc="eval episodes", disable=not progress, leave=False)
+    try:
+        cache = model.init_cache(batch, device=device)
+        while finished.min() < num_episodes:
+            inputs = (observations, prev_actions, prev_rewards, prev_dones)
+            logits = model.step(cache, *(torch.from_numpy(x).to(device) for x in inputs))  # (B, A)
+            actions = _select_actions(logits, action_mode, temperature, rngs)
+            if transitions is not None:
+                trace["observations"].append(observations.copy())
+                trace["actions"].append(actions.copy())
+            for b, env in enumerate(envs):
+                # Rows done with their episodes keep stepping (one batch, one cache) unrecorded.
+                obs, reward, terminated, truncated, _ = env.step(int(actions[b]))
+                running[b] += reward
+                done = terminated or truncated
+                if done:
+                    if finished[b] < num_episodes:
+                        returns[b, finished[b]] = running[b]
+                    finished[b] += 1
+                    running[b] = 0.0
+                    obs, _ = env.reset()  # no seed: the env's own generator continues
+                observations[b] = obs
+                prev_rewards[b] = reward
+                prev_dones[b] = done
+            prev_actions[:] = actions
+            if transitions is not None:
+                trace["rewards"].append(prev_rewards.copy())
+                trace["dones"].append(prev_dones.copy())
+            bar.update(min(int(finished.min()), num_episodes) - bar.n)
+    finally:
+        bar.close()
+        model.train(was_training)
+    if transitions is not None:
+        transitions.update({key: np.stack(value, axis=1) for key, value in trace.items()})
+    return returns.reshape(len(tasks), num_seeds, num_episodes)
