@@ -188,7 +188,8 @@ def load_training_runs(
         UserError: missing folder or file, wrong schema, a held-out task among the training runs,
             a manifest split that differs from the configured one, no training runs.
     """
-    from ad.histories import load_manifest, read_metadata
+    from ad.histories import read_metadata
+    from ad.manifest import load_manifest
 
     dataset_dir = Path(cfg.dataset_dir)
     if not dataset_dir.is_dir():

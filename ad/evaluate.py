@@ -161,7 +161,8 @@ def source_summary(
     Returns:
         ``curve_stats`` of the streams plus run/task/stream counts; None without such histories.
     """
-    from ad.histories import HistoryReader, load_manifest
+    from ad.histories import HistoryReader
+    from ad.manifest import load_manifest
 
     try:
         manifest = load_manifest(dataset_dir)

@@ -8,7 +8,6 @@ summaries, and a JSON ``metadata`` root attribute. The format is documented, wit
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,8 +25,6 @@ from ad.errors import UserError
 from ad.utils import fsync_dir
 
 SCHEMA_VERSION = 1
-MANIFEST_SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 
 # (S, T, ...) step datasets (observations keep the env's dtype).
 STEP_ARRAYS = ("observations", "actions", "rewards", "terminations", "truncations")
@@ -125,13 +122,17 @@ def temp_path_for(path: Path) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a killed one awaiting its reaper does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    try:  # Linux: a zombie has state Z in /proc/<pid>/stat, after the ")" that ends the name
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def stale_temp_files(path: Path) -> list[Path]:
@@ -454,41 +455,3 @@ class HistoryReader:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-# --------------------------------------------------------------------------- manifest
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_manifest(dataset_dir: str | Path) -> dict:
-    """The ``manifest.json`` of a dataset folder.
-
-    Raises:
-        UserError: missing, unreadable or of another schema version.
-    """
-    path = Path(dataset_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise UserError(
-            f"no {MANIFEST_NAME} in {dataset_dir}; collect the dataset first "
-            "(ad-collect --config ...)"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(
-            f"{path} is unreadable ({_one_line(e)}); re-run ad-collect to rebuild it"
-        ) from None
-    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if version != MANIFEST_SCHEMA_VERSION:
-        raise UserError(
-            f"{path} has manifest schema version {version!r}, expected {MANIFEST_SCHEMA_VERSION}; "
-            "re-run ad-collect with this version of ad to rebuild it"
-        )
-    return manifest

@@ -10,6 +10,7 @@ present, so shards written by several machines into one folder merge without cop
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -20,13 +21,10 @@ import numpy as np
 
 from ad.errors import UserError
 from ad.histories import (
-    MANIFEST_NAME,
-    MANIFEST_SCHEMA_VERSION,
     SCHEMA_VERSION,
     HistoryError,
     HistoryVersionError,
-    file_sha256,
-    load_manifest,
+    _one_line,
     read_episodes,
     read_metadata,
     validate_history,
@@ -58,6 +56,45 @@ FINGERPRINT_KEYS = (
 )
 SUMMARY_EPISODES = 10  # first/last-return columns: mean over streams of the first/last 10 episodes
 SPLIT_ORDER = {"train": 0, "heldout": 1}
+
+MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(dataset_dir: str | Path) -> dict:
+    """The ``manifest.json`` of a dataset folder.
+
+    Raises:
+        UserError: missing, unreadable or of another schema version.
+    """
+    path = Path(dataset_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise UserError(
+            f"no {MANIFEST_NAME} in {dataset_dir}; collect the dataset first "
+            "(ad-collect --config ...)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"{path} is unreadable ({_one_line(e)}); re-run ad-collect to rebuild it"
+        ) from None
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if version != MANIFEST_SCHEMA_VERSION:
+        raise UserError(
+            f"{path} has manifest schema version {version!r}, expected {MANIFEST_SCHEMA_VERSION}; "
+            "re-run ad-collect with this version of ad to rebuild it"
+        )
+    return manifest
 
 
 def run_file_name(split: str, task_index: int, seed: int) -> str:

@@ -3,6 +3,7 @@ merge, refused calls lose nothing, one-line errors."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -30,14 +31,13 @@ from ad.collect import collect, collect_dir, plan_runs, record_run
 from ad.config import config_from_dict, config_to_dict, load_config
 from ad.errors import UserError
 from ad.histories import (
-    load_manifest,
     read_episodes,
     read_history,
     read_metadata,
     rewrite_history,
     validate_history,
 )
-from ad.manifest import inspect, manifest_lock, merge_manifest, source_curves
+from ad.manifest import inspect, load_manifest, manifest_lock, merge_manifest, source_curves
 from ad.sources import RecordingVecEnv, SmallCNN, SourceAlgorithm, _yaml_floats, make_source
 from envs.base import TaskFamily
 
@@ -318,6 +318,22 @@ if __name__ == "__main__":
 """
 
 
+def _wait_until_group_is_dead(pgid: int, timeout: float = 10.0) -> None:
+    """SIGKILL is delivered asynchronously: wait until no process of the group runs any more
+    (zombies awaiting their reaper count as dead)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError):
+                fields = stat.read_text().rpartition(")")[2].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp
+                    alive.append(stat)
+        if not alive:
+            return
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_then_rerun_resumes_without_loss_or_duplicates(tmp_path, workers):
     out = tmp_path / "ds"
@@ -338,6 +354,7 @@ def test_sigkill_then_rerun_resumes_without_loss_or_duplicates(tmp_path, workers
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the whole process group (pool workers too)
         proc.wait()
+    _wait_until_group_is_dead(proc.pid)
     survivors = sorted(out.glob("*.h5"))
     assert 1 <= len(survivors) < len(expected)
     for path in survivors:

@@ -22,7 +22,8 @@ from ad.checkpoint import CHECKPOINT_SCHEMA, checkpoint_name, save_checkpoint
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict
 from ad.errors import UserError
 from ad.evaluate import data_efficiency_ratio, evaluate
-from ad.histories import file_sha256, write_history
+from ad.histories import write_history
+from ad.manifest import file_sha256
 from ad.metrics import (
     bootstrap_ci,
     curve_stats,

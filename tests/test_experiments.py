@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ad.config import ExperimentConfig, load_config
-from ad.histories import load_manifest
+from ad.manifest import load_manifest
 from envs.base import make_family
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

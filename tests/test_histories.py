@@ -21,7 +21,6 @@ from ad.histories import (
     HistoryReader,
     HistoryVersionError,
     episode_table,
-    load_manifest,
     read_episodes,
     read_history,
     read_metadata,
@@ -31,6 +30,7 @@ from ad.histories import (
     validate_history,
     write_history,
 )
+from ad.manifest import load_manifest
 from ad.utils import atomic_write_json, current_umask
 
 S, T = 3, 50
