@@ -91,6 +91,11 @@ class TrainConfig:
         "ad", "ad: whole learning histories; ed: expert distillation on the last episodes only."
     )
     subsample_every: int = _f(5, "Keep every k-th episode of each stream before windowing.")
+    subsample_offsets: Literal["first", "all"] = _f(
+        "first",
+        "first: keep episodes 0, k, 2k, ... of each stream (the paper); all: one subsampled "
+        "stream per offset o < k (episodes o, o + k, ...), k times the windows from the same data.",
+    )
     ed_last_episodes: int = _f(10, "ED: how many final (converged) episodes of each stream to use.")
     ed_num_steps: int | None = _f(
         1000, "ad-run: optimiser steps of the ED control (None: num_steps); its data is small."

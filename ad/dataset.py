@@ -58,17 +58,18 @@ class KeptStream:
 
 
 def kept_segments(
-    dones: np.ndarray, mode: str, subsample_every: int, ed_last_episodes: int
+    dones: np.ndarray, mode: str, subsample_every: int, ed_last_episodes: int, offset: int = 0
 ) -> list[tuple[int, int]]:
     """The (start, stop) original-step ranges of the episodes one stream keeps.
 
     Args:
         dones: (T,) bool, terminations | truncations of the stream.
-        mode: "ad" (every ``subsample_every``-th episode, counting from the first; a trailing
-            unfinished episode counts as an episode) or "ed" (the last ``ed_last_episodes``
-            complete episodes).
+        mode: "ad" (every ``subsample_every``-th episode, counting from episode ``offset``; a
+            trailing unfinished episode counts as an episode) or "ed" (the last
+            ``ed_last_episodes`` complete episodes).
         subsample_every: k >= 1; ignored in ED mode.
         ed_last_episodes: ED episodes per stream.
+        offset: the first kept episode in AD mode, 0 <= offset < k.
 
     Returns:
         Sorted, non-adjacent ranges (adjacent kept episodes are merged into one range).
@@ -83,7 +84,8 @@ def kept_segments(
         starts = np.append(starts, ends[-1] if len(ends) else 0)
         ends = np.append(ends, num_steps)
     ranges: list[tuple[int, int]] = []
-    for start, stop in zip(starts[::subsample_every], ends[::subsample_every], strict=True):
+    kept = slice(offset, None, subsample_every)
+    for start, stop in zip(starts[kept], ends[kept], strict=True):
         if ranges and ranges[-1][1] == start:
             ranges[-1] = (ranges[-1][0], int(stop))
         else:
@@ -226,6 +228,7 @@ def dataset_fingerprint(runs: list[dict], cfg: ExperimentConfig) -> str:
         "runs": sorted([run["file"], run.get("sha256")] for run in runs),
         "mode": cfg.train.mode,
         "subsample_every": cfg.train.subsample_every,
+        "subsample_offsets": cfg.train.subsample_offsets,
         "ed_last_episodes": cfg.train.ed_last_episodes,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -256,6 +259,9 @@ class WindowDataset(torch.utils.data.Dataset):
         self.context_steps = cfg.model.context_steps
         self.mode = cfg.train.mode
         self.subsample_every = cfg.train.subsample_every
+        # AD keeps episodes o, o + k, o + 2k, ... of each stream: o = 0 (the paper), or every o < k
+        all_offsets = cfg.train.mode == "ad" and cfg.train.subsample_offsets == "all"
+        self.offsets = range(cfg.train.subsample_every if all_offsets else 1)
         self.ed_last_episodes = cfg.train.ed_last_episodes
         self.fingerprint = dataset_fingerprint(self.runs, cfg)
         if self.context_steps < self.episode_length:
@@ -296,10 +302,14 @@ class WindowDataset(torch.utils.data.Dataset):
             return cfg.train.in_memory == "yes"
         return self.estimated_bytes() <= cfg.train.max_memory_gb * 1e9
 
-    def _keep(self, dones: np.ndarray) -> list[tuple[int, int]]:
+    def _keep(self, dones: np.ndarray) -> list[list[tuple[int, int]]]:
+        """The kept ranges of a stream: one subsampled stream per offset (see ``offsets``)."""
         if self.mode == "ad" and self.subsample_every == 1:
-            return [(0, len(dones))]
-        return kept_segments(dones, self.mode, self.subsample_every, self.ed_last_episodes)
+            return [[(0, len(dones))]]
+        return [
+            kept_segments(dones, self.mode, self.subsample_every, self.ed_last_episodes, offset)
+            for offset in self.offsets
+        ]
 
     def _kept_stream(self, run: int, stream: int, ranges: list[tuple[int, int]]) -> KeptStream:
         lengths = np.array([stop - start for start, stop in ranges], dtype=np.int64)
@@ -321,20 +331,21 @@ class WindowDataset(torch.utils.data.Dataset):
             history = read_history(path)
             for s in range(history.actions.shape[0]):
                 dones = history.terminations[s] | history.truncations[s]
-                stream = self._kept_stream(run, s, self._keep(dones))
-                if stream.length == 0:
-                    continue
-                steps = stream.original_steps(np.arange(stream.length))
-                actions = history.actions[s, steps].astype(np.int64)
-                prev = shift_inputs(
-                    actions, history.rewards[s, steps], dones[steps], self.num_actions
-                )
-                parts["observations"].append(history.observations[s, steps])
-                parts["targets"].append(actions)
-                for key, value in zip(WINDOW_KEYS[1:4], prev, strict=True):
-                    parts[key].append(value)
-                streams.append(dataclasses.replace(stream, base=total))
-                total += stream.length
+                for ranges in self._keep(dones):
+                    stream = self._kept_stream(run, s, ranges)
+                    if stream.length == 0:
+                        continue
+                    steps = stream.original_steps(np.arange(stream.length))
+                    actions = history.actions[s, steps].astype(np.int64)
+                    prev = shift_inputs(
+                        actions, history.rewards[s, steps], dones[steps], self.num_actions
+                    )
+                    parts["observations"].append(history.observations[s, steps])
+                    parts["targets"].append(actions)
+                    for key, value in zip(WINDOW_KEYS[1:4], prev, strict=True):
+                        parts[key].append(value)
+                    streams.append(dataclasses.replace(stream, base=total))
+                    total += stream.length
         self._arrays = {key: np.concatenate(value) for key, value in parts.items() if value}
         return streams
 
@@ -352,7 +363,7 @@ class WindowDataset(torch.utils.data.Dataset):
                     episodes = self._reader(run).episodes()
                 dones = np.zeros(num_steps, dtype=bool)
                 dones[episodes["episode_ends"][episodes["episode_streams"] == s]] = True
-                streams.append(self._kept_stream(run, s, self._keep(dones)))
+                streams += [self._kept_stream(run, s, ranges) for ranges in self._keep(dones)]
         self.close()  # DataLoader workers open their own handles; none cross a fork
         return streams
 

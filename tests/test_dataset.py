@@ -142,7 +142,7 @@ def tiny_config(
 
 
 def reference_windows(
-    dataset_dir: Path, mode: str, k: int, ed_last: int, context: int
+    dataset_dir: Path, mode: str, k: int, ed_last: int, context: int, offsets: range = range(1)
 ) -> dict[str, np.ndarray]:
     """All windows, computed independently from whole histories with plain Python loops."""
     manifest = json.loads((dataset_dir / "manifest.json").read_text())
@@ -159,21 +159,22 @@ def reference_windows(
                 if dones[t]:
                     episodes.append(current)
                     current = []
-            if mode == "ed":
-                kept = episodes[-ed_last:]
-            else:
-                kept = (episodes + ([current] if current else []))[::k]
-            idx = [t for episode in kept for t in episode]
-            rows = {
-                "observations": [h.observations[s, t] for t in idx],
-                "targets": [h.actions[s, t] for t in idx],
-                "prev_actions": [5] + [h.actions[s, t] for t in idx[:-1]],
-                "prev_rewards": [0.0] + [h.rewards[s, t] for t in idx[:-1]],
-                "prev_dones": [True] + [dones[t] for t in idx[:-1]],
-            }
-            for start in range(len(idx) - context + 1):
-                for key in WINDOW_KEYS:
-                    out[key].append(np.array(rows[key][start : start + context]))
+            for offset in offsets:
+                if mode == "ed":
+                    kept = episodes[-ed_last:]
+                else:
+                    kept = (episodes + ([current] if current else []))[offset::k]
+                idx = [t for episode in kept for t in episode]
+                rows = {
+                    "observations": [h.observations[s, t] for t in idx],
+                    "targets": [h.actions[s, t] for t in idx],
+                    "prev_actions": [5] + [h.actions[s, t] for t in idx[:-1]],
+                    "prev_rewards": [0.0] + [h.rewards[s, t] for t in idx[:-1]],
+                    "prev_dones": [True] + [dones[t] for t in idx[:-1]],
+                }
+                for start in range(len(idx) - context + 1):
+                    for key in WINDOW_KEYS:
+                        out[key].append(np.array(rows[key][start : start + context]))
     return {key: np.stack(value) for key, value in out.items()}
 
 
@@ -191,6 +192,8 @@ def test_kept_segments_subsample_ed_and_unfinished_episode():
     assert kept_segments(dones, "ad", 1, 0) == [(0, 20)]
     assert kept_segments(dones, "ad", 2, 0) == [(0, 3), (8, 10), (16, 20)]
     assert kept_segments(dones, "ad", 3, 0) == [(0, 3), (10, 16)]
+    assert kept_segments(dones, "ad", 3, 0, offset=1) == [(3, 8), (16, 20)]
+    assert kept_segments(dones, "ad", 3, 0, offset=2) == [(8, 10)]
     assert kept_segments(dones, "ed", 1, 2) == [(8, 16)]  # complete episodes only
     assert kept_segments(dones, "ed", 1, 99) == [(0, 16)]
     assert kept_segments(np.zeros(5, dtype=bool), "ed", 1, 3) == []
@@ -221,13 +224,16 @@ def test_window_indices_are_a_function_of_seed_and_step_and_ranks_split_the_batc
 
 
 @pytest.mark.parametrize(
-    ("mode", "k"), [("ad", 1), ("ad", 3), ("ed", 1)], ids=["ad", "ad-subsample3", "ed"]
+    ("mode", "k", "offsets"),
+    [("ad", 1, "first"), ("ad", 3, "first"), ("ad", 3, "all"), ("ed", 1, "all")],
+    ids=["ad", "ad-subsample3", "ad-subsample3-all-offsets", "ed"],
 )
-def test_windows_match_independent_reference(dataset_dir, mode, k):
+def test_windows_match_independent_reference(dataset_dir, mode, k, offsets):
     cfg = tiny_config(dataset_dir, None, f"train.mode={mode}", f"train.subsample_every={k}",
-                      "train.ed_last_episodes=4")  # fmt: skip
+                      "train.ed_last_episodes=4", f"train.subsample_offsets={offsets}")  # fmt: skip
     ds = WindowDataset(cfg)
-    expected = reference_windows(dataset_dir, mode, k, 4, 40)
+    every = range(k) if offsets == "all" and mode == "ad" else range(1)
+    expected = reference_windows(dataset_dir, mode, k, 4, 40, every)
     got = ds.get_batch(np.arange(ds.num_windows))
     assert ds.num_windows == len(expected["targets"]) > 0
     for key in WINDOW_KEYS:
@@ -271,9 +277,13 @@ def test_heldout_runs_never_appear(dataset_dir):
     assert all(json.dumps(run["task"]) not in heldout for run in ds.runs)
 
 
-@pytest.mark.parametrize(("mode", "k"), [("ad", 1), ("ad", 3), ("ed", 1)])
-def test_streamed_equals_in_memory(dataset_dir, mode, k):
-    common = [f"train.mode={mode}", f"train.subsample_every={k}", "train.ed_last_episodes=4"]
+@pytest.mark.parametrize(
+    ("mode", "k", "offsets"),
+    [("ad", 1, "first"), ("ad", 3, "first"), ("ad", 3, "all"), ("ed", 1, "first")],
+)
+def test_streamed_equals_in_memory(dataset_dir, mode, k, offsets):
+    common = [f"train.mode={mode}", f"train.subsample_every={k}", "train.ed_last_episodes=4",
+              f"train.subsample_offsets={offsets}"]  # fmt: skip
     memory = WindowDataset(tiny_config(dataset_dir, None, 'train.in_memory="yes"', *common))
     streamed = WindowDataset(tiny_config(dataset_dir, None, 'train.in_memory="no"', *common))
     assert memory.in_memory and not streamed.in_memory
