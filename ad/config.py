@@ -100,12 +100,6 @@ class TrainConfig:
     ed_num_steps: int | None = _f(
         1000, "ad-run: optimiser steps of the ED control (None: num_steps); its data is small."
     )
-    start_window_prob: float = _f(
-        0.0,
-        "Probability that a window starts at the first step of a stream instead of anywhere: "
-        "the source's first, exploring episodes open few windows, yet they are what the model "
-        "acts on first in evaluation.",
-    )
     batch_size: int = _f(32, "Global batch size (windows per optimiser step).")
     num_steps: int = _f(2000, "Optimiser steps.")
     lr: float = _f(1e-3, "Peak learning rate (the paper: 3e-4 over far more steps).")
@@ -298,7 +292,6 @@ def _validate(cfg: ExperimentConfig) -> None:
         (0 <= cfg.model.input_mask_prob < 1, "model.input_mask_prob must be in [0, 1)"),
         (cfg.train.subsample_every >= 1, "train.subsample_every must be >= 1"),
         (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
-        (0 <= cfg.train.start_window_prob <= 1, "train.start_window_prob must be in [0, 1]"),
         (cfg.train.num_steps >= 1, "train.num_steps must be >= 1"),
         (cfg.train.lr > 0, "train.lr must be > 0"),
         (

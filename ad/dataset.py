@@ -107,27 +107,15 @@ def shift_inputs(
 
 
 def window_indices(
-    seed: int,
-    step: int,
-    num_windows: int,
-    batch_size: int,
-    rank: int = 0,
-    world_size: int = 1,
-    stream_starts: np.ndarray | None = None,
-    start_prob: float = 0.0,
+    seed: int, step: int, num_windows: int, batch_size: int, rank: int = 0, world_size: int = 1
 ) -> np.ndarray:
     """This rank's window indices for optimiser step ``step``: a pure function of (seed, step).
 
     Every rank draws the same global batch and takes its contiguous slice, so data order does not
-    depend on the number of processes and a resumed run continues exactly. Each window is drawn
-    uniformly, or with probability ``start_prob`` it is the first window of a uniformly drawn
-    stream (indices ``stream_starts``).
+    depend on the number of processes and a resumed run continues exactly.
     """
     rng = np.random.default_rng([seed, step])
     indices = rng.integers(0, num_windows, size=batch_size)
-    if start_prob > 0 and stream_starts is not None and len(stream_starts):
-        firsts = np.asarray(stream_starts)[rng.integers(0, len(stream_starts), size=batch_size)]
-        indices = np.where(rng.random(batch_size) < start_prob, firsts, indices)
     per_rank = batch_size // world_size
     return indices[rank * per_rank : (rank + 1) * per_rank]
 
@@ -284,8 +272,6 @@ class WindowDataset(torch.utils.data.Dataset):
             )
         counts = np.array([s.length - self.context_steps + 1 for s in self.streams])
         self._window_offsets = np.concatenate([[0], np.cumsum(counts)])  # first window per stream
-        self.stream_starts = self._window_offsets[:-1]  # the window at each stream's first step
-        self.start_window_prob = cfg.train.start_window_prob
         self._bases = np.array([s.base for s in self.streams])
         self.num_windows = int(self._window_offsets[-1])
 
@@ -467,19 +453,16 @@ def iterate_batches(
     In-memory datasets are gathered in the calling process; streamed ones use a DataLoader with
     ``num_workers`` worker processes (0: in the calling process), each with its own file handles.
     """
-
-    def indices(step: int) -> np.ndarray:
-        return window_indices(
-            seed, step, dataset.num_windows, batch_size, rank, world_size,
-            dataset.stream_starts, dataset.start_window_prob,
-        )  # fmt: skip
-
     if dataset.in_memory or num_workers == 0:
         for step in range(start_step, num_steps):
-            yield dataset.get_batch(indices(step))
+            yield dataset.get_batch(
+                window_indices(seed, step, dataset.num_windows, batch_size, rank, world_size)
+            )
         return
-    # the DataLoader's batches of window indices, one per step, in order
-    sampler = (indices(step).tolist() for step in range(start_step, num_steps))
+    sampler = (  # the DataLoader's batches of window indices, one per step, in order
+        window_indices(seed, step, dataset.num_windows, batch_size, rank, world_size).tolist()
+        for step in range(start_step, num_steps)
+    )
     # Its own generator: creating the workers draws a base seed, which from the global RNG would
     # shift the dropout stream of a resumed run against an uninterrupted one.
     yield from torch.utils.data.DataLoader(

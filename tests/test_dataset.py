@@ -199,19 +199,6 @@ def test_kept_segments_subsample_ed_and_unfinished_episode():
     assert kept_segments(np.zeros(5, dtype=bool), "ed", 1, 3) == []
 
 
-def test_start_windows_are_drawn_with_their_probability(dataset_dir):
-    starts = np.array([0, 100, 250])
-    uniform = window_indices(7, 3, 1000, 4000)
-    np.testing.assert_array_equal(uniform, window_indices(7, 3, 1000, 4000, 0, 1, starts, 0.0))
-    assert set(window_indices(7, 3, 1000, 64, 0, 1, starts, 1.0)) <= set(starts)
-    some = window_indices(7, 3, 1000, 4000, 0, 1, starts, 0.25)
-    assert 0.2 < np.isin(some, starts).mean() < 0.3
-    # through the dataset: every start window begins its stream ("no previous action" first)
-    ds = WindowDataset(tiny_config(dataset_dir, None, "train.start_window_prob=1.0"))
-    batch = next(iterate_batches(ds, seed=0, start_step=0, num_steps=1, batch_size=16))
-    assert (batch["prev_actions"][:, 0] == ds.num_actions).all()
-
-
 def test_window_indices_are_a_function_of_seed_and_step_and_ranks_split_the_batch():
     full = window_indices(7, 3, 1000, 8)
     assert np.array_equal(full, window_indices(7, 3, 1000, 8))
