@@ -11,19 +11,22 @@ import torch
 from ad.config import load_config
 from ad.pipeline import run_pipeline
 
-# A reduced version of the default (configs/darkroom_quick.yaml): fewer training goals, fewer
-# optimiser steps, 4 of the 16 fixed held-out goals (the first 4 of the same seeded permutation).
+# A reduced version of the default (configs/darkroom_quick.yaml): 40 of the 65 training goals,
+# 1200 instead of 2000 optimiser steps, 4 of the 16 fixed held-out goals (the first 4 of the same
+# seeded permutation) x 4 seeds.
 SMALL = [
-    "env.num_train_tasks=24",
+    "env.num_train_tasks=40",
     "env.num_heldout_tasks=4",
-    "train.num_steps=600",
+    "train.num_steps=1200",
     "train.ed_num_steps=300",
-    "train.warmup_steps=50",
-    "train.checkpoint_every=600",
+    "train.warmup_steps=100",
+    "train.checkpoint_every=1200",
     "eval.num_seeds=4",
 ]
-# Measured once at this budget on 2 cores: 0.00 -> 4.29 (ED 1.31 -> 0.01); the full recipe's
-# variants spread by about +-0.8 in last-10 return, so a rise of 2 is well clear of the noise.
+# Measured at this budget on 2 cores (train.seed 0 / 1): first episode 0.75 / 0.88 -> last 10
+# episodes 4.83 / 7.03, ED 0.12 / 0.12. The rise (4.1 / 6.2) varies by +-1 with the training
+# seed; without learning it would be 0 +- ~0.5 (the spread of a 16-row mean of first-episode
+# returns), so a rise of 2 is well clear of both.
 MARGIN = 2.0
 
 
@@ -94,6 +97,6 @@ def test_default_pipeline_learns_in_context_on_heldout_goals(tmp_path):
     assert returns.shape[:2] == (4, 4)
     first, last10 = returns[..., 0].mean(), returns[..., -10:].mean()
     assert last10 > first + MARGIN, (first, last10)
-    ed = summary["compare"][0]
-    assert ed["last10_return"] < summary["last10_return"]
+    ed = summary["compare"][0]  # the control: the same model on converged episodes only
+    assert ed["last10_return"] < summary["last10_return"] - MARGIN, (ed["last10_return"], last10)
     assert json.loads((report / "summary.json").read_text())["split"] == "heldout"
