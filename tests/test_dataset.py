@@ -126,6 +126,7 @@ def tiny_config(
             "ff_dim": 32,
             "context_steps": 40,
             "dropout": 0.0,
+            "input_mask_prob": 0.0,
         },
         "train": {
             "dataset": str(dataset_dir),

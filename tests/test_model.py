@@ -33,6 +33,7 @@ STREAMS = ("observations", "prev_actions", "prev_rewards", "prev_dones")
 
 def small_config(**kwargs) -> ModelConfig:
     base = dict(embed_dim=32, num_layers=2, num_heads=4, ff_dim=64, dropout=0.1, context_steps=8)
+    base["input_mask_prob"] = 0.0  # tests of masking ask for it
     return ModelConfig(**{**base, **kwargs})
 
 
