@@ -11,7 +11,6 @@ import dataclasses
 import io
 import json
 import sys
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,10 +187,7 @@ def source_summary(
         return None
     samples = np.stack([s[:length] for s in streams])  # (N, E)
     normalised = np.stack([s[:length] for s in normalised])
-    if len(set(Counter(groups).values())) == 1:  # bands resample tasks when they weigh the same
-        stats = curve_stats(samples, normalised, seed, np.array(groups))
-    else:
-        stats = curve_stats(samples, normalised, seed)
+    stats = curve_stats(samples, normalised, seed, np.array(groups))
     counts = {
         "num_runs": len(runs),
         "num_streams": len(streams),

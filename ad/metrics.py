@@ -73,9 +73,10 @@ def curve_stats(
         samples: (N, E) returns, one row per (task, seed) or per source stream.
         normalised: (N, E) normalised scores of the same rows.
         seed: seed of the bootstrap.
-        groups: (N,) task of each row, or None. The confidence band resamples tasks (the mean
-            of each task's rows), since seeds of one task are not independent draws of the task
-            distribution; the tasks must have equally many rows.
+        groups: (N,) task of each row, or None. When every task has equally many rows, the
+            confidence band resamples tasks (the mean of each task's rows), since seeds of one
+            task are not independent draws of the task distribution; otherwise, and without
+            groups, it resamples rows.
 
     Returns:
         ``per_episode`` curves (E,): mean, 95% bootstrap ci_low / ci_high, iqm, normalised_mean;
@@ -85,8 +86,9 @@ def curve_stats(
     """
     units = samples
     if groups is not None:
-        groups = np.asarray(groups)
-        units = np.stack([samples[groups == g].mean(0) for g in np.unique(groups)])  # (G, E)
+        names, sizes = np.unique(np.asarray(groups), return_counts=True)
+        if (sizes == sizes[0]).all():  # equal weights: the mean of task means is the mean
+            units = np.stack([samples[np.asarray(groups) == g].mean(0) for g in names])  # (G, E)
     low, high = bootstrap_ci(units, seed)
     curve = _nanmean(normalised, axis=0)
     stats = {

@@ -412,6 +412,9 @@ def test_statistics():
     rows = np.array([[0.0], [0.0], [0.0], [10.0], [10.0], [10.0]])
     stats = curve_stats(rows, rows / 10, seed=0, groups=np.array([0, 0, 0, 1, 1, 1]))
     assert stats["per_episode"]["ci_low"][0] == 0.0 and stats["per_episode"]["ci_high"][0] == 10.0
+    # unequal tasks: rows are resampled, so the band stays around the row mean
+    uneven = curve_stats(rows[1:], rows[1:] / 10, seed=0, groups=np.array([0, 0, 1, 1, 1]))
+    assert 0.0 < uneven["per_episode"]["ci_low"][0] < 6.0 < uneven["per_episode"]["ci_high"][0]
     summary = summarise_returns(
         np.ones((2, 3, 4)), np.full(2, 2.0), np.zeros(2), normalise_at=[1, 4, 100], seed=0
     )
