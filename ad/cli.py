@@ -1,7 +1,12 @@
 """Thin entry points: parse arguments, call one library function, turn user errors into exit codes.
 
-Every error a user can cause is a :class:`ad.errors.UserError`; it is printed as one line
-(``error: ...``) with exit status 2, never a traceback.
+Every error a user can cause is a :class:`ad.errors.UserError` (or envs' ``TaskError``); it is
+printed as one line (``error: ...``) with exit status 2, never a traceback.
+
+``python -m ad.cli COMMAND ...`` (COMMAND: collect, train, eval, run) runs the same entry points;
+it is how torchrun starts distributed training::
+
+    torchrun --nproc-per-node 2 -m ad.cli train --config configs/darkroom.yaml
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ad.errors import UserError
+from ad.errors import UserError, user_errors
 
 EXIT_USER_ERROR = 2
 
@@ -20,7 +25,7 @@ EXIT_USER_ERROR = 2
 def _run(fn: Callable[[], int | None]) -> int:
     try:
         return fn() or 0
-    except UserError as e:
+    except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as e:  # unreadable folder, full disk, ...: the OS says which file and why
@@ -93,12 +98,16 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
         if args.help_config:
             return _help_config()
         if args.inspect is not None:
-            from ad.manifest import inspect
+            from ad.data.manifest import inspect
 
-            print(inspect(args.inspect, plot=args.plot))
+            print(inspect(args.inspect))
+            if args.plot:
+                from ad.evaluation.plots import plot_dataset_curves
+
+                print(f"wrote {plot_dataset_curves(args.inspect)}")
             return 0
         if args.merge is not None:
-            from ad.manifest import merge_manifest
+            from ad.data.manifest import merge_manifest
 
             manifest = merge_manifest(args.merge)
             invalid = manifest["invalid_files"]
@@ -113,8 +122,8 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
             )
         if args.workers is not None and args.workers < 1:
             raise UserError("--workers must be >= 1")
-        from ad.collect import collect
         from ad.config import load_config
+        from ad.data.collect import collect
 
         cfg = load_config(args.config, args.overrides)
         collect(
@@ -144,10 +153,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         if args.config is None:
             raise UserError("ad-train needs --config FILE")
         from ad.config import load_config
-        from ad.train import train
+        from ad.pipeline import train_run
 
         cfg = load_config(args.config, args.overrides)
-        run_dir = train(cfg, resume=args.resume, progress=not args.no_progress)
+        run_dir = train_run(cfg, resume=args.resume, progress=not args.no_progress)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks
             print(f"run folder: {run_dir}")
         return 0
@@ -193,7 +202,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             source, compare = compare[0], compare[1:]
         if source is None:
             raise UserError("ad-eval needs --run RUN_DIR, --checkpoint FILE or --compare RUN ...")
-        from ad.evaluate import evaluate
+        from ad.evaluation.evaluate import evaluate
 
         evaluate(
             source,
@@ -256,3 +265,20 @@ def run_main(argv: Sequence[str] | None = None) -> int:
 
 
 run = _entry(run_main)
+
+
+COMMANDS = {"collect": collect_main, "train": train_main, "eval": eval_main, "run": run_main}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ad.cli COMMAND [ARGS]``: one of the console scripts by name (torchrun's way in)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        names = ", ".join(COMMANDS)
+        print(f"usage: python -m ad.cli {{{names}}} [ARGS ...]", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

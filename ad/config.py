@@ -14,11 +14,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from ad.errors import UserError
+
+if TYPE_CHECKING:
+    from envs.base import TaskFamily, TaskSplit
 
 
 def _f(default: Any, help: str) -> Any:
@@ -39,6 +42,17 @@ class EnvConfig:
     split_seed: int = _f(0, "Seed of the deterministic train / held-out task split.")
     num_train_tasks: int | None = _f(None, "Number of training tasks (None: family default).")
     num_heldout_tasks: int | None = _f(None, "Number of held-out tasks (None: family default).")
+
+    def make_family(self) -> TaskFamily:
+        """The task family this section describes."""
+        from envs.base import make_family
+
+        return make_family(self.family, **self.family_kwargs)
+
+    def task_split(self, family: TaskFamily | None = None) -> TaskSplit:
+        """The deterministic split of the family's tasks that this section describes."""
+        family = self.make_family() if family is None else family
+        return family.split(self.split_seed, self.num_train_tasks, self.num_heldout_tasks)
 
 
 @dataclass(frozen=True)
@@ -166,6 +180,12 @@ class ExperimentConfig:
         """Where ``ad-train`` (and ``ad-eval``'s source curve) reads the learning histories."""
         if self.train.dataset is not None:
             return Path(self.train.dataset)
+        return self.collect_dir
+
+    @property
+    def collect_dir(self) -> Path:
+        """Where ``ad-collect`` writes: ``collect.output_dir``, else ``learning_histories/<name>``
+        (unlike :attr:`dataset_dir`, ``train.dataset`` plays no part)."""
         if self.collect.output_dir is not None:
             return Path(self.collect.output_dir)
         return Path("learning_histories") / self.name

@@ -41,13 +41,12 @@ def run_pipeline(
     Returns:
         The evaluation summary of the AD run (with the ED comparison when trained).
     """
-    from ad.collect import collect, collect_dir
-    from ad.evaluate import evaluate
-    from ad.train import train
+    from ad.data.collect import collect
+    from ad.evaluation.evaluate import evaluate
 
-    if cfg.dataset_dir.resolve() != collect_dir(cfg).resolve():
+    if cfg.dataset_dir.resolve() != cfg.collect_dir.resolve():
         raise UserError(
-            f"ad-run collects into {collect_dir(cfg)} but train.dataset is {cfg.train.dataset}; "
+            f"ad-run collects into {cfg.collect_dir} but train.dataset is {cfg.train.dataset}; "
             "unset train.dataset (or set collect.output_dir to the same folder)"
         )
     timings: dict[str, float] = {}
@@ -57,7 +56,7 @@ def run_pipeline(
 
     ad_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mode="ad"))
     start = _stage("train AD")
-    ad_run = train(ad_cfg, resume=_has_checkpoints(ad_cfg.run_dir), progress=progress)
+    ad_run = train_run(ad_cfg, resume=_has_checkpoints(ad_cfg.run_dir), progress=progress)
     timings["train_ad"] = time.perf_counter() - start
 
     compare = []
@@ -70,7 +69,9 @@ def run_pipeline(
         )
         ed_cfg = dataclasses.replace(cfg, train=ed_train)
         start = _stage("train ED")
-        compare.append(train(ed_cfg, resume=_has_checkpoints(ed_cfg.run_dir), progress=progress))
+        compare.append(
+            train_run(ed_cfg, resume=_has_checkpoints(ed_cfg.run_dir), progress=progress)
+        )
         timings["train_ed"] = time.perf_counter() - start
 
     report_dir = Path(report_dir) if report_dir is not None else ad_run / "report"
@@ -81,6 +82,16 @@ def run_pipeline(
     write_report(report_dir, cfg, summary, timings)
     print(f"\nreport: {report_dir / 'REPORT.md'}")
     return summary
+
+
+def train_run(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> Path:
+    """``ad.learn.train.train`` with the periodic in-context evaluation of ``train.eval_every``
+    wired in (training does not import the evaluation stage; this entry point joins them)."""
+    from ad.evaluation.rollout import periodic_evaluator
+    from ad.learn.train import train
+
+    evaluator = periodic_evaluator(cfg) if cfg.train.eval_every else None
+    return train(cfg, resume=resume, progress=progress, evaluator=evaluator)
 
 
 def _has_checkpoints(run_dir: Path) -> bool:

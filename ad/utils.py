@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes, package versions, seeding."""
+"""Small shared helpers: atomic file writes, package versions, seeding, devices."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ad.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 _PACKAGES = ("torch", "numpy", "gymnasium", "stable-baselines3", "minigrid", "h5py")
 
@@ -91,6 +96,31 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def write_versions(folder: Path) -> None:
     """Write ``versions.json`` (package versions) into an output folder."""
     atomic_write_json(Path(folder) / "versions.json", package_versions())
+
+
+def resolve_device(name: str, setting: str) -> torch.device:
+    """The torch device of a ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` setting.
+
+    ``auto`` is CUDA when available. Under torchrun (``WORLD_SIZE`` > 1), and for plain ``cuda``,
+    a process takes GPU ``LOCAL_RANK``, so each rank has its own.
+
+    Args:
+        name: the setting's value.
+        setting: its config key (``train.device``, ``eval.device``), for the message.
+
+    Raises:
+        UserError: CUDA is asked for but not available.
+    """
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"{setting}={name} but CUDA is not available; use cpu or auto")
+        if name == "cuda" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:

@@ -4,9 +4,9 @@ Two measurements, side by side in one process, on Dark Room:
 
 1. The same SB3 PPO config learning one goal, raw (``PPO(...).learn``) versus recorded (the
    ``RecordingVecEnv`` wrapper, reporting progress to shared step counts as in a pool worker, and
-   the stop callback that collect uses, via ``ad.sources``), alternating for several repetitions; prints the median times and their ratio (target: recording
+   the stop callback that collect uses, via ``ad.data.sources``), alternating for several repetitions; prints the median times and their ratio (target: recording
    costs at most 5%, ratio <= 1.05). Writing the HDF5 file is timed separately.
-2. ``ad.collect.collect`` of a multi-task dataset with workers=1 versus workers=2; prints the
+2. ``ad.data.collect.collect`` of a multi-task dataset with workers=1 versus workers=2; prints the
    speed-up of the execution phase (target >= 1.8x on 2 free cores; includes worker start-up).
 
 Usage: ``python bench/collect_overhead.py [--quick] [--reps N] [--steps N] [--tasks N]``.
@@ -28,10 +28,10 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import envs
-from ad.collect import collect
 from ad.config import config_from_dict
-from ad.histories import write_history
-from ad.sources import RecordingVecEnv, make_source
+from ad.data.collect import collect
+from ad.data.histories import write_history
+from ad.data.sources import RecordingVecEnv, make_source
 
 N_ENVS = 4
 PPO_KWARGS = {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 128, "n_epochs": 10}
@@ -46,7 +46,7 @@ def time_raw(task: dict, steps: int, seed: int) -> float:
     venv = _venv(task)
     start = time.perf_counter()
     model = PPO("MlpPolicy", venv, seed=seed, device="cpu", **PPO_KWARGS)
-    model.set_logger(Logger(None, []))  # as ad.sources does: only recording differs
+    model.set_logger(Logger(None, []))  # as ad.data.sources does: only recording differs
     model.learn(steps)
     return time.perf_counter() - start
 

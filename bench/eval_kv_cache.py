@@ -6,7 +6,7 @@ Two measurements, side by side in one process, on Dark Room with a randomly init
    (``model.step``: one new token per env) versus recomputing ``forward()`` over the last c tokens
    at every step and taking the last logits, for the same model, batch and envs. Both are timed at
    steady state, with a full context. Prints the ratio (the target is >= 5x at c = 1000).
-2. Env-steps/s of :func:`ad.rollout.rollout` (cached, batched) at batch sizes 1, 16 and 256, to
+2. Env-steps/s of :func:`ad.evaluation.rollout.rollout` (cached, batched) at batch sizes 1, 16 and 256, to
    show that stepping many (task, seed) pairs as one batch pays.
 
 Usage: ``python bench/eval_kv_cache.py [--quick] [--device cpu|cuda] [--threads N]``.
@@ -22,9 +22,9 @@ import torch
 
 import envs
 from ad.config import ModelConfig
-from ad.model import ADTransformer
-from ad.rollout import rollout
-from ad.spaces import space_to_json
+from ad.data.spaces import space_to_json
+from ad.evaluation.rollout import rollout
+from ad.learn.model import ADTransformer
 
 
 def make_model(context_steps: int, device: str, seed: int = 0) -> ADTransformer:

@@ -24,7 +24,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from ad.config import ModelConfig
-from ad.model import ADTransformer
+from ad.learn.model import ADTransformer
 
 DARKROOM = {"type": "MultiDiscrete", "nvec": [9, 9]}
 NUM_ACTIONS = 5

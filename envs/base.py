@@ -19,13 +19,16 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from ad.errors import UserError
-
 Task = dict[str, Any]
 
 
-class TaskError(UserError):
-    """A malformed task or family argument; the message names the problem and the fix."""
+class TaskError(Exception):
+    """A problem with a task, a family or a user's module that the user can fix.
+
+    The message is one line naming the problem and the fix. ``envs`` is the lowest layer and
+    imports nothing from ``ad``, so this is its own error type; ``ad``'s entry points report it
+    like their own ``UserError`` (see ``ad.errors.user_errors``).
+    """
 
 
 def _is_int(value: Any) -> bool:
@@ -91,8 +94,14 @@ def grid_cell(owner: str, field: str, cell: Any, size: int) -> list[int]:
 
 
 def task_key(task: Task) -> str:
-    """Canonical JSON of a task, used for membership checks across processes."""
+    """Canonical JSON text of a task, used for membership checks across processes."""
     return json.dumps(task, sort_keys=True, separators=(",", ":"))
+
+
+def canonical_json(value: Any) -> Any:
+    """``value`` through a JSON round trip: tuples become lists and keys strings, so values that
+    were stored as JSON (tasks, family kwargs, splits) compare equal to fresh ones."""
+    return json.loads(json.dumps(value, sort_keys=True))
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,7 @@ class TaskSplit:
 
     def tasks(self, split: str) -> tuple[Task, ...]:
         if split not in ("train", "heldout"):
-            raise UserError(f"unknown split {split!r}; use 'train' or 'heldout'")
+            raise TaskError(f"unknown split {split!r}; use 'train' or 'heldout'")
         return self.train if split == "train" else self.heldout
 
     def split_of(self, task: Task) -> str | None:
@@ -122,6 +131,10 @@ class TaskSplit:
         if key in {task_key(t) for t in self.train}:
             return "train"
         return None
+
+    def make_family(self) -> TaskFamily:
+        """The family whose tasks these are."""
+        return make_family(self.family, **self.family_kwargs)
 
     def to_json(self) -> dict:
         return {
@@ -274,7 +287,7 @@ def import_user_module(module_name: str, what: str = "family") -> Any:
     it stays on ``sys.path`` so that worker processes started later inherit it.
 
     Raises:
-        UserError: one line naming the module, the import error and the fix.
+        TaskError: one line naming the module, the import error and the fix.
     """
     cwd = os.getcwd()
     if not {"", ".", cwd} & set(sys.path):
@@ -283,7 +296,7 @@ def import_user_module(module_name: str, what: str = "family") -> Any:
     try:
         return importlib.import_module(module_name)
     except (ImportError, ValueError) as e:  # ValueError: empty module name (":Factory")
-        raise UserError(
+        raise TaskError(
             f"cannot import {what} module {module_name!r} ({e}); check the config's {what}, and "
             "put the module in the working directory or on PYTHONPATH"
         ) from None
@@ -296,21 +309,21 @@ def make_family(name: str, **kwargs: Any) -> TaskFamily:
         module = import_user_module(module_name)
         factory = getattr(module, attr, None) if attr else None
         if not callable(factory):
-            raise UserError(
+            raise TaskError(
                 f"module {module_name!r} has no family class or factory {attr!r}; check env.family"
             )
     else:
         factory = _REGISTRY.get(name)
         if factory is None:
-            raise UserError(
+            raise TaskError(
                 f"unknown task family {name!r}; choose one of {', '.join(family_names())} "
                 "or give 'module:ClassOrFactory'"
             )
     try:
         family = factory(**kwargs)
     except TypeError as e:
-        raise UserError(f"bad env.family_kwargs for {name}: {e}") from None
+        raise TaskError(f"bad env.family_kwargs for {name}: {e}") from None
     if not isinstance(family, TaskFamily):
-        raise UserError(f"{name} did not return a TaskFamily; subclass envs.base.TaskFamily")
+        raise TaskError(f"{name} did not return a TaskFamily; subclass envs.base.TaskFamily")
     family.registry_name = name  # how to make it again, stored in every artifact's split
     return family

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from ad.checkpoint import (
+from ad.config import ModelConfig, config_to_dict
+from ad.errors import UserError
+from ad.learn.checkpoint import (
     CHECKPOINT_SCHEMA,
     checkpoint_name,
     find_checkpoint,
@@ -20,9 +22,7 @@ from ad.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from ad.config import ModelConfig, config_to_dict
-from ad.errors import UserError
-from ad.model import ADTransformer
+from ad.learn.model import ADTransformer
 from tests.test_dataset import tiny_config
 
 SPACE = {"type": "MultiDiscrete", "nvec": [9, 9]}

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from ad.cli import collect_main, eval_main, train_main
-from ad.manifest import load_manifest
+from ad.data.manifest import load_manifest
 
 SCRIPTS = Path(sys.executable).parent  # the venv's bin/, where pip put the console scripts
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,18 +27,19 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 import envs
-from ad.collect import collect, collect_dir, plan_runs, record_run
 from ad.config import config_from_dict, config_to_dict, load_config
-from ad.errors import UserError
-from ad.histories import (
+from ad.data.collect import collect, plan_runs, record_run
+from ad.data.histories import (
     read_episodes,
     read_history,
     read_metadata,
     rewrite_history,
     validate_history,
 )
-from ad.manifest import inspect, load_manifest, manifest_lock, merge_manifest, source_curves
-from ad.sources import RecordingVecEnv, SmallCNN, SourceAlgorithm, _yaml_floats, make_source
+from ad.data.manifest import inspect, load_manifest, manifest_lock, merge_manifest, source_curves
+from ad.data.sources import RecordingVecEnv, SmallCNN, SourceAlgorithm, _yaml_floats, make_source
+from ad.errors import UserError
+from ad.evaluation.plots import plot_dataset_curves
 from envs.base import TaskFamily
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -310,7 +311,7 @@ def test_same_config_and_seed_give_identical_arrays_in_process_and_in_pool(tmp_p
 
 _KILLABLE = """
 import json, sys
-from ad.collect import collect
+from ad.data.collect import collect
 from ad.config import config_from_dict
 if __name__ == "__main__":
     cfg = config_from_dict(json.load(open(sys.argv[1])))
@@ -484,7 +485,7 @@ def test_output_dir_wins_over_train_dataset_and_a_summary_is_printed(tmp_path, c
         {**config_to_dict(_bandit_cfg(tmp_path / "out")), "train": {"dataset": str(tmp_path)}}
     )
     assert cfg.dataset_dir == tmp_path  # what training reads; collect ignores it
-    assert collect_dir(cfg) == tmp_path / "out"
+    assert cfg.collect_dir == tmp_path / "out"
     collect(cfg, workers=1, progress=False)
     assert len(list((tmp_path / "out").glob("*.h5"))) == 3
     assert not list(tmp_path.glob("*.h5")) and not (tmp_path / "manifest.json").exists()
@@ -492,7 +493,7 @@ def test_output_dir_wins_over_train_dataset_and_a_summary_is_printed(tmp_path, c
     assert captured.out.startswith("collect: 3 runs done, 0 skipped, 0 failed; 1200 env steps")
     assert "bytes written to" in captured.out and len(captured.out.splitlines()) == 1
     default = config_from_dict({"name": "x", "train": {"dataset": str(tmp_path)}})
-    assert collect_dir(default) == Path("learning_histories") / "x"
+    assert default.collect_dir == Path("learning_histories") / "x"
 
 
 class BoxActionEnv(gym.Env):
@@ -583,7 +584,8 @@ def test_failed_runs_are_reported_after_the_others_finish(tmp_path):
 
 def test_inspect_tabulates_plots_and_refuses_corrupt_files(tmp_path):
     collect(_bandit_cfg(tmp_path, splits=["train", "heldout"]), workers=1, progress=False)
-    table = inspect(tmp_path, plot=True)
+    table = inspect(tmp_path)
+    plot_dataset_curves(tmp_path)
     lines = table.splitlines()
     assert "4 valid histories" in lines[0] and "UCB" in lines[0]
     assert sum(line.startswith(("train ", "heldout ")) for line in lines) == 4

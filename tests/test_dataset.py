@@ -1,7 +1,7 @@
 """Training windows: alignment across episodes and subsampling, ED, splits, streaming, bad input.
 
-Test datasets are real HDF5 histories (``ad.histories.write_history``) of the real DarkRoom env
-stepped by a scripted epsilon-greedy policy, with a manifest built by ``ad.manifest.merge_manifest``.
+Test datasets are real HDF5 histories (``ad.data.histories.write_history``) of the real DarkRoom env
+stepped by a scripted epsilon-greedy policy, with a manifest built by ``ad.data.manifest.merge_manifest``.
 The scripted policy marks an episode terminated on some goal visits, so episodes have different
 lengths and boundaries fall anywhere in a window. ``make_dataset`` and ``tiny_config`` are also
 used by test_train.py and test_checkpoint.py.
@@ -15,19 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ad import histories
 from ad.config import ExperimentConfig, config_from_dict
-from ad.dataset import (
+from ad.data import histories
+from ad.data.histories import read_history, write_history
+from ad.data.manifest import merge_manifest
+from ad.data.spaces import space_to_json
+from ad.errors import UserError
+from ad.learn.dataset import (
     WINDOW_KEYS,
     WindowDataset,
     iterate_batches,
     kept_segments,
     window_indices,
 )
-from ad.errors import UserError
-from ad.histories import read_history, write_history
-from ad.manifest import merge_manifest
-from ad.spaces import space_to_json
 from envs import make_family
 
 CENTRE = (4, 4)  # where every DarkRoom episode starts

@@ -19,9 +19,9 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 from ad.config import config_from_dict
+from ad.data.histories import read_history
+from ad.data.manifest import load_manifest
 from ad.errors import UserError
-from ad.histories import read_history
-from ad.manifest import load_manifest
 from envs import DarkRoom, TaskSplit, make_family, task_key
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,9 +1,9 @@
 """In-context evaluation and its figures, on real checkpoints, real envs and real HDF5 histories.
 
 The model is a small, randomly initialised ADTransformer (weights from a seed, scaled up so that its
-actions depend on its inputs); checkpoints are written with ad.checkpoint.save_checkpoint per the
+actions depend on its inputs); checkpoints are written with ad.learn.checkpoint.save_checkpoint per the
 checkpoint contract; held-out histories are real Dark Room episodes of a scripted learner whose
-epsilon decays, written with ad.histories.write_history.
+epsilon decays, written with ad.data.histories.write_history.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import pytest
 import torch
 
 import envs
-from ad.checkpoint import CHECKPOINT_SCHEMA, checkpoint_name, save_checkpoint
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict
+from ad.data.histories import write_history
+from ad.data.manifest import file_sha256
+from ad.data.spaces import space_to_json
 from ad.errors import UserError
-from ad.evaluate import data_efficiency_ratio, evaluate
-from ad.histories import write_history
-from ad.manifest import file_sha256
-from ad.metrics import (
+from ad.evaluation.evaluate import data_efficiency_ratio, evaluate
+from ad.evaluation.metrics import (
     bootstrap_ci,
     curve_stats,
     first_episode_reaching,
@@ -33,9 +33,9 @@ from ad.metrics import (
     summarise_returns,
     trailing_mean,
 )
-from ad.model import ADTransformer
-from ad.plots import plot_return_curves, plot_source_curves
-from ad.spaces import space_to_json
+from ad.evaluation.plots import plot_return_curves, plot_source_curves
+from ad.learn.checkpoint import CHECKPOINT_SCHEMA, checkpoint_name, save_checkpoint
+from ad.learn.model import ADTransformer
 from ad.utils import package_versions
 from envs.darkroom import MOVES, DarkRoom
 

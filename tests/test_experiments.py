@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ad.config import ExperimentConfig, load_config
-from ad.manifest import load_manifest
+from ad.data.manifest import load_manifest
 from envs.base import make_family
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -153,8 +153,8 @@ def test_reduced_experiment_runs_end_to_end(name, tmp_path):
 @pytest.mark.slow
 def test_bandit_learns_in_context_on_even_arms(tmp_path):
     """AD distilled from UCB on odd-arm tasks learns in context on held-out even-arm tasks."""
-    from ad.dataset import WindowDataset
-    from ad.evaluate import evaluate
+    from ad.evaluation.evaluate import evaluate
+    from ad.learn.dataset import WindowDataset
     from ad.pipeline import run_pipeline
 
     cfg = _load("bandit_ci", tmp_path)

@@ -13,9 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from ad import histories
-from ad.errors import UserError
-from ad.histories import (
+from ad.data import histories
+from ad.data.histories import (
     History,
     HistoryError,
     HistoryReader,
@@ -30,7 +29,8 @@ from ad.histories import (
     validate_history,
     write_history,
 )
-from ad.manifest import load_manifest
+from ad.data.manifest import load_manifest
+from ad.errors import UserError
 from ad.utils import atomic_write_json, current_umask
 
 S, T = 3, 50
@@ -268,7 +268,7 @@ def test_only_temp_files_of_dead_writers_on_this_host_are_stale(tmp_path, caplog
     unknown = tmp_path / ".h.h5.nopid.tmp"
     for tmp in (mine_dead, mine_live, other_host, unknown):
         tmp.write_bytes(b"part of a file")
-    with caplog.at_level(logging.WARNING, logger="ad.histories"):
+    with caplog.at_level(logging.WARNING, logger="ad.data.histories"):
         assert stale_temp_files(path) == [mine_dead]
     warned = " ".join(record.getMessage() for record in caplog.records)
     for left in (mine_live, other_host, unknown):

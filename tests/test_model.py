@@ -1,4 +1,4 @@
-"""Tests of ad/model.py: causality, the KV cache against forward(), learning, masks and loading."""
+"""Tests of ad/learn/model.py: causality, the KV cache against forward(), learning, masks and loading."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ad.config import ModelConfig, config_from_dict
 from ad.errors import UserError
-from ad.model import ADTransformer, alibi_slopes
+from ad.learn.model import ADTransformer, alibi_slopes
 
 torch.set_num_threads(1)
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import envs
-from ad.dataset import shift_inputs
 from ad.errors import UserError
-from ad.rollout import eval_env_seed, rollout
+from ad.evaluation.rollout import eval_env_seed, rollout
+from ad.learn.dataset import shift_inputs
 from envs.darkroom import DarkRoom
 from tests.test_evaluate import VariableLengthDarkRoom, make_config, random_model
 

@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from ad.checkpoint import list_checkpoints, load_checkpoint, load_model
+from ad.cli import main
 from ad.config import save_config
-from ad.dataset import WindowDataset
 from ad.errors import UserError
-from ad.model import ADTransformer
-from ad.train import lr_at, main, train
+from ad.evaluation.rollout import periodic_evaluator
+from ad.learn.checkpoint import list_checkpoints, load_checkpoint, load_model
+from ad.learn.dataset import WindowDataset
+from ad.learn.model import ADTransformer
+from ad.learn.train import lr_at, train
 from tests.test_dataset import make_dataset, tiny_config
 
 
@@ -77,7 +79,9 @@ def test_resume_continues_exactly_and_logs_run_folder(dataset_dir, tmp_path, dat
         *("model.dropout=0.1", "model.input_mask_prob=0.2", "train.keep_checkpoints=3"),
         *("train.eval_every=5", "train.eval_tasks=1", "train.eval_episodes=2"),
     )
-    straight = train(tiny_config(dataset_dir, tmp_path / "straight", *overrides), progress=False)
+    cfg = tiny_config(dataset_dir, tmp_path / "straight", *overrides)
+    evaluator = periodic_evaluator(cfg)
+    straight = train(cfg, progress=False, evaluator=evaluator)
     assert [p.name for p in list_checkpoints(straight)] == ["step-000005.pt", "step-000010.pt"]
     for name in ("config.yaml", "versions.json", "metrics.csv"):
         assert (straight / name).is_file()
@@ -92,7 +96,12 @@ def test_resume_continues_exactly_and_logs_run_folder(dataset_dir, tmp_path, dat
     resumed = tmp_path / "resumed"
     shutil.copytree(straight, resumed)
     (resumed / "checkpoints" / "step-000010.pt").unlink()
-    train(tiny_config(dataset_dir, resumed, *overrides), resume=True, progress=False)
+    train(
+        tiny_config(dataset_dir, resumed, *overrides),
+        resume=True,
+        progress=False,
+        evaluator=evaluator,
+    )
     a = load_checkpoint(straight / "checkpoints" / "step-000010.pt")
     b = load_checkpoint(resumed / "checkpoints" / "step-000010.pt")
     _assert_same_state(a["model"], b["model"])
@@ -165,15 +174,15 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(dataset_dir, tmp_pa
 
 
 def test_batch_must_divide_by_the_number_of_processes(dataset_dir, tmp_path):
-    from ad.train import _train
+    from ad.learn.train import _train
 
     cfg = tiny_config(dataset_dir, tmp_path / "run", "train.batch_size=8")
     with pytest.raises(UserError, match="does not divide by 3 processes"):
-        _train(cfg, False, False, torch.device("cpu"), rank=0, world_size=3)
+        _train(cfg, False, False, None, torch.device("cpu"), rank=0, world_size=3)
 
 
 def test_module_entry_reports_user_errors(tmp_path, capsys):
-    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "error: config file" in capsys.readouterr().err
 
 
@@ -185,7 +194,7 @@ def test_ddp_two_processes_match_single_process(dataset_dir, tmp_path):
     save_config(tiny_config(dataset_dir, tmp_path / "ddp", *overrides), config)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-               "2", "-m", "ad.train", "--config", str(config), "--no-progress"]  # fmt: skip
+               "2", "-m", "ad.cli", "train", "--config", str(config), "--no-progress"]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     a = load_checkpoint(single / "checkpoints" / "step-000020.pt")

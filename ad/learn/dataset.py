@@ -28,7 +28,7 @@ import torch
 
 from ad.config import ExperimentConfig
 from ad.errors import UserError
-from envs.base import TaskSplit, make_family, task_key
+from envs.base import TaskSplit, canonical_json, task_key
 
 WINDOW_KEYS = ("observations", "prev_actions", "prev_rewards", "prev_dones", "targets")
 
@@ -120,14 +120,10 @@ def window_indices(
     return indices[rank * per_rank : (rank + 1) * per_rank]
 
 
-def _normalised(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, sort_keys=True))
-
-
 def _split_difference(manifest_split: dict, configured: dict) -> str:
     for key in ("family", "family_kwargs", "seed", "train", "heldout"):
         theirs, ours = manifest_split.get(key), configured[key]
-        if _normalised(theirs) != _normalised(ours):
+        if canonical_json(theirs) != canonical_json(ours):
             if key in ("train", "heldout"):  # task lists: too long to print
                 return f"other {key} tasks: {len(theirs or [])} there, {len(ours)} here"
             return f"{key} {theirs!r} there, {ours!r} here"
@@ -143,12 +139,6 @@ def _observation_bytes(space: dict) -> int:
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def configured_split(cfg: ExperimentConfig) -> TaskSplit:
-    """The train / held-out split the config describes."""
-    family = make_family(cfg.env.family, **cfg.env.family_kwargs)
-    return family.split(cfg.env.split_seed, cfg.env.num_train_tasks, cfg.env.num_heldout_tasks)
 
 
 def _check_task(dataset_dir: Path, file: str, task: dict, split: TaskSplit) -> None:
@@ -178,8 +168,8 @@ def load_training_runs(
         UserError: missing folder or file, wrong schema, a held-out task among the training runs,
             a manifest split that differs from the configured one, no training runs.
     """
-    from ad.histories import read_metadata
-    from ad.manifest import load_manifest
+    from ad.data.histories import read_metadata
+    from ad.data.manifest import load_manifest
 
     dataset_dir = Path(cfg.dataset_dir)
     if not dataset_dir.is_dir():
@@ -188,11 +178,11 @@ def load_training_runs(
             "or point train.dataset at a collected dataset"
         )
     manifest = load_manifest(dataset_dir)
-    split = configured_split(cfg)
+    split = cfg.env.task_split()
     runs = [r for r in manifest.get("runs", []) if r.get("split") == "train"]
     for run in runs:  # a leak of evaluation tasks is the worst mistake: check it first
         _check_task(dataset_dir, run["file"], run["task"], split)
-    if _normalised(manifest.get("split")) != _normalised(split.to_json()):
+    if canonical_json(manifest.get("split")) != canonical_json(split.to_json()):
         raise UserError(
             f"dataset {dataset_dir} was collected with another task split "
             f"({_split_difference(manifest.get('split') or {}, split.to_json())}); "
@@ -309,7 +299,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def _load_in_memory(self) -> list[KeptStream]:
         """Decompress every kept step once; store one concatenated array per window key."""
-        from ad.histories import read_history
+        from ad.data.histories import read_history
 
         parts: dict[str, list[np.ndarray]] = {key: [] for key in WINDOW_KEYS}
         streams, total = [], 0
@@ -355,7 +345,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def _reader(self, run: int) -> Any:
         """This process's reader of run ``run``, opened on first use (one per DataLoader worker)."""
-        from ad.histories import HistoryReader
+        from ad.data.histories import HistoryReader
 
         if self._pid != os.getpid():  # a forked worker must not share the parent's HDF5 handles
             self._readers, self._pid = {}, os.getpid()

@@ -97,7 +97,7 @@ class ImageEncoder(nn.Module):
 
 
 def make_observation_encoder(space: dict, embed_dim: int) -> tuple[nn.Module, tuple[int, ...]]:
-    """The encoder for an observation space (``ad.spaces.space_to_json``) and the observation shape.
+    """The encoder for an observation space (``ad.data.spaces.space_to_json``) and the observation shape.
 
     Raises:
         UserError: the space is not Discrete, MultiDiscrete, 1-D Box or (H, W, C) Box.

@@ -2,11 +2,11 @@
 
 Single process::
 
-    python -m ad.train --config configs/darkroom.yaml [--set train.num_steps=100] [--resume]
+    python -m ad.learn.train --config configs/darkroom.yaml [--set train.num_steps=100] [--resume]
 
 Distributed (DistributedDataParallel, gloo on CPU, nccl on GPU; logs and checkpoints on rank 0)::
 
-    torchrun --nproc-per-node 2 -m ad.train --config configs/darkroom.yaml
+    torchrun --nproc-per-node 2 -m ad.learn.train --config configs/darkroom.yaml
 
 The windows of step s are drawn from ``np.random.default_rng([train.seed, s])``: every rank draws
 the same global batch and takes its contiguous slice, and a resumed run continues exactly.
@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -28,7 +28,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ad.checkpoint import (
+from ad.config import ExperimentConfig, TrainConfig, config_to_dict, save_config
+from ad.errors import UserError
+from ad.learn.checkpoint import (
     CHECKPOINT_SCHEMA,
     check_resumable,
     checkpoint_name,
@@ -41,13 +43,16 @@ from ad.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from ad.config import ExperimentConfig, TrainConfig, config_to_dict, save_config
-from ad.dataset import WindowDataset, iterate_batches
-from ad.errors import UserError
-from ad.model import ADTransformer
-from ad.rollout import rollout
-from ad.utils import atomic_write_text, package_versions, seed_everything, write_versions
-from envs.base import make_family
+from ad.learn.dataset import WindowDataset, iterate_batches
+from ad.learn.model import ADTransformer
+from ad.utils import (
+    atomic_write_text,
+    package_versions,
+    resolve_device,
+    seed_everything,
+    write_versions,
+)
+from envs.base import TaskSplit
 
 METRICS = (
     "step",
@@ -73,18 +78,6 @@ def lr_at(step: int, tc: TrainConfig) -> float:
         return tc.min_lr + (tc.lr - tc.min_lr) * step / tc.warmup_steps
     progress = (step - tc.warmup_steps) / max(1, tc.num_steps - tc.warmup_steps)
     return tc.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (tc.lr - tc.min_lr)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """cpu, cuda, cuda:N or auto (cuda when available); under DDP each rank takes its local GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"train.device={name} but CUDA is not available; use cpu or auto")
-        if name == "cuda" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def init_distributed(device: torch.device) -> tuple[int, int, bool]:
@@ -145,6 +138,9 @@ class MetricsLog:
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
 
     def log(self, step: int, values: dict) -> None:
+        unknown = sorted(set(values) - set(METRICS))
+        if unknown:  # the CSV would drop them silently
+            raise ValueError(f"metric keys {unknown} are not in METRICS; add them there")
         if not self.enabled:
             return
         self.csv.writerow({"step": step, **values})
@@ -160,39 +156,27 @@ class MetricsLog:
                 self.writer.close()
 
 
-def periodic_eval(model: ADTransformer, cfg: ExperimentConfig, split, device) -> dict:
-    """In-context returns on a few held-out tasks; RNG states are left as they were."""
-    family = make_family(cfg.env.family, **cfg.env.family_kwargs)
-    state = rng_state()  # evaluation must not shift the dropout stream of training
-    try:
-        returns = rollout(
-            model,
-            family,
-            split.heldout[: cfg.train.eval_tasks],
-            num_seeds=1,
-            num_episodes=cfg.train.eval_episodes,
-            action_mode="sample",
-            seed=cfg.train.seed,
-            device=device,
-        )  # (tasks, 1, episodes)
-    finally:
-        set_rng_state(state)
-    return {
-        "eval/return_first": float(returns[..., 0].mean()),
-        "eval/return_last": float(returns[..., -1].mean()),
-    }
-
-
 # --------------------------------------------------------------------------- the loop
 
 
-def train(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> Path:
+Evaluator = Callable[[ADTransformer, TaskSplit, torch.device], dict]
+
+
+def train(
+    cfg: ExperimentConfig,
+    resume: bool = False,
+    progress: bool = True,
+    evaluator: Evaluator | None = None,
+) -> Path:
     """Train the AD (or ED) model on the training split of the config's dataset.
 
     Args:
         cfg: the experiment config.
         resume: continue from the latest checkpoint of ``cfg.run_dir`` (same config and data).
         progress: show a progress bar (rank 0).
+        evaluator: called every ``train.eval_every`` steps on rank 0 with (model, split,
+            device); returns ``eval/*`` metrics (see ``METRICS``). The RNG states are restored
+            after it, so evaluating does not change training. None: no periodic evaluation.
 
     Returns:
         The run folder (config.yaml, versions.json, metrics.csv, checkpoints/, tb/).
@@ -201,18 +185,18 @@ def train(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) ->
         UserError: bad data or config, a run folder that would be overwritten, a refused resume,
             or a non-finite loss or gradient (the last good checkpoint is kept).
     """
-    device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(cfg.train.device, "train.device")
     rank, world_size, owns_group = init_distributed(device)
     try:
-        return _train(cfg, resume, progress, device, rank, world_size)
+        return _train(cfg, resume, progress, evaluator, device, rank, world_size)
     finally:
         if owns_group:
             dist.destroy_process_group()
 
 
 def _train(
-    cfg: ExperimentConfig, resume: bool, progress: bool, device: torch.device, rank: int,
-    world_size: int,
+    cfg: ExperimentConfig, resume: bool, progress: bool, evaluator: Evaluator | None,
+    device: torch.device, rank: int, world_size: int,
 ) -> Path:  # fmt: skip
     tc, master = cfg.train, rank == 0
     if tc.batch_size % world_size:
@@ -293,7 +277,9 @@ def _train(
             # logging, evaluation, checkpoints (every rank takes the same branches)
             last = done == tc.num_steps
             log_now, ckpt_now = done % tc.log_every == 0 or last, done % tc.checkpoint_every == 0
-            eval_now = master and tc.eval_every and (done % tc.eval_every == 0 or last)
+            eval_now = (
+                master and evaluator and tc.eval_every and (done % tc.eval_every == 0 or last)
+            )
             row = {}
             if log_now:
                 mean_loss = float(np.mean(losses))
@@ -303,7 +289,7 @@ def _train(
                 bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
                 losses = []
             if eval_now:
-                row.update(periodic_eval(raw_model, cfg, dataset.split, device))
+                row.update(_evaluate(evaluator, raw_model, dataset.split, device))
             if row:
                 log.log(done, row)
             if ckpt_now or last:
@@ -321,6 +307,16 @@ def _train(
         batches.close()
         dataset.close()
     return run_dir
+
+
+def _evaluate(evaluator: Evaluator, model: ADTransformer, split: TaskSplit, device) -> dict:
+    """The evaluator's metrics; the RNG states are left as they were, so that evaluating does
+    not shift the dropout and masking streams of training (a resumed run stays exact)."""
+    state = rng_state()
+    try:
+        return evaluator(model, split, device)
+    finally:
+        set_rng_state(state)
 
 
 def _set_aside_bad_checkpoint(run_dir: Path, step: int) -> Path | None:
@@ -394,20 +390,3 @@ def _progress_bar(total: int, initial: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, disable=not enabled, desc="train", dynamic_ncols=True)
-
-
-# --------------------------------------------------------------------------- module entry
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ad.train --config X [--set k=v ...] [--resume]``: what torchrun launches.
-
-    The same arguments as ``ad-train``, parsed in one place (ad.cli).
-    """
-    from ad.cli import train_main
-
-    return train_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,17 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ad.errors import UserError
-from ad.histories import (
+from ad.data.histories import (
     SCHEMA_VERSION,
     HistoryError,
     HistoryVersionError,
     _one_line,
     read_episodes,
     read_metadata,
+    stream_returns,
     validate_history,
 )
+from ad.errors import UserError
 from ad.utils import atomic_write_json
+from envs.base import canonical_json
 
 if TYPE_CHECKING:
     from ad.config import ExperimentConfig
@@ -102,11 +104,6 @@ def run_file_name(split: str, task_index: int, seed: int) -> str:
     return f"{split}-task{task_index:04d}-seed{seed}.h5"
 
 
-def _plain(value: Any) -> Any:
-    """JSON round trip, so tuples and lists (and int/float keys) compare equal."""
-    return json.loads(json.dumps(value, sort_keys=True))
-
-
 # --------------------------------------------------------------------------- fingerprints
 
 
@@ -122,7 +119,7 @@ def config_fingerprint(cfg: ExperimentConfig, family: TaskFamily, split: TaskSpl
         A plain (JSON-typed) dict; ``total_steps`` is rounded down to a multiple of ``n_envs``.
     """
     steps_per_stream = cfg.collect.total_steps // cfg.collect.n_envs
-    return _plain(
+    return canonical_json(
         {
             "env_id": family.env_id,
             "family": split.family,
@@ -149,7 +146,7 @@ def mismatch(reference: dict, metadata: dict, path: Path, dataset_dir: Path) -> 
         A one-line UserError naming the first difference and the fix, or None.
     """
     for key in FINGERPRINT_KEYS:
-        old, new = _plain(metadata.get(key)), reference.get(key)
+        old, new = canonical_json(metadata.get(key)), reference.get(key)
         if old != new:
             text = f"{key}: {json.dumps(old)[:60]} in {path.name} vs {json.dumps(new)[:60]}"
             return UserError(
@@ -160,7 +157,7 @@ def mismatch(reference: dict, metadata: dict, path: Path, dataset_dir: Path) -> 
     tasks = reference["split_info"].get(split) if split in SPLIT_ORDER else None
     if tasks is None or not isinstance(index, int) or not 0 <= index < len(tasks):
         return UserError(f"{path} names no task of the split; delete it and re-run ad-collect")
-    if _plain(metadata.get("task")) != tasks[index] or path.name != run_file_name(
+    if canonical_json(metadata.get("task")) != tasks[index] or path.name != run_file_name(
         split, index, metadata.get("seed", -1)
     ):
         return UserError(f"{path} holds another run than its name says; delete it and re-run")
@@ -184,8 +181,7 @@ def manifest_header(name: str | None, reference: dict) -> dict:
 def _first_last(episodes: dict[str, np.ndarray], num_streams: int) -> tuple[Any, Any]:
     """Mean over streams of the mean return of each stream's first / last 10 episodes."""
     firsts, lasts = [], []
-    for stream in range(num_streams):
-        returns = episodes["episode_returns"][episodes["episode_streams"] == stream]
+    for returns in stream_returns(episodes, num_streams):
         if len(returns):
             firsts.append(returns[:SUMMARY_EPISODES].mean())
             lasts.append(returns[-SUMMARY_EPISODES:].mean())
@@ -256,7 +252,7 @@ def _scan(
             invalid.append(path.name)
             continue
         if header is None:  # the first valid file is the reference for the others
-            reference = {key: _plain(metadata.get(key)) for key in FINGERPRINT_KEYS}
+            reference = {key: canonical_json(metadata.get(key)) for key in FINGERPRINT_KEYS}
             header = manifest_header(metadata.get("config", {}).get("name"), reference)
         error = mismatch(reference, metadata, path, Path(dataset_dir))
         if error is not None:
@@ -378,7 +374,7 @@ def _table(dataset_dir: Path, runs: list[dict], header: dict) -> list[str]:
 
 
 def source_curves(dataset_dir: Path, runs: list[dict]) -> dict[str, list[np.ndarray]]:
-    """Per-stream episode returns of every task, for :func:`ad.plots.plot_source_curves`.
+    """Per-stream episode returns of every task, for ``ad.evaluation.plots.plot_dataset_curves``.
 
     Args:
         dataset_dir: the dataset folder.
@@ -391,31 +387,15 @@ def source_curves(dataset_dir: Path, runs: list[dict]) -> dict[str, list[np.ndar
     for run in runs:
         episodes = read_episodes(Path(dataset_dir) / run["file"])
         streams = curves.setdefault(f"{run['split']} task {run['task_index']}", [])
-        for s in range(run["num_streams"]):
-            streams.append(episodes["episode_returns"][episodes["episode_streams"] == s])
+        streams += stream_returns(episodes, run["num_streams"])
     return curves
 
 
-def _plot(dataset_dir: Path, runs: list[dict], header: dict) -> Path:
-    from ad.plots import plot_source_curves
-
-    optimal = [r["optimal_return"] for r in runs if r.get("optimal_return") is not None]
-    random = [r["random_return"] for r in runs if r.get("random_return") is not None]
-    return plot_source_curves(
-        source_curves(dataset_dir, runs),
-        dataset_dir / "source_curves.png",
-        title=f"{header['algorithm']} learning {header['family']} tasks from scratch",
-        optimal=float(np.mean(optimal)) if optimal else None,
-        random=float(np.mean(random)) if random else None,
-    )
-
-
-def inspect(dataset_dir: Path, plot: bool = False) -> str:
+def inspect(dataset_dir: Path) -> str:
     """Validate every history of a dataset folder and tabulate its runs.
 
     Args:
         dataset_dir: the dataset folder.
-        plot: also write ``source_curves.png`` (per-task learning curves) into the folder.
 
     Returns:
         A table: split, task, seed, streams, steps per stream, episodes, first/last return (mean
@@ -446,6 +426,4 @@ def inspect(dataset_dir: Path, plot: bool = False) -> str:
             f"note: {len(missing)} files are not in {MANIFEST_NAME}; run ad-collect --merge "
             f"{dataset_dir} to list them"
         )
-    if plot:
-        lines.append(f"wrote {_plot(dataset_dir, runs, header)}")
     return "\n".join(lines)

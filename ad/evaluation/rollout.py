@@ -11,15 +11,17 @@ done_{t-1}; the very first token has prev_action = num_actions ("none"), reward 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ad.config import ExperimentConfig
+from ad.data.spaces import space_to_json
 from ad.errors import UserError
-from ad.spaces import space_to_json
-from envs.base import Task, TaskFamily
+from envs.base import Task, TaskFamily, TaskSplit
 
 
 def eval_env_seed(seed: int, task_index: int, seed_index: int) -> int:
@@ -153,3 +155,29 @@ def rollout(
     if transitions is not None:
         transitions.update({key: np.stack(value, axis=1) for key, value in trace.items()})
     return returns.reshape(len(tasks), num_seeds, num_episodes)
+
+
+def periodic_evaluator(
+    cfg: ExperimentConfig,
+) -> Callable[[torch.nn.Module, TaskSplit, torch.device], dict[str, float]]:
+    """What ``ad-train`` passes to ``ad.learn.train.train`` as its periodic evaluation: one
+    sampled rollout of ``train.eval_episodes`` episodes on the first ``train.eval_tasks``
+    held-out tasks, reported as ``eval/return_first`` and ``eval/return_last``."""
+
+    def evaluate(model: torch.nn.Module, split: TaskSplit, device: torch.device) -> dict:
+        returns = rollout(
+            model,
+            cfg.env.make_family(),
+            split.heldout[: cfg.train.eval_tasks],
+            num_seeds=1,
+            num_episodes=cfg.train.eval_episodes,
+            action_mode="sample",
+            seed=cfg.train.seed,
+            device=device,
+        )  # (tasks, 1, episodes)
+        return {
+            "eval/return_first": float(returns[..., 0].mean()),
+            "eval/return_last": float(returns[..., -1].mean()),
+        }
+
+    return evaluate

@@ -32,7 +32,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from torch import nn
 
 from ad.errors import UserError
-from envs.base import import_user_module
+from envs.base import TaskError, import_user_module
 
 # --------------------------------------------------------------------------- recording
 
@@ -203,7 +203,10 @@ _ACTIVATIONS = {
 
 def _import(name: str, what: str) -> Any:
     module_name, _, attr = name.partition(":")
-    module = import_user_module(module_name, what)  # also from the working directory
+    try:
+        module = import_user_module(module_name, what)  # also from the working directory
+    except TaskError as e:  # envs' error type; this is a collect setting
+        raise UserError(str(e)) from None
     if not hasattr(module, attr):
         raise UserError(f"module {module_name!r} has no {attr!r}; check the {what} in the config")
     return getattr(module, attr)
@@ -338,7 +341,9 @@ def resolve_source(name: str) -> type:
                 f"{', '.join(SOURCES)} or 'module:Class'"
             )
     if not (isinstance(cls, type) and issubclass(cls, SourceAlgorithm)):
-        raise UserError(f"{name} is not a SourceAlgorithm; subclass ad.sources.SourceAlgorithm")
+        raise UserError(
+            f"{name} is not a SourceAlgorithm; subclass ad.data.sources.SourceAlgorithm"
+        )
     return cls
 
 

@@ -76,8 +76,7 @@ class History:
     def episode_returns(self) -> list[np.ndarray]:
         """Per stream, the returns of its completed episodes in order (float64)."""
         episodes = episode_table(self.rewards, self.terminations, self.truncations)
-        streams = episodes["episode_streams"]
-        return [episodes["episode_returns"][streams == s] for s in range(self.num_streams)]
+        return stream_returns(episodes, self.num_streams)
 
     def episode_lengths(self) -> list[np.ndarray]:
         """Per stream, the lengths of its completed episodes in order."""
@@ -110,6 +109,12 @@ def episode_table(
         "episode_lengths": (ends - starts + 1).astype(np.int64),
         "episode_returns": csum[streams, ends] - before,
     }
+
+
+def stream_returns(episodes: dict[str, np.ndarray], num_streams: int) -> list[np.ndarray]:
+    """Per stream, the returns of its completed episodes in order, from an episode table."""
+    streams = episodes["episode_streams"]
+    return [episodes["episode_returns"][streams == s] for s in range(num_streams)]
 
 
 # --------------------------------------------------------------------------- writing

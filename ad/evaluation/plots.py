@@ -144,3 +144,26 @@ def plot_source_curves(
     if handles:
         ax.legend(handles, labels, loc="best", fontsize="small")
     return _save(fig, out_path)
+
+
+def plot_dataset_curves(dataset_dir: str | Path) -> Path:
+    """``source_curves.png`` in a dataset folder: the source algorithm learning each task of
+    its manifest from scratch (``ad-collect --inspect DIR --plot``).
+
+    Returns:
+        The path of the figure.
+    """
+    from ad.data.manifest import load_manifest, source_curves
+
+    dataset_dir = Path(dataset_dir)
+    manifest = load_manifest(dataset_dir)
+    runs = manifest["runs"]
+    optimal = [r["optimal_return"] for r in runs if r.get("optimal_return") is not None]
+    random = [r["random_return"] for r in runs if r.get("random_return") is not None]
+    return plot_source_curves(
+        source_curves(dataset_dir, runs),
+        dataset_dir / "source_curves.png",
+        title=f"{manifest['algorithm']} learning {manifest['family']} tasks from scratch",
+        optimal=float(np.mean(optimal)) if optimal else None,
+        random=float(np.mean(random)) if random else None,
+    )

@@ -2,7 +2,7 @@
 
 ``collect(cfg)`` plans the runs of the configured splits, keeps this shard's slice, skips runs whose
 files already exist and validate, runs the rest (one single-threaded run per worker process), and
-rebuilds ``manifest.json`` from the valid files in the folder (:mod:`ad.manifest`), so shards
+rebuilds ``manifest.json`` from the valid files in the folder (:mod:`ad.data.manifest`), so shards
 written by other machines merge without copying. Each file is written under a temporary name and
 renamed into place when complete, so a killed collect loses at most the runs in flight; running it
 again resumes.
@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict, save_config
-from ad.errors import UserError
-from ad.histories import (
+from ad.data.histories import (
     HistoryError,
     HistoryVersionError,
     read_metadata,
@@ -35,8 +34,8 @@ from ad.histories import (
     write_history,
 )
 
-# inspect and merge_manifest live in ad.manifest; re-exported as the collect command's API.
-from ad.manifest import (
+# inspect and merge_manifest live in ad.data.manifest; re-exported as the collect command's API.
+from ad.data.manifest import (
     config_fingerprint,
     inspect,
     manifest_header,
@@ -45,11 +44,11 @@ from ad.manifest import (
     run_file_name,
     write_manifest,
 )
+from ad.errors import UserError
 from ad.utils import package_versions, write_versions
 
 __all__ = [
     "collect",
-    "collect_dir",
     "inspect",
     "merge_manifest",
     "plan_runs",
@@ -63,24 +62,6 @@ log = logging.getLogger(__name__)
 # when collect runs here, the job's slot of the shared step counts in a pool worker (set by
 # _init_worker), else nowhere.
 _report_steps: Callable[[int, int], None] | None = None
-
-
-def collect_dir(cfg: ExperimentConfig) -> Path:
-    """Where ``collect`` writes: ``collect.output_dir``, else ``learning_histories/<name>``.
-
-    Unlike ``cfg.dataset_dir`` (the folder training reads), ``train.dataset`` plays no part.
-    """
-    if cfg.collect.output_dir is not None:
-        return Path(cfg.collect.output_dir)
-    return Path("learning_histories") / cfg.name
-
-
-def _family_and_split(cfg: ExperimentConfig) -> tuple[Any, Any]:
-    from envs import make_family
-
-    family = make_family(cfg.env.family, **cfg.env.family_kwargs)
-    split = family.split(cfg.env.split_seed, cfg.env.num_train_tasks, cfg.env.num_heldout_tasks)
-    return family, split
 
 
 def plan_runs(cfg: ExperimentConfig, split: Any) -> list[dict]:
@@ -145,14 +126,14 @@ def record_run(
         family: the task family.
         task: the task to learn.
         seed: the run's seed (stream i of the vector env resets first with seed + i).
-        on_steps: progress callback of :class:`ad.sources.RecordingVecEnv`.
+        on_steps: progress callback of :class:`ad.data.sources.RecordingVecEnv`.
 
     Returns:
         The source algorithm after learning, and the full recorder (its ``arrays()``), closed.
     """
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from ad.sources import RecordingVecEnv, make_source
+    from ad.data.sources import RecordingVecEnv, make_source
 
     n_envs = cfg.collect.n_envs
     num_steps = cfg.collect.total_steps // n_envs
@@ -172,10 +153,11 @@ def record_run(
 
 
 def _learn_and_write(job: dict) -> tuple[int, int]:
-    from ad.spaces import space_to_json
+    from ad.data.spaces import space_to_json
 
     cfg = config_from_dict(job["config"])
-    family, split = _family_and_split(cfg)
+    family = cfg.env.make_family()
+    split = cfg.env.task_split(family)
     task, seed = job["task"], job["seed"]
     on_steps = (
         None if _report_steps is None else functools.partial(_report_steps, job.get("slot", 0))
@@ -245,7 +227,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     # torch._dynamo: imported lazily by the first torch optimizer, 1-2 s in every fresh worker.
-    context.set_forkserver_preload(["ad.sources", "ad.collect", "envs", "torch._dynamo"])
+    context.set_forkserver_preload(["ad.data.sources", "ad.data.collect", "envs", "torch._dynamo"])
     return context
 
 
@@ -344,7 +326,7 @@ def _check_source(cfg: ExperimentConfig, family: Any, task: dict) -> None:
     """Fail fast in this process on an unknown algorithm, non-Discrete actions, bad kwargs."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from ad.sources import RecordingVecEnv, check_action_space, make_source, resolve_source
+    from ad.data.sources import RecordingVecEnv, check_action_space, make_source, resolve_source
 
     resolve_source(cfg.collect.algorithm)
     check_action_space(family.make_env(task).action_space, cfg.collect.algorithm)
@@ -415,7 +397,7 @@ def collect(
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
 ) -> dict:
-    """Collect this shard's learning histories into :func:`collect_dir` (resumable).
+    """Collect this shard's learning histories into ``cfg.collect_dir`` (resumable).
 
     Always prints a one-line summary to stdout (runs done, skipped and failed, env steps per
     second, bytes written).
@@ -442,11 +424,12 @@ def collect(
         workers = workers or os.cpu_count() or 1
     if workers < 1:
         raise UserError(f"workers must be >= 1, got {workers}")
-    family, split = _family_and_split(cfg)
+    family = cfg.env.make_family()
+    split = cfg.env.task_split(family)
     jobs = plan_runs(cfg, split)[index::count]
     if jobs:  # before the folder is made: a bad algorithm leaves no trace on disk
         _check_source(cfg, family, jobs[0]["task"])
-    dataset_dir = collect_dir(cfg)
+    dataset_dir = cfg.collect_dir
     _prepare_dir(dataset_dir)
     reference = config_fingerprint(cfg, family, split)
     # Every check passes before anything in the folder changes: a refused call loses nothing.

@@ -1,6 +1,6 @@
 """The Algorithm Distillation transformer: a causal GPT over one token per environment step.
 
-Built bottom-up as in nanoGPT (observation encoders in ad/encoders.py): attention, MLP, block, model. Token t embeds the
+Built bottom-up as in nanoGPT (observation encoders in ad/learn/encoders.py): attention, MLP, block, model. Token t embeds the
 observation at t plus the action, reward and episode-start flag that precede it; its output predicts
 the action at t (Laskin et al. 2022, section 3).
 
@@ -26,8 +26,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ad.config import ModelConfig
-from ad.encoders import make_observation_encoder
 from ad.errors import UserError
+from ad.learn.encoders import make_observation_encoder
 
 # --------------------------------------------------------------------------- ALiBi
 
@@ -156,7 +156,7 @@ class ADTransformer(nn.Module):
 
     Args:
         cfg: the model section of the experiment config.
-        observation_space: the observation space as ``ad.spaces.space_to_json`` writes it.
+        observation_space: the observation space as ``ad.data.spaces.space_to_json`` writes it.
         num_actions: size of the Discrete action space.
     """
 

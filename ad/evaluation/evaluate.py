@@ -1,6 +1,6 @@
 """In-context evaluation on held-out tasks: load runs, roll them out, score and plot the returns.
 
-``evaluate`` rolls a checkpoint (and runs to compare) out with :func:`ad.rollout.rollout` on the
+``evaluate`` rolls a checkpoint (and runs to compare) out with :func:`ad.evaluation.rollout.rollout` on the
 held-out tasks of its split, compares with the source algorithm's learning curves on the same
 tasks from the collected histories, and writes returns.npz, summary.json and return_curves.png.
 """
@@ -20,10 +20,10 @@ import torch
 
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict, parse_override
 from ad.errors import UserError
-from ad.metrics import curve_stats, normalise, summarise_returns
-from ad.rollout import rollout
-from ad.utils import atomic_write_bytes, atomic_write_json, package_versions
-from envs.base import Task, TaskFamily, TaskSplit, make_family, task_key
+from ad.evaluation.metrics import curve_stats, normalise, summarise_returns
+from ad.evaluation.rollout import rollout
+from ad.utils import atomic_write_bytes, atomic_write_json, package_versions, resolve_device
+from envs.base import Task, TaskFamily, TaskSplit, canonical_json, make_family, task_key
 
 
 def to_json(value: Any) -> Any:
@@ -61,20 +61,10 @@ class LoadedRun:
 def same_family(name: str, kwargs: dict, split: TaskSplit) -> bool:
     """Whether family ``name(**kwargs)`` is the split's (constructor defaults filled in)."""
 
-    def plain(value: Any) -> Any:  # JSON round trip: tuples and lists compare equal
-        return json.loads(json.dumps(value, sort_keys=True))
-
     family = make_family(name, **kwargs)
-    return name == split.family and plain(family.kwargs) == plain(split.family_kwargs)
-
-
-def resolve_device(name: str) -> str:
-    """'auto' -> cuda when available; refuse cuda on a machine without it."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"eval.device={name} but CUDA is not available; use eval.device=cpu")
-    return name
+    return name == split.family and canonical_json(family.kwargs) == canonical_json(
+        split.family_kwargs
+    )
 
 
 def load_run(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRun:
@@ -84,7 +74,7 @@ def load_run(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         UserError: missing source or checkpoint, unreadable or unknown-schema checkpoint, an
             override outside ``eval.*``, a config family that does not match the split.
     """
-    from ad.checkpoint import find_checkpoint, load_model
+    from ad.learn.checkpoint import find_checkpoint, load_model
 
     for text in overrides:  # the rest of the config is fixed by what the model was trained on
         path, _ = parse_override(text)
@@ -105,7 +95,7 @@ def load_run(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
             f"checkpoint's split ({split.family} {split.family_kwargs}); evaluate the family "
             "the model was trained on"
         )
-    model.to(resolve_device(cfg.eval.device))
+    model.to(resolve_device(cfg.eval.device, "eval.device"))
     parent = checkpoint_path.parent
     run_dir = parent.parent if parent.name == "checkpoints" else parent
     return LoadedRun(model, ckpt, cfg, split, checkpoint_path, run_dir)
@@ -160,8 +150,8 @@ def source_summary(
     Returns:
         ``curve_stats`` of the streams plus run/task/stream counts; None without such histories.
     """
-    from ad.histories import HistoryReader
-    from ad.manifest import load_manifest
+    from ad.data.histories import HistoryReader, stream_returns
+    from ad.data.manifest import load_manifest
 
     try:
         manifest = load_manifest(dataset_dir)
@@ -176,8 +166,7 @@ def source_summary(
             episodes = reader.episodes()  # per-episode summaries, without the step data
             num_streams = reader.num_streams
         optimal, random = task_references(family, [run["task"]])
-        for s in range(num_streams):
-            returns = episodes["episode_returns"][episodes["episode_streams"] == s]
+        for returns in stream_returns(episodes, num_streams):
             streams.append(np.asarray(returns, dtype=float))
             normalised.append(normalise(streams[-1][None], optimal, random)[0])
             groups.append(task_key(run["task"]))
@@ -218,7 +207,7 @@ def _run_summary(
     source: dict | None,
 ) -> dict:
     """summary.json of one evaluated run (numpy values; see ``to_json``)."""
-    family = make_family(run.split.family, **run.split.family_kwargs)
+    family = run.split.make_family()
     optimal, random = task_references(family, tasks)
     stats = summarise_returns(returns, optimal, random, eval_cfg.normalise_at, eval_cfg.seed)
     ratio = data_efficiency_ratio(stats, source)
@@ -268,7 +257,7 @@ def _write_outputs(folder: Path, summary: dict, returns: np.ndarray, run: Loaded
 
 def _plot(out_path: Path, summaries: list[dict]) -> None:
     """The main figure: every evaluated run and the source algorithm over the same episodes."""
-    from ad.plots import plot_return_curves
+    from ad.evaluation.plots import plot_return_curves
 
     main = summaries[0]
     num_episodes = main["num_episodes"]
@@ -344,13 +333,13 @@ def evaluate(
     run = load_run(source, overrides)
     tasks, label = select_tasks(run, allow_train_tasks)
     ecfg = run.config.eval
-    device = resolve_device(ecfg.device)
+    device = resolve_device(ecfg.device, "eval.device")
     others = [load_run(p, overrides) for p in compare]  # all loaded before any rollout: fail fast
     for other in others:
         check_comparable(other, run, tasks, label)
         other.config = dataclasses.replace(other.config, eval=ecfg)  # evaluated the same way
         other.model.to(device)
-    family = make_family(run.split.family, **run.split.family_kwargs)
+    family = run.split.make_family()
     source_stats = source_summary(run.config.dataset_dir, family, tasks, label, ecfg.seed)
     out_dir = Path(out_dir) if out_dir is not None else run.run_dir / "eval"
     summaries: list[dict] = []

@@ -114,7 +114,7 @@ def load_model(run_or_file: str | Path, device: str | torch.device = "cpu") -> t
         (ADTransformer on ``device`` in eval mode, the checkpoint dict).
     """
     from ad.config import config_from_dict
-    from ad.model import ADTransformer
+    from ad.learn.model import ADTransformer
 
     ckpt = load_checkpoint(find_checkpoint(run_or_file))
     cfg = config_from_dict(ckpt["config"])

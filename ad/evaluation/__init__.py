@@ -1,0 +1,6 @@
+"""Stage 3, evaluation: the frozen model learns in context on held-out tasks.
+
+``rollout`` (batched in-context rollouts with the KV cache), ``evaluate`` (runs, summaries,
+outputs), ``metrics`` (bootstrap intervals, normalised scores), ``plots`` (the only matplotlib
+user). May import ``ad.data`` and ``ad.learn``.
+"""

@@ -1,0 +1,129 @@
+"""The house's shape: stage subpackages whose imports point one way, and no import circles.
+
+Every module of ``ad`` and ``envs`` is parsed (imports inside functions and ``TYPE_CHECKING``
+blocks count too: a deferred import is still a dependency). The layers, lowest first:
+
+    envs -> ad foundation (ad, ad.errors, ad.utils, ad.config) -> ad.data -> ad.learn
+         -> ad.evaluation -> entry points (ad.pipeline, ad.cli)
+
+A module may import its own layer and the layers below it, never one above.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("envs", "foundation", "ad.data", "ad.learn", "ad.evaluation", "entry")
+FOUNDATION = {"ad", "ad.errors", "ad.utils", "ad.config"}
+ENTRY = {"ad.pipeline", "ad.cli"}
+MAX_LINES = 450
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    paths = sorted((ROOT / "ad").rglob("*.py")) + sorted((ROOT / "envs").rglob("*.py"))
+    return {_module_name(path): path for path in paths}
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The project modules that ``path`` imports anywhere in its code."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: use absolute imports ({ast.unparse(node)})"
+            # `from ad.data import histories` imports the module ad.data.histories
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name in modules}
+    return found
+
+
+def _layer(module: str) -> str:
+    if module == "envs" or module.startswith("envs."):
+        return "envs"
+    if module in FOUNDATION:
+        return "foundation"
+    if module in ENTRY:
+        return "entry"
+    for stage in ("ad.data", "ad.learn", "ad.evaluation"):
+        if module == stage or module.startswith(stage + "."):
+            return stage
+    raise AssertionError(f"{module} belongs to no layer; add it to tests/test_architecture.py")
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(path, modules) - {name} for name, path in modules.items()}
+
+
+def test_every_module_belongs_to_a_layer_and_imports_only_its_own_and_lower_layers():
+    backward = []
+    for module, imported in _graph().items():
+        rank = LAYERS.index(_layer(module))
+        for target in sorted(imported):
+            if LAYERS.index(_layer(target)) > rank:
+                backward.append(f"{module} imports {target}")
+    assert not backward, "imports against the pipeline's direction:\n" + "\n".join(backward)
+
+
+def test_no_import_circles():
+    graph = _graph()
+    # Tarjan's strongly connected components: a component of two or more modules is a circle.
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(" <-> ".join(sorted(component)))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert not circles, "import circles:\n" + "\n".join(circles)
+
+
+def test_the_checker_sees_backward_and_deferred_imports(tmp_path):
+    """The checks above would catch a deferred (in-function) import from data into learn."""
+    source = "def f():\n    from ad.learn import model\n    import envs.base\n"
+    path = tmp_path / "probe.py"
+    path.write_text(source)
+    modules = {"ad.learn.model": path, "envs.base": path, "ad.learn": path}
+    assert _imports(path, modules) == {"ad.learn", "ad.learn.model", "envs.base"}
+    assert LAYERS.index(_layer("ad.learn.model")) > LAYERS.index(_layer("ad.data.collect"))
+
+
+def test_no_module_is_over_the_size_limit():
+    sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    too_long = {name: n for name, n in sizes.items() if n > MAX_LINES}
+    assert not too_long, f"modules over {MAX_LINES} lines (split them by noun): {too_long}"
