@@ -8,8 +8,8 @@ printed by ``ad-<command> --help-config``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,29 +19,47 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from ad.errors import UserError
+from envs.base import is_int
 
 if TYPE_CHECKING:
     from envs.base import TaskFamily, TaskSplit
 
 
-def _f(default: Any, help: str) -> Any:
-    """A dataclass field with a default and a help text (mutable defaults are copied)."""
+def setting(default: Any, help: str) -> Any:
+    """A config field: its default and the help text ``--help-config`` prints (mutable defaults
+    are copied per instance)."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
+def _check(ok: bool, message: str) -> None:
+    """A range check of a config value: a one-line UserError naming the key and the fix."""
+    if not ok:
+        raise UserError(f"{message}; fix the config file or its --set override")
+
+
+def _check_min(section: str, name: str, value: Any, minimum: float) -> None:
+    _check(value >= minimum, f"{section}.{name} must be >= {minimum}, got {value!r}")
+
+
+def _check_fraction(section: str, name: str, value: float) -> None:
+    _check(0 <= value < 1, f"{section}.{name} must be in [0, 1), got {value!r}")
+
+
 @dataclass(frozen=True)
 class EnvConfig:
-    family: str = _f(
+    family: str = setting(
         "DarkRoom",
         "Task family: a registered name (DarkRoom, DarkRoomHard, DarkKeyToDoor, Bandit, "
         "MiniGridEmpty) or 'module:ClassOrFactory' for a family in your own module.",
     )
-    family_kwargs: dict = _f({}, "Keyword arguments of the family's constructor (e.g. size).")
-    split_seed: int = _f(0, "Seed of the deterministic train / held-out task split.")
-    num_train_tasks: int | None = _f(None, "Number of training tasks (None: family default).")
-    num_heldout_tasks: int | None = _f(None, "Number of held-out tasks (None: family default).")
+    family_kwargs: dict = setting({}, "Keyword arguments of the family's constructor (e.g. size).")
+    split_seed: int = setting(0, "Seed of the deterministic train / held-out task split.")
+    num_train_tasks: int | None = setting(None, "Number of training tasks (None: family default).")
+    num_heldout_tasks: int | None = setting(
+        None, "Number of held-out tasks (None: family default)."
+    )
 
     def make_family(self) -> TaskFamily:
         """The task family this section describes."""
@@ -55,116 +73,202 @@ class EnvConfig:
         return family.split(self.split_seed, self.num_train_tasks, self.num_heldout_tasks)
 
 
+# PPO that learns a Dark Room goal in ~50 episodes per stream (measured; SB3's default
+# n_steps=2048 barely updates within the quick budget).
+QUICK_PPO_KWARGS = {
+    "learning_rate": 1e-3,
+    "n_steps": 64,
+    "batch_size": 64,
+    "n_epochs": 10,
+    "ent_coef": 0.01,
+}
+
+
 @dataclass(frozen=True)
 class CollectConfig:
-    algorithm: str = _f(
+    algorithm: str = setting(
         "PPO",
         "Source algorithm: PPO, DQN, A2C, UCB or 'module:Class' implementing SourceAlgorithm.",
     )
-    algorithm_kwargs: dict = _f(
-        # PPO that learns a Dark Room goal in ~50 episodes per stream (measured; SB3's default
-        # n_steps=2048 barely updates within the quick budget).
-        {"learning_rate": 1e-3, "n_steps": 64, "batch_size": 64, "n_epochs": 10, "ent_coef": 0.01},
+    algorithm_kwargs: dict | None = setting(
+        None,
         "Keyword arguments of the source algorithm (learning_rate, n_steps, policy_kwargs, ...); "
-        "the default is the quick PPO recipe, and {} when collect.algorithm is set.",
+        "None: the quick PPO recipe for PPO, {} (the algorithm's own defaults) for the others.",
     )
-    n_envs: int = _f(4, "Parallel env streams per run (the S axis of a learning history).")
-    total_steps: int = _f(8000, "Environment steps per run, summed over all streams.")
-    seeds: list = _f([0], "Seeds; one run per (task, seed).")
-    splits: list = _f(["train", "heldout"], "Which splits' tasks to collect.")
-    output_dir: str | None = _f(None, "Dataset folder (None: learning_histories/<name>).")
-    chunk_steps: int = _f(256, "HDF5 chunk length along T; about the training context length.")
-    compression: str | None = _f("gzip", "HDF5 compression filter (gzip, lzf or None).")
+    n_envs: int = setting(4, "Parallel env streams per run (the S axis of a learning history).")
+    total_steps: int = setting(8000, "Environment steps per run, summed over all streams.")
+    seeds: list = setting([0], "Seeds; one run per (task, seed).")
+    splits: list = setting(["train", "heldout"], "Which splits' tasks to collect.")
+    output_dir: str | None = setting(None, "Dataset folder (None: learning_histories/<name>).")
+    chunk_steps: int = setting(256, "HDF5 chunk length along T; about the training context length.")
+    compression: str | None = setting("gzip", "HDF5 compression filter (gzip, lzf or None).")
+
+    def __post_init__(self) -> None:
+        if self.algorithm_kwargs is None:
+            default = dict(QUICK_PPO_KWARGS) if self.algorithm == "PPO" else {}
+            object.__setattr__(self, "algorithm_kwargs", default)
+        _check_min("collect", "n_envs", self.n_envs, 1)
+        _check_min("collect", "total_steps", self.total_steps, self.n_envs)
+        _check(len(self.seeds) >= 1, "collect.seeds must list at least one seed")
+        _check(
+            bool(self.splits) and set(self.splits) <= {"train", "heldout"},
+            f"collect.splits must be a non-empty subset of [train, heldout], got {self.splits}",
+        )
+        _check_min("collect", "chunk_steps", self.chunk_steps, 1)
+        _check(
+            self.compression in (None, "gzip", "lzf"),
+            f"collect.compression must be gzip, lzf or null, got {self.compression!r}",
+        )
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    embed_dim: int = _f(64, "Token width.")
-    num_layers: int = _f(4, "Transformer blocks.")
-    num_heads: int = _f(4, "Attention heads.")
-    ff_dim: int = _f(256, "Feed-forward hidden width (the paper uses 2048).")
-    dropout: float = _f(0.1, "Residual and embedding dropout.")
-    attn_dropout: float = _f(
+    embed_dim: int = setting(64, "Token width.")
+    num_layers: int = setting(4, "Transformer blocks.")
+    num_heads: int = setting(4, "Attention heads.")
+    ff_dim: int = setting(256, "Feed-forward hidden width (the paper uses 2048).")
+    dropout: float = setting(0.1, "Residual and embedding dropout.")
+    attn_dropout: float = setting(
         0.0, "Attention-probability dropout (the paper: 0.5, 0 on DarkRoomHard)."
     )
-    input_mask_prob: float = _f(
+    input_mask_prob: float = setting(
         0.3,
         "Probability of replacing an input token by a learned mask token in training (the "
         "paper's 0.3; without it the quick Dark Room model stops exploring on many goals).",
     )
-    context_steps: int = _f(200, "Context length c in environment steps (one token per step).")
-    norm: Literal["pre", "post"] = _f(
+    context_steps: int = setting(200, "Context length c in environment steps (one token per step).")
+    norm: Literal["pre", "post"] = setting(
         "pre", "Pre-norm (default, trains more stably) or post-norm (paper)."
     )
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dim", "num_layers", "num_heads", "ff_dim"):
+            _check_min("model", name, getattr(self, name), 1)
+        _check(
+            self.embed_dim % self.num_heads == 0,
+            f"model.embed_dim must divide by num_heads ({self.embed_dim} by {self.num_heads})",
+        )
+        _check_min("model", "context_steps", self.context_steps, 2)
+        for name in ("dropout", "attn_dropout", "input_mask_prob"):
+            _check_fraction("model", name, getattr(self, name))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    dataset: str | None = _f(None, "History dataset folder (None: the collect output_dir).")
-    run_dir: str | None = _f(None, "Run folder (None: runs/<name>, or runs/<name>-ed for ED).")
-    mode: Literal["ad", "ed"] = _f(
+    dataset: str | None = setting(None, "History dataset folder (None: the collect output_dir).")
+    run_dir: str | None = setting(None, "Run folder (None: runs/<name>, or runs/<name>-ed for ED).")
+    mode: Literal["ad", "ed"] = setting(
         "ad", "ad: whole learning histories; ed: expert distillation on the last episodes only."
     )
-    subsample_every: int = _f(5, "Keep every k-th episode of each stream before windowing.")
-    subsample_offsets: Literal["first", "all"] = _f(
+    subsample_every: int = setting(5, "Keep every k-th episode of each stream before windowing.")
+    subsample_offsets: Literal["first", "all"] = setting(
         "all",
         "all: one subsampled stream per offset o < k (episodes o, o + k, ...), k times the "
         "windows from the same histories; first: only episodes 0, k, 2k, ... (the paper).",
     )
-    ed_last_episodes: int = _f(10, "ED: how many final (converged) episodes of each stream to use.")
-    ed_num_steps: int | None = _f(
+    ed_last_episodes: int = setting(
+        10, "ED: how many final (converged) episodes of each stream to use."
+    )
+    ed_num_steps: int | None = setting(
         1000, "ad-run: optimiser steps of the ED control (None: num_steps); its data is small."
     )
-    batch_size: int = _f(32, "Global batch size (windows per optimiser step).")
-    num_steps: int = _f(2000, "Optimiser steps.")
-    lr: float = _f(1e-3, "Peak learning rate (the paper: 3e-4 over far more steps).")
-    min_lr: float = _f(2e-6, "Learning rate at the ends of warm-up and cosine decay.")
-    warmup_steps: int = _f(200, "Linear warm-up steps.")
-    betas: list = _f([0.9, 0.99], "Adam betas.")
-    weight_decay: float = _f(0.0, "AdamW weight decay (0: plain Adam).")
-    grad_clip: float = _f(1.0, "Gradient-norm clip.")
-    label_smoothing: float = _f(
+    batch_size: int = setting(32, "Global batch size (windows per optimiser step).")
+    num_steps: int = setting(2000, "Optimiser steps.")
+    lr: float = setting(1e-3, "Peak learning rate (the paper: 3e-4 over far more steps).")
+    min_lr: float = setting(2e-6, "Learning rate at the ends of warm-up and cosine decay.")
+    warmup_steps: int = setting(200, "Linear warm-up steps.")
+    betas: list = setting([0.9, 0.99], "Adam betas.")
+    weight_decay: float = setting(0.0, "AdamW weight decay (0: plain Adam).")
+    grad_clip: float = setting(1.0, "Gradient-norm clip.")
+    label_smoothing: float = setting(
         0.0, "Cross-entropy label smoothing (the paper: 0.2 on DarkRoomHard)."
     )
-    seed: int = _f(0, "Seed of initialisation, data order and dropout.")
-    device: str = _f("cpu", "cpu, cuda, cuda:N or auto.")
-    bf16: bool = _f(True, "bf16 autocast where supported (CUDA with bf16); ignored on CPU.")
-    compile: bool = _f(False, "torch.compile the model.")
-    in_memory: Literal["auto", "yes", "no"] = _f(
+    seed: int = setting(0, "Seed of initialisation, data order and dropout.")
+    device: str = setting("cpu", "cpu, cuda, cuda:N or auto.")
+    bf16: bool = setting(True, "bf16 autocast where supported (CUDA with bf16); ignored on CPU.")
+    compile: bool = setting(False, "torch.compile the model.")
+    in_memory: Literal["auto", "yes", "no"] = setting(
         "auto", "Decompress the dataset into memory (auto: if it fits in max_memory_gb)."
     )
-    max_memory_gb: float = _f(4.0, "Memory budget for in_memory=auto.")
-    num_workers: int = _f(0, "DataLoader workers for streamed datasets.")
-    log_every: int = _f(100, "Steps between metric rows.")
-    checkpoint_every: int = _f(1000, "Steps between checkpoints.")
-    keep_checkpoints: int = _f(2, "How many recent checkpoints to keep.")
-    eval_every: int = _f(0, "Steps between in-context evaluations during training (0: never).")
-    eval_tasks: int = _f(4, "Held-out tasks used by the periodic evaluation.")
-    eval_episodes: int = _f(10, "Episodes per periodic evaluation.")
+    max_memory_gb: float = setting(4.0, "Memory budget for in_memory=auto.")
+    num_workers: int = setting(0, "DataLoader workers for streamed datasets.")
+    log_every: int = setting(100, "Steps between metric rows.")
+    checkpoint_every: int = setting(1000, "Steps between checkpoints.")
+    keep_checkpoints: int = setting(2, "How many recent checkpoints to keep.")
+    eval_every: int = setting(0, "Steps between in-context evaluations during training (0: never).")
+    eval_tasks: int = setting(4, "Held-out tasks used by the periodic evaluation.")
+    eval_episodes: int = setting(10, "Episodes per periodic evaluation.")
+
+    def __post_init__(self) -> None:
+        minimums = {
+            "subsample_every": 1,
+            "ed_last_episodes": 1,
+            "batch_size": 1,
+            "num_steps": 1,
+            "warmup_steps": 0,
+            "num_workers": 0,
+            "log_every": 1,
+            "checkpoint_every": 1,
+            "keep_checkpoints": 1,
+            "eval_every": 0,
+            "eval_tasks": 1,
+            "eval_episodes": 1,
+        }
+        for name, minimum in minimums.items():
+            _check_min("train", name, getattr(self, name), minimum)
+        if self.ed_num_steps is not None:
+            _check_min("train", "ed_num_steps", self.ed_num_steps, 1)
+        _check(self.lr > 0, f"train.lr must be > 0, got {self.lr!r}")
+        _check(
+            0 <= self.min_lr <= self.lr,
+            f"train.min_lr must be in [0, train.lr], got {self.min_lr!r}",
+        )
+        _check(
+            len(self.betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in self.betas),
+            f"train.betas must be two numbers in [0, 1), got {self.betas!r}",
+        )
+        _check_min("train", "weight_decay", self.weight_decay, 0)
+        _check_min("train", "grad_clip (0: no clipping)", self.grad_clip, 0)
+        _check_fraction("train", "label_smoothing", self.label_smoothing)
+        _check(self.max_memory_gb > 0, "train.max_memory_gb must be > 0")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    num_episodes: int = _f(120, "Consecutive episodes per (task, seed).")
-    num_seeds: int = _f(16, "Evaluation seeds per task.")
-    seed: int = _f(0, "Base evaluation seed.")
-    action_mode: Literal["sample", "argmax"] = _f(
+    num_episodes: int = setting(120, "Consecutive episodes per (task, seed).")
+    num_seeds: int = setting(16, "Evaluation seeds per task.")
+    seed: int = setting(0, "Base evaluation seed.")
+    action_mode: Literal["sample", "argmax"] = setting(
         "sample", "Sample from the policy or take argmax."
     )
-    temperature: float = _f(1.0, "Softmax temperature when sampling.")
-    tasks: Literal["heldout", "train"] = _f(
+    temperature: float = setting(1.0, "Softmax temperature when sampling.")
+    tasks: Literal["heldout", "train"] = setting(
         "heldout", "Which split to evaluate on; 'train' is labelled as such in every output."
     )
-    max_tasks: int | None = _f(None, "Evaluate at most this many tasks of the split (None: all).")
-    device: str = _f("cpu", "cpu, cuda or auto.")
-    normalise_at: list = _f(
+    max_tasks: int | None = setting(
+        None, "Evaluate at most this many tasks of the split (None: all)."
+    )
+    device: str = setting("cpu", "cpu, cuda or auto.")
+    normalise_at: list = setting(
         [1, 10, 50, 100], "Episodes at which summary.json reports normalised scores."
     )
+
+    def __post_init__(self) -> None:
+        _check_min("eval", "num_episodes", self.num_episodes, 1)
+        _check_min("eval", "num_seeds", self.num_seeds, 1)
+        _check_min("eval", "seed", self.seed, 0)
+        _check(self.temperature > 0, f"eval.temperature must be > 0, got {self.temperature!r}")
+        if self.max_tasks is not None:
+            _check_min("eval", "max_tasks (null: all tasks)", self.max_tasks, 1)
+        _check(
+            all(is_int(k) and k >= 1 for k in self.normalise_at),
+            f"eval.normalise_at must list episode numbers >= 1, got {self.normalise_at!r}",
+        )
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    name: str = _f("darkroom_quick", "Experiment name; names the dataset and run folders.")
+    name: str = setting("darkroom_quick", "Experiment name; names the dataset and run folders.")
     env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "Task family and split."})
     collect: CollectConfig = field(
         default_factory=CollectConfig, metadata={"help": "Source algorithm runs."}
@@ -202,10 +306,24 @@ class ExperimentConfig:
 # --------------------------------------------------------------------------- loading
 
 
+# YAML 1.1 (PyYAML) reads 1e-3, without a dot, as a string.
+_YAML_FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
+def yaml_floats(value: Any) -> Any:
+    """``value`` with every string that spells a float in exponent notation made a float, at any
+    depth (``policy_kwargs: {optimizer_kwargs: {eps: 1e-5}}``)."""
+    if isinstance(value, dict):
+        return {key: yaml_floats(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(yaml_floats(item) for item in value)
+    if isinstance(value, str) and _YAML_FLOAT.fullmatch(value):
+        return float(value)
+    return value
+
+
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
     """Check (and lightly coerce) one value against a field annotation."""
-    if isinstance(annotation, str):  # from __future__ annotations
-        annotation = eval(annotation, {**globals(), **typing.__dict__})  # noqa: S307
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -231,14 +349,12 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
             raise UserError(f"{where}: expected true or false, got {value!r}")
         return value
     if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise UserError(f"{where}: expected an integer, got {value!r}")
         return value
     if annotation is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
-            with contextlib.suppress(ValueError):
-                value = float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        value = yaml_floats(value)  # YAML 1.1 reads 1e-6 (no dot) as a string
+        if not _is_number(value):
             raise UserError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if annotation is str:
@@ -252,7 +368,7 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     if annotation is dict or origin is dict:
         if not isinstance(value, dict):
             raise UserError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        return yaml_floats(dict(value))  # kwargs reach SB3 and families as numbers
     return value
 
 
@@ -284,71 +400,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _validate(cfg: ExperimentConfig) -> None:
-    """Range checks that types alone do not catch."""
-    checks = [
-        (cfg.collect.n_envs >= 1, "collect.n_envs must be >= 1"),
-        (cfg.collect.total_steps >= cfg.collect.n_envs, "collect.total_steps must be >= n_envs"),
-        (len(cfg.collect.seeds) >= 1, "collect.seeds must list at least one seed"),
-        (
-            set(cfg.collect.splits) <= {"train", "heldout"} and cfg.collect.splits,
-            "collect.splits must be a non-empty subset of [train, heldout]",
-        ),
-        (cfg.collect.chunk_steps >= 1, "collect.chunk_steps must be >= 1"),
-        (
-            cfg.collect.compression in (None, "gzip", "lzf"),
-            "collect.compression: gzip, lzf or null",
-        ),
-        (
-            cfg.model.embed_dim % cfg.model.num_heads == 0,
-            "model.embed_dim must divide by num_heads",
-        ),
-        (cfg.model.context_steps >= 2, "model.context_steps must be >= 2"),
-        (0 <= cfg.model.dropout < 1, "model.dropout must be in [0, 1)"),
-        (0 <= cfg.model.attn_dropout < 1, "model.attn_dropout must be in [0, 1)"),
-        (0 <= cfg.model.input_mask_prob < 1, "model.input_mask_prob must be in [0, 1)"),
-        (cfg.train.subsample_every >= 1, "train.subsample_every must be >= 1"),
-        (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
-        (cfg.train.num_steps >= 1, "train.num_steps must be >= 1"),
-        (cfg.train.lr > 0, "train.lr must be > 0"),
-        (
-            len(cfg.train.betas) == 2
-            and all(_is_number(b) and 0 <= b < 1 for b in cfg.train.betas),
-            "train.betas must be two numbers in [0, 1)",
-        ),
-        (cfg.train.num_workers >= 0, "train.num_workers must be >= 0"),
-        (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
-        (cfg.train.eval_every >= 0, "train.eval_every must be >= 0 (0: never)"),
-        (cfg.train.eval_tasks >= 1, "train.eval_tasks must be >= 1"),
-        (cfg.train.eval_episodes >= 1, "train.eval_episodes must be >= 1"),
-        (cfg.train.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
-        (0 <= cfg.train.min_lr <= cfg.train.lr, "train.min_lr must be in [0, train.lr]"),
-        (cfg.train.grad_clip >= 0, "train.grad_clip must be >= 0 (0: no clipping)"),
-        (cfg.train.ed_last_episodes >= 1, "train.ed_last_episodes must be >= 1"),
-        (
-            cfg.train.ed_num_steps is None or cfg.train.ed_num_steps >= 1,
-            "train.ed_num_steps must be >= 1 or null",
-        ),
-        (
-            all(_is_int(k) and k >= 1 for k in cfg.eval.normalise_at),
-            "eval.normalise_at must list episode numbers >= 1",
-        ),
-        (0 <= cfg.train.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
-        (cfg.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
-        (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
-        (cfg.eval.num_episodes >= 1, "eval.num_episodes must be >= 1 (got zero episodes)"),
-        (cfg.eval.num_seeds >= 1, "eval.num_seeds must be >= 1"),
-        (cfg.eval.temperature > 0, "eval.temperature must be > 0"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(f"{message}; fix the config file or its --set override")
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``section.key=value`` -> (["section", "key"], value parsed as YAML)."""
     if "=" not in text:
@@ -374,13 +425,7 @@ def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = ()) ->
             if not isinstance(node, dict):
                 raise UserError(f"override {text!r}: {part} is not a section")
         node[path[-1]] = value
-    collect = data.get("collect")
-    if isinstance(collect, dict) and "algorithm" in collect and "algorithm_kwargs" not in collect:
-        # The default kwargs are the quick PPO recipe; another algorithm starts from its own.
-        collect["algorithm_kwargs"] = {}
-    cfg = _build(ExperimentConfig, data, "")
-    _validate(cfg)
-    return cfg
+    return _build(ExperimentConfig, data, "")
 
 
 def load_config(
@@ -394,8 +439,16 @@ def load_config(
             raise UserError(
                 f"config file {path} not found; pass an existing YAML file (see configs/)"
             )
+        raw = path.read_bytes()
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is fine
+        except UnicodeDecodeError as e:
+            raise UserError(
+                f"config file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+                f"{e.start}); save it as UTF-8"
+            ) from None
+        try:
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             line = getattr(getattr(e, "problem_mark", None), "line", None)
             where = f" at line {line + 1}" if line is not None else ""

@@ -31,7 +31,8 @@ class TaskError(Exception):
     """
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python or numpy), not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -44,7 +45,7 @@ def check_int(owner: str, field: str, value: Any, minimum: int) -> int:
         value: the value given.
         minimum: the smallest valid value.
     """
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise TaskError(f"{owner} {field} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
@@ -78,7 +79,7 @@ def check_cell(owner: str, field: str, cell: Any, low: int, high: int, region: s
     """
     if isinstance(cell, np.ndarray):
         cell = cell.tolist()
-    if not isinstance(cell, (list, tuple)) or len(cell) != 2 or not all(map(_is_int, cell)):
+    if not isinstance(cell, (list, tuple)) or len(cell) != 2 or not all(map(is_int, cell)):
         raise TaskError(f"{owner} {field} must be [x, y] with two integers, got {cell!r}")
     if not all(low <= v <= high for v in cell):
         raise TaskError(

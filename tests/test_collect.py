@@ -27,7 +27,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 import envs
-from ad.config import config_from_dict, config_to_dict, load_config
+from ad.config import config_from_dict, config_to_dict, load_config, yaml_floats
 from ad.data.collect import collect, plan_runs, record_run
 from ad.data.histories import (
     read_episodes,
@@ -37,7 +37,7 @@ from ad.data.histories import (
     validate_history,
 )
 from ad.data.manifest import inspect, load_manifest, manifest_lock, merge_manifest, source_curves
-from ad.data.sources import RecordingVecEnv, SmallCNN, SourceAlgorithm, _yaml_floats, make_source
+from ad.data.sources import RecordingVecEnv, SmallCNN, SourceAlgorithm, make_source
 from ad.errors import UserError
 from ad.evaluation.plots import plot_dataset_curves
 from envs.base import TaskFamily
@@ -268,7 +268,7 @@ def test_sb3_policies_from_config_strings():
     # YAML reads 1e-5 as a string at any depth; nested kwargs reach SB3 and torch as floats.
     nested = _source("DarkRoom", {"policy_kwargs": {"optimizer_kwargs": {"eps": "1e-5"}}})
     assert nested.model.policy.optimizer.defaults["eps"] == 1e-5
-    assert _yaml_floats({"a": [{"b": "2e-3"}, "x1e3"], "c": ("-1E+2",)}) == {
+    assert yaml_floats({"a": [{"b": "2e-3"}, "x1e3"], "c": ("-1E+2",)}) == {
         "a": [{"b": 2e-3}, "x1e3"],
         "c": (-100.0,),
     }

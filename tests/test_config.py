@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,8 @@ def test_yaml_1_1_quirks_are_read_as_meant():
         ({"train": {"num_stepz": 3}}, [], "unknown config key train.num_stepz"),
         ({"bogus": {}}, [], "unknown config key bogus"),
         ({"train": {"mode": "bc"}}, [], "train.mode: 'bc' is not one of"),
-        ({"eval": {"num_episodes": 0}}, [], "zero episodes"),
+        ({"eval": {"num_episodes": 0}}, [], "eval.num_episodes must be >= 1, got 0"),
+        ({}, ["eval.num_episodes=-3"], "eval.num_episodes must be >= 1, got -3"),
         ({"model": {"embed_dim": 30, "num_heads": 4}}, [], "embed_dim must divide"),
         ({}, ["train.lr"], "not of the form section.key=value"),
         ({"collect": {"splits": ["test"]}}, [], "collect.splits"),
@@ -71,6 +73,19 @@ def test_bad_values_give_one_line_errors(data, overrides, needle):
     message = str(info.value)
     assert needle in message
     assert "\n" not in message
+
+
+def test_config_files_that_are_not_utf8_are_named(tmp_path):
+    utf16 = tmp_path / "utf16.yaml"
+    utf16.write_bytes("train: {lr: 0.001}\n".encode("utf-16"))  # starts with 0xff 0xfe
+    with pytest.raises(UserError) as info:
+        load_config(utf16)
+    assert str(info.value) == (
+        f"config file {utf16} is not UTF-8 text (byte 0xff at offset 0); save it as UTF-8"
+    )
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes("train: {lr: 0.002}\n".encode("utf-8-sig"))
+    assert load_config(bom).train.lr == 0.002
 
 
 def test_missing_and_malformed_files(tmp_path):
@@ -111,3 +126,24 @@ def test_setting_the_algorithm_drops_the_default_ppo_kwargs():
     assert config_from_dict({"collect": {"algorithm": "UCB"}}).collect.algorithm_kwargs == {}
     kept = config_from_dict({"collect": {"algorithm": "A2C", "algorithm_kwargs": {"n_steps": 8}}})
     assert kept.collect.algorithm_kwargs == {"n_steps": 8}
+
+
+def test_overriding_the_algorithm_keeps_the_files_kwargs():
+    """--set collect.algorithm=X never drops the algorithm_kwargs written in the file."""
+    data = {"collect": {"algorithm": "PPO", "algorithm_kwargs": {"learning_rate": 0.01}}}
+    cfg = config_from_dict(data, ["collect.algorithm=A2C"])
+    assert (cfg.collect.algorithm, cfg.collect.algorithm_kwargs) == ("A2C", {"learning_rate": 0.01})
+    assert config_from_dict({}, ["collect.algorithm=DQN"]).collect.algorithm_kwargs == {}
+
+
+def test_every_section_checks_its_own_values_on_construction():
+    from ad.config import CollectConfig, EvalConfig, ModelConfig, TrainConfig
+
+    for section, kwargs, needle in [
+        (CollectConfig, {"n_envs": 0}, "collect.n_envs must be >= 1, got 0"),
+        (ModelConfig, {"dropout": 1.5}, "model.dropout must be in [0, 1), got 1.5"),
+        (TrainConfig, {"batch_size": -2}, "train.batch_size must be >= 1, got -2"),
+        (EvalConfig, {"num_seeds": -1}, "eval.num_seeds must be >= 1, got -1"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(needle)):
+            section(**kwargs)

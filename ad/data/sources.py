@@ -14,7 +14,6 @@ with Discrete actions plugs in by its class, e.g. ``collect.algorithm: sb3_contr
 from __future__ import annotations
 
 import math
-import re
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from torch import nn
 
+from ad.config import yaml_floats
 from ad.errors import UserError
 from envs.base import TaskError, import_user_module
 
@@ -357,22 +357,6 @@ def check_action_space(action_space: spaces.Space, algorithm: str) -> None:
         )
 
 
-# YAML 1.1 (PyYAML) reads 1e-3, without a dot, as a string.
-_YAML_FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
-
-
-def _yaml_floats(value: Any) -> Any:
-    """``value`` with every string that spells a float in exponent notation made a float, at
-    any depth (``policy_kwargs: {optimizer_kwargs: {eps: 1e-5}}``)."""
-    if isinstance(value, dict):
-        return {key: _yaml_floats(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_yaml_floats(item) for item in value)
-    if isinstance(value, str) and _YAML_FLOAT.fullmatch(value):
-        return float(value)
-    return value
-
-
 def make_source(name: str, venv: VecEnv, seed: int, kwargs: dict | None = None) -> SourceAlgorithm:
     """Build a source algorithm acting on ``venv``.
 
@@ -388,7 +372,7 @@ def make_source(name: str, venv: VecEnv, seed: int, kwargs: dict | None = None) 
     cls = resolve_source(name)
     check_action_space(venv.action_space, name)
     try:
-        return cls(venv, seed, **_yaml_floats(kwargs or {}))
+        return cls(venv, seed, **yaml_floats(kwargs or {}))
     except (TypeError, ValueError, AssertionError) as e:  # SB3 checks its arguments by assert
         raise UserError(
             f"bad collect.algorithm_kwargs for {name}: {' '.join(str(e).split())}; fix the config"
