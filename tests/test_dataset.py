@@ -22,7 +22,7 @@ from ad.data.manifest import merge_manifest
 from ad.data.spaces import space_to_json
 from ad.errors import UserError
 from ad.learn.batches import iterate_batches, window_indices
-from ad.learn.kept_streams import kept_segments
+from ad.learn.kept_streams import KeepPolicy, first_window_of_each, kept_segments, plan_stream
 from ad.learn.windows import WINDOW_KEYS, open_windows
 from envs import make_family
 
@@ -194,6 +194,21 @@ def test_kept_segments_subsample_ed_and_unfinished_episode():
     assert kept_segments(dones, "ed", 1, 2) == [(8, 16)]  # complete episodes only
     assert kept_segments(dones, "ed", 1, 99) == [(0, 16)]
     assert kept_segments(np.zeros(5, dtype=bool), "ed", 1, 3) == []
+
+
+def test_plan_stream_numbers_kept_steps_across_segments_and_leaves_out_empty_streams():
+    dones = np.zeros(20, dtype=bool)
+    dones[[2, 7, 9, 15]] = True  # episodes [0,3) [3,8) [8,10) [10,16) and unfinished [16,20)
+    kept = plan_stream(KeepPolicy("ad", 3, (0, 1, 2), 0), 7, 1, 20, dones)
+    assert [k.num_kept_steps for k in kept] == [9, 9, 2]  # one kept stream per subsample offset
+    first = kept[0]  # segments [0,3) and [10,16)
+    assert (first.history, first.stream) == (7, 1)
+    assert list(first.segment_starts) == [0, 10] and list(first.segment_kept_starts) == [0, 3]
+    assert list(first.original_steps(np.arange(9))) == [0, 1, 2, 10, 11, 12, 13, 14, 15]
+    whole = plan_stream(KeepPolicy("ad", 1, (0,), 0), 0, 0, 20, None)  # no boundaries needed
+    assert len(whole) == 1 and whole[0].num_kept_steps == 20
+    assert plan_stream(KeepPolicy("ed", 1, (0,), 3), 0, 0, 5, np.zeros(5, dtype=bool)) == []
+    assert list(first_window_of_each(kept[:2], 4)) == [0, 6, 12]
 
 
 def test_window_indices_are_a_function_of_seed_and_step_and_ranks_split_the_batch():
