@@ -21,13 +21,9 @@ from ad.data.histories import read_history, write_history
 from ad.data.manifest import merge_manifest
 from ad.data.spaces import space_to_json
 from ad.errors import UserError
-from ad.learn.dataset import (
-    WINDOW_KEYS,
-    WindowDataset,
-    iterate_batches,
-    kept_segments,
-    window_indices,
-)
+from ad.learn.batches import iterate_batches, window_indices
+from ad.learn.kept_streams import KeepPolicy, first_window_of_each, kept_segments, plan_stream
+from ad.learn.windows import WINDOW_KEYS, open_windows
 from envs import make_family
 
 CENTRE = (4, 4)  # where every DarkRoom episode starts
@@ -200,6 +196,21 @@ def test_kept_segments_subsample_ed_and_unfinished_episode():
     assert kept_segments(np.zeros(5, dtype=bool), "ed", 1, 3) == []
 
 
+def test_plan_stream_numbers_kept_steps_across_segments_and_leaves_out_empty_streams():
+    dones = np.zeros(20, dtype=bool)
+    dones[[2, 7, 9, 15]] = True  # episodes [0,3) [3,8) [8,10) [10,16) and unfinished [16,20)
+    kept = plan_stream(KeepPolicy("ad", 3, (0, 1, 2), 0), 7, 1, 20, dones)
+    assert [k.num_kept_steps for k in kept] == [9, 9, 2]  # one kept stream per subsample offset
+    first = kept[0]  # segments [0,3) and [10,16)
+    assert (first.history, first.stream) == (7, 1)
+    assert list(first.segment_starts) == [0, 10] and list(first.segment_kept_starts) == [0, 3]
+    assert list(first.original_steps(np.arange(9))) == [0, 1, 2, 10, 11, 12, 13, 14, 15]
+    whole = plan_stream(KeepPolicy("ad", 1, (0,), 0), 0, 0, 20, None)  # no boundaries needed
+    assert len(whole) == 1 and whole[0].num_kept_steps == 20
+    assert plan_stream(KeepPolicy("ed", 1, (0,), 3), 0, 0, 5, np.zeros(5, dtype=bool)) == []
+    assert list(first_window_of_each(kept[:2], 4)) == [0, 6, 12]
+
+
 def test_window_indices_are_a_function_of_seed_and_step_and_ranks_split_the_batch():
     full = window_indices(7, 3, 1000, 8)
     assert np.array_equal(full, window_indices(7, 3, 1000, 8))
@@ -219,7 +230,7 @@ def test_window_indices_are_a_function_of_seed_and_step_and_ranks_split_the_batc
 def test_windows_match_independent_reference(dataset_dir, mode, k, offsets):
     cfg = tiny_config(dataset_dir, None, f"train.mode={mode}", f"train.subsample_every={k}",
                       "train.ed_last_episodes=4", f"train.subsample_offsets={offsets}")  # fmt: skip
-    ds = WindowDataset(cfg)
+    ds = open_windows(cfg)
     every = range(k) if offsets == "all" and mode == "ad" else range(1)
     expected = reference_windows(dataset_dir, mode, k, 4, 40, every)
     got = ds.get_batch(np.arange(ds.num_windows))
@@ -235,30 +246,31 @@ def test_windows_match_independent_reference(dataset_dir, mode, k, offsets):
 
 
 def test_subsampling_crosses_episode_gaps(dataset_dir):
-    ds = WindowDataset(tiny_config(dataset_dir, None, "train.subsample_every=3"))
+    ds = open_windows(tiny_config(dataset_dir, None, "train.subsample_every=3"))
     stream = ds.streams[0]
-    assert len(stream.starts) > 1  # several separate kept segments
-    gap = stream.offsets[1]  # first kept index of the second segment
+    assert len(stream.segment_starts) > 1  # several separate kept segments
+    gap = stream.segment_kept_starts[1]  # first kept index of the second segment
     window = ds[gap - 1]  # a window starting at the last step of the first segment
     assert window["prev_dones"][1] and tuple(window["observations"][1]) == CENTRE
-    assert stream.original_steps(np.array([gap]))[0] > stream.starts[0] + gap  # steps skipped
+    assert stream.original_steps(np.array([gap]))[0] > stream.segment_starts[0] + gap  # skipped
 
 
 def test_ed_uses_only_the_last_episodes(dataset_dir):
-    ds = WindowDataset(tiny_config(dataset_dir, None, "train.mode=ed", "train.ed_last_episodes=3"))
+    ds = open_windows(tiny_config(dataset_dir, None, "train.mode=ed", "train.ed_last_episodes=3"))
     for stream in ds.streams:
-        h = read_history(ds.files[stream.run])
+        h = read_history(ds.files[stream.history])
         dones = h.terminations[stream.stream] | h.truncations[stream.stream]
         ends = np.flatnonzero(dones)
-        assert len(stream.starts) == 1
-        assert stream.starts[0] == ends[-4] + 1 and stream.length == ends[-1] - ends[-4]
+        assert len(stream.segment_starts) == 1
+        assert stream.segment_starts[0] == ends[-4] + 1
+        assert stream.num_kept_steps == ends[-1] - ends[-4]
 
 
 def test_heldout_runs_never_appear(dataset_dir):
-    ds = WindowDataset(tiny_config(dataset_dir))
+    ds = open_windows(tiny_config(dataset_dir))
     manifest = json.loads((dataset_dir / "manifest.json").read_text())
     assert any(run["split"] == "heldout" for run in manifest["runs"])
-    assert {ds.files[s.run].name for s in ds.streams} == {
+    assert {ds.files[s.history].name for s in ds.streams} == {
         run["file"] for run in manifest["runs"] if run["split"] == "train"
     }
     heldout = {json.dumps(t) for t in ds.split.heldout}
@@ -272,8 +284,8 @@ def test_heldout_runs_never_appear(dataset_dir):
 def test_streamed_equals_in_memory(dataset_dir, mode, k, offsets):
     common = [f"train.mode={mode}", f"train.subsample_every={k}", "train.ed_last_episodes=4",
               f"train.subsample_offsets={offsets}"]  # fmt: skip
-    memory = WindowDataset(tiny_config(dataset_dir, None, 'train.in_memory="yes"', *common))
-    streamed = WindowDataset(tiny_config(dataset_dir, None, 'train.in_memory="no"', *common))
+    memory = open_windows(tiny_config(dataset_dir, None, 'train.in_memory="yes"', *common))
+    streamed = open_windows(tiny_config(dataset_dir, None, 'train.in_memory="no"', *common))
     assert memory.in_memory and not streamed.in_memory
     assert streamed.num_windows == memory.num_windows
     indices = np.arange(memory.num_windows)
@@ -284,8 +296,8 @@ def test_streamed_equals_in_memory(dataset_dir, mode, k, offsets):
 
 
 def test_streamed_dataloader_workers_give_the_same_batches(dataset_dir):
-    memory = WindowDataset(tiny_config(dataset_dir, None, 'train.in_memory="yes"'))
-    streamed = WindowDataset(tiny_config(dataset_dir, None, 'train.in_memory="no"'))
+    memory = open_windows(tiny_config(dataset_dir, None, 'train.in_memory="yes"'))
+    streamed = open_windows(tiny_config(dataset_dir, None, 'train.in_memory="no"'))
     args = dict(seed=3, start_step=5, num_steps=9, batch_size=4)
     expected = list(iterate_batches(memory, **args))
     got = list(iterate_batches(streamed, **args, num_workers=2))
@@ -296,8 +308,8 @@ def test_streamed_dataloader_workers_give_the_same_batches(dataset_dir):
 
 
 def test_in_memory_auto_follows_the_memory_budget(dataset_dir):
-    assert WindowDataset(tiny_config(dataset_dir)).in_memory
-    assert not WindowDataset(
+    assert open_windows(tiny_config(dataset_dir)).in_memory
+    assert not open_windows(
         tiny_config(dataset_dir, None, "train.max_memory_gb=0.000001")
     ).in_memory
 
@@ -307,7 +319,7 @@ def test_in_memory_auto_follows_the_memory_budget(dataset_dir):
 
 def _one_line_error(cfg: ExperimentConfig, *words: str) -> str:
     with pytest.raises(UserError) as info:
-        WindowDataset(cfg)
+        open_windows(cfg)
     message = str(info.value)
     assert "\n" not in message
     for word in words:
@@ -354,3 +366,21 @@ def test_refuses_dataset_of_another_split(tmp_path):
 def test_refuses_context_shorter_than_an_episode(dataset_dir):
     cfg = tiny_config(dataset_dir, None, "model.context_steps=19")
     _one_line_error(cfg, "shorter than one episode", "20")
+
+
+@pytest.mark.parametrize("mode", ["ad", "ed"])
+def test_streamed_refuses_an_episode_table_that_disagrees_with_the_steps(tmp_path, mode):
+    # No checksum covers the episode table; streamed training plans the kept episodes from it.
+    data = make_dataset(tmp_path / "d", train_tasks=(0, 1), heldout_tasks=())
+    path = data / "train-task0001-seed0.h5"
+    episodes = histories.read_episodes(path)
+    ends = episodes["episode_ends"].copy()
+    ends[len(ends) // 2] -= 3  # one episode boundary moved: same shapes, wrong boundaries
+    histories.rewrite_history(path, datasets={"episode_ends": ends})
+    common = [f"train.mode={mode}", "train.subsample_every=3", "train.ed_last_episodes=4"]
+    message = _one_line_error(
+        tiny_config(data, None, 'train.in_memory="no"', *common), path.name, "episode_ends"
+    )
+    assert "ad-collect" in message
+    # In memory, boundaries come from the step data themselves, so the same folder trains.
+    assert open_windows(tiny_config(data, None, 'train.in_memory="yes"', *common)).num_windows

@@ -154,7 +154,7 @@ def test_reduced_experiment_runs_end_to_end(name, tmp_path):
 def test_bandit_learns_in_context_on_even_arms(tmp_path):
     """AD distilled from UCB on odd-arm tasks learns in context on held-out even-arm tasks."""
     from ad.evaluation.evaluate import evaluate
-    from ad.learn.dataset import WindowDataset
+    from ad.learn.windows import open_windows
     from ad.pipeline import run_pipeline
 
     cfg = _load("bandit_ci", tmp_path)
@@ -163,7 +163,7 @@ def test_bandit_learns_in_context_on_even_arms(tmp_path):
 
     # One-step episodes all the way: one window per stream (a whole 100-pull run), every
     # token starts an episode, and per-episode outputs have one entry per pull.
-    dataset = WindowDataset(cfg)
+    dataset = open_windows(cfg)
     assert dataset.num_windows == cfg.env.num_train_tasks * cfg.collect.n_envs
     assert dataset.get_batch(np.arange(8))["prev_dones"].all()
     assert sorted(summary["normalised_at"], key=int) == ["1", "10", "50", "100"]

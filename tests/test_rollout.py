@@ -11,7 +11,7 @@ import torch
 import envs
 from ad.errors import UserError
 from ad.evaluation.rollout import eval_env_seed, rollout
-from ad.learn.dataset import shift_inputs
+from ad.learn.windows import prev_step_inputs
 from envs.darkroom import DarkRoom
 from tests.test_evaluate import VariableLengthDarkRoom, make_config, random_model
 
@@ -91,7 +91,7 @@ def test_batched_cached_rollout_takes_the_actions_of_an_uncached_unbatched_loop(
 
 def test_rollout_tokens_are_built_as_the_training_windows(tmp_path):
     """What the model sees while acting is what training feeds it for the same steps: the
-    rollout's transitions, turned into inputs by training's own shift_inputs, give back the
+    rollout's transitions, turned into inputs by training's own prev_step_inputs, give back the
     rollout's argmax actions under one full forward pass (across episodes and window slides)."""
     cfg = make_config(tmp_path)  # context 16 tokens, episodes of 5..11 steps: the window slides
     family = VariableLengthDarkRoom()
@@ -102,7 +102,7 @@ def test_rollout_tokens_are_built_as_the_training_windows(tmp_path):
     assert num_rows == 4 and num_steps > 2 * cfg.model.context_steps
     assert (trace["dones"].sum(1) >= 4).all()  # every row ended its 4 episodes
     for b in range(num_rows):
-        prev = shift_inputs(
+        prev = prev_step_inputs(
             trace["actions"][b], trace["rewards"][b], trace["dones"][b], model.num_actions
         )
         inputs = [trace["observations"][b], *prev]

@@ -19,9 +19,9 @@ from ad.config import save_config
 from ad.errors import UserError
 from ad.evaluation.rollout import periodic_evaluator
 from ad.learn.checkpoint import list_checkpoints, load_checkpoint, load_model
-from ad.learn.dataset import WindowDataset
 from ad.learn.model import ADTransformer
 from ad.learn.train import lr_at, train
+from ad.learn.windows import open_windows
 from tests.test_dataset import make_dataset, tiny_config
 
 
@@ -168,7 +168,7 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(dataset_dir, tmp_pa
     ckpt = load_checkpoint(saved[-1])
     model = ADTransformer(cfg.model, **ckpt["model_args"])
     model.load_state_dict(ckpt["model"])
-    batch = WindowDataset(cfg).get_batch(np.arange(4))
+    batch = open_windows(cfg).get_batch(np.arange(4))
     _, loss = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
     assert torch.isfinite(loss)
 

@@ -371,6 +371,12 @@ def validate_history(path: str | Path) -> dict:
     with _open(path) as f:
         metadata = _check_file(f, path)
         arrays = _read_all(f, path, STEP_ARRAYS + EPISODE_ARRAYS)
+    _check_episode_table(path, arrays)
+    return metadata
+
+
+def _check_episode_table(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Refuse stored episode arrays that differ from those the step data give."""
     derived = episode_table(arrays["rewards"], arrays["terminations"], arrays["truncations"])
     for name, array in derived.items():
         # Shapes first: allclose would raise on unequal lengths and broadcast (1,) against (E,).
@@ -380,7 +386,21 @@ def validate_history(path: str | Path) -> dict:
             )
         if not np.allclose(arrays[name], array):
             raise _corrupt(path, f"{name} disagrees with the step data")
-    return metadata
+
+
+def read_checked_episodes(path: str | Path) -> dict[str, np.ndarray]:
+    """:func:`read_episodes`, checked against the rewards, terminations and truncations (no
+    checksum covers the episode table); observations and actions are not read.
+
+    Raises:
+        HistoryError: as :func:`read_episodes`, or a table that disagrees with the step data.
+    """
+    path = Path(path)
+    with _open(path) as f:
+        _check_file(f, path)
+        arrays = _read_all(f, path, ("rewards", "terminations", "truncations") + EPISODE_ARRAYS)
+    _check_episode_table(path, arrays)
+    return {name: arrays[name] for name in EPISODE_ARRAYS}
 
 
 class HistoryReader:

@@ -30,6 +30,7 @@ import torch.distributed as dist
 
 from ad.config import ExperimentConfig, TrainConfig, config_to_dict, save_config
 from ad.errors import UserError
+from ad.learn.batches import iterate_batches
 from ad.learn.checkpoint import (
     CHECKPOINT_SCHEMA,
     check_resumable,
@@ -43,8 +44,8 @@ from ad.learn.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from ad.learn.dataset import WindowDataset, iterate_batches
 from ad.learn.model import ADTransformer
+from ad.learn.windows import WindowStore, open_windows
 from ad.utils import (
     atomic_write_text,
     package_versions,
@@ -208,25 +209,25 @@ def _train(
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     run_dir = cfg.run_dir
     resume_path = find_resume_checkpoint(run_dir, resume)
-    dataset = WindowDataset(cfg)
+    windows = open_windows(cfg)
     ckpt = load_checkpoint(resume_path) if resume_path else None
     if ckpt is not None:
-        check_resumable(ckpt, cfg, dataset.fingerprint, resume_path)
+        check_resumable(ckpt, cfg, windows.fingerprint, resume_path)
     if world_size > 1:  # no rank may see a checkpoint that rank 0 writes later
         dist.barrier()
 
     raw_model, model, optimizer, start_step = build_model(
-        cfg, dataset, device, ckpt, rank, world_size
+        cfg, windows, device, ckpt, rank, world_size
     )
     use_bf16 = tc.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
-    discrete = dataset.observation_space["type"] in ("Discrete", "MultiDiscrete")
+    discrete = windows.observation_space["type"] in ("Discrete", "MultiDiscrete")
 
     if master:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         write_versions(run_dir)
-        _log(f"{dataset.describe()}; {raw_model.num_parameters():,} parameters on {device}")
+        _log(f"{windows.describe()}; {raw_model.num_parameters():,} parameters on {device}")
         if resume:
             _log(
                 f"resuming {resume_path} at step {start_step}"
@@ -236,7 +237,7 @@ def _train(
     log = MetricsLog(run_dir, start_step, master)
     bar = _progress_bar(tc.num_steps, start_step, progress and master)
     batches = iterate_batches(
-        dataset, tc.seed, start_step, tc.num_steps, tc.batch_size, rank, world_size, tc.num_workers
+        windows, tc.seed, start_step, tc.num_steps, tc.batch_size, rank, world_size, tc.num_workers
     )
     tokens_per_step = tc.batch_size * cfg.model.context_steps
     losses, timer, timed_steps = [], time.perf_counter(), 0
@@ -289,13 +290,13 @@ def _train(
                 bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
                 losses = []
             if eval_now:
-                row.update(_evaluate(evaluator, raw_model, dataset.split, device))
+                row.update(_evaluate(evaluator, raw_model, windows.split, device))
             if row:
                 log.log(done, row)
             if ckpt_now or last:
                 rng = gather_rng(world_size)  # a collective: all ranks
                 if master:
-                    state = _checkpoint_state(raw_model, optimizer, done, rng, cfg, dataset)
+                    state = _checkpoint_state(raw_model, optimizer, done, rng, cfg, windows)
                     save_checkpoint(run_dir / "checkpoints" / checkpoint_name(done), state)
                     for old in list_checkpoints(run_dir)[: -tc.keep_checkpoints]:
                         old.unlink()
@@ -305,7 +306,7 @@ def _train(
         bar.close()
         log.close()
         batches.close()
-        dataset.close()
+        windows.close()
     return run_dir
 
 
@@ -330,7 +331,7 @@ def _set_aside_bad_checkpoint(run_dir: Path, step: int) -> Path | None:
 
 
 def build_model(
-    cfg: ExperimentConfig, dataset: WindowDataset, device: torch.device, ckpt: dict | None,
+    cfg: ExperimentConfig, windows: WindowStore, device: torch.device, ckpt: dict | None,
     rank: int, world_size: int,
 ) -> tuple[ADTransformer, torch.nn.Module, torch.optim.Optimizer, int]:  # fmt: skip
     """(raw model, model to call: compiled and/or DDP-wrapped, optimiser, start step).
@@ -339,7 +340,7 @@ def build_model(
     checkpoint's weights, optimiser state, step and RNG states.
     """
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
-    raw_model = ADTransformer(cfg.model, dataset.observation_space, dataset.num_actions)
+    raw_model = ADTransformer(cfg.model, windows.observation_space, windows.num_actions)
     raw_model.to(device)
     optimizer = make_optimizer(raw_model, cfg.train)
     start_step = 0
@@ -360,7 +361,12 @@ def build_model(
 
 
 def _checkpoint_state(
-    model: ADTransformer, optimizer, step: int, rng: list, cfg: ExperimentConfig, dataset
+    model: ADTransformer,
+    optimizer,
+    step: int,
+    rng: list,
+    cfg: ExperimentConfig,
+    windows: WindowStore,
 ) -> dict:
     return {
         "schema_version": CHECKPOINT_SCHEMA,
@@ -370,11 +376,11 @@ def _checkpoint_state(
         "rng": rng,  # one state per rank
         "config": config_to_dict(cfg),
         "model_args": {
-            "observation_space": dataset.observation_space,
-            "num_actions": dataset.num_actions,
+            "observation_space": windows.observation_space,
+            "num_actions": windows.num_actions,
         },
-        "dataset_fingerprint": dataset.fingerprint,
-        "split": dataset.split.to_json(),
+        "dataset_fingerprint": windows.fingerprint,
+        "split": windows.split.to_json(),
         "versions": package_versions(),
     }
 

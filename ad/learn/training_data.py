@@ -1,0 +1,127 @@
+"""The training runs of a history dataset, checked against the config before any window is cut.
+
+A *run* here is what the manifest calls one: one history file of one (split, task, seed). Training
+uses the manifest's ``train`` runs only, and refuses a dataset whose runs or files hold a task that
+the configured split holds out (the worst mistake: evaluation would then test on training data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ad.config import ExperimentConfig
+from ad.errors import UserError
+from envs.base import TaskSplit, canonical_json, task_key
+
+
+@dataclass(frozen=True)
+class TrainingRuns:
+    """The checked training runs of one dataset folder.
+
+    ``entries[i]``, ``metadata[i]`` and ``files[i]`` describe the same run; a kept stream's
+    ``history`` field indexes these lists.
+    """
+
+    dataset_dir: Path
+    manifest: dict
+    split: TaskSplit
+    entries: list[dict]  # the manifest's entries of the train runs
+    metadata: list[dict]  # the metadata stored in each run's file
+
+    @property
+    def files(self) -> list[Path]:
+        """The history file of each run."""
+        return [self.dataset_dir / entry["file"] for entry in self.entries]
+
+
+def _split_difference(manifest_split: dict, configured: dict) -> str:
+    for key in ("family", "family_kwargs", "seed", "train", "heldout"):
+        theirs, ours = manifest_split.get(key), configured[key]
+        if canonical_json(theirs) != canonical_json(ours):
+            if key in ("train", "heldout"):  # task lists: too long to print
+                return f"other {key} tasks: {len(theirs or [])} there, {len(ours)} here"
+            return f"{key} {theirs!r} there, {ours!r} here"
+    return "no difference"
+
+
+def _check_task(dataset_dir: Path, file: str, task: dict, split: TaskSplit) -> None:
+    where = split.split_of(task)
+    if where == "heldout":
+        raise UserError(
+            f"dataset {dataset_dir} trains on {file} whose task {task_key(task)} is held out in "
+            f"the configured split (env.family={split.family}, env.split_seed={split.seed}); "
+            "collect with the same env section as this config, or fix the env section"
+        )
+    if where is None:
+        raise UserError(
+            f"dataset {dataset_dir}: task {task_key(task)} of {file} is not a training task of the "
+            f"configured split (env.split_seed={split.seed}); use the collect config's env section"
+        )
+
+
+def load_training_runs(cfg: ExperimentConfig) -> TrainingRuns:
+    """Validate a dataset against the config and list its training runs.
+
+    Args:
+        cfg: the experiment config (``dataset_dir`` and the env section are used).
+
+    Returns:
+        The training runs, in manifest order, with each file's metadata.
+
+    Raises:
+        UserError: missing folder or file, wrong schema, a held-out task among the training runs,
+            a manifest split that differs from the configured one, no training runs.
+    """
+    from ad.data.histories import read_metadata
+    from ad.data.manifest import load_manifest
+
+    dataset_dir = Path(cfg.dataset_dir)
+    if not dataset_dir.is_dir():
+        raise UserError(
+            f"dataset folder {dataset_dir} not found; run ad-collect with this config first "
+            "or point train.dataset at a collected dataset"
+        )
+    manifest = load_manifest(dataset_dir)
+    split = cfg.env.task_split()
+    entries = [r for r in manifest.get("runs", []) if r.get("split") == "train"]
+    for entry in entries:  # a leak of evaluation tasks is the worst mistake: check it first
+        _check_task(dataset_dir, entry["file"], entry["task"], split)
+    if canonical_json(manifest.get("split")) != canonical_json(split.to_json()):
+        raise UserError(
+            f"dataset {dataset_dir} was collected with another task split "
+            f"({_split_difference(manifest.get('split') or {}, split.to_json())}); "
+            "use the same env section as the collect config"
+        )
+    if not entries:
+        raise UserError(
+            f"dataset {dataset_dir} has no training runs; collect with collect.splits "
+            "including 'train'"
+        )
+    metadata = []
+    for entry in entries:  # the files themselves must not hold held-out tasks either
+        metadata.append(read_metadata(dataset_dir / entry["file"]))
+        _check_task(dataset_dir, entry["file"], metadata[-1].get("task"), split)
+    return TrainingRuns(dataset_dir, manifest, split, entries, metadata)
+
+
+def dataset_fingerprint(entries: list[dict], cfg: ExperimentConfig) -> str:
+    """sha256 over the training runs' checksums and the window-selection settings.
+
+    Args:
+        entries: the manifest entries of the training runs.
+        cfg: the experiment config (its train section chooses the kept episodes).
+
+    Returns:
+        A hex digest that changes when the training data or the episodes kept of it change.
+    """
+    payload = {
+        "runs": sorted([entry["file"], entry.get("sha256")] for entry in entries),
+        "mode": cfg.train.mode,
+        "subsample_every": cfg.train.subsample_every,
+        "subsample_offsets": cfg.train.subsample_offsets,
+        "ed_last_episodes": cfg.train.ed_last_episodes,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,348 @@
+"""Training windows: two stores with one interface, in memory or streamed from HDF5.
+
+A *window* is ``context_steps`` consecutive kept steps of one kept stream (see
+``ad.learn.kept_streams``). At position t it holds the observation at t with the action, reward
+and done flag of the previous kept step, and the target is the action at t (Laskin et al. 2022,
+section 3). Window ``i`` is one start position of one kept stream, numbered stream by stream.
+
+Small datasets are decompressed into memory once and batches are gathered with one fancy index
+(:class:`InMemoryWindows`). Large ones stay on disk (:class:`StreamedWindows`): every process
+(DataLoader worker) opens its own ``HistoryReader`` lazily and reads each window as one slice per
+contiguous span of kept steps, so memory stays bounded. :func:`open_windows` chooses by the
+config's memory policy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ad.config import ExperimentConfig
+from ad.errors import UserError
+from ad.learn.kept_streams import KeepPolicy, KeptStream, first_window_of_each, plan_stream
+from ad.learn.training_data import TrainingRuns, dataset_fingerprint, load_training_runs
+from envs.base import TaskSplit
+
+WINDOW_KEYS = ("observations", "prev_actions", "prev_rewards", "prev_dones", "targets")
+
+
+def prev_step_inputs(
+    actions: np.ndarray, rewards: np.ndarray, dones: np.ndarray, num_actions: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The previous-step inputs of a sequence of steps that starts a stream.
+
+    Args:
+        actions: (T,) actions of the steps.
+        rewards: (T,) rewards of the steps.
+        dones: (T,) bool, terminations | truncations of the steps.
+        num_actions: the "no action" token of position 0, which has no previous step.
+
+    Returns:
+        prev_actions (T,) int64, prev_rewards (T,) float32, prev_dones (T,) bool; position 0 holds
+        action ``num_actions``, reward 0 and done True.
+    """
+    prev_actions = np.concatenate([[num_actions], actions[:-1]]).astype(np.int64)
+    prev_rewards = np.concatenate([[0.0], rewards[:-1]]).astype(np.float32)
+    prev_dones = np.concatenate([[True], dones[:-1]]).astype(bool)
+    return prev_actions, prev_rewards, prev_dones
+
+
+def _window_arrays(
+    observations: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    dones: np.ndarray,
+    num_actions: int,
+) -> dict[str, np.ndarray]:
+    """Every WINDOW_KEYS array of a sequence of kept steps that starts a stream."""
+    targets = actions.astype(np.int64)
+    prev = prev_step_inputs(targets, rewards, dones, num_actions)
+    return {
+        "observations": observations,
+        "targets": targets,
+        **dict(zip(WINDOW_KEYS[1:4], prev, strict=True)),
+    }
+
+
+def stack_windows(windows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Collate windows into a batch of numpy arrays (B, T, ...)."""
+    return {key: np.stack([w[key] for w in windows]) for key in WINDOW_KEYS}
+
+
+class WindowStore(torch.utils.data.Dataset):
+    """Random-access training windows over the training runs of a history dataset.
+
+    ``store[i]`` is a dict of numpy arrays (see WINDOW_KEYS): observations (T, *obs),
+    prev_actions (T,) int64, prev_rewards (T,) float32, prev_dones (T,) bool and targets (T,)
+    int64, with T = ``context_steps``; ``get_batch(indices)`` stacks them (B, T, ...). Kept
+    streams shorter than one window are skipped. Subclasses plan and hold the kept streams
+    (``_load``) and read windows (``__getitem__``, ``get_batch``).
+
+    Args:
+        training: the checked training runs.
+        policy: which episodes of each stream are kept.
+        context_steps: steps per window.
+        fingerprint: the dataset fingerprint (checked on resume).
+    """
+
+    in_memory: bool  # whether batches are gathered from memory (else read by DataLoader workers)
+    where: str  # for describe()
+
+    def __init__(
+        self, training: TrainingRuns, policy: KeepPolicy, context_steps: int, fingerprint: str
+    ) -> None:
+        self.training = training
+        self.files = training.files
+        self.policy = policy
+        self.context_steps = context_steps
+        self.fingerprint = fingerprint
+        first = training.metadata[0]
+        self.observation_space: dict = first["observation_space"]
+        self.num_actions = int(first["num_actions"])
+        self.episode_length = int(first["episode_length"])
+        kept_streams = self._load()
+        self.streams = [s for s in kept_streams if self._is_windowed(s)]
+        self.num_short_streams = len(kept_streams) - len(self.streams)
+        if not self.streams:
+            raise UserError(
+                f"no stream of {self.dataset_dir} has {self.context_steps} kept steps; lower "
+                "model.context_steps or train.subsample_every (or raise train.ed_last_episodes)"
+            )
+        self.first_window = first_window_of_each(self.streams, self.context_steps)
+        self.num_windows = int(self.first_window[-1])
+
+    @property
+    def dataset_dir(self) -> Path:
+        """The dataset folder."""
+        return self.training.dataset_dir
+
+    @property
+    def split(self) -> TaskSplit:
+        """The task split the training runs were checked against."""
+        return self.training.split
+
+    @property
+    def runs(self) -> list[dict]:
+        """The manifest entries of the training runs."""
+        return self.training.entries
+
+    def _is_windowed(self, kept: KeptStream) -> bool:
+        return kept.num_kept_steps >= self.context_steps
+
+    def _load(self) -> list[KeptStream]:
+        """Plan every kept stream (and load what the store keeps in memory)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.num_windows
+
+    def locate(self, index: int) -> tuple[KeptStream, int]:
+        """The kept stream of window ``index`` and the kept index where the window starts."""
+        if not 0 <= index < self.num_windows:
+            raise IndexError(f"window {index} outside 0..{self.num_windows - 1}")
+        j = int(np.searchsorted(self.first_window, index, side="right")) - 1
+        return self.streams[j], int(index - self.first_window[j])
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Stacked windows (B, T, ...) for window ``indices`` (B,)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release file handles, if any (reopened on next use)."""
+
+    def describe(self) -> str:
+        """One line for the log."""
+        return (
+            f"{len(self.runs)} training runs, {len(self.streams)} streams "
+            f"({self.num_short_streams} shorter than the context skipped), {self.num_windows} "
+            f"windows of {self.context_steps} steps ({self.policy.mode}, "
+            f"subsample_every={self.policy.subsample_every}), {self.where}"
+        )
+
+
+class InMemoryWindows(WindowStore):
+    """Every kept step decompressed once into one concatenated array per window key."""
+
+    in_memory = True
+    where = "in memory"
+
+    def _load(self) -> list[KeptStream]:
+        from ad.data.histories import read_history
+
+        parts: dict[str, list[np.ndarray]] = {key: [] for key in WINDOW_KEYS}
+        kept_streams, first_rows, num_rows = [], [], 0
+        for index, path in enumerate(self.files):
+            history = read_history(path)
+            for s in range(history.num_streams):
+                dones = history.terminations[s] | history.truncations[s]
+                for kept in plan_stream(self.policy, index, s, history.num_steps, dones):
+                    kept_streams.append(kept)
+                    if not self._is_windowed(kept):
+                        continue
+                    steps = kept.original_steps(np.arange(kept.num_kept_steps))
+                    arrays = _window_arrays(
+                        history.observations[s, steps],
+                        history.actions[s, steps],
+                        history.rewards[s, steps],
+                        dones[steps],
+                        self.num_actions,
+                    )
+                    for key in WINDOW_KEYS:
+                        parts[key].append(arrays[key])
+                    first_rows.append(num_rows)
+                    num_rows += kept.num_kept_steps
+        self._arrays = {key: np.concatenate(value) for key, value in parts.items() if value}
+        self._first_row = np.array(first_rows, dtype=np.int64)  # row of each stream's kept step 0
+        return kept_streams
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return {key: value[0] for key, value in self.get_batch(np.array([index])).items()}
+
+    def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Stacked windows (B, T, ...) for window ``indices`` (B,), one gather per key."""
+        indices = np.asarray(indices)
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.num_windows):
+            raise IndexError(f"window indices outside 0..{self.num_windows - 1}")
+        j = np.searchsorted(self.first_window, indices, side="right") - 1  # (B,) streams
+        first = self._first_row[j] + indices - self.first_window[j]  # (B,) rows
+        rows = first[:, None] + np.arange(self.context_steps)  # (B, T)
+        return {key: self._arrays[key][rows] for key in WINDOW_KEYS}
+
+
+class StreamedWindows(WindowStore):
+    """Windows read from the history files on demand, with one reader per process per file.
+
+    Planning needs the episode boundaries of each file. They come from its episode table, which
+    no checksum covers, so the table is checked against the step data first (issue 12).
+    """
+
+    in_memory = False
+    where = "streamed from disk"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._readers: dict[int, Any] = {}  # history index -> this process's HistoryReader
+        self._pid = os.getpid()  # the process that owns the readers
+        super().__init__(*args, **kwargs)
+
+    def _load(self) -> list[KeptStream]:
+        from ad.data.histories import read_checked_episodes
+
+        kept_streams = []
+        for index, (path, metadata) in enumerate(
+            zip(self.files, self.training.metadata, strict=True)
+        ):
+            num_streams, num_steps = int(metadata["n_envs"]), int(metadata["num_steps"])
+            episodes = None if self.policy.keeps_whole_streams else read_checked_episodes(path)
+            for s in range(num_streams):
+                dones = None
+                if episodes is not None:
+                    dones = np.zeros(num_steps, dtype=bool)
+                    dones[episodes["episode_ends"][episodes["episode_streams"] == s]] = True
+                kept_streams += plan_stream(self.policy, index, s, num_steps, dones)
+        return kept_streams
+
+    def _reader(self, index: int) -> Any:
+        """This process's reader of history ``index``, opened on first use."""
+        from ad.data.histories import HistoryReader
+
+        if self._pid != os.getpid():  # a forked worker must not share the parent's HDF5 handles
+            self._readers, self._pid = {}, os.getpid()
+        if index not in self._readers:
+            self._readers[index] = HistoryReader(self.files[index])
+        return self._readers[index]
+
+    def close(self) -> None:
+        """Close this process's file handles (reopened on next use)."""
+        if self._pid == os.getpid():
+            for reader in self._readers.values():
+                reader.close()
+        self._readers = {}
+
+    def __getstate__(self) -> dict:  # spawned workers open their own readers
+        state = dict(self.__dict__)
+        state["_readers"] = {}
+        return state
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        """The window and the kept step before it, read as one slice per contiguous span of
+        original steps: the episodes that subsampling skips are never read (the reader's reads
+        are chunk-aligned and cached, so spans that share a chunk read it once)."""
+        kept, start = self.locate(int(index))
+        first = max(start - 1, 0)  # the previous kept step feeds the first token's prev-inputs
+        steps = kept.original_steps(np.arange(first, start + self.context_steps))
+        reader = self._reader(kept.history)
+        spans = np.split(steps, np.flatnonzero(np.diff(steps) != 1) + 1)
+        pieces = [reader.read(kept.stream, int(span[0]), int(span[-1]) + 1) for span in spans]
+        data = {key: np.concatenate([p[key] for p in pieces]) for key in pieces[0]}
+        dones = data["terminations"] | data["truncations"]
+        arrays = _window_arrays(
+            data["observations"], data["actions"], data["rewards"], dones, self.num_actions
+        )
+        cut = start - first  # drop the extra leading step
+        return {key: np.ascontiguousarray(arrays[key][cut:]) for key in WINDOW_KEYS}
+
+    def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Stacked windows (B, T, ...) for window ``indices`` (B,), read one by one."""
+        return stack_windows([self[int(i)] for i in indices])
+
+
+def _observation_bytes(space: dict) -> int:
+    if space["type"] == "Discrete":
+        return 8
+    if space["type"] == "MultiDiscrete":
+        return 8 * len(space["nvec"])
+    return int(np.prod(space["shape"])) * np.dtype(space.get("dtype", "float32")).itemsize
+
+
+def in_memory_bytes(training: TrainingRuns) -> int:
+    """Memory the decompressed training histories (plus previous-step inputs) would take.
+
+    Args:
+        training: the training runs.
+
+    Returns:
+        Bytes, an upper bound: every step of every stream, kept or not.
+    """
+    per_step = _observation_bytes(training.metadata[0]["observation_space"]) + 2 * (8 + 4 + 1)
+    steps = sum(int(r["num_streams"]) * int(r["num_steps"]) for r in training.entries)
+    return steps * per_step
+
+
+def open_windows(cfg: ExperimentConfig) -> WindowStore:
+    """The training windows of the config's dataset, in memory if the memory policy allows.
+
+    Args:
+        cfg: the experiment config (env, model.context_steps and the train section are used);
+            ``train.in_memory`` yes / no, or auto: in memory if :func:`in_memory_bytes` is within
+            ``train.max_memory_gb``.
+
+    Returns:
+        An :class:`InMemoryWindows` or a :class:`StreamedWindows`.
+
+    Raises:
+        UserError: a dataset that fails the checks of ``load_training_runs``, a context shorter
+            than one episode, no stream long enough for one window, a corrupt episode table.
+    """
+    training = load_training_runs(cfg)
+    fingerprint = dataset_fingerprint(training.entries, cfg)
+    context_steps = cfg.model.context_steps
+    episode_length = int(training.metadata[0]["episode_length"])
+    if context_steps < episode_length:
+        raise UserError(
+            f"model.context_steps={context_steps} is shorter than one episode "
+            f"({episode_length} steps) of {training.dataset_dir}; AD needs contexts across "
+            f"episodes: set model.context_steps >= {episode_length} (paper: 2-4 episodes)"
+        )
+    if cfg.train.in_memory == "auto":
+        in_memory = in_memory_bytes(training) <= cfg.train.max_memory_gb * 1e9
+    else:
+        in_memory = cfg.train.in_memory == "yes"
+    store = InMemoryWindows if in_memory else StreamedWindows
+    return store(training, KeepPolicy.from_config(cfg.train), context_steps, fingerprint)
