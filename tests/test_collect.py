@@ -28,7 +28,7 @@ from torch import nn
 
 import envs
 from ad.config import config_from_dict, config_to_dict, load_config
-from ad.data.collect import collect, plan_runs, record_run
+from ad.data.collect import collect
 from ad.data.histories import (
     read_episodes,
     read_history,
@@ -36,7 +36,9 @@ from ad.data.histories import (
     rewrite_history,
     validate_history,
 )
-from ad.data.manifest import inspect, load_manifest, manifest_lock, merge_manifest, source_curves
+from ad.data.inspection import inspect, source_curves
+from ad.data.manifest import load_manifest, manifest_lock, merge_manifest
+from ad.data.runs import plan_runs, record_run
 from ad.data.sources import RecordingVecEnv, SmallCNN, SourceAlgorithm, _yaml_floats, make_source
 from ad.errors import UserError
 from ad.evaluation.plots import plot_dataset_curves

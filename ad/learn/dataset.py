@@ -345,7 +345,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def _reader(self, run: int) -> Any:
         """This process's reader of run ``run``, opened on first use (one per DataLoader worker)."""
-        from ad.data.histories import HistoryReader
+        from ad.data.history_reader import HistoryReader
 
         if self._pid != os.getpid():  # a forked worker must not share the parent's HDF5 handles
             self._readers, self._pid = {}, os.getpid()
