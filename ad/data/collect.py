@@ -16,9 +16,7 @@ import time
 from pathlib import Path
 
 from ad.config import ExperimentConfig, config_to_dict, save_config
-from ad.data.manifest import config_fingerprint, resume, write_manifest
-from ad.data.pool import execute
-from ad.data.runs import check_source, plan_runs
+from ad.data import manifest, pool, runs
 from ad.errors import UserError
 from ad.utils import package_versions, write_versions
 
@@ -61,13 +59,13 @@ def collect(
     dataset_dir = cfg.collect_dir
 
     # 1. Plan this shard's runs; a bad algorithm fails here, before the folder is made.
-    jobs = plan_runs(cfg, split)[index::count]
+    jobs = runs.plan_runs(cfg, split)[index::count]
     if jobs:
-        check_source(cfg, family, jobs[0]["task"])
+        runs.check_source(cfg, family, jobs[0]["task"])
 
     # 2. Find what is done. Every check passes before anything in the folder changes.
-    reference = config_fingerprint(cfg, family, split)
-    done = resume(dataset_dir, reference, [job["file"] for job in jobs])
+    reference = manifest.config_fingerprint(cfg, family, split)
+    done = manifest.resume(dataset_dir, reference, [job["file"] for job in jobs])
     save_config(cfg, dataset_dir / "config.yaml")
     write_versions(dataset_dir)
 
@@ -79,19 +77,13 @@ def collect(
     }
     todo = [{**job, **common} for job in jobs if job["file"] not in done]
     start = time.perf_counter()
-    results = execute(todo, min(workers, max(len(todo), 1)), progress)
+    results = pool.execute(todo, min(workers, max(len(todo), 1)), progress)
     seconds = time.perf_counter() - start
 
     # 4. Record them in the manifest, failed runs or not, then report.
-    write_manifest(dataset_dir, cfg.name, reference)
+    manifest.write_manifest(dataset_dir, cfg.name, reference)
     summary = _summarise(results, len(jobs), len(todo), seconds, dataset_dir, shard)
-    print(
-        f"collect: {summary['runs_done']} runs done, {summary['runs_skipped']} skipped, "
-        f"{summary['runs_failed']} failed; {summary['env_steps']} env steps at "
-        f"{summary['env_steps_per_second']:.0f}/s; {summary['bytes_written']} bytes written "
-        f"to {dataset_dir}",
-        flush=True,
-    )
+    print(_summary_line(summary), flush=True)
     failures = summary["failures"]
     if failures:
         first = failures[0]
@@ -131,3 +123,12 @@ def _summarise(
         "env_steps_per_second": round(steps / seconds, 1) if ok else 0.0,
         "bytes_written": sum(r["bytes"] for r in ok),
     }
+
+
+def _summary_line(summary: dict) -> str:
+    return (
+        f"collect: {summary['runs_done']} runs done, {summary['runs_skipped']} skipped, "
+        f"{summary['runs_failed']} failed; {summary['env_steps']} env steps at "
+        f"{summary['env_steps_per_second']:.0f}/s; {summary['bytes_written']} bytes written "
+        f"to {summary['dataset_dir']}"
+    )
