@@ -98,7 +98,7 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
         if args.help_config:
             return _help_config()
         if args.inspect is not None:
-            from ad.data.manifest import inspect
+            from ad.data.inspection import inspect
 
             print(inspect(args.inspect))
             if args.plot:

@@ -9,9 +9,6 @@ printed by ``ad-<command> --help-config``.
 from __future__ import annotations
 
 import dataclasses
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,32 +16,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from ad.errors import UserError
+from ad.fields import build, check, check_fraction, check_min, describe_fields, is_number, setting
 from envs.base import is_int
 
 if TYPE_CHECKING:
     from envs.base import TaskFamily, TaskSplit
-
-
-def setting(default: Any, help: str) -> Any:
-    """A config field: its default and the help text ``--help-config`` prints (mutable defaults
-    are copied per instance)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
-def _check(ok: bool, message: str) -> None:
-    """A range check of a config value: a one-line UserError naming the key and the fix."""
-    if not ok:
-        raise UserError(f"{message}; fix the config file or its --set override")
-
-
-def _check_min(section: str, name: str, value: Any, minimum: float) -> None:
-    _check(value >= minimum, f"{section}.{name} must be >= {minimum}, got {value!r}")
-
-
-def _check_fraction(section: str, name: str, value: float) -> None:
-    _check(0 <= value < 1, f"{section}.{name} must be in [0, 1), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -107,15 +83,15 @@ class CollectConfig:
         if self.algorithm_kwargs is None:
             default = dict(QUICK_PPO_KWARGS) if self.algorithm == "PPO" else {}
             object.__setattr__(self, "algorithm_kwargs", default)
-        _check_min("collect", "n_envs", self.n_envs, 1)
-        _check_min("collect", "total_steps", self.total_steps, self.n_envs)
-        _check(len(self.seeds) >= 1, "collect.seeds must list at least one seed")
-        _check(
+        check_min("collect", "n_envs", self.n_envs, 1)
+        check_min("collect", "total_steps", self.total_steps, self.n_envs)
+        check(len(self.seeds) >= 1, "collect.seeds must list at least one seed")
+        check(
             bool(self.splits) and set(self.splits) <= {"train", "heldout"},
             f"collect.splits must be a non-empty subset of [train, heldout], got {self.splits}",
         )
-        _check_min("collect", "chunk_steps", self.chunk_steps, 1)
-        _check(
+        check_min("collect", "chunk_steps", self.chunk_steps, 1)
+        check(
             self.compression in (None, "gzip", "lzf"),
             f"collect.compression must be gzip, lzf or null, got {self.compression!r}",
         )
@@ -143,14 +119,14 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "num_layers", "num_heads", "ff_dim"):
-            _check_min("model", name, getattr(self, name), 1)
-        _check(
+            check_min("model", name, getattr(self, name), 1)
+        check(
             self.embed_dim % self.num_heads == 0,
             f"model.embed_dim must divide by num_heads ({self.embed_dim} by {self.num_heads})",
         )
-        _check_min("model", "context_steps", self.context_steps, 2)
+        check_min("model", "context_steps", self.context_steps, 2)
         for name in ("dropout", "attn_dropout", "input_mask_prob"):
-            _check_fraction("model", name, getattr(self, name))
+            check_fraction("model", name, getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -215,22 +191,22 @@ class TrainConfig:
             "eval_episodes": 1,
         }
         for name, minimum in minimums.items():
-            _check_min("train", name, getattr(self, name), minimum)
+            check_min("train", name, getattr(self, name), minimum)
         if self.ed_num_steps is not None:
-            _check_min("train", "ed_num_steps", self.ed_num_steps, 1)
-        _check(self.lr > 0, f"train.lr must be > 0, got {self.lr!r}")
-        _check(
+            check_min("train", "ed_num_steps", self.ed_num_steps, 1)
+        check(self.lr > 0, f"train.lr must be > 0, got {self.lr!r}")
+        check(
             0 <= self.min_lr <= self.lr,
             f"train.min_lr must be in [0, train.lr], got {self.min_lr!r}",
         )
-        _check(
-            len(self.betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in self.betas),
+        check(
+            len(self.betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in self.betas),
             f"train.betas must be two numbers in [0, 1), got {self.betas!r}",
         )
-        _check_min("train", "weight_decay", self.weight_decay, 0)
-        _check_min("train", "grad_clip (0: no clipping)", self.grad_clip, 0)
-        _check_fraction("train", "label_smoothing", self.label_smoothing)
-        _check(self.max_memory_gb > 0, "train.max_memory_gb must be > 0")
+        check_min("train", "weight_decay", self.weight_decay, 0)
+        check_min("train", "grad_clip (0: no clipping)", self.grad_clip, 0)
+        check_fraction("train", "label_smoothing", self.label_smoothing)
+        check(self.max_memory_gb > 0, "train.max_memory_gb must be > 0")
 
 
 @dataclass(frozen=True)
@@ -254,13 +230,13 @@ class EvalConfig:
     )
 
     def __post_init__(self) -> None:
-        _check_min("eval", "num_episodes", self.num_episodes, 1)
-        _check_min("eval", "num_seeds", self.num_seeds, 1)
-        _check_min("eval", "seed", self.seed, 0)
-        _check(self.temperature > 0, f"eval.temperature must be > 0, got {self.temperature!r}")
+        check_min("eval", "num_episodes", self.num_episodes, 1)
+        check_min("eval", "num_seeds", self.num_seeds, 1)
+        check_min("eval", "seed", self.seed, 0)
+        check(self.temperature > 0, f"eval.temperature must be > 0, got {self.temperature!r}")
         if self.max_tasks is not None:
-            _check_min("eval", "max_tasks (null: all tasks)", self.max_tasks, 1)
-        _check(
+            check_min("eval", "max_tasks (null: all tasks)", self.max_tasks, 1)
+        check(
             all(is_int(k) and k >= 1 for k in self.normalise_at),
             f"eval.normalise_at must list episode numbers >= 1, got {self.normalise_at!r}",
         )
@@ -306,100 +282,6 @@ class ExperimentConfig:
 # --------------------------------------------------------------------------- loading
 
 
-# YAML 1.1 (PyYAML) reads 1e-3, without a dot, as a string.
-_YAML_FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
-
-
-def yaml_floats(value: Any) -> Any:
-    """``value`` with every string that spells a float in exponent notation made a float, at any
-    depth (``policy_kwargs: {optimizer_kwargs: {eps: 1e-5}}``)."""
-    if isinstance(value, dict):
-        return {key: yaml_floats(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(yaml_floats(item) for item in value)
-    if isinstance(value, str) and _YAML_FLOAT.fullmatch(value):
-        return float(value)
-    return value
-
-
-def _check_type(value: Any, annotation: Any, where: str) -> Any:
-    """Check (and lightly coerce) one value against a field annotation."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_type(value, arg, where)
-            except UserError as e:
-                errors.append(str(e))
-        raise UserError(errors[0] if errors else f"{where}: may not be null")
-    if origin is Literal:
-        if isinstance(value, bool) and {"yes", "no"} <= set(args):
-            value = "yes" if value else "no"  # YAML 1.1 reads yes/no as booleans
-        if value not in args:
-            raise UserError(f"{where}: {value!r} is not one of {list(args)}")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if not is_int(value):
-            raise UserError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        value = yaml_floats(value)  # YAML 1.1 reads 1e-6 (no dot) as a string
-        if not _is_number(value):
-            raise UserError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise UserError(f"{where}: expected a string, got {value!r}")
-        return value
-    if annotation is list or origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{where}: expected a list, got {value!r}")
-        return list(value)
-    if annotation is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a mapping, got {value!r}")
-        return yaml_floats(dict(value))  # kwargs reach SB3 and families as numbers
-    return value
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"{where or 'config'}: expected a mapping of {cls.__name__} fields")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise UserError(
-            f"unknown config key {prefix}{unknown[0]}; valid keys: {', '.join(sorted(fields))}"
-        )
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{where}.{name}" if where else name
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, key)
-        else:
-            kwargs[name] = _check_type(value, hint, key)
-    return cls(**kwargs)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``section.key=value`` -> (["section", "key"], value parsed as YAML)."""
     if "=" not in text:
@@ -425,7 +307,7 @@ def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = ()) ->
             if not isinstance(node, dict):
                 raise UserError(f"override {text!r}: {part} is not a section")
         node[path[-1]] = value
-    return _build(ExperimentConfig, data, "")
+    return build(ExperimentConfig, data, "")
 
 
 def load_config(
@@ -470,15 +352,6 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
-def help_text(cls: type = ExperimentConfig, prefix: str = "") -> str:
+def help_text() -> str:
     """Every config field with its default and help, for ``--help-config``."""
-    lines = []
-    for f in dataclasses.fields(cls):
-        hint = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
-            lines.append(f"\n[{f.name}]  {f.metadata.get('help', '')}")
-            lines.append(help_text(hint, f"{f.name}."))
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        lines.append(f"  {prefix}{f.name} = {default!r}\n      {f.metadata.get('help', '')}")
-    return "\n".join(lines)
+    return describe_fields(ExperimentConfig)

@@ -22,3 +22,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     """
     envs_base = sys.modules.get("envs.base")
     return (UserError,) if envs_base is None else (UserError, envs_base.TaskError)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message with its whitespace collapsed, for one-line errors (its type's
+    name if the message is empty)."""
+    return " ".join(str(error).split()) or type(error).__name__

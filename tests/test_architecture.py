@@ -3,7 +3,7 @@
 Every module of ``ad`` and ``envs`` is parsed (imports inside functions and ``TYPE_CHECKING``
 blocks count too: a deferred import is still a dependency). The layers, lowest first:
 
-    envs -> ad foundation (ad, ad.errors, ad.utils, ad.config) -> ad.data -> ad.learn
+    envs -> ad foundation (ad, ad.errors, ad.utils, ad.fields, ad.config) -> ad.data -> ad.learn
          -> ad.evaluation -> entry points (ad.pipeline, ad.cli)
 
 A module may import its own layer and the layers below it, never one above.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("envs", "foundation", "ad.data", "ad.learn", "ad.evaluation", "entry")
-FOUNDATION = {"ad", "ad.errors", "ad.utils", "ad.config"}
+FOUNDATION = {"ad", "ad.errors", "ad.utils", "ad.fields", "ad.config"}
 ENTRY = {"ad.pipeline", "ad.cli"}
 MAX_LINES = 450
 
@@ -127,3 +127,18 @@ def test_no_module_is_over_the_size_limit():
     sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
     too_long = {name: n for name, n in sizes.items() if n > MAX_LINES}
     assert not too_long, f"modules over {MAX_LINES} lines (split them by noun): {too_long}"
+
+
+def test_only_the_history_module_imports_h5py():
+    importers = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            if any(n == "h5py" or n.startswith("h5py.") for n in names):
+                importers.append(name)
+    assert sorted(set(importers)) == ["ad.data.histories"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -27,8 +29,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 import envs
-from ad.config import config_from_dict, config_to_dict, load_config, yaml_floats
-from ad.data.collect import collect, plan_runs, record_run
+from ad.config import config_from_dict, config_to_dict, load_config
+from ad.data.collect import collect
 from ad.data.histories import (
     read_episodes,
     read_history,
@@ -36,10 +38,14 @@ from ad.data.histories import (
     rewrite_history,
     validate_history,
 )
-from ad.data.manifest import inspect, load_manifest, manifest_lock, merge_manifest, source_curves
+from ad.data.inspection import inspect, source_curves
+from ad.data.manifest import load_manifest, manifest_lock, merge_manifest
+from ad.data.pool import execute
+from ad.data.runs import plan_runs, record_run, run_one
 from ad.data.sources import RecordingVecEnv, SmallCNN, SourceAlgorithm, make_source
 from ad.errors import UserError
 from ad.evaluation.plots import plot_dataset_curves
+from ad.fields import yaml_floats
 from envs.base import TaskFamily
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -494,6 +500,34 @@ def test_output_dir_wins_over_train_dataset_and_a_summary_is_printed(tmp_path, c
     assert "bytes written to" in captured.out and len(captured.out.splitlines()) == 1
     default = config_from_dict({"name": "x", "train": {"dataset": str(tmp_path)}})
     assert default.collect_dir == Path("learning_histories") / "x"
+
+
+def test_jobs_and_results_cross_the_executor_seam_as_plain_picklable_data(tmp_path):
+    """Another executor (e.g. Ray tasks) plugs in at execute(jobs, workers, progress): it needs
+    run_one importable by reference, and jobs and results that pickle."""
+    cfg = _bandit_cfg(tmp_path)
+    common = {"config": config_to_dict(cfg), "dataset_dir": str(tmp_path), "versions": {}}
+    jobs = [{**job, **common} for job in plan_runs(cfg, cfg_split(cfg))]
+    assert pickle.loads(pickle.dumps(run_one)) is run_one
+    assert pickle.loads(pickle.dumps(jobs)) == jobs
+    results = execute(jobs, workers=1, progress=False)
+    assert sorted(r["file"] for r in results) == sorted(job["file"] for job in jobs)
+    assert all(r["ok"] and r["steps"] == 400 for r in results)
+    assert pickle.loads(pickle.dumps(results)) == results
+    # run_one called directly, as a remote task would, writes the same history.
+    again = run_one({**jobs[0], "dataset_dir": str(tmp_path / "again")})
+    assert again["ok"] and again["file"] == jobs[0]["file"]
+    np.testing.assert_array_equal(
+        read_history(tmp_path / "again" / jobs[0]["file"]).actions,
+        read_history(tmp_path / jobs[0]["file"]).actions,
+    )
+
+
+def test_collect_exports_only_what_it_owns():
+    module = importlib.import_module("ad.data.collect")
+    assert module.__all__ == ["collect"]
+    for name in ("inspect", "merge_manifest", "write_manifest", "run_one", "plan_runs"):
+        assert not hasattr(module, name), f"{name} has its own module; import it from there"
 
 
 class BoxActionEnv(gym.Env):

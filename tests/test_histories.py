@@ -17,7 +17,6 @@ from ad.data import histories
 from ad.data.histories import (
     History,
     HistoryError,
-    HistoryReader,
     HistoryVersionError,
     episode_table,
     read_episodes,
@@ -29,6 +28,7 @@ from ad.data.histories import (
     validate_history,
     write_history,
 )
+from ad.data.history_reader import HistoryReader
 from ad.data.manifest import load_manifest
 from ad.errors import UserError
 from ad.utils import atomic_write_json, current_umask

@@ -1,9 +1,12 @@
-"""Learning histories on disk: the HDF5 writer, reader, validator and the dataset manifest.
+"""Learning-history files: the HDF5 format, its writer, whole-file readers and validator.
 
-This is the only module that imports h5py. One file holds one source-algorithm run (one task, one
-seed): datasets shaped ``(S, T, ...)`` (S env streams, T steps per stream) plus per-episode
-summaries, and a JSON ``metadata`` root attribute. The format is documented, with its version, in
-``learning_histories/README.md``.
+This module and :mod:`ad.data.history_reader` (chunked reads of one open file, for data larger
+than memory) are the history modules; this one alone imports h5py, and the reader touches h5py
+only through the handles :func:`open_history` returns. One file holds one source-algorithm run
+(one task, one seed): datasets shaped ``(S, T, ...)`` (S env streams, T steps per stream) plus
+per-episode summaries, and a JSON ``metadata`` root attribute. The format is documented, with its
+version, in ``learning_histories/README.md``; the dataset folder around the files, with its
+manifest, in :mod:`ad.data.manifest`.
 """
 
 from __future__ import annotations
@@ -13,15 +16,13 @@ import logging
 import os
 import shutil
 import socket
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
 
-from ad.errors import UserError
+from ad.errors import UserError, one_line
 from ad.utils import fsync_dir
 
 SCHEMA_VERSION = 1
@@ -43,11 +44,8 @@ class HistoryVersionError(HistoryError):
     """A history written with another schema version."""
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def _corrupt(path: Path, why: str) -> HistoryError:
+def corrupt_history(path: Path, why: str) -> HistoryError:
+    """The one-line error for a file at ``path`` that is not a valid history, and why."""
     return HistoryError(
         f"{path} is not a valid learning history ({why}); delete it and re-run ad-collect"
     )
@@ -277,14 +275,27 @@ def rewrite_history(
 # --------------------------------------------------------------------------- reading
 
 
-def _open(path: Path) -> h5py.File:
+def open_history(path: str | Path) -> tuple[h5py.File, dict]:
+    """Open a history for reading, after a cheap structural check (no array data is read).
+
+    Returns:
+        The open file (the caller closes it) and its metadata.
+
+    Raises:
+        HistoryError: missing, unreadable, truncated or wrong-version file.
+    """
     path = Path(path)
     if not path.is_file():
         raise HistoryError(f"learning history {path} not found; check the path or run ad-collect")
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as e:
-        raise _corrupt(path, f"cannot open it as HDF5: {_one_line(e)}") from None
+        raise corrupt_history(path, f"cannot open it as HDF5: {one_line(e)}") from None
+    try:
+        return f, _check_file(f, path)
+    except BaseException:
+        f.close()
+        raise
 
 
 def _check_file(f: h5py.File, path: Path) -> dict:
@@ -292,13 +303,13 @@ def _check_file(f: h5py.File, path: Path) -> dict:
     try:
         text = f.attrs["metadata"]
     except (KeyError, OSError):
-        raise _corrupt(path, "no metadata attribute") from None
+        raise corrupt_history(path, "no metadata attribute") from None
     try:
         metadata = json.loads(text)
     except (TypeError, ValueError):
-        raise _corrupt(path, "its metadata is not valid JSON") from None
+        raise corrupt_history(path, "its metadata is not valid JSON") from None
     if not isinstance(metadata, dict):
-        raise _corrupt(path, "its metadata is not a JSON object")
+        raise corrupt_history(path, "its metadata is not a JSON object")
     version = metadata.get("schema_version")
     if version != SCHEMA_VERSION:
         raise HistoryVersionError(
@@ -307,15 +318,15 @@ def _check_file(f: h5py.File, path: Path) -> dict:
         )
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing:
-        raise _corrupt(path, f"metadata lacks {', '.join(missing)}")
+        raise corrupt_history(path, f"metadata lacks {', '.join(missing)}")
     shape = (metadata["n_envs"], metadata["num_steps"])
     for name in STEP_ARRAYS:
         dataset = f.get(name)
         if not isinstance(dataset, h5py.Dataset) or dataset.shape[:2] != shape:
-            raise _corrupt(path, f"dataset {name} is missing or not shaped {shape}")
+            raise corrupt_history(path, f"dataset {name} is missing or not shaped {shape}")
     for name in EPISODE_ARRAYS:
         if not isinstance(f.get(name), h5py.Dataset):
-            raise _corrupt(path, f"dataset {name} is missing")
+            raise corrupt_history(path, f"dataset {name} is missing")
     return metadata
 
 
@@ -325,19 +336,18 @@ def read_metadata(path: str | Path) -> dict:
     Raises:
         HistoryError: missing, unreadable, truncated or wrong-version file.
     """
-    path = Path(path)
-    f = _open(path)
-    try:
-        return _check_file(f, path)
-    finally:
-        f.close()
+    f, metadata = open_history(path)
+    f.close()
+    return metadata
 
 
-def _read_all(f: h5py.File, path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+def read_datasets(f: h5py.File, path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Whole datasets of an open history, by name (checksums verified); ``path`` names it in
+    the error."""
     try:
         return {name: f[name][()] for name in names}
     except (OSError, KeyError, ValueError) as e:
-        raise _corrupt(path, f"reading its data failed: {_one_line(e)}") from None
+        raise corrupt_history(path, f"reading its data failed: {one_line(e)}") from None
 
 
 def read_history(path: str | Path) -> History:
@@ -347,18 +357,18 @@ def read_history(path: str | Path) -> History:
         HistoryError: missing, corrupt, truncated or wrong-version file.
     """
     path = Path(path)
-    with _open(path) as f:
-        metadata = _check_file(f, path)
-        arrays = _read_all(f, path, STEP_ARRAYS)
+    f, metadata = open_history(path)
+    with f:
+        arrays = read_datasets(f, path, STEP_ARRAYS)
     return History(path=path, metadata=metadata, **arrays)
 
 
 def read_episodes(path: str | Path) -> dict[str, np.ndarray]:
     """The stored per-episode summaries (see :func:`episode_table`) without the step data."""
     path = Path(path)
-    with _open(path) as f:
-        _check_file(f, path)
-        return _read_all(f, path, EPISODE_ARRAYS)
+    f, _ = open_history(path)
+    with f:
+        return read_datasets(f, path, EPISODE_ARRAYS)
 
 
 def validate_history(path: str | Path) -> dict:
@@ -368,24 +378,11 @@ def validate_history(path: str | Path) -> dict:
         HistoryError: the file is not a complete, uncorrupted history of this schema version.
     """
     path = Path(path)
-    with _open(path) as f:
-        metadata = _check_file(f, path)
-        arrays = _read_all(f, path, STEP_ARRAYS + EPISODE_ARRAYS)
+    f, metadata = open_history(path)
+    with f:
+        arrays = read_datasets(f, path, STEP_ARRAYS + EPISODE_ARRAYS)
     _check_episode_table(path, arrays)
     return metadata
-
-
-def _check_episode_table(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Refuse stored episode arrays that differ from those the step data give."""
-    derived = episode_table(arrays["rewards"], arrays["terminations"], arrays["truncations"])
-    for name, array in derived.items():
-        # Shapes first: allclose would raise on unequal lengths and broadcast (1,) against (E,).
-        if arrays[name].shape != array.shape:
-            raise _corrupt(
-                path, f"{name} is shaped {arrays[name].shape} but the step data give {array.shape}"
-            )
-        if not np.allclose(arrays[name], array):
-            raise _corrupt(path, f"{name} disagrees with the step data")
 
 
 def read_checked_episodes(path: str | Path) -> dict[str, np.ndarray]:
@@ -396,87 +393,21 @@ def read_checked_episodes(path: str | Path) -> dict[str, np.ndarray]:
         HistoryError: as :func:`read_episodes`, or a table that disagrees with the step data.
     """
     path = Path(path)
-    with _open(path) as f:
-        _check_file(f, path)
-        arrays = _read_all(f, path, ("rewards", "terminations", "truncations") + EPISODE_ARRAYS)
+    f, _ = open_history(path)
+    with f:
+        arrays = read_datasets(f, path, ("rewards", "terminations", "truncations") + EPISODE_ARRAYS)
     _check_episode_table(path, arrays)
     return {name: arrays[name] for name in EPISODE_ARRAYS}
 
 
-class HistoryReader:
-    """Keeps one history file open to read slices of streams (for data larger than memory).
-
-    Reads are chunk-aligned: a slice is served from whole on-disk chunks (one stream by
-    ``chunk_steps`` steps), each read and decompressed once into a small LRU cache of
-    ``cache_chunks`` chunks, so neighbouring and overlapping windows cost no extra I/O and memory
-    stays bounded. Use one reader per process (h5py handles must not cross a fork). Usage::
-
-        with HistoryReader(path) as reader:
-            window = reader.read(stream=0, start=100, stop=200)  # dict of (100, ...) arrays
-    """
-
-    def __init__(self, path: str | Path, cache_chunks: int = 16) -> None:
-        self.path = Path(path)
-        self._file = _open(self.path)
-        try:
-            self.metadata = _check_file(self._file, self.path)
-        except BaseException:
-            self._file.close()
-            raise
-        self._datasets = {name: self._file[name] for name in STEP_ARRAYS}
-        self.num_streams = int(self.metadata["n_envs"])
-        self.num_steps = int(self.metadata["num_steps"])
-        chunks = self._datasets["actions"].chunks  # None for a contiguous (unchunked) dataset
-        self.chunk_steps = int(chunks[1]) if chunks else max(self.num_steps, 1)
-        self.cache_chunks = max(1, int(cache_chunks))
-        self.chunk_reads = 0  # chunks read from disk so far
-        self._cache: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
-
-    def read(self, stream: int, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Steps ``start:stop`` of one stream: each array ``(stop - start, ...)``, a copy."""
-        if not (0 <= stream < self.num_streams and 0 <= start <= stop <= self.num_steps):
-            raise IndexError(
-                f"slice stream={stream} [{start}:{stop}] outside ({self.num_streams}, "
-                f"{self.num_steps})"
+def _check_episode_table(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Refuse stored episode arrays that differ from those the step data give."""
+    derived = episode_table(arrays["rewards"], arrays["terminations"], arrays["truncations"])
+    for name, array in derived.items():
+        # Shapes first: allclose would raise on unequal lengths and broadcast (1,) against (E,).
+        if arrays[name].shape != array.shape:
+            raise corrupt_history(
+                path, f"{name} is shaped {arrays[name].shape} but the step data give {array.shape}"
             )
-        size = self.chunk_steps
-        parts = []
-        for c in range(start // size, -(-stop // size)):
-            block = self._chunk(stream, c)
-            lo, hi = max(start - c * size, 0), min(stop - c * size, size)
-            parts.append({name: array[lo:hi] for name, array in block.items()})
-        if not parts:  # an empty slice
-            return {name: ds[stream, start:stop] for name, ds in self._datasets.items()}
-        return {name: np.concatenate([p[name] for p in parts]) for name in self._datasets}
-
-    def _chunk(self, stream: int, index: int) -> dict[str, np.ndarray]:
-        """Chunk ``index`` of a stream, from the cache or read whole from disk."""
-        key = (stream, index)
-        block = self._cache.get(key)
-        if block is not None:
-            self._cache.move_to_end(key)
-            return block
-        lo, hi = index * self.chunk_steps, min((index + 1) * self.chunk_steps, self.num_steps)
-        try:
-            # One indexing operation per dataset: ds[s][a:b] would read the whole stream first.
-            block = {name: ds[stream, lo:hi] for name, ds in self._datasets.items()}
-        except OSError as e:
-            raise _corrupt(self.path, f"reading its data failed: {_one_line(e)}") from None
-        self.chunk_reads += 1
-        self._cache[key] = block
-        if len(self._cache) > self.cache_chunks:
-            self._cache.popitem(last=False)
-        return block
-
-    def episodes(self) -> dict[str, np.ndarray]:
-        """The per-episode summaries of the file (see :func:`episode_table`)."""
-        return _read_all(self._file, self.path, EPISODE_ARRAYS)
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> HistoryReader:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        if not np.allclose(arrays[name], array):
+            raise corrupt_history(path, f"{name} disagrees with the step data")

@@ -1,10 +1,15 @@
-"""The dataset folder: run file names, config fingerprints, ``manifest.json`` and inspection.
+"""The dataset folder: its run files, the config they share and the ``manifest.json`` of them.
 
 A dataset folder holds one learning history per (split, task, seed) run, named by
 :func:`run_file_name`, and ``manifest.json``, which lists the valid histories with their checksums
 and first/last returns. Every history of one folder was collected with the same config: the
 metadata keys in :data:`FINGERPRINT_KEYS` agree. The manifest is always rebuilt from the files
 present, so shards written by several machines into one folder merge without copying.
+
+The rest of ``ad`` reads and writes a folder only through :func:`load_manifest` (training's
+loader, evaluation's source curves), :func:`resume` (collect: what is done), :func:`write_manifest`
+and :func:`merge_manifest` (collect, ``--merge``: rebuild under the folder's lock) and
+:func:`scan_histories` (``--inspect``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,13 +29,13 @@ from ad.data.histories import (
     SCHEMA_VERSION,
     HistoryError,
     HistoryVersionError,
-    _one_line,
     read_episodes,
     read_metadata,
+    stale_temp_files,
     stream_returns,
     validate_history,
 )
-from ad.errors import UserError
+from ad.errors import UserError, one_line
 from ad.utils import atomic_write_json
 from envs.base import canonical_json
 
@@ -63,48 +69,9 @@ MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_manifest(dataset_dir: str | Path) -> dict:
-    """The ``manifest.json`` of a dataset folder.
-
-    Raises:
-        UserError: missing, unreadable or of another schema version.
-    """
-    path = Path(dataset_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise UserError(
-            f"no {MANIFEST_NAME} in {dataset_dir}; collect the dataset first "
-            "(ad-collect --config ...)"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(
-            f"{path} is unreadable ({_one_line(e)}); re-run ad-collect to rebuild it"
-        ) from None
-    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if version != MANIFEST_SCHEMA_VERSION:
-        raise UserError(
-            f"{path} has manifest schema version {version!r}, expected {MANIFEST_SCHEMA_VERSION}; "
-            "re-run ad-collect with this version of ad to rebuild it"
-        )
-    return manifest
-
-
 def run_file_name(split: str, task_index: int, seed: int) -> str:
     """The file name of one run: ``{split}-task{task_index:04d}-seed{seed}.h5``."""
     return f"{split}-task{task_index:04d}-seed{seed}.h5"
-
-
-# --------------------------------------------------------------------------- fingerprints
 
 
 def config_fingerprint(cfg: ExperimentConfig, family: TaskFamily, split: TaskSplit) -> dict:
@@ -133,18 +100,224 @@ def config_fingerprint(cfg: ExperimentConfig, family: TaskFamily, split: TaskSpl
     )
 
 
-def mismatch(reference: dict, metadata: dict, path: Path, dataset_dir: Path) -> UserError | None:
-    """Why the history at ``path`` does not belong with ``reference``, or None if it does.
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- the interface
+
+
+def load_manifest(dataset_dir: str | Path) -> dict:
+    """The ``manifest.json`` of a dataset folder.
+
+    Raises:
+        UserError: missing, unreadable or of another schema version.
+    """
+    path = Path(dataset_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise UserError(
+            f"no {MANIFEST_NAME} in {dataset_dir}; collect the dataset first "
+            "(ad-collect --config ...)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"{path} is unreadable ({one_line(e)}); re-run ad-collect to rebuild it"
+        ) from None
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if version != MANIFEST_SCHEMA_VERSION:
+        raise UserError(
+            f"{path} has manifest schema version {version!r}, expected {MANIFEST_SCHEMA_VERSION}; "
+            "re-run ad-collect with this version of ad to rebuild it"
+        )
+    return manifest
+
+
+def resume(dataset_dir: Path, reference: dict, files: list[str]) -> set[str]:
+    """Make ``dataset_dir`` ready to collect the runs ``files``; returns those done already.
+
+    The folder is created and must be writable. Every history in it must belong to the config
+    (``reference``), else the call is refused before anything in the folder changes. Histories
+    among ``files`` are read whole through their checksums (:func:`validate_history`), so only a
+    run whose data are intact counts as done; the others are deleted to be collected again, and
+    so are the temporary files that dead writers on this host left for ``files``. Histories of
+    other shards get the structural check only: they are not ours to redo.
 
     Args:
-        reference: a :func:`config_fingerprint` (or the fingerprint of another file).
-        metadata: the file's metadata.
-        path: the file (its name must be the run's :func:`run_file_name`).
-        dataset_dir: the folder, named in the message.
+        dataset_dir: the dataset folder.
+        reference: the :func:`config_fingerprint` of the config.
+        files: this shard's planned file names.
 
     Returns:
-        A one-line UserError naming the first difference and the fix, or None.
+        The names among ``files`` whose histories are complete and valid.
+
+    Raises:
+        UserError: an unwritable folder, or histories of another config or schema version.
     """
+    _make_writable(dataset_dir)
+    mine = set(files)
+    done, unreadable = set(), []
+    for path in sorted(dataset_dir.glob("*.h5")):
+        try:
+            metadata = validate_history(path) if path.name in mine else read_metadata(path)
+        except HistoryVersionError as e:
+            raise UserError(f"{e}; or use another collect.output_dir") from None
+        except HistoryError as e:
+            if path.name in mine:  # only a run of this shard is ours to redo
+                unreadable.append((path, e))
+            continue
+        error = _mismatch(reference, metadata, path, dataset_dir)
+        if error is not None:
+            raise error
+        done.add(path.name)
+    for path, e in unreadable:
+        log.warning("%s; re-collecting it", e)
+        path.unlink()
+    for name in files:
+        for tmp in stale_temp_files(dataset_dir / name):
+            tmp.unlink(missing_ok=True)  # a write interrupted by a crash
+    return done & mine
+
+
+def write_manifest(
+    dataset_dir: str | Path, name: str | None = None, reference: dict | None = None
+) -> dict:
+    """Rebuild ``manifest.json`` from the valid histories present in ``dataset_dir``.
+
+    Args:
+        dataset_dir: the dataset folder.
+        name: the config's name, for the manifest's ``name``.
+        reference: the :func:`config_fingerprint` of the config (None: the name and fingerprint
+            of the first valid file).
+
+    Returns:
+        The manifest written.
+
+    Raises:
+        UserError: no histories and no reference, or histories of different configs or versions.
+    """
+    dataset_dir = Path(dataset_dir)
+    # Shards finishing at once in a shared folder: each scans and writes in turn, so the last
+    # manifest written lists every file that any of them wrote.
+    with manifest_lock(dataset_dir):
+        reuse = _unchanged_entries(dataset_dir)
+        runs, invalid, found = scan_histories(dataset_dir, strict=False, reuse=reuse)
+        header = found if reference is None else _header(name, reference)
+        if header is None:
+            raise UserError(f"no learning histories in {dataset_dir}; run ad-collect first")
+        manifest = {**header, "runs": runs, "invalid_files": invalid}
+        atomic_write_json(dataset_dir / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def merge_manifest(dataset_dir: Path) -> dict:
+    """Rebuild ``manifest.json`` from every valid history in the folder (e.g. after shards);
+    ``ad-collect --merge DIR`` on the command line.
+
+    Returns:
+        The manifest. Invalid files are listed under ``invalid_files`` and left alone.
+
+    Raises:
+        UserError: no histories, or histories of different configs or schema versions.
+    """
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise UserError(f"dataset folder {dataset_dir} not found; check the path")
+    return write_manifest(dataset_dir)
+
+
+def scan_histories(
+    dataset_dir: str | Path, strict: bool = True, reuse: dict[str, dict] | None = None
+) -> tuple[list[dict], list[str], dict | None]:
+    """Manifest entries of the histories in a folder, sorted; the invalid files; the header.
+
+    Every file is read through its checksums (:func:`validate_history`) except those in
+    ``reuse``, which get only the cheap structural check.
+
+    Args:
+        dataset_dir: the dataset folder (``ad-collect --inspect`` scans it strictly).
+        strict: raise on an invalid file, instead of listing it as invalid.
+        reuse: entries to take as they are for files of these names.
+
+    Raises:
+        UserError: histories of different configs or of another schema version.
+    """
+    runs, invalid, header = [], [], None
+    reuse = reuse or {}
+    for path in sorted(Path(dataset_dir).glob("*.h5")):
+        try:
+            metadata = read_metadata(path) if path.name in reuse else validate_history(path)
+        except HistoryError as e:
+            if strict or isinstance(e, HistoryVersionError):
+                raise
+            log.warning("%s", e)
+            invalid.append(path.name)
+            continue
+        if header is None:  # the first valid file is the reference for the others
+            reference = {key: canonical_json(metadata.get(key)) for key in FINGERPRINT_KEYS}
+            header = _header(metadata.get("config", {}).get("name"), reference)
+        error = _mismatch(reference, metadata, path, Path(dataset_dir))
+        if error is not None:
+            raise error
+        runs.append(reuse.get(path.name) or _run_entry(path, metadata))
+    runs.sort(key=lambda r: (SPLIT_ORDER[r["split"]], r["task_index"], r["seed"]))
+    return runs, invalid, header
+
+
+@contextlib.contextmanager
+def manifest_lock(dataset_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``dataset_dir/.manifest.lock`` (flock; waits for other holders,
+    on this or, where the file system supports it, another machine)."""
+    if fcntl is None:
+        yield
+        return
+    path = Path(dataset_dir) / LOCK_NAME
+    try:
+        lock = open(path, "a")  # noqa: SIM115 (closed below, after the unlock)
+    except OSError as e:
+        raise UserError(
+            f"cannot write to the dataset folder {dataset_dir} ({e.strerror or e}); check its "
+            "permissions"
+        ) from None
+    with lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            locked = True
+        except OSError as e:  # a file system without locks: go on, as before locking existed
+            log.warning("cannot lock %s (%s); writing the manifest unlocked", path, e)
+            locked = False
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- behind it
+
+
+def _make_writable(dataset_dir: Path) -> None:
+    try:
+        dataset_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=dataset_dir):
+            pass
+    except OSError as e:
+        raise UserError(
+            f"cannot write to the dataset folder {dataset_dir} ({e.strerror or e}); choose a "
+            "writable collect.output_dir"
+        ) from None
+
+
+def _mismatch(reference: dict, metadata: dict, path: Path, dataset_dir: Path) -> UserError | None:
+    """Why the history at ``path`` (``metadata``, named by its :func:`run_file_name`) does not
+    belong with ``reference`` (a :func:`config_fingerprint`, or another file's): a one-line
+    UserError naming the first difference and the fix, or None if it does."""
     for key in FINGERPRINT_KEYS:
         old, new = canonical_json(metadata.get(key)), reference.get(key)
         if old != new:
@@ -164,10 +337,7 @@ def mismatch(reference: dict, metadata: dict, path: Path, dataset_dir: Path) -> 
     return None
 
 
-# --------------------------------------------------------------------------- building
-
-
-def manifest_header(name: str | None, reference: dict) -> dict:
+def _header(name: str | None, reference: dict) -> dict:
     """The manifest fields above ``runs``: schema versions, name and the fingerprint."""
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -223,207 +393,3 @@ def _unchanged_entries(dataset_dir: Path) -> dict[str, dict]:
             if stat.st_size == run["bytes"] and stat.st_mtime_ns < written:
                 unchanged[run["file"]] = run
     return unchanged
-
-
-def _scan(
-    dataset_dir: Path, strict: bool, reuse: dict[str, dict] | None = None
-) -> tuple[list[dict], list[str], dict | None]:
-    """Manifest entries of the histories in a folder, sorted; the invalid files; the header.
-
-    Every file is read through its checksums (:func:`validate_history`) except those in
-    ``reuse``, which get only the cheap structural check.
-
-    Args:
-        strict: raise on an invalid file, instead of listing it as invalid.
-        reuse: entries to take as they are for files of these names.
-
-    Raises:
-        UserError: histories of different configs or of another schema version.
-    """
-    runs, invalid, header = [], [], None
-    reuse = reuse or {}
-    for path in sorted(Path(dataset_dir).glob("*.h5")):
-        try:
-            metadata = read_metadata(path) if path.name in reuse else validate_history(path)
-        except HistoryError as e:
-            if strict or isinstance(e, HistoryVersionError):
-                raise
-            log.warning("%s", e)
-            invalid.append(path.name)
-            continue
-        if header is None:  # the first valid file is the reference for the others
-            reference = {key: canonical_json(metadata.get(key)) for key in FINGERPRINT_KEYS}
-            header = manifest_header(metadata.get("config", {}).get("name"), reference)
-        error = mismatch(reference, metadata, path, Path(dataset_dir))
-        if error is not None:
-            raise error
-        runs.append(reuse.get(path.name) or _run_entry(path, metadata))
-    runs.sort(key=lambda r: (SPLIT_ORDER[r["split"]], r["task_index"], r["seed"]))
-    return runs, invalid, header
-
-
-def write_manifest(dataset_dir: Path, header: dict | None = None) -> dict:
-    """Rebuild ``manifest.json`` from the valid histories present in ``dataset_dir``.
-
-    Args:
-        dataset_dir: the dataset folder.
-        header: :func:`manifest_header` of the config (None: from the first valid file).
-
-    Returns:
-        The manifest written.
-
-    Raises:
-        UserError: no histories and no header, or histories of different configs or versions.
-    """
-    dataset_dir = Path(dataset_dir)
-    # Shards finishing at once in a shared folder: each scans and writes in turn, so the last
-    # manifest written lists every file that any of them wrote.
-    with manifest_lock(dataset_dir):
-        reuse = _unchanged_entries(dataset_dir)
-        runs, invalid, found = _scan(dataset_dir, strict=False, reuse=reuse)
-        header = header or found
-        if header is None:
-            raise UserError(f"no learning histories in {dataset_dir}; run ad-collect first")
-        manifest = {**header, "runs": runs, "invalid_files": invalid}
-        atomic_write_json(dataset_dir / MANIFEST_NAME, manifest)
-    return manifest
-
-
-@contextlib.contextmanager
-def manifest_lock(dataset_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``dataset_dir/.manifest.lock`` (flock; waits for other holders,
-    on this or, where the file system supports it, another machine)."""
-    if fcntl is None:
-        yield
-        return
-    path = Path(dataset_dir) / LOCK_NAME
-    try:
-        lock = open(path, "a")  # noqa: SIM115 (closed below, after the unlock)
-    except OSError as e:
-        raise UserError(
-            f"cannot write to the dataset folder {dataset_dir} ({e.strerror or e}); check its "
-            "permissions"
-        ) from None
-    with lock:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            locked = True
-        except OSError as e:  # a file system without locks: go on, as before locking existed
-            log.warning("cannot lock %s (%s); writing the manifest unlocked", path, e)
-            locked = False
-        try:
-            yield
-        finally:
-            if locked:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-
-
-def merge_manifest(dataset_dir: Path) -> dict:
-    """Rebuild ``manifest.json`` from every valid history in the folder (e.g. after shards);
-    ``ad-collect --merge DIR`` on the command line.
-
-    Returns:
-        The manifest. Invalid files are listed under ``invalid_files`` and left alone.
-
-    Raises:
-        UserError: no histories, or histories of different configs or schema versions.
-    """
-    dataset_dir = Path(dataset_dir)
-    if not dataset_dir.is_dir():
-        raise UserError(f"dataset folder {dataset_dir} not found; check the path")
-    return write_manifest(dataset_dir)
-
-
-# --------------------------------------------------------------------------- inspect
-
-
-def _number(value: Any) -> str:
-    return f"{value:>8.2f}" if value is not None else f"{'-':>8}"
-
-
-def _table(dataset_dir: Path, runs: list[dict], header: dict) -> list[str]:
-    """One row per run, then one line of means per split."""
-    lines = [
-        f"{dataset_dir}: {len(runs)} valid histories, family {header['family']}, algorithm "
-        f"{header['algorithm']}, {header['n_envs']} streams x "
-        f"{header['total_steps'] // header['n_envs']} steps per run",
-        f"{'split':<8}{'idx':>5}  {'task':<22}{'seed':>5}{'streams':>8}{'steps':>8}"
-        f"{'episodes':>9}{'first':>8}{'last':>8}{'optimal':>8}",
-    ]
-    for run in runs:
-        task = json.dumps(run["task"], separators=(",", ":"))
-        task = task if len(task) <= 22 else task[:19] + "..."
-        lines.append(
-            f"{run['split']:<8}{run['task_index']:>5}  {task:<22}{run['seed']:>5}"
-            f"{run['num_streams']:>8}{run['num_steps']:>8}{run['num_episodes']:>9}"
-            + "".join(_number(run[k]) for k in ("first_return", "last_return", "optimal_return"))
-        )
-    for split in SPLIT_ORDER:
-        part = [r for r in runs if r["split"] == split]
-        if part:
-            mean = {
-                key: np.nanmean([np.nan if r[key] is None else r[key] for r in part])
-                for key in ("first_return", "last_return", "optimal_return", "random_return")
-            }
-            lines.append(
-                f"{split}: {len(part)} runs, first-episodes return {mean['first_return']:.2f} -> "
-                f"last-episodes {mean['last_return']:.2f} (optimal {mean['optimal_return']:.2f}, "
-                f"random {mean['random_return']:.2f})"
-            )
-    return lines
-
-
-def source_curves(dataset_dir: Path, runs: list[dict]) -> dict[str, list[np.ndarray]]:
-    """Per-stream episode returns of every task, for ``ad.evaluation.plots.plot_dataset_curves``.
-
-    Args:
-        dataset_dir: the dataset folder.
-        runs: manifest entries (several seeds of one task are pooled as more streams).
-
-    Returns:
-        ``{"<split> task <index>": [returns of stream 0, stream 1, ...]}`` in manifest order.
-    """
-    curves: dict[str, list[np.ndarray]] = {}
-    for run in runs:
-        episodes = read_episodes(Path(dataset_dir) / run["file"])
-        streams = curves.setdefault(f"{run['split']} task {run['task_index']}", [])
-        streams += stream_returns(episodes, run["num_streams"])
-    return curves
-
-
-def inspect(dataset_dir: Path) -> str:
-    """Validate every history of a dataset folder and tabulate its runs.
-
-    Args:
-        dataset_dir: the dataset folder.
-
-    Returns:
-        A table: split, task, seed, streams, steps per stream, episodes, first/last return (mean
-        over streams of the first/last 10 episodes), optimal return; then per-split means.
-
-    Raises:
-        UserError: no histories, a corrupt file, mixed configs, or a file that differs from the
-            checksum in the manifest.
-    """
-    dataset_dir = Path(dataset_dir)
-    runs, _, header = _scan(dataset_dir, strict=True) if dataset_dir.is_dir() else ([], [], None)
-    if not runs:
-        raise UserError(f"no learning histories (*.h5) in {dataset_dir}; run ad-collect first")
-    try:
-        listed = {run["file"]: run["sha256"] for run in load_manifest(dataset_dir)["runs"]}
-    except (UserError, KeyError, TypeError):
-        listed = {}
-    for run in runs:
-        if run["file"] in listed and listed[run["file"]] != run["sha256"]:
-            raise UserError(
-                f"{dataset_dir / run['file']} differs from the checksum in {MANIFEST_NAME}; re-run "
-                "ad-collect with the same config (or ad-collect --merge) to rebuild the manifest"
-            )
-    lines = _table(dataset_dir, runs, header)
-    missing = [r["file"] for r in runs if r["file"] not in listed]
-    if missing:
-        lines.append(
-            f"note: {len(missing)} files are not in {MANIFEST_NAME}; run ad-collect --merge "
-            f"{dataset_dir} to list them"
-        )
-    return "\n".join(lines)

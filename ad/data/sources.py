@@ -30,8 +30,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from torch import nn
 
-from ad.config import yaml_floats
 from ad.errors import UserError
+from ad.fields import yaml_floats
 from envs.base import TaskError, import_user_module
 
 # --------------------------------------------------------------------------- recording

@@ -150,7 +150,8 @@ def source_summary(
     Returns:
         ``curve_stats`` of the streams plus run/task/stream counts; None without such histories.
     """
-    from ad.data.histories import HistoryReader, stream_returns
+    from ad.data.histories import stream_returns
+    from ad.data.history_reader import HistoryReader
     from ad.data.manifest import load_manifest
 
     try:

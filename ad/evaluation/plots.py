@@ -153,7 +153,8 @@ def plot_dataset_curves(dataset_dir: str | Path) -> Path:
     Returns:
         The path of the figure.
     """
-    from ad.data.manifest import load_manifest, source_curves
+    from ad.data.inspection import source_curves
+    from ad.data.manifest import load_manifest
 
     dataset_dir = Path(dataset_dir)
     manifest = load_manifest(dataset_dir)

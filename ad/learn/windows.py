@@ -250,7 +250,7 @@ class StreamedWindows(WindowStore):
 
     def _reader(self, index: int) -> Any:
         """This process's reader of history ``index``, opened on first use."""
-        from ad.data.histories import HistoryReader
+        from ad.data.history_reader import HistoryReader
 
         if self._pid != os.getpid():  # a forked worker must not share the parent's HDF5 handles
             self._readers, self._pid = {}, os.getpid()
