@@ -11,6 +11,7 @@ from envs.base import Task, TaskError, TaskFamily, TaskSplit, family_names, make
 from envs.darkroom import DarkRoom, DarkRoomHard
 from envs.keytodoor import DarkKeyToDoor
 from envs.minigrid_family import MiniGridEmpty
+from envs.pointrobot import PointRobot
 
 
 def _register(env_id: str, entry_point: str, **kwargs) -> None:
@@ -23,6 +24,7 @@ _register("DarkRoomHard-v0", "envs.darkroom:DarkRoomEnv", size=17, goal=(0, 0), 
 _register("DarkKeyToDoor-v0", "envs.keytodoor:DarkKeyToDoorEnv", size=9, key=(0, 0), door=(8, 8))
 _register("Bandit-v0", "envs.bandit:BanditEnv")
 _register("ADMiniGridEmpty-v0", "envs.minigrid_family:MiniGridEmptyEnv", size=7, goal=(5, 5))
+_register("PointRobot-v0", "envs.pointrobot:PointRobotEnv", goal=(0.0, 1.0))
 
 __all__ = [
     "Bandit",
@@ -30,6 +32,7 @@ __all__ = [
     "DarkRoom",
     "DarkRoomHard",
     "MiniGridEmpty",
+    "PointRobot",
     "Task",
     "TaskError",
     "TaskFamily",

@@ -21,7 +21,7 @@ import envs
 from ad.config import config_from_dict
 from ad.data.histories import read_history
 from ad.data.manifest import load_manifest
-from ad.errors import UserError
+from ad.errors import user_errors
 from envs import DarkRoom, TaskSplit, make_family, task_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,14 @@ TURN_RIGHT, FORWARD = 1, 2  # MiniGrid action ids
 
 
 def test_every_family_has_a_registered_env_id():
-    assert {"DarkRoom", "DarkRoomHard", "DarkKeyToDoor", "Bandit", "MiniGridEmpty"} <= set(FAMILIES)
+    assert {
+        "DarkRoom",
+        "DarkRoomHard",
+        "DarkKeyToDoor",
+        "Bandit",
+        "MiniGridEmpty",
+        "PointRobot",
+    } <= set(FAMILIES)
     for name in FAMILIES:
         family = make_family(name)
         assert family.env_id in ENV_IDS
@@ -78,7 +85,9 @@ def _rollout(env: gym.Env, env_seed: int, action_seed: int, steps: int = 200) ->
     for _ in range(steps):
         action = env.action_space.sample()
         observation, reward, terminated, truncated, _ = env.step(action)
-        trajectory.append((np.asarray(observation).tobytes(), int(action), reward, terminated))
+        trajectory.append(
+            (np.asarray(observation).tobytes(), np.asarray(action).tobytes(), reward, terminated)
+        )
         if terminated or truncated:
             observation, _ = env.reset()  # no seed: continues the env's own stream
             trajectory.append(("reset", np.asarray(observation).tobytes()))
@@ -129,6 +138,12 @@ def _expert_actions(name: str, task: dict, observation) -> list[int]:
         return [FORWARD] * (gx - 1) + ([TURN_RIGHT] + [FORWARD] * (gy - 1) if gy > 1 else [])
     if name == "Bandit":
         return [int(np.argmax(task["means"]))]
+    if name == "PointRobot":  # each coordinate at full speed toward the goal, a whole episode
+        position, goal, actions = np.zeros(2), np.asarray(task["goal"]), []
+        for _ in range(20):
+            actions.append(np.clip(goal - position, -0.1, 0.1))
+            position = position + actions[-1]
+        return actions
     raise AssertionError(f"no expert for {name}")
 
 
@@ -277,6 +292,7 @@ SPLIT_SIZES = {  # (train, held-out) of the default split
     "DarkKeyToDoor": (2000, 100),
     "MiniGridEmpty": (20, 4),
     "Bandit": (100, 100),
+    "PointRobot": (100, 16),
 }
 
 
@@ -434,7 +450,7 @@ def test_bandit_returns_exact():
 
 
 def _one_line_user_error(call, *words: str) -> None:
-    with pytest.raises(UserError) as info:
+    with pytest.raises(user_errors()) as info:  # UserError, or TaskError from envs
         call()
     message = str(info.value)
     assert "\n" not in message and all(w in message for w in words), message
@@ -455,6 +471,8 @@ def _one_line_user_error(call, *words: str) -> None:
         ("Bandit", {"favour_prob": 2}, ("favour_prob",)),
         ("MiniGridEmpty", {"size": 3}, ("size",)),
         ("MiniGridEmpty", {"visible_goal": "yes"}, ("visible_goal",)),
+        ("PointRobot", {"goal_radius": 0}, ("goal_radius",)),
+        ("PointRobot", {"reward_type": "shaped"}, ("reward_type",)),
     ],
 )
 def test_bad_family_is_a_one_line_user_error(name, kwargs, words):
@@ -478,6 +496,8 @@ def test_bad_family_is_a_one_line_user_error(name, kwargs, words):
         ("MiniGridEmpty", {"goal": [0, 3]}, ("interior",)),
         ("MiniGridEmpty", {"goal": [6, 6]}, ("interior",)),
         ("MiniGridEmpty", {"goal": [1, 1]}, ("start cell",)),
+        ("PointRobot", {"goal": [0.0, -1.0]}, ("upper half of the unit circle",)),
+        ("PointRobot", {"goal": [0.5, None]}, ("goal", "two finite numbers")),
     ],
 )
 def test_bad_task_is_a_one_line_user_error(name, task, words):
@@ -493,6 +513,7 @@ def test_bad_task_is_a_one_line_user_error(name, task, words):
         ("DarkKeyToDoor-v0", {"key": (9, 0)}, "outside"),
         ("Bandit-v0", {"means": [2.0, 0.1]}, "[0, 1]"),
         ("ADMiniGridEmpty-v0", {"goal": (0, 0)}, "interior"),
+        ("PointRobot-v0", {"goal": (0.0, float("nan"))}, "finite"),
     ],
 )
 def test_bad_gym_make_task_is_a_one_line_user_error(env_id, kwargs, word):
@@ -514,6 +535,7 @@ SIZE_KWARGS = {  # the family's size argument and its smallest valid value
     "DarkKeyToDoor": ("size", 2),
     "MiniGridEmpty": ("size", 4),
     "Bandit": ("num_arms", 2),
+    "PointRobot": ("episode_length", 1),
 }
 
 
@@ -555,7 +577,8 @@ def test_bad_size_is_a_one_line_error(name, value):
     words = (field, f"integer >= {minimum}")
     _one_line_user_error(lambda: make_family(name, **{field: value}), *words)
     if name != "Bandit":  # the bandit env takes its arms from the means
-        _one_line_user_error(lambda: gym.make(make_family(name).env_id, size=value), *words)
+        env_id = make_family(name).env_id
+        _one_line_user_error(lambda: gym.make(env_id, **{field: value}), *words)
     if name in ("DarkRoom", "DarkKeyToDoor", "MiniGridEmpty"):  # DarkRoomHard shares DarkRoom's
         for length in (0, -1, 1.5):
             for make in (make_family, lambda n, **kw: gym.make(make_family(n).env_id, **kw)):

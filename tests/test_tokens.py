@@ -1,0 +1,182 @@
+"""Gato's mu-law tokens: round-trip error bounds, edges, order, numpy/torch agreement, refusals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ad.errors import UserError
+from ad.learn.tokens import MuLawTokenizer
+
+GATO = MuLawTokenizer()  # mu = 100, M = 256, 1024 bins
+
+
+def _bound(tokenizer: MuLawTokenizer, x: np.ndarray) -> np.ndarray:
+    """The round-trip error bound for |x| <= M: half a bin width times the slope of the inverse
+    companding G at the far end of the half bin, G'(y) = log(M mu + 1) (|G(y)| + 1 / mu)."""
+    half = tokenizer.bin_width / 2
+    log_scale = math.log1p(tokenizer.max_value * tokenizer.mu)
+    return half * log_scale * math.exp(half * log_scale) * (np.abs(x) + 1 / tokenizer.mu)
+
+
+def _magnitudes() -> np.ndarray:
+    positive = np.concatenate([[0.0], np.logspace(-8, math.log10(256), 20001)])
+    return np.concatenate([-positive[::-1], positive])
+
+
+def test_gato_parameters_and_bound_constants():
+    assert (GATO.mu, GATO.max_value, GATO.num_bins) == (100.0, 256.0, 1024)
+    # What the bound says with Gato's parameters: ~1% relative plus 1e-4 absolute.
+    assert _bound(GATO, np.array(0.0)) == pytest.approx(1.0011e-4, rel=1e-3)
+    assert _bound(GATO, np.array(1.0)) / 1.0 == pytest.approx(0.01011, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "tokenizer",
+    [GATO, MuLawTokenizer(mu=10.0, max_value=4.0, num_bins=64), MuLawTokenizer(num_bins=255)],
+    ids=["gato", "coarse", "odd-bins"],
+)
+def test_round_trip_error_within_the_bound(tokenizer):
+    x = _magnitudes() * tokenizer.max_value / 256
+    decoded = tokenizer.decode(tokenizer.encode(x), dtype=np.float64)
+    error = np.abs(decoded - x)
+    bound = _bound(tokenizer, x)
+    assert (error <= bound * (1 + 1e-9)).all(), np.max(error / bound)
+    assert np.max(error / bound) > 0.9  # the bound is tight, not just true
+    if tokenizer is GATO:
+        large = np.abs(x) >= 1e-2  # relative error for |x| in [1e-2, M]
+        assert np.max(error[large] / np.abs(x[large])) <= 0.0201
+        assert np.max(error[large] / np.abs(x[large])) > 0.015
+        assert np.max(error[np.abs(x) >= 1] / np.abs(x[np.abs(x) >= 1])) <= 0.0102
+        assert np.max(error[np.abs(x) < 1e-3]) <= 1.1e-4  # absolute near 0
+
+
+def test_edge_values():
+    edges = np.array([0.0, -0.0, 256.0, -256.0, 1e6, -1e6, 1e300, 255.999, 1e-300])
+    tokens = GATO.encode(edges)
+    # 0 sits on the edge between bins 511 and 512 (an even count); +-M compand to +-1.
+    assert tokens.tolist() == [512, 512, 1023, 0, 1023, 0, 1023, 1023, 512]
+    assert GATO.compand(np.array([256.0, -256.0])).tolist() == [1.0, -1.0]
+    assert GATO.compand(np.array([512.0]))[0] > 1.0  # unclipped; encode clips it
+    assert GATO.expand(GATO.compand(np.array([-3.5, 0.25, 100.0]))) == pytest.approx(
+        [-3.5, 0.25, 100.0], rel=1e-12
+    )
+    last, first = GATO.decode(np.array([1023, 0]), dtype=np.float64)
+    assert last == -first and 250 < last < 256  # the centre of the last bin, inside M
+    assert GATO.decode(np.array(512), dtype=np.float64) == pytest.approx(9.96e-5, rel=1e-2)
+    assert MuLawTokenizer(num_bins=3).encode(np.array([0.0, -0.0])).tolist() == [1, 1]
+    assert MuLawTokenizer(num_bins=3).decode(np.array([1])).tolist() == [0.0]
+
+
+def test_tokens_are_monotone_in_the_value_and_cover_every_bin():
+    x = np.linspace(-300, 300, 400001)
+    x = np.sort(np.concatenate([x, _magnitudes()]))
+    tokens = GATO.encode(x)
+    assert (np.diff(tokens) >= 0).all()
+    assert set(tokens.tolist()) == set(range(1024))
+    decoded = GATO.decode(np.arange(1024), dtype=np.float64)
+    assert (np.diff(decoded) > 0).all()
+    assert (GATO.encode(decoded) == np.arange(1024)).all()  # a centre encodes to its own bin
+
+
+@pytest.mark.parametrize("tokenizer", [GATO, MuLawTokenizer(mu=5.0, max_value=2.0, num_bins=17)])
+def test_tokens_are_the_bins_of_the_clipped_companded_value(tokenizer):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(20000) * 10.0 ** rng.uniform(-5, 3, size=20000)
+    y = np.clip(tokenizer.compand(x), -1, 1)
+    expected = np.minimum(np.floor((y + 1) / tokenizer.bin_width), tokenizer.num_bins - 1)
+    # The definition, away from bin edges (within rounding of an edge either bin is right).
+    position = (y + 1) / tokenizer.bin_width
+    clear = (np.abs(position - np.round(position)) > 1e-9) | (np.abs(y) == 1)  # clipped: no edge
+    assert clear.sum() > 19990
+    np.testing.assert_array_equal(tokenizer.encode(x)[clear], expected[clear])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_and_torch_agree(dtype):
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [rng.standard_normal(5000) * 10.0 ** rng.uniform(-6, 3, size=5000), _magnitudes()]
+    ).astype(dtype)
+    # Bin edges exactly, where a float32 computation would split the two paths.
+    edges = GATO.expand(np.linspace(-1, 1, 1025)).astype(dtype)
+    x = np.concatenate([x, edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf)])
+    tokens = GATO.encode(x)
+    torch_tokens = GATO.encode(torch.from_numpy(x))
+    assert torch_tokens.dtype == torch.int64
+    np.testing.assert_array_equal(torch_tokens.numpy(), tokens)
+    np.testing.assert_array_equal(GATO.decode(torch_tokens).numpy(), GATO.decode(tokens))
+    # The companding itself may differ in the last bit (numpy's and torch's log1p); the tokens
+    # above may not, which is why they are found by comparison with one table of edges.
+    compand_torch = GATO.compand(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(compand_torch, GATO.compand(x), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(), (7,), (3, 4), (2, 0, 5), (2, 3, 4)])
+def test_dtype_and_shape_preserved(shape):
+    x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    for values in (x, torch.from_numpy(x)):
+        tokens = GATO.encode(values)
+        decoded = GATO.decode(tokens)
+        assert tuple(tokens.shape) == shape and tuple(decoded.shape) == shape
+        assert GATO.compand(values).dtype == values.dtype
+        if isinstance(values, torch.Tensor):
+            assert (tokens.dtype, decoded.dtype) == (torch.int64, torch.float32)
+            assert GATO.decode(tokens, dtype=torch.float64).dtype == torch.float64
+        else:
+            assert (tokens.dtype, decoded.dtype) == (np.int64, np.float32)
+            assert GATO.decode(tokens, dtype=np.float64).dtype == np.float64
+    # Integer inputs (rewards, counts) are values too; their companding is float64.
+    assert (
+        GATO.encode(np.array([0, 3, -7])).tolist() == GATO.encode(np.array([0.0, 3, -7])).tolist()
+    )
+    assert GATO.compand(np.array([1, 2])).dtype == np.float64
+
+
+def test_torch_keeps_the_device():
+    x = torch.linspace(-5, 5, 11)
+    assert GATO.encode(x).device == x.device and GATO.decode(GATO.encode(x)).device == x.device
+
+
+def _one_line(call, *words: str) -> str:
+    with pytest.raises(UserError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and all(w in message for w in words), message
+    return message
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_nan_and_inf_refused_with_their_count(kind):
+    x = np.zeros(1200, dtype=np.float32)
+    x[[3, 50, 700]] = [np.nan, np.inf, -np.inf]
+    values = torch.from_numpy(x) if kind == "torch" else x
+    _one_line(lambda: GATO.encode(values), "3 of 1200 values are NaN or inf")
+    _one_line(lambda: GATO.encode(values, what="actions"), "3 of 1200 actions", "actions come")
+
+
+@pytest.mark.parametrize("tokens", [[0, 1024], [-1, 5], [2.5, 3.0]], ids=repr)
+def test_tokens_outside_the_vocabulary_refused(tokens):
+    _one_line(lambda: GATO.decode(np.array(tokens)), "1 of 2 tokens", "0..1023")
+    if not isinstance(tokens[0], float):
+        _one_line(lambda: GATO.decode(torch.tensor(tokens)), "1 of 2 tokens")
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"mu": 0}, "mu"),
+        ({"mu": -1.0}, "mu"),
+        ({"mu": math.inf}, "mu"),
+        ({"mu": "100"}, "mu"),
+        ({"max_value": 0.0}, "max_value"),
+        ({"max_value": True}, "max_value"),
+        ({"num_bins": 1}, "num_bins"),
+        ({"num_bins": 10.0}, "num_bins"),
+    ],
+)
+def test_bad_parameters_refused(kwargs, word):
+    _one_line(lambda: MuLawTokenizer(**kwargs), word)
