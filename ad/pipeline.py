@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ad.config import ExperimentConfig
 from ad.errors import UserError
-from ad.utils import atomic_write_text
+from ad.utils import atomic_write_text, matmul_gflops
 
 
 def _stage(name: str) -> float:
@@ -79,6 +79,7 @@ def run_pipeline(
     summary = evaluate(ad_run, out_dir=report_dir, compare=compare, progress=progress)
     timings["evaluate"] = time.perf_counter() - start
 
+    timings["machine_matmul_gflops"] = matmul_gflops()  # the speed these seconds were taken at
     write_report(report_dir, cfg, summary, timings)
     print(f"\nreport: {report_dir / 'REPORT.md'}")
     return summary
@@ -108,6 +109,7 @@ def _fmt(value: object, digits: int = 2, missing: str = "never") -> str:
 
 def write_report(report_dir: Path, cfg: ExperimentConfig, summary: dict, timings: dict) -> None:
     """A short REPORT.md stating the numbers behind the figure."""
+    stages = {name: seconds for name, seconds in timings.items() if name != "machine_matmul_gflops"}
     lines = [
         f"# {cfg.name}: in-context RL on held-out {cfg.env.family} tasks",
         "",
@@ -118,8 +120,10 @@ def write_report(report_dir: Path, cfg: ExperimentConfig, summary: dict, timings
     lines += [
         "",
         "Wall clock of this invocation (s; finished stages are skipped on a rerun): "
-        + ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items())
-        + f", total {sum(timings.values()):.0f}.",
+        + ", ".join(f"{name} {seconds:.0f}" for name, seconds in stages.items())
+        + f", total {sum(stages.values()):.0f}; this machine's single-thread matmul speed "
+        f"{timings['machine_matmul_gflops']:.1f} GFLOP/s (machines of one kind differ "
+        "several-fold; compare times at equal speed).",
         "",
         "All numbers are means over held-out tasks x evaluation seeds; summary.json has the",
         "per-episode curves, 95% bootstrap intervals and IQMs.",

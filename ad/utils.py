@@ -123,6 +123,31 @@ def resolve_device(name: str, setting: str) -> torch.device:
     return torch.device(name)
 
 
+def matmul_gflops(n: int = 512, repeats: int = 5) -> float:
+    """This machine's speed: the best single-thread float32 (n x n) @ (n x n) matmul, GFLOP/s.
+
+    Machines of one kind differ several-fold from day to day, so every absolute time the
+    project reports (``ad-run``'s timings, benchmarks) states this figure beside it.
+    """
+    import time
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
+        a @ a  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ a
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return 2 * n**3 / best / 1e9
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch global generators."""
     import torch

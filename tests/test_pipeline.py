@@ -63,6 +63,10 @@ def test_the_same_command_twice_gives_the_same_numbers(tmp_path):
         for name in ("first", "second")
     ]
     np.testing.assert_array_equal(*returns)
+    # Absolute times come with the machine's measured speed beside them.
+    report = tmp_path / "first" / "r" / "report"
+    assert json.loads((report / "timings.json").read_text())["machine_matmul_gflops"] > 0
+    assert "GFLOP/s" in (report / "REPORT.md").read_text()
     for key in ("per_episode", "last10_return", "source"):
         assert summaries[0][key] == summaries[1][key], key
     ed = [
