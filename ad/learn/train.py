@@ -359,6 +359,16 @@ def build_model(
     return raw_model, model, optimizer, start_step
 
 
+def dataset_paths(cfg: ExperimentConfig) -> dict[str, str]:
+    """Where the training data lies, for ``ad-eval``'s source curve from any working directory:
+    relative to the run folder (survives moving run and data together) and absolute."""
+    absolute = cfg.dataset_dir.resolve()
+    return {
+        "from_run": os.path.relpath(absolute, cfg.run_dir.resolve()),
+        "absolute": str(absolute),
+    }
+
+
 def _checkpoint_state(
     model: ADTransformer, optimizer, step: int, rng: list, cfg: ExperimentConfig, dataset
 ) -> dict:
@@ -374,6 +384,7 @@ def _checkpoint_state(
             "num_actions": dataset.num_actions,
         },
         "dataset_fingerprint": dataset.fingerprint,
+        "dataset_dir": dataset_paths(cfg),
         "split": dataset.split.to_json(),
         "versions": package_versions(),
     }
