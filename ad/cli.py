@@ -239,7 +239,14 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="experiment YAML (default: the built-in quick DarkRoom experiment)",
     )
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set train.num_steps=100 (repeatable)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="collection processes")
     parser.add_argument("--no-ed", action="store_true", help="skip the expert-distillation control")
     parser.add_argument("--report", type=Path, default=None, help="report folder")

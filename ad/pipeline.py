@@ -116,6 +116,9 @@ def write_report(report_dir: Path, cfg: ExperimentConfig, summary: dict, timings
         "![return curves](return_curves.png)",
         "",
     ]
+    # Warnings first: a missing source curve or a borrowed optimum changes what numbers mean.
+    lines += [f"**Warning:** {line}" for line in summary.get("warnings", [])]
+    lines += [""] if summary.get("warnings") else []
     lines += _report_table(summary)
     lines += [
         "",
@@ -159,9 +162,15 @@ def _report_table(summary: dict) -> list[str]:
             f"{_fmt(source.get('episode_to_80'))}. Data-efficiency ratio (AD / source episodes to "
             f"80%): {_fmt(summary.get('data_efficiency_ratio'), missing='n/a')}.",
         ]
+    reference = (
+        "Best return of the source algorithm (the family has no optimal return; normalised "
+        "scores use it)"
+        if summary.get("optimal_from") == "source_best"
+        else "Optimal return"
+    )
     lines += [
         "",
-        f"Optimal return {_fmt(summary.get('optimal_return'))}, random policy "
+        f"{reference} {_fmt(summary.get('optimal_return'), missing='n/a')}, random policy "
         f"{_fmt(summary.get('random_return'))} (means over the evaluated tasks).",
     ]
     return lines

@@ -1,7 +1,9 @@
 """Task families for in-context RL, registered with Gymnasium on import.
 
-Adding a family: write ``envs/<family>.py`` with its env class and a ``TaskFamily`` subclass
-decorated with ``@register_family``, then add one ``_register(...)`` line below.
+A family of your own needs no change here: subclass ``TaskFamily`` in your own module and name
+it ``module:Class`` in the config (README, "Your own task family"; ``examples/``). A family that
+ships with the project: ``envs/<family>.py`` with its env class and a ``TaskFamily`` subclass
+decorated with ``@register_family``, then one ``_register(...)`` line below.
 """
 
 from gymnasium.envs.registration import register, registry

@@ -3,11 +3,14 @@
 A *task* is the hidden part of an environment (Dark Room's goal cell, a bandit's arm means). It is
 a JSON-serialisable mapping, a constructor argument of the env, and never changes on ``reset()``.
 A *family* enumerates or samples its tasks, splits them deterministically into train and held-out
-sets, builds an env for one task, and knows each task's optimal and uniformly-random return.
+sets, builds an env for one task, and may know each task's optimal and uniformly-random return
+(random is estimated by seeded rollouts when a family does not compute it; an unknown optimal
+return is None, and evaluation then normalises by the source algorithm's best return).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -134,8 +137,20 @@ class TaskSplit:
         return None
 
     def make_family(self) -> TaskFamily:
-        """The family whose tasks these are."""
-        return make_family(self.family, **self.family_kwargs)
+        """The family whose tasks these are.
+
+        Raises:
+            TaskError: the family rebuilt from the stored kwargs records other kwargs (its code
+                changed since the split was stored), so it would not be the same family.
+        """
+        family = make_family(self.family, **self.family_kwargs)
+        if canonical_json(family.kwargs) != canonical_json(self.family_kwargs):
+            raise TaskError(
+                f"family {self.family} stored with kwargs {self.family_kwargs} now builds with "
+                f"{family.kwargs}; evaluate with the family code the data was made with, or "
+                "re-collect and retrain"
+            )
+        return family
 
     def to_json(self) -> dict:
         return {
@@ -160,11 +175,14 @@ class TaskSplit:
 class TaskFamily(ABC):
     """A distribution of tasks of one environment.
 
-    Subclasses implement the abstract methods and may set ``name`` (the registry name; default:
-    the class name) and ``env_id`` (the Gymnasium id of its registered env, stored in every
-    history's metadata; default None for a family whose env is not registered). Constructor
+    Subclasses implement the abstract methods (``validate_task``, ``episode_length``,
+    ``make_env``, and ``all_tasks`` or ``sample_tasks``) and may set ``name`` (the registry name;
+    default: the class name) and ``env_id`` (the Gymnasium id of its registered env, stored in
+    every history's metadata; default None for a family whose env is not registered).
+    ``optimal_return`` and ``random_return`` are optional: see their docstrings. Constructor
     keyword arguments are the family's parameters (grid size, number of arms, ...) and must be
-    JSON-serialisable: ``kwargs`` returns them for storage.
+    JSON-serialisable; the constructor passes them on to ``TaskFamily.__init__``, which records
+    them in ``kwargs`` for storage (``make_family`` refuses a family whose record differs).
     """
 
     name: ClassVar[str]
@@ -172,6 +190,8 @@ class TaskFamily(ABC):
     default_num_heldout: ClassVar[int] = 16
     # None: every task not held out (enumerable families) or 100 sampled tasks.
     default_num_train: ClassVar[int | None] = None
+    # Episodes of the seeded random-policy rollouts that estimate random_return by default.
+    random_return_episodes: ClassVar[int] = 200
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -206,13 +226,29 @@ class TaskFamily(ABC):
     def make_env(self, task: Task) -> gym.Env:
         """A fresh env for ``task``; the task never changes on reset()."""
 
-    @abstractmethod
-    def optimal_return(self, task: Task) -> float:
-        """Expected return of an optimal policy that knows the task."""
+    def optimal_return(self, task: Task) -> float | None:
+        """Expected return of an optimal policy that knows the task; None if unknown.
 
-    @abstractmethod
+        Optional. Without it (None), evaluation normalises scores by the best return of the
+        source algorithm on the same tasks, and its report says so.
+        """
+        return None
+
     def random_return(self, task: Task) -> float:
-        """Expected return of the uniformly random policy (computed, not hard-coded)."""
+        """Expected return of the uniformly random policy.
+
+        Optional. By default it is estimated by ``random_return_episodes`` episodes of uniformly
+        random actions, seeded from the task (the same task always gives the same number).
+        Override it with an exact value where one is cheap to compute.
+        """
+        task = self.validate_task(task)
+        key = task_key(task)
+        cache = self.__dict__.setdefault("_random_returns", {})
+        if key not in cache:
+            cache[key] = _random_rollout_return(
+                self.make_env(task), self.episode_length, self.random_return_episodes, key
+            )
+        return cache[key]
 
     # -- split ---------------------------------------------------------------------------------
 
@@ -262,6 +298,28 @@ class TaskFamily(ABC):
             train=tuple(train),
             heldout=tuple(heldout),
         )
+
+
+def _random_rollout_return(env: gym.Env, episode_length: int, num_episodes: int, key: str) -> float:
+    """Mean return of ``num_episodes`` uniformly random episodes, seeded from ``key``.
+
+    The seed comes from a hash of the task rather than Python's ``hash`` (salted per process), so
+    collection workers and evaluation agree on the number.
+    """
+    seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+    env.action_space.seed(seed)
+    total = 0.0
+    try:
+        for episode in range(num_episodes):
+            env.reset(seed=seed + episode)
+            for _ in range(episode_length):  # the family's truncation, if the env has none
+                _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+                total += float(reward)
+                if terminated or truncated:
+                    break
+    finally:
+        env.close()
+    return total / num_episodes
 
 
 # --------------------------------------------------------------------------- registry
@@ -326,5 +384,15 @@ def make_family(name: str, **kwargs: Any) -> TaskFamily:
         raise TaskError(f"bad env.family_kwargs for {name}: {e}") from None
     if not isinstance(family, TaskFamily):
         raise TaskError(f"{name} did not return a TaskFamily; subclass envs.base.TaskFamily")
+    # The config's kwargs are the truth: a constructor that does not pass them on would store
+    # other kwargs, and evaluation would silently rebuild another family from them.
+    record, given = canonical_json(family.kwargs), canonical_json(kwargs)
+    differ = sorted(k for k in given if k not in record or record[k] != given[k])
+    if differ:
+        raise TaskError(
+            f"family {name} was built with {differ[0]}={given[differ[0]]!r} but records "
+            f"kwargs {family.kwargs}; pass every constructor keyword argument on to "
+            "TaskFamily.__init__ (super().__init__(**kwargs))"
+        )
     family.registry_name = name  # how to make it again, stored in every artifact's split
     return family

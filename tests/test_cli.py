@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ad.cli import collect_main, eval_main, train_main
+from ad.cli import collect_main, eval_main, run_main, train_main
 from ad.data.manifest import load_manifest
 
 SCRIPTS = Path(sys.executable).parent  # the venv's bin/, where pip put the console scripts
@@ -252,3 +252,73 @@ def test_installed_script_reports_a_user_error_in_one_line(tmp_path):
     )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("error: config file") and result.stderr.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- issue 12
+
+
+def test_a_truncated_checkpoint_is_named_by_eval_and_resume(pipeline, tmp_path, capsys):
+    run = shutil.copytree(pipeline["run"], tmp_path / "run")
+    latest = run / "checkpoints" / "step-000020.pt"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    resume = ["--config", str(pipeline["config"]), "--set", f"train.run_dir={run}", "--resume"]
+    resume += ["--set", "train.num_steps=30", "--no-progress"]
+    for main, argv in ((eval_main, ["--run", str(run), "--no-progress"]), (train_main, resume)):
+        message = _user_error(main, argv, capsys)
+        assert str(latest) in message and "truncated" in message and "retrain" in message
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_train_refuses_a_history_whose_root_schema_version_differs(pipeline, tmp_path, capsys):
+    import h5py  # only to forge the attribute
+
+    data = shutil.copytree(pipeline["data"], tmp_path / "data")
+    path = data / "train-task0001-seed0.h5"
+    with h5py.File(path, "r+") as f:
+        f.attrs["schema_version"] = 99
+    argv = ["--config", str(pipeline["config"]), "--set", f"train.dataset={data}"]
+    argv += ["--set", f"train.run_dir={tmp_path / 'run'}", "--no-progress"]
+    message = _user_error(train_main, argv, capsys)
+    assert str(path) in message and "schema version 99" in message
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("main", [collect_main, train_main, eval_main, run_main])
+def test_set_has_help_text_in_every_command(main, capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    option = out[out.index("\n  --set") + 1 :].split("\n  -")[0]  # up to the next option
+    assert "override" in option and "repeatable" in option
+
+
+def test_eval_finds_the_source_curve_from_any_directory(pipeline, tmp_path, monkeypatch, capsys):
+    """A run trained with relative folders, evaluated from another directory and after the
+    project folder moved; without the data, the missing curve is a warning in the summary."""
+    import json
+
+    project = tmp_path / "project"
+    shutil.copytree(pipeline["data"], project / "data")
+    monkeypatch.chdir(project)
+    argv = ["--config", str(pipeline["config"]), "--set", "collect.output_dir=data"]
+    argv += ["--set", "train.run_dir=run", "--set", "train.num_steps=10", "--no-progress"]
+    assert train_main(argv) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    moved = tmp_path / "moved"
+    for folder in (project, moved):  # first in place, then after the whole folder moved
+        if folder == moved:
+            project.rename(moved)
+        out = tmp_path / f"eval-{folder.name}"
+        assert eval_main(["--run", str(folder / "run"), "--out", str(out), "--no-progress"]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["source"] is not None and summary["warnings"] == []
+    shutil.rmtree(moved / "data")
+    capsys.readouterr()
+    out = tmp_path / "eval-nodata"
+    assert eval_main(["--run", str(moved / "run"), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["source"] is None and "no source-algorithm curve" in summary["warnings"][0]
+    assert "warning: no source-algorithm curve" in printed.out + printed.err

@@ -752,3 +752,47 @@ def test_user_family_in_the_working_directory_through_the_installed_script(tmp_p
         # LineEnv's rule: reward 1 exactly on the steps that reach the goal and terminate.
         np.testing.assert_array_equal(history.rewards == 1.0, history.terminations)
         assert history.terminations.any()
+
+
+# --------------------------------------------------------------------------- issue 12
+
+
+class DropsKwargs(envs.DarkRoom):
+    """A family whose constructor forgets to pass its keyword arguments on (issue 12)."""
+
+    name = "DropsKwargs"
+
+    def __init__(self, size=9):
+        super().__init__()
+
+
+def test_a_family_that_drops_its_kwargs_is_refused():
+    with pytest.raises(envs.TaskError) as info:
+        make_family(f"{__name__}:DropsKwargs", size=5)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "size=5" in message and "super().__init__(**kwargs)" in message
+    # Defaults the family fills in itself are fine; what the config gave is stored as given.
+    family = make_family("DarkRoom", size=5)
+    assert family.split(0).family_kwargs == {"size": 5, "episode_length": 20}
+
+
+def test_a_split_that_would_rebuild_another_family_is_refused():
+    split = make_family("DarkRoom", size=5).split(0)
+    stale = TaskSplit.from_json({**split.to_json(), "family_kwargs": {"size": 5}})
+    with pytest.raises(envs.TaskError) as info:
+        stale.make_family()  # rebuilds with episode_length=20 recorded: not what was stored
+    assert "now builds with" in str(info.value) and "\n" not in str(info.value)
+    assert split.make_family().kwargs == split.family_kwargs
+
+
+def test_default_random_return_is_a_seeded_estimate():
+    """Without an override, random_return comes from seeded rollouts: the same number in every
+    process and instance, and close to the exact value where one is known."""
+    family = DarkRoom(size=5)
+    task = {"goal": [1, 2]}
+    estimate = envs.TaskFamily.random_return(family, task)
+    assert estimate == envs.TaskFamily.random_return(DarkRoom(size=5), task)
+    exact = family.random_return(task)
+    assert exact > 0 and abs(estimate - exact) < 0.1 * exact
+    assert envs.TaskFamily.optimal_return(family, task) is None  # optional: unknown by default

@@ -303,3 +303,21 @@ def test_written_files_are_readable_by_others_as_the_umask_allows(tmp_path, umas
     for path in (tmp_path / "manifest.json", history):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
     assert json.loads((tmp_path / "manifest.json").read_text()) == {"a": 1}
+
+
+def test_root_schema_version_attribute_is_checked(tmp_path):
+    """Issue 12: the root attribute README documents is checked too, not only the JSON copy."""
+    import h5py  # only to forge the attribute; ad.data.histories never writes such a file
+
+    path = _written(tmp_path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["schema_version"] = 99
+    for reader in (read_metadata, read_history, validate_history, HistoryReader):
+        with pytest.raises(HistoryVersionError) as excinfo:
+            reader(path)
+        message = _one_line_error(excinfo)
+        assert str(path) in message and "schema version 99 in its root attribute" in message
+    with h5py.File(path, "r+") as f:
+        del f.attrs["schema_version"]
+    with pytest.raises(HistoryVersionError):
+        read_metadata(path)

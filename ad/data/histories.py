@@ -310,11 +310,16 @@ def _check_file(f: h5py.File, path: Path) -> dict:
         raise corrupt_history(path, "its metadata is not valid JSON") from None
     if not isinstance(metadata, dict):
         raise corrupt_history(path, "its metadata is not a JSON object")
-    version = metadata.get("schema_version")
+    version, where = metadata.get("schema_version"), "in its metadata"
+    root = f.attrs.get("schema_version")  # the format keeps two records; both must agree
+    root = root.item() if isinstance(root, np.generic) else root
+    if version == SCHEMA_VERSION and (not isinstance(root, int) or root != SCHEMA_VERSION):
+        version, where = root, "in its root attribute"
     if version != SCHEMA_VERSION:
         raise HistoryVersionError(
-            f"{path} has learning-history schema version {version!r} but this version of ad reads "
-            f"version {SCHEMA_VERSION}; re-collect it with this version or use a matching ad"
+            f"{path} has learning-history schema version {version!r} {where} but this version of "
+            f"ad reads version {SCHEMA_VERSION}; re-collect it with this version or use a "
+            "matching ad"
         )
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing:

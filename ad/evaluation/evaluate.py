@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,16 @@ import torch
 
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict, parse_override
 from ad.errors import UserError
-from ad.evaluation.metrics import curve_stats, normalise, summarise_returns
+from ad.evaluation.metrics import summarise_returns
+from ad.evaluation.references import (
+    source_dataset_dir,
+    source_streams,
+    source_summary,
+    task_references,
+)
 from ad.evaluation.rollout import rollout
 from ad.utils import atomic_write_bytes, atomic_write_json, package_versions, resolve_device
-from envs.base import Task, TaskFamily, TaskSplit, canonical_json, make_family, task_key
+from envs.base import Task, TaskSplit, canonical_json, make_family
 
 
 def to_json(value: Any) -> Any:
@@ -131,62 +136,6 @@ def check_comparable(other: LoadedRun, run: LoadedRun, tasks: list[Task], label:
         )
 
 
-def task_references(family: TaskFamily, tasks: list[Task]) -> tuple[np.ndarray, np.ndarray]:
-    """(optimal, random) expected returns of each task, each (T,)."""
-    optimal = np.array([family.optimal_return(t) for t in tasks], dtype=float)
-    random = np.array([family.random_return(t) for t in tasks], dtype=float)
-    return optimal, random
-
-
-def source_summary(
-    dataset_dir: Path, family: TaskFamily, tasks: list[Task], label: str, seed: int
-) -> dict | None:
-    """The source algorithm learning the evaluated tasks from scratch, from collected histories.
-
-    Uses the runs in ``dataset_dir``'s manifest whose split is ``label`` and whose task is among
-    ``tasks``; every stream of every run is one sample, truncated to the shortest stream. Episodes
-    are counted per stream (the source also learned from its other streams, so this flatters it).
-
-    Returns:
-        ``curve_stats`` of the streams plus run/task/stream counts; None without such histories.
-    """
-    from ad.data.histories import stream_returns
-    from ad.data.history_reader import HistoryReader
-    from ad.data.manifest import load_manifest
-
-    try:
-        manifest = load_manifest(dataset_dir)
-    except UserError as e:
-        print(f"note: no source-algorithm curve ({e})", file=sys.stderr)
-        return None
-    wanted = {task_key(t) for t in tasks}
-    runs = [r for r in manifest["runs"] if r["split"] == label and task_key(r["task"]) in wanted]
-    streams, normalised, groups = [], [], []
-    for run in runs:
-        with HistoryReader(Path(dataset_dir) / run["file"]) as reader:
-            episodes = reader.episodes()  # per-episode summaries, without the step data
-            num_streams = reader.num_streams
-        optimal, random = task_references(family, [run["task"]])
-        for returns in stream_returns(episodes, num_streams):
-            streams.append(np.asarray(returns, dtype=float))
-            normalised.append(normalise(streams[-1][None], optimal, random)[0])
-            groups.append(task_key(run["task"]))
-    length = min((len(s) for s in streams), default=0)
-    if length == 0:
-        print(f"note: no {label} histories of these tasks in {dataset_dir}", file=sys.stderr)
-        return None
-    samples = np.stack([s[:length] for s in streams])  # (N, E)
-    normalised = np.stack([s[:length] for s in normalised])
-    stats = curve_stats(samples, normalised, seed, np.array(groups))
-    counts = {
-        "num_runs": len(runs),
-        "num_streams": len(streams),
-        "num_episodes": length,
-        "num_tasks": len({task_key(r["task"]) for r in runs}),
-    }
-    return {**counts, **stats}
-
-
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -206,10 +155,11 @@ def _run_summary(
     label: str,
     eval_cfg: Any,
     source: dict | None,
+    references: tuple[np.ndarray, np.ndarray, str],
+    warnings: list[str],
 ) -> dict:
     """summary.json of one evaluated run (numpy values; see ``to_json``)."""
-    family = run.split.make_family()
-    optimal, random = task_references(family, tasks)
+    optimal, random, optimal_from = references
     stats = summarise_returns(returns, optimal, random, eval_cfg.normalise_at, eval_cfg.seed)
     ratio = data_efficiency_ratio(stats, source)
     settings = ("num_episodes", "num_seeds", "seed", "action_mode", "temperature")
@@ -228,8 +178,10 @@ def _run_summary(
         "random_return": random.mean(),
         "optimal_returns": optimal,
         "random_returns": random,
+        "optimal_from": optimal_from,  # "family", or "source_best" when the family has none
         **stats,
         "source": source,
+        "warnings": warnings,
         "data_efficiency_ratio": ratio,
         "config": config_to_dict(run.config),
         "versions": package_versions(),
@@ -282,14 +234,23 @@ def _plot(out_path: Path, summaries: list[dict]) -> None:
         f"{main['family']}: in-context returns on {main['num_tasks']} {where}\n"
         f"mean over tasks x {main['num_seeds']} seeds, bands: 95% bootstrap CI over tasks"
     )
-    plot_return_curves(curves, out_path, title, main["optimal_return"], main["random_return"])
+    # The source's best return is no optimum: its curve is drawn already, so no "optimal" line.
+    optimal = main["optimal_return"] if main.get("optimal_from") == "family" else None
+    plot_return_curves(curves, out_path, title, optimal, main["random_return"])
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def format_summary(summary: dict) -> str:
     """Lines for the terminal: scores per run and the data-efficiency figure of merit."""
-    lines = [
+    lines = [f"warning: {line}" for line in summary.get("warnings", [])]
+    from_source = summary.get("optimal_from") == "source_best"
+    reference = "source's best return" if from_source else "optimal return"
+    lines += [
         f"{summary['num_tasks']} {summary['split']} tasks x {summary['num_seeds']} seeds x "
-        f"{summary['num_episodes']} episodes (optimal return {summary['optimal_return']:.2f}, "
+        f"{summary['num_episodes']} episodes ({reference} {_number(summary['optimal_return'])}, "
         f"random {summary['random_return']:.2f})"
     ]
     source = summary["source"]
@@ -341,7 +302,10 @@ def evaluate(
         other.config = dataclasses.replace(other.config, eval=ecfg)  # evaluated the same way
         other.model.to(device)
     family = run.split.make_family()
-    source_stats = source_summary(run.config.dataset_dir, family, tasks, label, ecfg.seed)
+    warnings: list[str] = []
+    streams = source_streams(source_dataset_dir(run), tasks, label, warnings)
+    references = task_references(family, tasks, streams, warnings)
+    source_stats = source_summary(streams, tasks, references[:2], ecfg.seed)
     out_dir = Path(out_dir) if out_dir is not None else run.run_dir / "eval"
     summaries: list[dict] = []
     all_returns: list[np.ndarray] = []
@@ -358,7 +322,8 @@ def evaluate(
             device,
             progress,
         )
-        summary = to_json(_run_summary(r, returns, tasks, label, ecfg, source_stats))
+        summary = _run_summary(r, returns, tasks, label, ecfg, source_stats, references, warnings)
+        summary = to_json(summary)
         if i > 0:  # the main run's outputs are written last, once they list the compared runs
             _write_outputs(out_dir / f"compare-{i}-{r.run_dir.name}", summary, returns, r)
         summaries.append(summary)

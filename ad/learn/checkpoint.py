@@ -53,16 +53,18 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; pass a file written by ad-train")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except OSError:  # unreadable, not damaged: the command line says which file and why
-        raise
-    except Exception as e:  # a damaged file fails anywhere in the unpickler (IndexError, ...)
-        why = " ".join(str(e).split())[:200]
-        raise UserError(
-            f"checkpoint {path} is corrupt or not a checkpoint ({why}); use another checkpoint "
-            "of the run or retrain"
-        ) from None
+    # Opening is kept apart from parsing: an unreadable file raises OSError naming the file (the
+    # command line reports it), while a truncated one fails inside torch.load, also with
+    # OSError ("Invalid argument") but naming no file, so every failure there is damage.
+    with open(path, "rb") as f:
+        try:
+            state = torch.load(f, map_location=map_location, weights_only=True)
+        except Exception as e:  # a damaged file fails anywhere in the unpickler (IndexError, ...)
+            why = " ".join(str(e).split())[:200] or type(e).__name__
+            raise UserError(
+                f"checkpoint {path} is truncated, corrupt or not a checkpoint ({why}); use another "
+                "checkpoint of the run or retrain"
+            ) from None
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {path} does not hold a dict; it was not written by ad-train")
     version = state.get("schema_version")

@@ -360,6 +360,16 @@ def build_model(
     return raw_model, model, optimizer, start_step
 
 
+def dataset_paths(cfg: ExperimentConfig) -> dict[str, str]:
+    """Where the training data lies, for ``ad-eval``'s source curve from any working directory:
+    relative to the run folder (survives moving run and data together) and absolute."""
+    absolute = cfg.dataset_dir.resolve()
+    return {
+        "from_run": os.path.relpath(absolute, cfg.run_dir.resolve()),
+        "absolute": str(absolute),
+    }
+
+
 def _checkpoint_state(
     model: ADTransformer,
     optimizer,
@@ -380,6 +390,7 @@ def _checkpoint_state(
             "num_actions": windows.num_actions,
         },
         "dataset_fingerprint": windows.fingerprint,
+        "dataset_dir": dataset_paths(cfg),
         "split": windows.split.to_json(),
         "versions": package_versions(),
     }
