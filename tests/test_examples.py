@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ad.cli import collect_main, eval_main, train_main
+from ad.data.inspection import inspect
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -29,6 +31,10 @@ def test_frozen_lake_example_through_collect_train_eval(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))  # what PYTHONPATH=examples does for a user
     argv = ["--config", "frozen_lake.yaml", "--no-progress"]
     assert collect_main([*argv, "--workers", "1"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice" from the missing optimum
+        table = inspect(Path("learning_histories/frozen_lake"))
+    assert "(optimal not given, random 0." in table
     assert train_main(argv) == 0
     assert eval_main(["--run", "runs/frozen_lake", "--no-progress"]) == 0
 

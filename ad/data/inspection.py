@@ -21,6 +21,12 @@ def _number(value: Any) -> str:
     return f"{value:>8.2f}" if value is not None else f"{'-':>8}"
 
 
+def _mean(values: list) -> str:
+    """The mean of the known values, or "not given" (a family without an optimal return)."""
+    known = [v for v in values if v is not None]
+    return f"{np.mean(known):.2f}" if known else "not given"
+
+
 def _table(dataset_dir: Path, runs: list[dict], header: dict) -> list[str]:
     """One row per run, then one line of means per split."""
     lines = [
@@ -42,13 +48,13 @@ def _table(dataset_dir: Path, runs: list[dict], header: dict) -> list[str]:
         part = [r for r in runs if r["split"] == split]
         if part:
             mean = {
-                key: np.nanmean([np.nan if r[key] is None else r[key] for r in part])
+                key: _mean([r[key] for r in part])
                 for key in ("first_return", "last_return", "optimal_return", "random_return")
             }
             lines.append(
-                f"{split}: {len(part)} runs, first-episodes return {mean['first_return']:.2f} -> "
-                f"last-episodes {mean['last_return']:.2f} (optimal {mean['optimal_return']:.2f}, "
-                f"random {mean['random_return']:.2f})"
+                f"{split}: {len(part)} runs, first-episodes return {mean['first_return']} -> "
+                f"last-episodes {mean['last_return']} (optimal {mean['optimal_return']}, "
+                f"random {mean['random_return']})"
             )
     return lines
 
