@@ -12,6 +12,7 @@ it is how torchrun starts distributed training::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -72,6 +73,32 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def _add_ray_args(parser: argparse.ArgumentParser, section: str) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default=None,
+        help=f"where the work runs (sets {section}.backend): local, or ray for a Ray cluster",
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help=f"Ray cluster to join (sets {section}.ray_address): auto, HOST:6379 or "
+        "ray://HOST:10001; default: a local Ray instance",
+    )
+
+
+def _ray_overrides(args: argparse.Namespace, section: str) -> list[str]:
+    """--backend and --address as config overrides of ``section`` (collect or eval)."""
+    overrides = []
+    if args.backend is not None:
+        overrides.append(f"{section}.backend={args.backend}")
+    if args.address is not None:
+        # quoted: YAML would read some HOST:PORT texts as numbers
+        overrides.append(f"{section}.ray_address={json.dumps(args.address)}")
+    return overrides
+
+
 def collect_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ad-collect",
@@ -91,6 +118,7 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
         help="rebuild DATASET/manifest.json from every valid history in the folder (after "
         "--shard runs wrote into it, or their files were moved into it)",
     )
+    _add_ray_args(parser, "collect")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
@@ -125,7 +153,12 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
         from ad.config import load_config
         from ad.data.collect import collect
 
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides + _ray_overrides(args, "collect"))
+        if args.workers is not None and cfg.collect.backend == "ray":
+            raise UserError(
+                "--workers sizes the local pool; on Ray the cluster's CPUs decide (one per run): "
+                "drop --workers, or start the Ray nodes with --num-cpus N"
+            )
         collect(
             cfg,
             workers=args.workers,
@@ -193,6 +226,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="permit --set eval.tasks=train (labelled as training tasks in every output)",
     )
+    _add_ray_args(parser, "eval")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
@@ -206,7 +240,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
         evaluate(
             source,
-            overrides=args.overrides,
+            overrides=args.overrides + _ray_overrides(args, "eval"),
             out_dir=args.out,
             compare=compare,
             allow_train_tasks=args.allow_train_tasks,

@@ -78,6 +78,19 @@ class CollectConfig:
     output_dir: str | None = setting(None, "Dataset folder (None: learning_histories/<name>).")
     chunk_steps: int = setting(256, "HDF5 chunk length along T; about the training context length.")
     compression: str | None = setting("gzip", "HDF5 compression filter (gzip, lzf or None).")
+    backend: Literal["local", "ray"] = setting(
+        "local", "Where the runs execute: local (a process pool) or ray (one Ray task per run)."
+    )
+    ray_address: str | None = setting(
+        None,
+        "Ray cluster to join with backend ray: auto, HOST:6379 or ray://HOST:10001 (None: "
+        "RAY_ADDRESS, else a cluster started on this machine, else a new local instance).",
+    )
+    ray_storage: Literal["driver", "shared"] = setting(
+        "driver",
+        "With backend ray: driver (workers return each file, this process writes it) or shared "
+        "(workers write into output_dir, which every node must mount at the same path).",
+    )
 
     def __post_init__(self) -> None:
         if self.algorithm_kwargs is None:
@@ -225,6 +238,15 @@ class EvalConfig:
         None, "Evaluate at most this many tasks of the split (None: all)."
     )
     device: str = setting("cpu", "cpu, cuda or auto.")
+    backend: Literal["local", "ray"] = setting(
+        "local", "Where rollouts run: local (one batch here) or ray (batches of rows as Ray tasks)."
+    )
+    ray_address: str | None = setting(
+        None,
+        "Ray cluster to join with backend ray: auto, HOST:6379 or ray://HOST:10001 (None: "
+        "RAY_ADDRESS, else a cluster started on this machine, else a new local instance).",
+    )
+    ray_batch_rows: int = setting(64, "With backend ray: (task, seed) rows per Ray task.")
     normalise_at: list = setting(
         [1, 10, 50, 100], "Episodes at which summary.json reports normalised scores."
     )
@@ -232,6 +254,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_min("eval", "num_episodes", self.num_episodes, 1)
         check_min("eval", "num_seeds", self.num_seeds, 1)
+        check_min("eval", "ray_batch_rows", self.ray_batch_rows, 1)
         check_min("eval", "seed", self.seed, 0)
         check(self.temperature > 0, f"eval.temperature must be > 0, got {self.temperature!r}")
         if self.max_tasks is not None:

@@ -77,7 +77,13 @@ def collect(
     }
     todo = [{**job, **common} for job in jobs if job["file"] not in done]
     start = time.perf_counter()
-    results = pool.execute(todo, min(workers, max(len(todo), 1)), progress)
+    if cfg.collect.backend == "ray":  # one Ray task per run; see ad.data.ray_backend
+        from ad.data import ray_backend
+
+        c = cfg.collect
+        results = ray_backend.execute(todo, c.ray_address, c.ray_storage, progress)
+    else:
+        results = pool.execute(todo, min(workers, max(len(todo), 1)), progress)
     seconds = time.perf_counter() - start
 
     # 4. Record them in the manifest, failed runs or not, then report.

@@ -310,18 +310,23 @@ def evaluate(
     summaries: list[dict] = []
     all_returns: list[np.ndarray] = []
     for i, r in enumerate([run, *others]):
-        returns = rollout(
-            r.model,
-            family,
-            tasks,
-            ecfg.num_seeds,
-            ecfg.num_episodes,
-            ecfg.action_mode,
-            ecfg.temperature,
-            ecfg.seed,
-            device,
-            progress,
-        )
+        if ecfg.backend == "ray":  # batches of rows as Ray tasks; see ad.evaluation.ray_rollout
+            from ad.evaluation.ray_rollout import rollout_on_ray
+
+            returns = rollout_on_ray(r.model, family, tasks, ecfg, progress)
+        else:
+            returns = rollout(
+                r.model,
+                family,
+                tasks,
+                ecfg.num_seeds,
+                ecfg.num_episodes,
+                ecfg.action_mode,
+                ecfg.temperature,
+                ecfg.seed,
+                device,
+                progress,
+            )
         summary = _run_summary(r, returns, tasks, label, ecfg, source_stats, references, warnings)
         summary = to_json(summary)
         if i > 0:  # the main run's outputs are written last, once they list the compared runs

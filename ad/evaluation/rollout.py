@@ -71,6 +71,8 @@ def rollout(
     device: str | torch.device = "cpu",
     progress: bool = False,
     transitions: dict | None = None,
+    task_offset: int = 0,
+    seed_offset: int = 0,
 ) -> np.ndarray:
     """Run ``num_episodes`` consecutive episodes per (task, seed) with frozen weights.
 
@@ -90,6 +92,9 @@ def rollout(
         transitions: if a dict is given, it receives every step of every row, in a learning
             history's layout (B rows, N steps): observations (B, N, *obs_shape), actions,
             rewards and dones (B, N); row b is (task b // num_seeds, seed b % num_seeds).
+        task_offset: index of ``tasks[0]`` in the whole evaluation's task list.
+        seed_offset: index of this call's first seed in the whole evaluation. With both, a part
+            of a larger evaluation (split across Ray workers) seeds its rows as one batch would.
 
     Returns:
         Episode returns, shape (num_tasks, num_seeds, num_episodes), float64.
@@ -101,14 +106,13 @@ def rollout(
     if action_mode not in ("sample", "argmax") or temperature <= 0:
         raise UserError("eval.action_mode must be sample or argmax and eval.temperature > 0")
     envs = [family.make_env(task) for task in tasks for _ in range(num_seeds)]
+    # (task index, seed index) of each row, counted in the whole evaluation
+    rows = [(task_offset + i // num_seeds, seed_offset + i % num_seeds) for i in range(len(envs))]
     _check_compatible(model, envs[0])
     batch = len(envs)
     discrete = model.observation_space["type"] in ("Discrete", "MultiDiscrete")
     obs_dtype = np.int64 if discrete else np.dtype(model.observation_space["dtype"])
-    first = [
-        env.reset(seed=eval_env_seed(seed, i // num_seeds, i % num_seeds))[0]
-        for i, env in enumerate(envs)
-    ]
+    first = [env.reset(seed=eval_env_seed(seed, *rows[i]))[0] for i, env in enumerate(envs)]
     observations = np.stack(first).astype(obs_dtype)  # (B, *obs_shape)
     prev_actions = np.full(batch, model.num_actions, dtype=np.int64)  # "no previous action"
     prev_rewards = np.zeros(batch, dtype=np.float32)
@@ -116,7 +120,7 @@ def rollout(
     returns = np.zeros((batch, num_episodes))
     running = np.zeros(batch)  # return of each row's current episode
     finished = np.zeros(batch, dtype=np.int64)  # completed episodes per row
-    rngs = [action_rng(seed, i // num_seeds, i % num_seeds) for i in range(batch)]
+    rngs = [action_rng(seed, *row) for row in rows]
     trace: dict[str, list] = {"observations": [], "actions": [], "rewards": [], "dones": []}
     was_training = model.training
     model.eval()
