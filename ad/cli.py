@@ -84,7 +84,7 @@ def _add_ray_args(parser: argparse.ArgumentParser, section: str) -> None:
         "--address",
         default=None,
         help=f"Ray cluster to join (sets {section}.ray_address): auto, HOST:6379 or "
-        "ray://HOST:10001; default: a local Ray instance",
+        "ray://HOST:10001; default: Ray's own lookup, else a local instance",
     )
 
 
