@@ -23,8 +23,9 @@ from ad.data.runs import plan_runs
 from ad.data.sources import UCB
 from ad.errors import UserError
 from ad.evaluation.evaluate import evaluate
-from ad.evaluation.ray_rollout import plan_batches
+from ad.evaluation.ray_rollout import plan_batches, rollout_on_ray
 from ad.evaluation.rollout import rollout
+from ad.learn.checkpoint import load_model
 from tests.test_collect import TINY_PPO, _bandit_cfg, _cfg
 from tests.test_evaluate import project  # noqa: F401  (the module-scoped fixture)
 
@@ -177,8 +178,6 @@ def test_split_rows_seed_as_one_batch(project):  # noqa: F811
     """Why Ray batches can be gathered: rows seeded by their index in the whole evaluation."""
     import torch
 
-    from ad.learn.checkpoint import load_model
-
     model, _ = load_model(next((project["root"] / "run" / "checkpoints").iterdir()), "cpu")
     family, tasks = project["family"], list(project["split"].heldout[:3])
     kwargs = {"num_episodes": 2, "action_mode": "sample", "seed": 5}
@@ -214,6 +213,18 @@ def test_ray_evaluation_equals_the_local_one(project, ray_instance, batch_rows):
 
 
 # --------------------------------------------------------------------------- errors
+
+
+@needs_ray
+def test_a_gpu_evaluation_on_a_cluster_without_gpus_is_refused(project, ray_instance):  # noqa: F811
+    if ray_instance.cluster_resources().get("GPU", 0):
+        pytest.skip("this Ray instance has a GPU")
+    cfg = config_from_dict({"eval": {"device": "cuda", "backend": "ray"}})
+    model, _ = load_model(next((project["root"] / "run" / "checkpoints").iterdir()), "cpu")
+    tasks = list(project["split"].heldout[:2])
+    with pytest.raises(UserError, match="the Ray cluster has no GPU") as excinfo:
+        rollout_on_ray(model, project["family"], tasks, cfg.eval)
+    assert "\n" not in str(excinfo.value)
 
 
 def test_missing_ray_is_a_one_line_error_with_the_install_command(tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ad.data.ray_backend import MAX_RETRIES, ray_session
+from ad.errors import UserError
 from ad.evaluation.rollout import rollout
 from envs.base import Task, TaskFamily
 
@@ -80,7 +81,7 @@ def _rollout_batch(
 
 def _get(ray: Any, ref: Any) -> np.ndarray:
     """A batch's returns; a user error on the worker is raised here as itself (one line)."""
-    from ad.errors import UserError, user_errors
+    from ad.errors import user_errors
 
     try:
         return ray.get(ref)
@@ -135,6 +136,11 @@ def rollout_on_ray(
         ray_session(eval_cfg.ray_address, "eval.ray_address") as ray,
         tqdm(total=len(batches), desc="eval (ray)", unit="batch", disable=not progress) as bar,
     ):
+        if num_gpus and ray.cluster_resources().get("GPU", 0) < 1:  # its tasks would wait forever
+            raise UserError(
+                f"eval.device={eval_cfg.device} but the Ray cluster has no GPU; start its nodes "
+                "with --num-gpus N, or evaluate with --set eval.device=cpu"
+            )
         task = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=MAX_RETRIES)(_rollout_batch)
         model_ref = ray.put(copy.deepcopy(model).cpu())  # workers without the driver's GPU
         family_ref, tasks_ref = ray.put(family), ray.put(list(tasks))
