@@ -204,3 +204,10 @@ def test_ddp_two_processes_match_single_process(dataset_dir, tmp_path):
     losses = [float(r["train/loss"]) for r in _metrics(tmp_path / "ddp")]
     expected = [float(r["train/loss"]) for r in _metrics(single)]
     assert losses == pytest.approx(expected, rel=1e-4)
+
+
+def test_an_evaluator_key_the_metrics_list_does_not_know_raises(dataset_dir, tmp_path):
+    """metrics.csv has fixed columns: an unknown key must not vanish from the log silently."""
+    cfg = tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=2", "train.eval_every=1")
+    with pytest.raises(ValueError, match=r"metric keys \['eval/typo'\] are not in METRICS"):
+        train(cfg, progress=False, evaluator=lambda model, split, device: {"eval/typo": 1.0})
