@@ -41,8 +41,7 @@ def _run(fn: Callable[[], int | None]) -> int:
         return 130
 
 
-def _add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--config", type=Path, required=required, help="experiment YAML (configs/)")
+def _add_set_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -51,6 +50,11 @@ def _add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> 
         metavar="SECTION.KEY=VALUE",
         help="override one config value, e.g. --set train.num_steps=100 (repeatable)",
     )
+
+
+def _add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--config", type=Path, required=required, help="experiment YAML (configs/)")
+    _add_set_arg(parser)
     parser.add_argument(
         "--help-config", action="store_true", help="list every config field with its help and exit"
     )
@@ -273,14 +277,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="experiment YAML (default: the built-in quick DarkRoom experiment)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value, e.g. --set train.num_steps=100 (repeatable)",
-    )
+    _add_set_arg(parser)
     parser.add_argument("--workers", type=int, default=None, help="collection processes")
     parser.add_argument("--no-ed", action="store_true", help="skip the expert-distillation control")
     parser.add_argument("--report", type=Path, default=None, help="report folder")

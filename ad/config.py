@@ -49,6 +49,11 @@ class EnvConfig:
         return family.split(self.split_seed, self.num_train_tasks, self.num_heldout_tasks)
 
 
+RAY_ADDRESS_HELP = (
+    "Ray cluster to join with backend ray: auto, HOST:6379 or ray://HOST:10001 (None: "
+    "RAY_ADDRESS, else a cluster started on this machine, else a new local instance)."
+)
+
 # PPO that learns a Dark Room goal in ~50 episodes per stream (measured; SB3's default
 # n_steps=2048 barely updates within the quick budget).
 QUICK_PPO_KWARGS = {
@@ -81,11 +86,7 @@ class CollectConfig:
     backend: Literal["local", "ray"] = setting(
         "local", "Where the runs execute: local (a process pool) or ray (one Ray task per run)."
     )
-    ray_address: str | None = setting(
-        None,
-        "Ray cluster to join with backend ray: auto, HOST:6379 or ray://HOST:10001 (None: "
-        "RAY_ADDRESS, else a cluster started on this machine, else a new local instance).",
-    )
+    ray_address: str | None = setting(None, RAY_ADDRESS_HELP)
     ray_storage: Literal["driver", "shared"] = setting(
         "driver",
         "With backend ray: driver (workers return each file, this process writes it) or shared "
@@ -241,11 +242,7 @@ class EvalConfig:
     backend: Literal["local", "ray"] = setting(
         "local", "Where rollouts run: local (one batch here) or ray (batches of rows as Ray tasks)."
     )
-    ray_address: str | None = setting(
-        None,
-        "Ray cluster to join with backend ray: auto, HOST:6379 or ray://HOST:10001 (None: "
-        "RAY_ADDRESS, else a cluster started on this machine, else a new local instance).",
-    )
+    ray_address: str | None = setting(None, RAY_ADDRESS_HELP)
     ray_batch_rows: int = setting(64, "With backend ray: (task, seed) rows per Ray task.")
     normalise_at: list = setting(
         [1, 10, 50, 100], "Episodes at which summary.json reports normalised scores."
