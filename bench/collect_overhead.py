@@ -32,6 +32,7 @@ from ad.config import config_from_dict
 from ad.data.collect import collect
 from ad.data.histories import write_history
 from ad.data.sources import RecordingVecEnv, make_source
+from ad.utils import matmul_gflops
 
 N_ENVS = 4
 PPO_KWARGS = {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 128, "n_epochs": 10}
@@ -123,6 +124,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12_288, help="env steps per PPO run")
     parser.add_argument("--tasks", type=int, default=8, help="tasks in the scaling collection")
     args = parser.parse_args()
+    # Machines of one kind differ several-fold: every absolute time is read against this.
+    print(f"machine: single-thread matmul {matmul_gflops():.1f} GFLOP/s")
     if args.quick:
         args.reps, args.steps, args.tasks = 1, 1024, 2
     torch.set_num_threads(1)  # as in a collect worker

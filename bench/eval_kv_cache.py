@@ -25,6 +25,7 @@ from ad.config import ModelConfig
 from ad.data.spaces import space_to_json
 from ad.evaluation.rollout import rollout
 from ad.learn.model import ADTransformer
+from ad.utils import matmul_gflops
 
 
 def make_model(context_steps: int, device: str, seed: int = 0) -> ADTransformer:
@@ -131,6 +132,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
+    # Machines of one kind differ several-fold: every absolute time is read against this.
+    print(f"machine: single-thread matmul {matmul_gflops():.1f} GFLOP/s")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     contexts = (20, 50) if args.quick else (200, 1000)

@@ -28,6 +28,7 @@ import torch
 
 from ad.config import config_from_dict
 from ad.data.collect import collect
+from ad.utils import matmul_gflops
 
 PPO_KWARGS = {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 128, "n_epochs": 10}
 
@@ -152,6 +153,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40, help="tiny runs (x4) for the overhead")
     parser.add_argument("--reps", type=int, default=3, help="alternating repetitions")
     args = parser.parse_args()
+    # Machines of one kind differ several-fold: every absolute time is read against this.
+    print(f"machine: single-thread matmul {matmul_gflops():.1f} GFLOP/s")
     if args.quick:
         args.tasks, args.steps, args.runs, args.reps = 2, 1024, 8, 1
     torch.set_num_threads(1)  # as in a collect worker

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from ad.config import ModelConfig
 from ad.learn.model import ADTransformer
+from ad.utils import matmul_gflops
 
 DARKROOM = {"type": "MultiDiscrete", "nvec": [9, 9]}
 NUM_ACTIONS = 5
@@ -189,6 +190,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="a tiny run that checks the script")
     args = parser.parse_args()
+    # Machines of one kind differ several-fold: every absolute time is read against this.
+    print(f"machine: single-thread matmul {matmul_gflops():.1f} GFLOP/s")
     if args.quick:
         args.batch_size, args.context, args.reps, args.steps = 4, 16, 2, 2
     if args.threads is not None:
