@@ -4,7 +4,8 @@ A checkpoint is one ``torch.save`` file holding plain types and tensors only, so
 ``torch.load(weights_only=True)`` reads it without unpickling arbitrary objects. Keys:
 schema_version, model (state dict of the uncompiled, unwrapped module), optimizer, step, rng,
 config (``config_to_dict``), model_args ({"observation_space", "num_actions"}),
-dataset_fingerprint, split (``TaskSplit.to_json()``), versions.
+dataset_fingerprint, dataset_dir ({"from_run", "absolute"}: where the training data lies), split
+(``TaskSplit.to_json()``), versions.
 """
 
 from __future__ import annotations
