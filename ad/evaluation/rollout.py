@@ -171,7 +171,7 @@ def periodic_evaluator(
     def evaluate(model: torch.nn.Module, split: TaskSplit, device: torch.device) -> dict:
         returns = rollout(
             model,
-            cfg.env.make_family(),
+            split.make_family(),  # the family the trained split describes
             split.heldout[: cfg.train.eval_tasks],
             num_seeds=1,
             num_episodes=cfg.train.eval_episodes,
