@@ -162,6 +162,13 @@ class TrainConfig:
     ed_num_steps: int | None = setting(
         1000, "ad-run: optimiser steps of the ED control (None: num_steps); its data is small."
     )
+    window_steps: int | None = setting(
+        None,
+        "Steps per training window (None: model.context_steps). Longer windows run the sliding "
+        "band of model.context_steps inside them, so that later tokens see what a KV-cache "
+        "rollout shows them (cached tokens reach further back through the layers); the loss then "
+        "starts where the band is full, except in a stream's first window.",
+    )
     batch_size: int = setting(32, "Global batch size (windows per optimiser step).")
     num_steps: int = setting(2000, "Optimiser steps.")
     lr: float = setting(1e-3, "Peak learning rate (the paper: 3e-4 over far more steps).")
@@ -208,6 +215,8 @@ class TrainConfig:
             check_min("train", name, getattr(self, name), minimum)
         if self.ed_num_steps is not None:
             check_min("train", "ed_num_steps", self.ed_num_steps, 1)
+        if self.window_steps is not None:
+            check_min("train", "window_steps", self.window_steps, 2)
         check(self.lr > 0, f"train.lr must be > 0, got {self.lr!r}")
         check(
             0 <= self.min_lr <= self.lr,
@@ -232,6 +241,13 @@ class EvalConfig:
         "sample", "Sample from the policy or take argmax."
     )
     temperature: float = setting(1.0, "Softmax temperature when sampling.")
+    context_mode: Literal["kv_cache", "window"] = setting(
+        "kv_cache",
+        "kv_cache: a KV cache of the last model.context_steps tokens, one token's compute a step "
+        "(cached tokens reach further back through the layers, as train.window_steps trains "
+        "for); window: re-encode the last context_steps tokens at every step, exactly what a "
+        "training window of that length computes (context_steps times the compute).",
+    )
     tasks: Literal["heldout", "train"] = setting(
         "heldout", "Which split to evaluate on; 'train' is labelled as such in every output."
     )

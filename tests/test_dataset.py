@@ -368,6 +368,38 @@ def test_refuses_context_shorter_than_an_episode(dataset_dir):
     _one_line_error(cfg, "shorter than one episode", "20")
 
 
+@pytest.mark.parametrize("in_memory", ["yes", "no"])
+def test_windows_longer_than_the_band_keep_the_loss_where_the_band_is_full(dataset_dir, in_memory):
+    """train.window_steps = 60 over a band of 40: the same steps as the band's windows, with the
+    first 39 targets cut, except in each stream's first window, where nothing precedes them."""
+    memory = f'train.in_memory="{in_memory}"'
+    band = open_windows(tiny_config(dataset_dir, None, memory))
+    long = open_windows(tiny_config(dataset_dir, None, memory, "train.window_steps=60"))
+    assert long.window_steps == 60 and long.loss_from == 39 and band.loss_from == 0
+    assert long.num_windows == sum(s.num_kept_steps - 59 for s in long.streams) > 0
+    key_of = lambda s: (s.history, s.stream, int(s.segment_starts[0]))  # noqa: E731
+    band_stream = {key_of(s): j for j, s in enumerate(band.streams)}
+    for index in range(long.num_windows):
+        kept, start = long.locate(index)
+        window = long.get_batch(np.array([index]))
+        j = band_stream[key_of(kept)]  # the band's window over this window's first 40 steps
+        same = band.get_batch(np.array([band.first_window[j] + start]))
+        for key in WINDOW_KEYS[:-1]:
+            assert np.array_equal(window[key][:, :40], same[key]), key
+        targets = window["targets"][0]
+        if start == 0:
+            assert np.array_equal(targets[:40], same["targets"][0])
+        else:
+            assert (targets[:39] == -1).all() and targets[39] == same["targets"][0, 39]
+        assert (targets[39:] >= 0).all()
+    band.close(), long.close()
+
+
+def test_windows_shorter_than_the_band_are_refused(dataset_dir):
+    cfg = tiny_config(dataset_dir, None, "train.window_steps=30")
+    _one_line_error(cfg, "train.window_steps=30 is shorter than model.context_steps=40")
+
+
 @pytest.mark.parametrize("mode", ["ad", "ed"])
 def test_streamed_refuses_an_episode_table_that_disagrees_with_the_steps(tmp_path, mode):
     # No checksum covers the episode table; streamed training plans the kept episodes from it.

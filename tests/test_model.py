@@ -123,28 +123,36 @@ def test_kv_cache_matches_forward(kind: str, norm: str, batch: int, steps: int, 
     assert cache.length == context and cache.num_tokens == steps
 
 
-def test_window_semantics() -> None:
-    """Past the context, each query sees exactly the last c tokens: forward on them alone agrees.
-
-    One layer, since with more the earlier tokens' own windows reach further back (step() agrees
-    with that too, see above).
-    """
+@pytest.mark.parametrize("layers", [1, 3, 4])
+def test_token_window_equals_forward_on_the_last_c_tokens(layers: int) -> None:
+    """Decoding mode "window" computes, at every step and as the window slides, exactly what a
+    training window of the last c tokens computes at its last position. The KV cache agrees with
+    it for one layer only: from layer 2 up, cached tokens carry their own windows' reach."""
     space = SPACES["multidiscrete"]
     torch.manual_seed(0)
-    model = ADTransformer(small_config(num_layers=1, context_steps=8), space, NUM_ACTIONS).eval()
-    inputs = random_inputs(space, batch=2, steps=30, seed=3)
-    with torch.no_grad():
-        full, _ = model(**inputs)
-        for t in (7, 8, 19, 29):
-            window = {k: v[:, t - 7 : t + 1] for k, v in inputs.items()}
-            alone, _ = model(**window)
-            torch.testing.assert_close(alone[:, -1], full[:, t], atol=1e-6, rtol=0)
-        # with a longer context the early tokens matter, so the band above is what made them equal
-        wide_cfg = small_config(num_layers=1, context_steps=30)
-        wide = ADTransformer(wide_cfg, space, NUM_ACTIONS).eval()
-        wide.load_state_dict(model.state_dict())
-        wide_logits, _ = wide(**inputs)
-    assert not torch.allclose(wide_logits[:, 29], full[:, 29])
+    c, steps = 8, 30
+    model = ADTransformer(small_config(num_layers=layers, context_steps=c), space, NUM_ACTIONS)
+    model.eval()
+    inputs = random_inputs(space, batch=2, steps=steps, seed=3)
+    window, cache = model.init_cache(2, mode="window"), model.init_cache(2)
+    for t in range(steps):
+        step_inputs = [inputs[name][:, t] for name in STREAMS]
+        by_window = model.step(window, *step_inputs)
+        by_cache = model.step(cache, *step_inputs)
+        with torch.no_grad():
+            alone, _ = model(**{k: v[:, max(t - c + 1, 0) : t + 1] for k, v in inputs.items()})
+        torch.testing.assert_close(by_window, alone[:, -1], atol=1e-5, rtol=0)
+        if t < c or layers == 1:  # no token has left the window yet, or no deeper reach
+            torch.testing.assert_close(by_cache, by_window, atol=1e-5, rtol=0)
+    assert window.inputs[0].shape[1] == c
+    if layers > 1:  # the last step: the cache reaches further back than the window
+        assert not torch.allclose(by_cache, by_window, atol=1e-4)
+
+
+def test_unknown_decoding_mode_is_refused() -> None:
+    model = ADTransformer(small_config(), SPACES["discrete"], NUM_ACTIONS)
+    with pytest.raises(UserError, match="decoding mode 'beam'"):
+        model.init_cache(2, mode="beam")
 
 
 def test_step_requires_eval_mode() -> None:

@@ -16,19 +16,21 @@ from envs.darkroom import DarkRoom
 from tests.test_evaluate import VariableLengthDarkRoom, make_config, random_model
 
 
-def reference_rollout(model, family, task, env_seed, num_episodes):
+def reference_rollout(model, family, task, env_seed, num_episodes, window=None):
     """One (task, seed), no batch, no cache: forward() over the WHOLE sequence at every step
-    (forward applies the model's sliding-window band itself); argmax actions."""
+    (forward applies the model's sliding-window band itself), or over its last ``window`` steps
+    only; argmax actions."""
     env = family.make_env(task)
     obs, _ = env.reset(seed=env_seed)
     tokens = {"obs": [obs], "act": [model.num_actions], "rew": [0.0], "done": [True]}
     actions, returns, running = [], [], 0.0
     while len(returns) < num_episodes:
+        start = 0 if window is None else max(len(tokens["act"]) - window, 0)
         logits, _ = model(
-            torch.tensor(np.array(tokens["obs"]))[None],
-            torch.tensor(tokens["act"])[None],
-            torch.tensor(tokens["rew"], dtype=torch.float32)[None],
-            torch.tensor(tokens["done"])[None],
+            torch.tensor(np.array(tokens["obs"][start:]))[None],
+            torch.tensor(tokens["act"][start:])[None],
+            torch.tensor(tokens["rew"][start:], dtype=torch.float32)[None],
+            torch.tensor(tokens["done"][start:])[None],
         )
         action = int(logits[0, -1].argmax())
         obs, reward, terminated, truncated, _ = env.step(action)
@@ -65,21 +67,30 @@ def record_actions(family_cls, logs: list):
     return Logged
 
 
-def test_batched_cached_rollout_takes_the_actions_of_an_uncached_unbatched_loop(tmp_path):
+@pytest.mark.parametrize("context_mode", ["kv_cache", "window"])
+def test_batched_cached_rollout_takes_the_actions_of_an_uncached_unbatched_loop(
+    tmp_path, context_mode
+):
+    """kv_cache: forward() over the whole sequence; window: forward() over the last c steps."""
     cfg = make_config(tmp_path)  # context 16 tokens, episodes of 5..11 steps: the window slides
     logs: list = []
     family = record_actions(VariableLengthDarkRoom, logs)()
     model = random_model(cfg, envs.make_family("DarkRoom"), seed=6)
     tasks = list(family.split(0).heldout[:3])
     num_seeds, num_episodes = 2, 4
-    returns = rollout(model, family, tasks, num_seeds, num_episodes, "argmax", seed=11)
+    returns = rollout(
+        model, family, tasks, num_seeds, num_episodes, "argmax", seed=11, context_mode=context_mode
+    )
+    window = cfg.model.context_steps if context_mode == "window" else None
     logs = logs[:]  # the batch's envs, before the reference loop adds its own
     assert returns.shape == (3, num_seeds, num_episodes)
     lengths = set()
     for i, task in enumerate(tasks):
         for j in range(num_seeds):
             env_seed = eval_env_seed(11, i, j)
-            actions, ref_returns = reference_rollout(model, family, task, env_seed, num_episodes)
+            actions, ref_returns = reference_rollout(
+                model, family, task, env_seed, num_episodes, window
+            )
             batched = logs[i * num_seeds + j]
             assert batched[: len(actions)] == actions
             np.testing.assert_array_equal(returns[i, j], ref_returns)

@@ -162,7 +162,7 @@ def _run_summary(
     optimal, random, optimal_from = references
     stats = summarise_returns(returns, optimal, random, eval_cfg.normalise_at, eval_cfg.seed)
     ratio = data_efficiency_ratio(stats, source)
-    settings = ("num_episodes", "num_seeds", "seed", "action_mode", "temperature")
+    settings = ("num_episodes", "num_seeds", "seed", "action_mode", "temperature", "context_mode")
     return {
         "run": str(run.run_dir),
         "checkpoint": str(run.checkpoint_path),
@@ -326,6 +326,7 @@ def evaluate(
                 ecfg.seed,
                 device,
                 progress,
+                context_mode=ecfg.context_mode,
             )
         summary = _run_summary(r, returns, tasks, label, ecfg, source_stats, references, warnings)
         summary = to_json(summary)

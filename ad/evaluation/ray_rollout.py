@@ -113,7 +113,7 @@ def rollout_on_ray(
         family: the task family of ``tasks``.
         tasks: the tasks to evaluate, in order (their indices seed the rows).
         eval_cfg: the ``eval`` config section (num_seeds, num_episodes, action_mode,
-            temperature, seed, device, ray_address, ray_batch_rows).
+            temperature, context_mode, seed, device, ray_address, ray_batch_rows).
         progress: show a bar over batches.
 
     Returns:
@@ -127,6 +127,7 @@ def rollout_on_ray(
         "num_episodes": eval_cfg.num_episodes,
         "action_mode": eval_cfg.action_mode,
         "temperature": eval_cfg.temperature,
+        "context_mode": eval_cfg.context_mode,
         "seed": eval_cfg.seed,
         "device": eval_cfg.device,
     }

@@ -1,9 +1,10 @@
 """In-context rollouts: the frozen model acts on tasks, its own transitions filling its context.
 
 Every (task, seed) pair is one row of a batch. One evaluation step is one incremental forward pass
-(``model.step`` with the KV cache) for the whole batch; the envs are stepped in a plain loop. The
-model's own transitions fill its context, which the cache's sliding window keeps as a queue of the
-last c transitions (Laskin et al. 2022, section 3: no gradient steps at test time).
+(``model.step``) for the whole batch; the envs are stepped in a plain loop. The model's own
+transitions fill its context, kept as a queue of the last c transitions, either as a KV cache or
+as tokens re-encoded every step (``eval.context_mode``; Laskin et al. 2022, section 3: no gradient
+steps at test time).
 
 Token alignment equals training: at step t the model sees obs_t with action_{t-1}, reward_{t-1} and
 done_{t-1}; the very first token has prev_action = num_actions ("none"), reward 0 and done True.
@@ -73,6 +74,7 @@ def rollout(
     transitions: dict | None = None,
     task_offset: int = 0,
     seed_offset: int = 0,
+    context_mode: str = "kv_cache",
 ) -> np.ndarray:
     """Run ``num_episodes`` consecutive episodes per (task, seed) with frozen weights.
 
@@ -95,6 +97,7 @@ def rollout(
         task_offset: index of ``tasks[0]`` in the whole evaluation's task list.
         seed_offset: index of this call's first seed in the whole evaluation. With both, a part
             of a larger evaluation (split across Ray workers) seeds its rows as one batch would.
+        context_mode: "kv_cache" or "window" (``ADTransformer.init_cache``'s decoding modes).
 
     Returns:
         Episode returns, shape (num_tasks, num_seeds, num_episodes), float64.
@@ -126,7 +129,7 @@ def rollout(
     model.eval()
     bar = tqdm(total=num_episodes, desc="eval episodes", disable=not progress, leave=False)
     try:
-        cache = model.init_cache(batch, device=device)
+        cache = model.init_cache(batch, device=device, mode=context_mode)
         while finished.min() < num_episodes:
             inputs = (observations, prev_actions, prev_rewards, prev_dones)
             logits = model.step(cache, *(torch.from_numpy(x).to(device) for x in inputs))  # (B, A)
@@ -178,6 +181,7 @@ def periodic_evaluator(
             action_mode="sample",
             seed=cfg.train.seed,
             device=device,
+            context_mode=cfg.eval.context_mode,
         )  # (tasks, 1, episodes)
         return {
             "eval/return_first": float(returns[..., 0].mean()),

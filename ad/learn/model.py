@@ -9,8 +9,14 @@ key j is ``q.k / sqrt(hs) - slope_h * (i - j)``. Because the bias depends only o
 keys and values stay valid when the context slides, so ``step()`` can act for thousands of steps past
 the trained context length with a KV cache of the last ``context_steps`` tokens. ``forward()`` on a
 longer sequence applies the same band (each query sees itself and the previous c - 1 tokens), so
-stepping token by token equals one forward pass exactly. (Through the layers, information still
-flows from up to num_layers * (c - 1) steps back, in both.)
+stepping token by token equals one forward pass exactly.
+
+Through the layers, information flows from up to num_layers * (c - 1) steps back, in both: a cached
+token's keys were computed when it had a full band of its own. A training window of exactly c steps
+never shows that reach, so there are two decoding modes (``init_cache(mode=...)``): ``kv_cache``
+(the cache; trained for by windows longer than the band, ``train.window_steps``) and ``window``
+(re-encode the last c tokens at every step: exactly what a c-step training window computes at its
+last position, at c times the cost).
 """
 
 from __future__ import annotations
@@ -81,6 +87,21 @@ class KVCache:
     def slot(self) -> int:
         """The slot that the next token is written to (the oldest one once the cache is full)."""
         return self.num_tokens % self.keys[0].size(2)
+
+
+@dataclass
+class TokenWindow:
+    """The inputs of the last <= c steps, re-encoded as one forward pass at every step.
+
+    ``inputs`` holds the four input streams (observations, prev_actions, prev_rewards,
+    prev_dones), each (B, L, ...) with L <= c; None before the first step.
+    """
+
+    inputs: list[Tensor] | None = None
+    device: torch.device | None = None
+
+
+DECODING_MODES = ("kv_cache", "window")
 
 
 class CausalSelfAttention(nn.Module):
@@ -229,7 +250,8 @@ class ADTransformer(nn.Module):
 
     def _bias(self, length: int, device: torch.device, dtype: torch.dtype) -> Tensor:
         """The (1, nh, T, T) ALiBi + band bias for forward(), built once per (T, device, dtype)."""
-        key = ("full", length, device, dtype)
+        # a bias made under inference_mode (step() in window mode) can't enter autograd later
+        key = ("full", length, device, dtype, torch.is_inference_mode_enabled())
         bias = self._bias_cache.get(key)
         if bias is None:
             if len(self._bias_cache) > 16:  # many distinct lengths: keep memory bounded
@@ -297,10 +319,17 @@ class ADTransformer(nn.Module):
 
     # ------------------------------------------------------------------ incremental decoding
 
-    def init_cache(self, batch_size: int, device: torch.device | str | None = None) -> KVCache:
-        """An empty KV cache for ``batch_size`` parallel streams (on the model's device by default)."""
+    def init_cache(
+        self, batch_size: int, device: torch.device | str | None = None, mode: str = "kv_cache"
+    ) -> KVCache | TokenWindow:
+        """Empty decoding state for ``batch_size`` parallel streams (on the model's device by
+        default): a KV cache (``mode="kv_cache"``) or a token window (``mode="window"``)."""
         p = next(self.parameters())
         device = p.device if device is None else torch.device(device)
+        if mode not in DECODING_MODES:
+            raise UserError(f"unknown decoding mode {mode!r}; use one of {DECODING_MODES}")
+        if mode == "window":
+            return TokenWindow(device=device)
         hs = self.cfg.embed_dim // self.cfg.num_heads
         shape = (batch_size, self.cfg.num_heads, self.cfg.context_steps, hs)  # (B, nh, c, hs)
         n = self.cfg.num_layers
@@ -312,16 +341,17 @@ class ADTransformer(nn.Module):
     @torch.inference_mode()
     def step(
         self,
-        cache: KVCache,
+        cache: KVCache | TokenWindow,
         observation: Tensor,
         prev_action: Tensor,
         prev_reward: Tensor,
         prev_done: Tensor,
     ) -> Tensor:
-        """Append one token per stream to the cache and return its action logits.
+        """Append one token per stream to the decoding state and return its action logits.
 
-        The cache keeps the last ``context_steps`` tokens, so the model acts indefinitely; the
-        result equals ``forward()`` on the whole sequence at its last position.
+        Both states keep the last ``context_steps`` tokens, so the model acts indefinitely. With a
+        KV cache the result equals ``forward()`` on the whole sequence at its last position; with a
+        token window, ``forward()`` on the last ``context_steps`` tokens only.
 
         Args:
             cache: from :meth:`init_cache`, updated in place.
@@ -333,6 +363,8 @@ class ADTransformer(nn.Module):
         """
         if self.training:
             raise RuntimeError("step() is for inference: call model.eval() first")
+        if isinstance(cache, TokenWindow):
+            return self._window_step(cache, observation, prev_action, prev_reward, prev_done)
         device = cache.keys[0].device
         x = self.embed(
             torch.as_tensor(observation, device=device).unsqueeze(1),  # (B, 1, *obs_shape)
@@ -346,6 +378,19 @@ class ADTransformer(nn.Module):
             x = block(x, bias, cache, layer)  # (B, 1, d)
         cache.num_tokens += 1
         return self.head(self.ln_f(x))[:, 0]  # (B, A)
+
+    def _window_step(self, window: TokenWindow, *inputs: Tensor) -> Tensor:
+        # copies: the caller may reuse its input buffers (the rollout writes into them in place)
+        new = [torch.as_tensor(x, device=window.device).unsqueeze(1).clone() for x in inputs]
+        if window.inputs is None:
+            window.inputs = new
+        else:
+            first = max(window.inputs[0].size(1) - (self.cfg.context_steps - 1), 0)
+            window.inputs = [
+                torch.cat([old[:, first:], x], 1) for old, x in zip(window.inputs, new, strict=True)
+            ]
+        logits, _ = self.forward(*window.inputs)  # (B, L, A)
+        return logits[:, -1]  # (B, A)
 
     # ------------------------------------------------------------------ loading
 

@@ -239,7 +239,7 @@ def _train(
     batches = iterate_batches(
         windows, tc.seed, start_step, tc.num_steps, tc.batch_size, rank, world_size, tc.num_workers
     )
-    tokens_per_step = tc.batch_size * cfg.model.context_steps
+    tokens_per_step = tc.batch_size * windows.window_steps
     losses, timer, timed_steps = [], time.perf_counter(), 0
     raw_model.train()
     try:

@@ -124,4 +124,6 @@ def dataset_fingerprint(entries: list[dict], cfg: ExperimentConfig) -> str:
         "subsample_offsets": cfg.train.subsample_offsets,
         "ed_last_episodes": cfg.train.ed_last_episodes,
     }
+    if cfg.train.window_steps is not None:  # windows other than the band (absent: as before)
+        payload["window_steps"] = cfg.train.window_steps
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -1,9 +1,14 @@
 """Training windows: two stores with one interface, in memory or streamed from HDF5.
 
-A *window* is ``context_steps`` consecutive kept steps of one kept stream (see
+A *window* is ``window_steps`` consecutive kept steps of one kept stream (see
 ``ad.learn.kept_streams``). At position t it holds the observation at t with the action, reward
 and done flag of the previous kept step, and the target is the action at t (Laskin et al. 2022,
 section 3). Window ``i`` is one start position of one kept stream, numbered stream by stream.
+
+Windows are ``model.context_steps`` long by default. Longer ones (``train.window_steps``) run the
+model's sliding band inside them, as a KV-cache rollout does; their first ``context_steps - 1``
+targets, whose band would be cut by the window's start, are then left out of the loss (-1), except
+in a stream's first window, where nothing precedes them.
 
 Small datasets are decompressed into memory once and batches are gathered with one fancy index
 (:class:`InMemoryWindows`). Large ones stay on disk (:class:`StreamedWindows`): every process
@@ -78,27 +83,37 @@ class WindowStore(torch.utils.data.Dataset):
 
     ``store[i]`` is a dict of numpy arrays (see WINDOW_KEYS): observations (T, *obs),
     prev_actions (T,) int64, prev_rewards (T,) float32, prev_dones (T,) bool and targets (T,)
-    int64, with T = ``context_steps``; ``get_batch(indices)`` stacks them (B, T, ...). Kept
+    int64, with T = ``window_steps``; ``get_batch(indices)`` stacks them (B, T, ...). Kept
     streams shorter than one window are skipped. Subclasses plan and hold the kept streams
     (``_load``) and read windows (``__getitem__``, ``get_batch``).
 
     Args:
         training: the checked training runs.
         policy: which episodes of each stream are kept.
-        context_steps: steps per window.
+        window_steps: steps per window.
         fingerprint: the dataset fingerprint (checked on resume).
+        context_steps: the model's band; with longer windows, targets before the band is full
+            are cut (see the module docstring). None: the window length.
     """
 
     in_memory: bool  # whether batches are gathered from memory (else read by DataLoader workers)
     where: str  # for describe()
 
     def __init__(
-        self, training: TrainingRuns, policy: KeepPolicy, context_steps: int, fingerprint: str
+        self,
+        training: TrainingRuns,
+        policy: KeepPolicy,
+        window_steps: int,
+        fingerprint: str,
+        context_steps: int | None = None,
     ) -> None:
         self.training = training
         self.files = training.files
         self.policy = policy
-        self.context_steps = context_steps
+        self.window_steps = window_steps
+        band = window_steps if context_steps is None else context_steps
+        # targets before this position of a window (not a stream's first) are left out of the loss
+        self.loss_from = band - 1 if window_steps > band else 0
         self.fingerprint = fingerprint
         first = training.metadata[0]
         self.observation_space: dict = first["observation_space"]
@@ -109,10 +124,11 @@ class WindowStore(torch.utils.data.Dataset):
         self.num_short_streams = len(kept_streams) - len(self.streams)
         if not self.streams:
             raise UserError(
-                f"no stream of {self.dataset_dir} has {self.context_steps} kept steps; lower "
-                "model.context_steps or train.subsample_every (or raise train.ed_last_episodes)"
+                f"no stream of {self.dataset_dir} has {self.window_steps} kept steps; lower "
+                "model.context_steps (or train.window_steps) or train.subsample_every (or raise "
+                "train.ed_last_episodes)"
             )
-        self.first_window = first_window_of_each(self.streams, self.context_steps)
+        self.first_window = first_window_of_each(self.streams, self.window_steps)
         self.num_windows = int(self.first_window[-1])
 
     @property
@@ -131,7 +147,7 @@ class WindowStore(torch.utils.data.Dataset):
         return self.training.entries
 
     def _is_windowed(self, kept: KeptStream) -> bool:
-        return kept.num_kept_steps >= self.context_steps
+        return kept.num_kept_steps >= self.window_steps
 
     def _load(self) -> list[KeptStream]:
         """Plan every kept stream (and load what the store keeps in memory)."""
@@ -150,6 +166,15 @@ class WindowStore(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def _cut_targets(self, batch: dict[str, np.ndarray], starts: np.ndarray) -> dict:
+        """Leave the first ``loss_from`` targets of windows that start inside a stream
+        (``starts`` > 0, their kept start indices) out of the loss."""
+        if self.loss_from:
+            targets = batch["targets"].copy()
+            targets[starts > 0, : self.loss_from] = -1
+            batch["targets"] = targets
+        return batch
+
     def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """Stacked windows (B, T, ...) for window ``indices`` (B,)."""
         raise NotImplementedError
@@ -162,7 +187,7 @@ class WindowStore(torch.utils.data.Dataset):
         return (
             f"{len(self.runs)} training runs, {len(self.streams)} streams "
             f"({self.num_short_streams} shorter than the context skipped), {self.num_windows} "
-            f"windows of {self.context_steps} steps ({self.policy.mode}, "
+            f"windows of {self.window_steps} steps ({self.policy.mode}, "
             f"subsample_every={self.policy.subsample_every}), {self.where}"
         )
 
@@ -212,8 +237,9 @@ class InMemoryWindows(WindowStore):
             raise IndexError(f"window indices outside 0..{self.num_windows - 1}")
         j = np.searchsorted(self.first_window, indices, side="right") - 1  # (B,) streams
         first = self._first_row[j] + indices - self.first_window[j]  # (B,) rows
-        rows = first[:, None] + np.arange(self.context_steps)  # (B, T)
-        return {key: self._arrays[key][rows] for key in WINDOW_KEYS}
+        rows = first[:, None] + np.arange(self.window_steps)  # (B, T)
+        batch = {key: self._arrays[key][rows] for key in WINDOW_KEYS}
+        return self._cut_targets(batch, indices - self.first_window[j])
 
 
 class StreamedWindows(WindowStore):
@@ -276,7 +302,7 @@ class StreamedWindows(WindowStore):
         are chunk-aligned and cached, so spans that share a chunk read it once)."""
         kept, start = self.locate(int(index))
         first = max(start - 1, 0)  # the previous kept step feeds the first token's prev-inputs
-        steps = kept.original_steps(np.arange(first, start + self.context_steps))
+        steps = kept.original_steps(np.arange(first, start + self.window_steps))
         reader = self._reader(kept.history)
         spans = np.split(steps, np.flatnonzero(np.diff(steps) != 1) + 1)
         pieces = [reader.read(kept.stream, int(span[0]), int(span[-1]) + 1) for span in spans]
@@ -286,7 +312,9 @@ class StreamedWindows(WindowStore):
             data["observations"], data["actions"], data["rewards"], dones, self.num_actions
         )
         cut = start - first  # drop the extra leading step
-        return {key: np.ascontiguousarray(arrays[key][cut:]) for key in WINDOW_KEYS}
+        window = {key: np.ascontiguousarray(arrays[key][cut:]) for key in WINDOW_KEYS}
+        batch = self._cut_targets({k: v[None] for k, v in window.items()}, np.array([start]))
+        return {key: value[0] for key, value in batch.items()}
 
     def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """Stacked windows (B, T, ...) for window ``indices`` (B,), read one by one."""
@@ -319,7 +347,8 @@ def open_windows(cfg: ExperimentConfig) -> WindowStore:
     """The training windows of the config's dataset, in memory if the memory policy allows.
 
     Args:
-        cfg: the experiment config (env, model.context_steps and the train section are used);
+        cfg: the experiment config (env, model.context_steps and the train section are used:
+            windows are train.window_steps long, model.context_steps if that is None);
             ``train.in_memory`` yes / no, or auto: in memory if :func:`in_memory_bytes` is within
             ``train.max_memory_gb``.
 
@@ -344,5 +373,13 @@ def open_windows(cfg: ExperimentConfig) -> WindowStore:
         in_memory = in_memory_bytes(training) <= cfg.train.max_memory_gb * 1e9
     else:
         in_memory = cfg.train.in_memory == "yes"
+    window_steps = cfg.train.window_steps or context_steps
+    if window_steps < context_steps:
+        raise UserError(
+            f"train.window_steps={window_steps} is shorter than model.context_steps="
+            f"{context_steps}: a window must hold a whole band; set train.window_steps >= "
+            f"{context_steps} (or null)"
+        )
     store = InMemoryWindows if in_memory else StreamedWindows
-    return store(training, KeepPolicy.from_config(cfg.train), context_steps, fingerprint)
+    policy = KeepPolicy.from_config(cfg.train)
+    return store(training, policy, window_steps, fingerprint, context_steps)
