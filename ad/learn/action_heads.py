@@ -87,16 +87,16 @@ class BoxHead(ActionHead):
         centre, half = box_scale(space)
         self.act_dim = centre.numel()
         # Derived from the action space the checkpoint stores: not part of the state dict.
-        self.register_buffer("centre", centre, persistent=False)
-        self.register_buffer("half", half, persistent=False)
+        self.register_buffer("mid", centre, persistent=False)
+        self.register_buffer("radius", half, persistent=False)
 
     def normalise(self, actions: Tensor) -> Tensor:
         """Actions in the Box -> [-1, 1] per dimension (float32)."""
-        return (actions.float() - self.centre) / self.half
+        return (actions.float() - self.mid) / self.radius
 
     def to_actions(self, normalised: np.ndarray) -> np.ndarray:
         """[-1, 1] per dimension -> float32 actions, clipped to the Box."""
-        centre, half = self.centre.cpu().double().numpy(), self.half.cpu().double().numpy()
+        centre, half = self.mid.cpu().double().numpy(), self.radius.cpu().double().numpy()
         return (centre + half * np.clip(normalised, -1.0, 1.0)).astype(np.float32)
 
 

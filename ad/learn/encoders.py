@@ -150,15 +150,15 @@ class BoxActionEncoder(nn.Module):
     def __init__(self, space: dict, embed_dim: int) -> None:
         super().__init__()
         centre, half = box_scale(space)
-        self.register_buffer("centre", centre, persistent=False)
-        self.register_buffer("half", half, persistent=False)
+        self.register_buffer("mid", centre, persistent=False)
+        self.register_buffer("radius", half, persistent=False)
         self.linear = nn.Linear(centre.numel(), embed_dim)
         self.none = nn.Parameter(torch.randn(embed_dim) * 0.02)
 
     def forward(self, actions: Tensor) -> Tensor:
         # actions: (..., act_dim) float; a NaN row means "no previous action"
         absent = torch.isnan(actions).any(-1, keepdim=True)  # (..., 1)
-        x = (torch.nan_to_num(actions.to(self.half.dtype)) - self.centre) / self.half
+        x = (torch.nan_to_num(actions.to(self.radius.dtype)) - self.mid) / self.radius
         out = self.linear(x.to(self.linear.weight.dtype))  # (..., d)
         return torch.where(absent, self.none.to(out.dtype), out)
 
