@@ -293,3 +293,11 @@ def test_sac_on_the_point_robot_collects_trains_and_evaluates(tmp_path):
     sampled = rollout(model, family, [task], 2, 2, "sample", transitions=trace)
     assert np.isfinite(sampled).all() and np.abs(trace["actions"]).max() <= 0.1 + 1e-7
     assert action_rng(0, 0, 0).random() == action_rng(0, 0, 0).random()
+
+
+def test_help_config_documents_the_box_algorithms_and_heads():
+    from ad.config import help_text
+
+    text = help_text()
+    for needle in ("SAC", "TD3", "model.action_head", "model.action_bins", "gaussian", "bins"):
+        assert needle in text, needle

@@ -44,8 +44,8 @@ def space_from_json(spec: dict) -> spaces.Space:
     if kind == "Box":
         shape = tuple(spec["shape"])
         if "lows" in spec:
-            low = np.reshape(spec["lows"], shape)
-            high = np.reshape(spec["highs"], shape)
+            low = np.asarray(spec["lows"], spec["dtype"]).reshape(shape)
+            high = np.asarray(spec["highs"], spec["dtype"]).reshape(shape)
             return spaces.Box(low, high, dtype=spec["dtype"])
         return spaces.Box(spec["low"], spec["high"], shape=shape, dtype=spec["dtype"])
     raise UserError(f"unknown space description {spec!r}; the file was written by another version")
