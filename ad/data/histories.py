@@ -146,7 +146,7 @@ def write_history(
         "terminations": np.asarray(terminations, bool),
         "truncations": np.asarray(truncations, bool),
     }
-    num_streams, num_steps = arrays["rewards"].shape
+    num_streams, num_steps = arrays["actions"].shape[:2]
     for name, array in arrays.items():
         if array.shape[:2] != (num_streams, num_steps):
             raise ValueError(
