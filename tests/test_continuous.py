@@ -301,3 +301,16 @@ def test_help_config_documents_the_box_algorithms_and_heads():
     text = help_text()
     for needle in ("SAC", "TD3", "model.action_head", "model.action_bins", "gaussian", "bins"):
         assert needle in text, needle
+
+
+@pytest.mark.parametrize("head", ["bins", "gaussian"])
+def test_nan_targets_are_left_out_of_the_box_loss(head):
+    torch.manual_seed(0)
+    model = ADTransformer(small_config(action_head=head, action_bins=16), OBS, ACT).eval()
+    batch = box_inputs(2, 8)
+    with torch.no_grad():
+        outputs, _ = model(**batch)
+    cut = batch["targets"].clone()
+    cut[:, :3] = float("nan")
+    expected = model.head.loss(outputs[:, 3:], batch["targets"][:, 3:])
+    torch.testing.assert_close(model.head.loss(outputs, cut), expected)

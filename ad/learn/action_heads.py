@@ -80,7 +80,8 @@ class CategoricalHead(ActionHead):
 
 
 class BoxHead(ActionHead):
-    """A head over a 1-D Box of act_dim dimensions; actions are float32 (..., act_dim)."""
+    """A head over a 1-D Box of act_dim dimensions; actions are float32 (..., act_dim). A target
+    row of NaNs marks a position left out of the loss (as -1 does for Discrete)."""
 
     def __init__(self, embed_dim: int, num_outputs: int, space: dict) -> None:
         super().__init__(embed_dim, num_outputs)
@@ -118,6 +119,7 @@ class BinsHead(BoxHead):
         return self.to_actions((bins + 0.5) / self.num_bins * 2 - 1)
 
     def loss(self, outputs: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        outputs, targets = kept_positions(outputs, targets)  # (N, D * bins), (N, D)
         return F.cross_entropy(
             outputs.float().reshape(-1, self.num_bins),  # (B*T*act_dim, bins)
             self.bin_of(targets).reshape(-1),  # (B*T*act_dim,)
@@ -149,7 +151,8 @@ class GaussianHead(BoxHead):
         return mean, log_std.clamp(*LOG_STD_RANGE)
 
     def loss(self, outputs: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
-        mean, log_std = self.mean_log_std(outputs)  # (B, T, D) each
+        outputs, targets = kept_positions(outputs, targets)  # (N, 2 D), (N, D)
+        mean, log_std = self.mean_log_std(outputs)  # (N, D) each
         z = (self.normalise(targets) - mean) * torch.exp(-log_std)  # (B, T, D)
         return (0.5 * z.square() + log_std).mean() + 0.5 * math.log(2 * math.pi)
 
@@ -162,6 +165,12 @@ class GaussianHead(BoxHead):
             return self.to_actions(mean)
         noise = np.stack([rng.standard_normal(self.act_dim) for rng in rngs])  # (B, D)
         return self.to_actions(mean + temperature * np.exp(log_std) * noise)
+
+
+def kept_positions(outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """The (N, outputs) and (N, act_dim) rows of the positions whose target has no NaN."""
+    kept = ~torch.isnan(targets).any(-1)  # (B, T)
+    return outputs[kept], targets[kept]
 
 
 def resolve_head(name: str, space: dict) -> str:
