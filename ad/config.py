@@ -28,7 +28,7 @@ class EnvConfig:
     family: str = setting(
         "DarkRoom",
         "Task family: a registered name (DarkRoom, DarkRoomHard, DarkKeyToDoor, Bandit, "
-        "MiniGridEmpty) or 'module:ClassOrFactory' for a family in your own module.",
+        "MiniGridEmpty, PointRobot) or 'module:ClassOrFactory' for a family in your own module.",
     )
     family_kwargs: dict = setting({}, "Keyword arguments of the family's constructor (e.g. size).")
     split_seed: int = setting(0, "Seed of the deterministic train / held-out task split.")
@@ -69,7 +69,8 @@ QUICK_PPO_KWARGS = {
 class CollectConfig:
     algorithm: str = setting(
         "PPO",
-        "Source algorithm: PPO, DQN, A2C, UCB or 'module:Class' implementing SourceAlgorithm.",
+        "Source algorithm: PPO, A2C (Discrete or Box actions), DQN, UCB (Discrete), SAC, TD3 "
+        "(Box) or 'module:Class' (a SourceAlgorithm or SB3 algorithm).",
     )
     algorithm_kwargs: dict | None = setting(
         None,
@@ -130,6 +131,13 @@ class ModelConfig:
     norm: Literal["pre", "post"] = setting(
         "pre", "Pre-norm (default, trains more stably) or post-norm (paper)."
     )
+    action_head: Literal["auto", "categorical", "bins", "gaussian"] = setting(
+        "auto",
+        "Action head: categorical (Discrete), bins (Box: per dimension a categorical over "
+        "action_bins uniform bins of its bounds, dimensions in parallel), gaussian (Box: mean "
+        "and log-std per dimension); auto: categorical for Discrete, bins for Box.",
+    )
+    action_bins: int = setting(256, "Bins per action dimension of the bins head.")
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "num_layers", "num_heads", "ff_dim"):
@@ -139,6 +147,7 @@ class ModelConfig:
             f"model.embed_dim must divide by num_heads ({self.embed_dim} by {self.num_heads})",
         )
         check_min("model", "context_steps", self.context_steps, 2)
+        check_min("model", "action_bins", self.action_bins, 2)
         for name in ("dropout", "attn_dropout", "input_mask_prob"):
             check_fraction("model", name, getattr(self, name))
 
@@ -238,9 +247,13 @@ class EvalConfig:
     num_seeds: int = setting(16, "Evaluation seeds per task.")
     seed: int = setting(0, "Base evaluation seed.")
     action_mode: Literal["sample", "argmax"] = setting(
-        "sample", "Sample from the policy or take argmax."
+        "sample",
+        "Sample from the policy, or argmax: its most likely action (Box: each dimension's most "
+        "likely bin centre, or the Gaussian's mean), i.e. deterministic.",
     )
-    temperature: float = setting(1.0, "Softmax temperature when sampling.")
+    temperature: float = setting(
+        1.0, "Softmax temperature when sampling (gaussian head: scales the std)."
+    )
     context_mode: Literal["kv_cache", "window"] = setting(
         "kv_cache",
         "kv_cache: a KV cache of the last model.context_steps tokens, one token's compute a step "

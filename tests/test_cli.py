@@ -112,7 +112,8 @@ def test_collect_train_eval_write_every_output(pipeline, capsys):
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["collect.algorithm=SAC"], "unknown source algorithm 'SAC'"),
+        (["collect.algorithm=SACX"], "unknown source algorithm 'SACX'"),
+        (["collect.algorithm=SAC"], "SAC needs a Box action space"),
         (["env.family=NoSuchFamily"], "unknown task family 'NoSuchFamily'"),
         (["env.family_kwargs.size=1"], "size must be an integer >= 2"),
         (["env.family_kwargs.colour=red"], "bad env.family_kwargs for DarkRoom"),

@@ -543,7 +543,7 @@ class BoxActionEnv(gym.Env):
 
 
 class BoxActionFamily(TaskFamily):
-    """A family with continuous actions, which no source algorithm may collect for AD."""
+    """A family with continuous actions, which DQN may not collect."""
 
     name = "BoxAction"
     env_id = "BoxAction-v0"
@@ -586,10 +586,10 @@ def _error(cfg, **kwargs) -> str:
 
 
 def test_bad_input_gives_one_line_errors(tmp_path):
-    assert "unknown source algorithm 'SAC'" in _error(_bandit_cfg(tmp_path, algorithm="SAC"))
+    assert "unknown source algorithm 'SACX'" in _error(_bandit_cfg(tmp_path, algorithm="SACX"))
     box = _cfg(tmp_path, family=f"{__name__}:BoxActionFamily", algorithm="DQN")
     assert "needs a Discrete action space" in _error(box)
-    assert "Discrete action space" in _error(_cfg(tmp_path, family=box.env.family))  # PPO too
+    assert "SAC needs a Box action space" in _error(_bandit_cfg(tmp_path, algorithm="SAC"))
     typo = _bandit_cfg(tmp_path, algorithm_kwargs={"exploration": 1.0})
     assert "bad collect.algorithm_kwargs for UCB" in _error(typo)
     ppo_typo = _cfg(tmp_path, kwargs={"learning_rat": 1e-3})
@@ -692,8 +692,8 @@ def test_cli_inspect_refuses_bad_files_in_one_line(tmp_path, damage, expected):
 
 
 def test_cli_collect_refuses_bad_input_in_one_line(tmp_path):
-    sac = _bandit_cfg(tmp_path / "a", algorithm="SAC")
-    assert "unknown source algorithm 'SAC'" in _cli_error("--config", _config_file(tmp_path, sac))
+    sac = _bandit_cfg(tmp_path / "a", algorithm="SACX")
+    assert "unknown source algorithm 'SACX'" in _cli_error("--config", _config_file(tmp_path, sac))
     box = _cfg(tmp_path / "b", family=f"{__name__}:BoxActionFamily", algorithm="DQN")
     message = _cli_error("--config", _config_file(tmp_path, box))
     assert "DQN needs a Discrete action space" in message

@@ -268,7 +268,7 @@ def test_only_temp_files_of_dead_writers_on_this_host_are_stale(tmp_path, caplog
     unknown = tmp_path / ".h.h5.nopid.tmp"
     for tmp in (mine_dead, mine_live, other_host, unknown):
         tmp.write_bytes(b"part of a file")
-    with caplog.at_level(logging.WARNING, logger="ad.data.histories"):
+    with caplog.at_level(logging.WARNING, logger="ad.data.temp_files"):
         assert stale_temp_files(path) == [mine_dead]
     warned = " ".join(record.getMessage() for record in caplog.records)
     for left in (mine_live, other_host, unknown):

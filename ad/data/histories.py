@@ -12,18 +12,16 @@ manifest, in :mod:`ad.data.manifest`.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+# stale_temp_files: imported from here before it moved (issue 13)
+from ad.data.temp_files import commit_temp_file, stale_temp_files, temp_path_for  # noqa: F401
 from ad.errors import UserError, one_line
-from ad.utils import fsync_dir
 
 SCHEMA_VERSION = 1
 
@@ -32,8 +30,6 @@ STEP_ARRAYS = ("observations", "actions", "rewards", "terminations", "truncation
 # (E,) per-episode datasets, derived from the step datasets when the file is written.
 EPISODE_ARRAYS = ("episode_streams", "episode_ends", "episode_lengths", "episode_returns")
 REQUIRED_METADATA = ("schema_version", "n_envs", "num_steps", "observation_space", "num_actions")
-
-log = logging.getLogger(__name__)
 
 
 class HistoryError(UserError):
@@ -58,7 +54,7 @@ class History:
     path: Path
     metadata: dict
     observations: np.ndarray  # (S, T, *obs_shape)
-    actions: np.ndarray  # (S, T) int64
+    actions: np.ndarray  # (S, T) int64 for Discrete, (S, T, act_dim) float32 for Box actions
     rewards: np.ndarray  # (S, T) float32
     terminations: np.ndarray  # (S, T) bool
     truncations: np.ndarray  # (S, T) bool
@@ -118,61 +114,6 @@ def stream_returns(episodes: dict[str, np.ndarray], num_streams: int) -> list[np
 # --------------------------------------------------------------------------- writing
 
 
-def temp_path_for(path: Path) -> Path:
-    """The temporary name a history is written under (hidden, unique to host and process)."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (a killed one awaiting its reaper does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    try:  # Linux: a zombie has state Z in /proc/<pid>/stat, after the ")" that ends the name
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def stale_temp_files(path: Path) -> list[Path]:
-    """Temporary files of ``path`` left by dead writers on this host, safe to delete.
-
-    A temporary name carries its writer's host and pid (:func:`temp_path_for`). Temporary files
-    of a live process, or of another host (which this one cannot check, e.g. a shard writing to
-    a shared folder), are left alone with a warning.
-    """
-    path = Path(path)
-    host, stale = socket.gethostname(), []
-    for tmp in sorted(path.parent.glob(f".{path.name}.*.tmp")):
-        writer = tmp.name[len(path.name) + 2 : -len(".tmp")]  # "<host>-<pid>"
-        writer_host, _, pid = writer.rpartition("-")
-        if writer_host == host and pid.isdigit() and not _pid_alive(int(pid)):
-            stale.append(tmp)
-        else:
-            log.warning(
-                "leaving %s alone: it may be written by a live process (host-pid %s); delete it "
-                "by hand if no collect is running there",
-                tmp,
-                writer,
-            )
-    return stale
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    """fsync a finished temporary file and rename it into place, durably."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 def write_history(
     path: str | Path,
     metadata: dict,
@@ -190,19 +131,22 @@ def write_history(
         path: the final ``.h5`` path; it appears only once the file is complete.
         metadata: JSON-serialisable run description; ``schema_version``, ``n_envs``,
             ``num_steps`` and ``total_steps`` are set from the arrays.
-        observations: ``(S, T, *obs_shape)``; the other arrays ``(S, T)``.
+        observations: ``(S, T, *obs_shape)``.
+        actions: ``(S, T)`` integers (Discrete; stored int64) or ``(S, T, act_dim)`` floats (Box;
+            stored float32, the action the env received).
+        rewards, terminations, truncations: ``(S, T)``.
         chunk_steps: HDF5 chunk length along T (one stream per chunk).
         compression: ``"gzip"``, ``"lzf"`` or None.
     """
     path = Path(path)
     arrays = {
         "observations": np.asarray(observations),
-        "actions": np.asarray(actions, np.int64),
+        "actions": _stored_actions(actions),
         "rewards": np.asarray(rewards, np.float32),
         "terminations": np.asarray(terminations, bool),
         "truncations": np.asarray(truncations, bool),
     }
-    num_streams, num_steps = arrays["actions"].shape
+    num_streams, num_steps = arrays["actions"].shape[:2]
     for name, array in arrays.items():
         if array.shape[:2] != (num_streams, num_steps):
             raise ValueError(
@@ -236,10 +180,20 @@ def write_history(
                 )
             for name, array in episodes.items():
                 f.create_dataset(name, data=array)
-        _commit(tmp, path)
+        commit_temp_file(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _stored_actions(actions: np.ndarray) -> np.ndarray:
+    """Actions as a history stores them: (S, T) int64 (Discrete), (S, T, act_dim) float32 (Box)."""
+    actions = np.asarray(actions)
+    if np.issubdtype(actions.dtype, np.floating):
+        if actions.ndim != 3:
+            raise ValueError(f"float (Box) actions must be (S, T, act_dim), got {actions.shape}")
+        return actions.astype(np.float32, copy=False)
+    return actions.astype(np.int64, copy=False)
 
 
 def rewrite_history(
@@ -266,7 +220,7 @@ def rewrite_history(
                 if name in f:
                     del f[name]
                 f.create_dataset(name, data=np.asarray(array))
-        _commit(tmp, path)
+        commit_temp_file(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -332,7 +286,21 @@ def _check_file(f: h5py.File, path: Path) -> dict:
     for name in EPISODE_ARRAYS:
         if not isinstance(f.get(name), h5py.Dataset):
             raise corrupt_history(path, f"dataset {name} is missing")
+    _check_actions(f["actions"], metadata.get("action_space"), path)
     return metadata
+
+
+def _check_actions(dataset: h5py.Dataset, space: dict | None, path: Path) -> None:
+    """Box action spaces: actions (S, T, act_dim) float32; otherwise (S, T) integers."""
+    if isinstance(space, dict) and space.get("type") == "Box":
+        size = int(np.prod(space.get("shape", [0])))
+        if dataset.ndim != 3 or dataset.shape[2] != size or dataset.dtype != np.float32:
+            raise corrupt_history(
+                path,
+                f"its Box actions are not float32 (S, T, {size}): {dataset.dtype} {dataset.shape}",
+            )
+    elif dataset.ndim != 2 or dataset.dtype.kind not in "iu":
+        raise corrupt_history(path, f"its actions are not integers (S, T): {dataset.shape}")
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -124,7 +124,7 @@ def _write_file(path: Path, data: bytes) -> None:
     """Write a history's bytes as ``write_history`` does: under its host-and-pid temporary name
     (so a crash leaves a temporary file that the next collect recognises and deletes), fsync,
     rename into place."""
-    from ad.data.histories import temp_path_for
+    from ad.data.temp_files import temp_path_for
 
     tmp = temp_path_for(path)
     try:
@@ -187,7 +187,7 @@ def execute(
     """
     from tqdm.auto import tqdm
 
-    from ad.data.histories import stale_temp_files
+    from ad.data.temp_files import stale_temp_files
 
     if not jobs:
         return []

@@ -50,14 +50,16 @@ def plan_runs(cfg: ExperimentConfig, split: Any) -> list[dict]:
 
 
 def check_source(cfg: ExperimentConfig, family: Any, task: dict) -> None:
-    """Fail fast in this process on an unknown algorithm, non-Discrete actions, bad kwargs.
+    """Fail fast in this process on an unknown algorithm, an action space it cannot act in, bad
+    kwargs.
 
     Raises:
         UserError: what the configured source algorithm cannot do, as one line.
     """
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from ad.data.sources import RecordingVecEnv, check_action_space, make_source, resolve_source
+    from ad.data.recording import RecordingVecEnv
+    from ad.data.sources import check_action_space, make_source, resolve_source
 
     resolve_source(cfg.collect.algorithm)
     check_action_space(family.make_env(task).action_space, cfg.collect.algorithm)
@@ -134,14 +136,15 @@ def record_run(
         family: the task family.
         task: the task to learn.
         seed: the run's seed (stream i of the vector env resets first with seed + i).
-        on_steps: progress callback of :class:`ad.data.sources.RecordingVecEnv`.
+        on_steps: progress callback of :class:`ad.data.recording.RecordingVecEnv`.
 
     Returns:
         The source algorithm after learning, and the full recorder (its ``arrays()``), closed.
     """
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from ad.data.sources import RecordingVecEnv, make_source
+    from ad.data.recording import RecordingVecEnv
+    from ad.data.sources import make_source
 
     n_envs = cfg.collect.n_envs
     num_steps = cfg.collect.total_steps // n_envs
@@ -161,7 +164,7 @@ def record_run(
 
 
 def _learn_and_write(job: dict) -> tuple[int, int]:
-    from ad.data.spaces import space_to_json
+    from ad.data.spaces import num_actions, space_to_json
 
     cfg = config_from_dict(job["config"])
     family = cfg.env.make_family()
@@ -179,7 +182,7 @@ def _learn_and_write(job: dict) -> tuple[int, int]:
         "seed": seed,
         "observation_space": space_to_json(venv.observation_space),
         "action_space": space_to_json(venv.action_space),
-        "num_actions": int(venv.action_space.n),
+        "num_actions": num_actions(venv.action_space),
         "episode_length": family.episode_length,
         "optimal_return": family.optimal_return(task),
         "random_return": family.random_return(task),

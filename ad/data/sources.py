@@ -2,13 +2,18 @@
 
 A source algorithm acts only through a stable-baselines3 ``VecEnv`` (``reset()``, ``step(actions)``)
 that collect hands it: a :class:`RecordingVecEnv` around a ``DummyVecEnv`` of S copies of the task's
-env. So whatever the algorithm (SB3's PPO, DQN, A2C, the bandit UCB below, or your own
-``module:Class``), the history holds exactly what was sent to and returned by the envs.
+env. So whatever the algorithm (SB3's PPO, DQN, A2C, SAC, TD3, the bandit UCB below, or your own
+``module:Class``), the history holds exactly what was sent to and returned by the envs (for Box
+actions: after SB3's rescale or clip into the Box, see :mod:`ad.data.recording`).
+
+Action spaces: DQN and UCB act in Discrete spaces, SAC and TD3 in Box spaces, PPO and A2C in
+either (:data:`ACTION_SPACES`); a Box must be 1-D with finite bounds, since the model's action
+heads bin or normalise each dimension over its bounds.
 
 Writing your own: subclass :class:`SourceAlgorithm`, take ``(venv, seed, **kwargs)`` in the
 constructor (kwargs come from ``collect.algorithm_kwargs``) and step ``venv`` in ``learn``; then
 set ``collect.algorithm: mypackage.mymodule:MyAlgorithm``. Any other stable-baselines3 algorithm
-with Discrete actions plugs in by its class, e.g. ``collect.algorithm: sb3_contrib:QRDQN``.
+plugs in by its class, e.g. ``collect.algorithm: sb3_contrib:QRDQN``.
 """
 
 from __future__ import annotations
@@ -16,116 +21,23 @@ from __future__ import annotations
 import math
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3 import A2C, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
+from ad.data.recording import RecordingVecEnv  # noqa: F401  (its home before issue 13)
 from ad.errors import UserError
 from ad.fields import yaml_floats
 from envs.base import TaskError, import_user_module
-
-# --------------------------------------------------------------------------- recording
-
-
-class RecordingVecEnv(VecEnvWrapper):
-    """Records the first ``num_steps`` steps of every stream into preallocated ``(S, T)`` arrays.
-
-    It sits directly on the ``DummyVecEnv``, below any wrapper SB3 adds (``VecTransposeImage``), so
-    it stores the env's own observations, the actions actually sent, and the raw rewards copied at
-    the step (PPO later adds bootstrapped values to its reward array in place). DummyVecEnv merges
-    terminated/truncated into ``dones`` and auto-resets: ``terminations = dones and not
-    infos["TimeLimit.truncated"]`` is exactly Gymnasium's ``terminated``; ``truncations`` is
-    ``truncated and not terminated``; the observation returned after a done is the reset
-    observation, which is the one the next action is chosen on. Steps after the arrays are full
-    pass through unrecorded. A ``reset()`` in the middle of a history (not done by SB3's learn)
-    marks the interrupted episodes truncated at the previous step.
-
-    Args:
-        venv: the ``DummyVecEnv`` of the run's S streams.
-        num_steps: T, the steps per stream to record.
-        on_steps: called with the number of env steps (summed over streams) recorded since its
-            last call, about every ``report_every`` env steps and once when full (progress bars).
-        report_every: env steps between calls of ``on_steps``.
-    """
-
-    def __init__(
-        self,
-        venv: VecEnv,
-        num_steps: int,
-        on_steps: Callable[[int], None] | None = None,
-        report_every: int = 1000,
-    ) -> None:
-        super().__init__(venv)
-        shape, dtype = self.observation_space.shape, self.observation_space.dtype
-        num_envs = venv.num_envs
-        self.num_steps = int(num_steps)
-        self.observations = np.zeros((num_envs, self.num_steps, *shape), dtype)  # (S, T, ...)
-        self.actions = np.zeros((num_envs, self.num_steps), np.int64)
-        self.rewards = np.zeros((num_envs, self.num_steps), np.float32)
-        self.terminations = np.zeros((num_envs, self.num_steps), bool)
-        self.truncations = np.zeros((num_envs, self.num_steps), bool)
-        self.t = 0  # steps recorded per stream
-        self.on_steps = on_steps
-        self._report_every = max(1, report_every // num_envs)  # in steps per stream
-        self._reported = 0  # steps per stream already passed to on_steps
-
-    @property
-    def full(self) -> bool:
-        return self.t >= self.num_steps
-
-    def reset(self) -> np.ndarray:
-        obs = self.venv.reset()
-        if 0 < self.t < self.num_steps:
-            self.truncations[:, self.t - 1] |= ~self.terminations[:, self.t - 1]
-        if self.t < self.num_steps:
-            self.observations[:, self.t] = obs
-        return obs
-
-    def step_async(self, actions: np.ndarray) -> None:
-        if self.t < self.num_steps:
-            self.actions[:, self.t] = np.asarray(actions).reshape(self.num_envs)
-        self.venv.step_async(actions)
-
-    def step_wait(self):
-        obs, rewards, dones, infos = self.venv.step_wait()
-        t = self.t
-        if t < self.num_steps:
-            truncated = np.fromiter(
-                (info.get("TimeLimit.truncated", False) for info in infos), bool, self.num_envs
-            )
-            self.rewards[:, t] = rewards
-            self.truncations[:, t] = truncated
-            self.terminations[:, t] = dones & ~truncated
-            if t + 1 < self.num_steps:
-                self.observations[:, t + 1] = obs
-            if self.on_steps is not None and (
-                t + 1 - self._reported >= self._report_every or t + 1 == self.num_steps
-            ):
-                self.on_steps((t + 1 - self._reported) * self.num_envs)
-                self._reported = t + 1
-        self.t = t + 1
-        return obs, rewards, dones, infos
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The recorded ``(S, T, ...)`` arrays, named as in a history file."""
-        return {
-            "observations": self.observations,
-            "actions": self.actions,
-            "rewards": self.rewards,
-            "terminations": self.terminations,
-            "truncations": self.truncations,
-        }
-
 
 # --------------------------------------------------------------------------- the interface
 
@@ -235,7 +147,7 @@ def _resolve_policy_kwargs(policy_kwargs: dict) -> dict:
 
 
 class SB3Source(SourceAlgorithm):
-    """PPO, DQN or A2C from stable-baselines3 with ``collect.algorithm_kwargs`` as arguments.
+    """PPO, DQN, A2C, SAC or TD3 from stable-baselines3 with ``collect.algorithm_kwargs`` as arguments.
 
     Defaults beside SB3's own: ``device="cpu"``, ``verbose=0``; MlpPolicy (SB3 one-hot encodes
     Discrete and MultiDiscrete observations), or for image observations (3-D Box) CnnPolicy with
@@ -283,6 +195,14 @@ class A2CSource(SB3Source):
     algorithm_class = A2C
 
 
+class SACSource(SB3Source):
+    algorithm_class = SAC
+
+
+class TD3Source(SB3Source):
+    algorithm_class = TD3
+
+
 class UCB(SourceAlgorithm):
     """UCB1 (Auer et al. 2002), the AD paper's bandit source algorithm; one learner per stream.
 
@@ -320,11 +240,27 @@ class UCB(SourceAlgorithm):
 
 # --------------------------------------------------------------------------- the registry
 
-SOURCES: dict[str, type] = {"PPO": PPOSource, "DQN": DQNSource, "A2C": A2CSource, "UCB": UCB}
+SOURCES: dict[str, type] = {
+    "PPO": PPOSource,
+    "DQN": DQNSource,
+    "A2C": A2CSource,
+    "SAC": SACSource,
+    "TD3": TD3Source,
+    "UCB": UCB,
+}
+# The action spaces each built-in source acts in ("module:Class" sources are not checked here).
+ACTION_SPACES: dict[str, tuple[str, ...]] = {
+    "PPO": ("Discrete", "Box"),
+    "A2C": ("Discrete", "Box"),
+    "DQN": ("Discrete",),
+    "UCB": ("Discrete",),
+    "SAC": ("Box",),
+    "TD3": ("Box",),
+}
 
 
 def resolve_source(name: str) -> type:
-    """The class of a source algorithm: PPO, DQN, A2C, UCB or ``module:Class``.
+    """The class of a source algorithm: PPO, DQN, A2C, SAC, TD3, UCB or ``module:Class``.
 
     ``module:Class`` names a :class:`SourceAlgorithm` subclass or any stable-baselines3 algorithm
     class (e.g. ``sb3_contrib:QRDQN``), which is wrapped like PPO.
@@ -348,12 +284,33 @@ def resolve_source(name: str) -> type:
 
 
 def check_action_space(action_space: spaces.Space, algorithm: str) -> None:
-    """AD predicts one of A actions, so every source must act in a Discrete action space."""
-    if not isinstance(action_space, spaces.Discrete):
+    """Refuse an action space the source algorithm (or the AD model) cannot act in, in one line.
+
+    Discrete for DQN and UCB, a 1-D Box with finite bounds for SAC and TD3, either for PPO, A2C
+    and ``module:Class`` sources.
+    """
+    kind = type(action_space).__name__
+    if not isinstance(action_space, (spaces.Discrete, spaces.Box)):
         raise UserError(
-            f"collect.algorithm {algorithm} needs a Discrete action space but the env has "
-            f"{action_space}; the AD model predicts discrete actions, so use a family with "
-            "Discrete actions"
+            f"the env's action space {action_space} is neither Discrete nor Box; the AD model "
+            "predicts Discrete or Box actions, so use a family with one of those"
+        )
+    allowed = ACTION_SPACES.get(algorithm, ("Discrete", "Box"))
+    if kind not in allowed:
+        others = [name for name, kinds in ACTION_SPACES.items() if kind in kinds]
+        raise UserError(
+            f"collect.algorithm {algorithm} needs a {' or '.join(allowed)} action space but the "
+            f"env has {action_space}; use {', '.join(others)} for {kind} actions"
+        )
+    if isinstance(action_space, spaces.Box) and not (
+        len(action_space.shape) == 1
+        and np.all(np.isfinite(action_space.low))
+        and np.all(np.isfinite(action_space.high))
+        and np.all(action_space.high > action_space.low)
+    ):
+        raise UserError(
+            f"Box action space {action_space} is not 1-D with finite bounds (low < high); the "
+            "model's action heads need both: wrap the env (FlattenAction, RescaleAction)"
         )
 
 
@@ -361,13 +318,14 @@ def make_source(name: str, venv: VecEnv, seed: int, kwargs: dict | None = None) 
     """Build a source algorithm acting on ``venv``.
 
     Args:
-        name: PPO, DQN, A2C, UCB or ``module:Class`` (a :class:`SourceAlgorithm` subclass).
-        venv: the (recording) vector env; its action space must be Discrete.
+        name: PPO, DQN, A2C, SAC, TD3, UCB or ``module:Class`` (a :class:`SourceAlgorithm`
+            subclass or an SB3 algorithm class).
+        venv: the (recording) vector env; see :func:`check_action_space` for its action space.
         seed: the run's seed.
         kwargs: ``collect.algorithm_kwargs``.
 
     Raises:
-        UserError: unknown algorithm, non-Discrete actions, or bad keyword arguments.
+        UserError: unknown algorithm, an action space it cannot act in, or bad keyword arguments.
     """
     cls = resolve_source(name)
     check_action_space(venv.action_space, name)

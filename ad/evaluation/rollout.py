@@ -7,7 +7,10 @@ as tokens re-encoded every step (``eval.context_mode``; Laskin et al. 2022, sect
 steps at test time).
 
 Token alignment equals training: at step t the model sees obs_t with action_{t-1}, reward_{t-1} and
-done_{t-1}; the very first token has prev_action = num_actions ("none"), reward 0 and done True.
+done_{t-1}; the very first token has prev_action = num_actions ("none"; for Box actions a row of
+NaNs), reward 0 and done True. Actions come from the model's action head (``model.head.act``):
+sampled, or its most likely action with ``action_mode="argmax"``; Box actions are clipped to the
+Box.
 """
 
 from __future__ import annotations
@@ -37,26 +40,21 @@ def action_rng(seed: int, task_index: int, seed_index: int) -> np.random.Generat
 
 def _check_compatible(model: torch.nn.Module, env: Any) -> None:
     obs_space = space_to_json(env.observation_space)
-    num_actions = getattr(env.action_space, "n", None)
-    if obs_space != model.observation_space or num_actions != model.num_actions:
+    act_space = space_to_json(env.action_space)
+    if obs_space != model.observation_space or act_space != model.action_space:
         raise UserError(
             f"the env family does not match the checkpoint: its env has observations {obs_space} "
-            f"and {num_actions} actions, the model {model.observation_space} and "
-            f"{model.num_actions}; evaluate with the family the model was trained on"
+            f"and actions {act_space}, the model {model.observation_space} and "
+            f"{model.action_space}; evaluate with the family the model was trained on"
         )
 
 
-def _select_actions(
-    logits: torch.Tensor, action_mode: str, temperature: float, rngs: list[np.random.Generator]
-) -> np.ndarray:
-    """(B, A) logits -> (B,) actions, sampled on the CPU with one generator per row, so a row's
-    actions depend neither on the device nor on which other rows share the batch."""
-    logits = logits.double().cpu()
-    if action_mode == "argmax":
-        return logits.argmax(-1).numpy()
-    cdf = torch.softmax(logits / temperature, dim=-1).cumsum(-1).numpy()  # (B, A)
-    u = np.array([rng.random() for rng in rngs])[:, None] * cdf[:, -1:]  # (B, 1)
-    return np.minimum((u >= cdf).sum(-1), cdf.shape[1] - 1)  # inverse-CDF draw
+def first_prev_actions(model: torch.nn.Module, batch: int) -> np.ndarray:
+    """The "no previous action" inputs of a batch's first step: id num_actions (Discrete), or a
+    row of NaNs (Box)."""
+    if model.num_actions is not None:
+        return np.full(batch, model.num_actions, dtype=np.int64)  # (B,)
+    return np.full((batch, model.head.act_dim), np.nan, dtype=np.float32)  # (B, act_dim)
 
 
 @torch.no_grad()
@@ -85,15 +83,17 @@ def rollout(
         num_seeds: evaluation seeds per task; the env of (task i, seed j) is reset with
             ``eval_env_seed(seed, i, j)`` at its first episode only.
         num_episodes: consecutive episodes per row; the context carries across them.
-        action_mode: "sample" from softmax(logits / temperature), or "argmax".
-        temperature: softmax temperature when sampling.
+        action_mode: "sample" from the action head (softmax(logits / temperature); a
+            Gaussian's std times temperature), or "argmax": its most likely action (Box: the
+            argmax bins' centres or the Gaussian's mean).
+        temperature: softmax temperature (Gaussian: std scale) when sampling.
         seed: base seed of env resets and of the per-row generators that sample actions
             (:func:`action_rng`); a row's returns do not depend on the other rows.
         device: where the model runs.
         progress: show a progress bar over episodes.
         transitions: if a dict is given, it receives every step of every row, in a learning
-            history's layout (B rows, N steps): observations (B, N, *obs_shape), actions,
-            rewards and dones (B, N); row b is (task b // num_seeds, seed b % num_seeds).
+            history's layout (B rows, N steps): observations (B, N, *obs_shape), actions (B, N)
+            or (B, N, act_dim), rewards and dones (B, N); row b is (task b // num_seeds, seed b % num_seeds).
         task_offset: index of ``tasks[0]`` in the whole evaluation's task list.
         seed_offset: index of this call's first seed in the whole evaluation. With both, a part
             of a larger evaluation (split across Ray workers) seeds its rows as one batch would.
@@ -117,7 +117,8 @@ def rollout(
     obs_dtype = np.int64 if discrete else np.dtype(model.observation_space["dtype"])
     first = [env.reset(seed=eval_env_seed(seed, *rows[i]))[0] for i, env in enumerate(envs)]
     observations = np.stack(first).astype(obs_dtype)  # (B, *obs_shape)
-    prev_actions = np.full(batch, model.num_actions, dtype=np.int64)  # "no previous action"
+    prev_actions = first_prev_actions(model, batch)  # "no previous action"
+    box = model.num_actions is None
     prev_rewards = np.zeros(batch, dtype=np.float32)
     prev_dones = np.ones(batch, dtype=bool)
     returns = np.zeros((batch, num_episodes))
@@ -132,14 +133,15 @@ def rollout(
         cache = model.init_cache(batch, device=device, mode=context_mode)
         while finished.min() < num_episodes:
             inputs = (observations, prev_actions, prev_rewards, prev_dones)
-            logits = model.step(cache, *(torch.from_numpy(x).to(device) for x in inputs))  # (B, A)
-            actions = _select_actions(logits, action_mode, temperature, rngs)
+            outputs = model.step(cache, *(torch.from_numpy(x).to(device) for x in inputs))
+            actions = model.head.act(outputs, action_mode, temperature, rngs)  # (B, ...)
             if transitions is not None:
                 trace["observations"].append(observations.copy())
                 trace["actions"].append(actions.copy())
             for b, env in enumerate(envs):
                 # Rows done with their episodes keep stepping (one batch, one cache) unrecorded.
-                obs, reward, terminated, truncated, _ = env.step(int(actions[b]))
+                action = actions[b] if box else int(actions[b])
+                obs, reward, terminated, truncated, _ = env.step(action)
                 running[b] += reward
                 done = terminated or truncated
                 if done:

@@ -3,7 +3,8 @@
 A checkpoint is one ``torch.save`` file holding plain types and tensors only, so that
 ``torch.load(weights_only=True)`` reads it without unpickling arbitrary objects. Keys:
 schema_version, model (state dict of the uncompiled, unwrapped module), optimizer, step, rng,
-config (``config_to_dict``), model_args ({"observation_space", "num_actions"}),
+config (``config_to_dict``), model_args ({"observation_space", "action_space"}; checkpoints from
+before Box actions hold "num_actions" instead of "action_space"),
 dataset_fingerprint, dataset_dir ({"from_run", "absolute"}: where the training data lies), split
 (``TaskSplit.to_json()``), versions.
 """
@@ -122,7 +123,8 @@ def load_model(run_or_file: str | Path, device: str | torch.device = "cpu") -> t
     ckpt = load_checkpoint(find_checkpoint(run_or_file))
     cfg = config_from_dict(ckpt["config"])
     args = ckpt["model_args"]
-    model = ADTransformer(cfg.model, args["observation_space"], int(args["num_actions"]))
+    action_space = args["action_space"] if "action_space" in args else int(args["num_actions"])
+    model = ADTransformer(cfg.model, args["observation_space"], action_space)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 

@@ -1,13 +1,16 @@
-"""Observation encoders: one token embedding per observation, chosen from the observation space."""
+"""Input encoders: one token embedding per observation (chosen from the observation space) and per
+previous action (chosen from the action space)."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ad.data.spaces import box_bounds
 from ad.errors import UserError
 
 
@@ -122,4 +125,59 @@ def make_observation_encoder(space: dict, embed_dim: int) -> tuple[nn.Module, tu
         )
     raise UserError(
         f"unsupported observation space {space!r}; the model takes Discrete, MultiDiscrete or Box"
+    )
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def box_scale(space: dict) -> tuple[Tensor, Tensor]:
+    """(centre, half width) per dimension of a Box action space, float32 (act_dim,) each: the
+    affine map ``(a - centre) / half`` takes the Box to [-1, 1]^act_dim."""
+    low, high = box_bounds(space)
+    centre = torch.tensor((high + low) / 2, dtype=torch.float32)
+    half = torch.tensor((high - low) / 2, dtype=torch.float32)
+    return centre, half
+
+
+class BoxActionEncoder(nn.Module):
+    """A Box action -> a linear layer over the action normalised to [-1, 1] per dimension.
+
+    The "no previous action" of a stream's first step is an action row of NaNs; it gets a learned
+    vector of its own instead.
+    """
+
+    def __init__(self, space: dict, embed_dim: int) -> None:
+        super().__init__()
+        centre, half = box_scale(space)
+        self.register_buffer("mid", centre, persistent=False)
+        self.register_buffer("radius", half, persistent=False)
+        self.linear = nn.Linear(centre.numel(), embed_dim)
+        self.none = nn.Parameter(torch.randn(embed_dim) * 0.02)
+
+    def forward(self, actions: Tensor) -> Tensor:
+        # actions: (..., act_dim) float; a NaN row means "no previous action"
+        absent = torch.isnan(actions).any(-1, keepdim=True)  # (..., 1)
+        x = (torch.nan_to_num(actions.to(self.radius.dtype)) - self.mid) / self.radius
+        out = self.linear(x.to(self.linear.weight.dtype))  # (..., d)
+        return torch.where(absent, self.none.to(out.dtype), out)
+
+
+def make_action_encoder(space: dict, embed_dim: int) -> nn.Module:
+    """The previous-action embedding of an action space (``ad.data.spaces.space_to_json``).
+
+    Discrete(n): an embedding of n + 1 ids (id n: no previous action). Box:
+    :class:`BoxActionEncoder`.
+
+    Raises:
+        UserError: any other action space.
+    """
+    if space.get("type") == "Discrete":
+        return nn.Embedding(int(space["n"]) + 1, embed_dim)
+    if space.get("type") == "Box" and len(space.get("shape", ())) == 1:
+        if not np.all(np.isfinite(box_scale(space)[1].numpy())):
+            raise UserError(f"Box action space {space!r} has infinite bounds; bound it")
+        return BoxActionEncoder(space, embed_dim)
+    raise UserError(
+        f"unsupported action space {space!r}; the model takes Discrete or 1-D Box actions"
     )

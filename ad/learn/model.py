@@ -1,8 +1,9 @@
 """The Algorithm Distillation transformer: a causal GPT over one token per environment step.
 
-Built bottom-up as in nanoGPT (observation encoders in ad/learn/encoders.py): attention, MLP, block, model. Token t embeds the
-observation at t plus the action, reward and episode-start flag that precede it; its output predicts
-the action at t (Laskin et al. 2022, section 3).
+Built bottom-up as in nanoGPT (input encoders in ad/learn/encoders.py, action heads in
+ad/learn/action_heads.py): attention, MLP, block, model. Token t embeds the observation at t plus
+the action, reward and episode-start flag that precede it; its output predicts the action at t
+(Laskin et al. 2022, section 3).
 
 Positions are ALiBi biases (Press et al. 2022), never absolute embeddings: the score of query i on
 key j is ``q.k / sqrt(hs) - slope_h * (i - j)``. Because the bias depends only on the distance, cached
@@ -32,8 +33,10 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ad.config import ModelConfig
+from ad.data.spaces import action_space_json
 from ad.errors import UserError
-from ad.learn.encoders import make_observation_encoder
+from ad.learn.action_heads import make_action_head
+from ad.learn.encoders import make_action_encoder, make_observation_encoder
 
 # --------------------------------------------------------------------------- ALiBi
 
@@ -178,20 +181,25 @@ class ADTransformer(nn.Module):
     Args:
         cfg: the model section of the experiment config.
         observation_space: the observation space as ``ad.data.spaces.space_to_json`` writes it.
-        num_actions: size of the Discrete action space.
+        action_space: the action space as ``space_to_json`` writes it (Discrete or 1-D Box), or
+            the number of Discrete actions (as checkpoints before Box actions store it).
     """
 
-    def __init__(self, cfg: ModelConfig, observation_space: dict, num_actions: int) -> None:
+    def __init__(self, cfg: ModelConfig, observation_space: dict, action_space: dict | int) -> None:
         super().__init__()
-        if int(num_actions) < 1:
-            raise UserError(f"num_actions must be >= 1, got {num_actions}; check the action space")
+        action_space = action_space_json(action_space)
+        if action_space.get("type") == "Discrete" and int(action_space["n"]) < 1:
+            raise UserError(f"num_actions must be >= 1, got {action_space['n']}; check the env")
         d = cfg.embed_dim
         self.obs_encoder, self.obs_shape = make_observation_encoder(observation_space, d)
         self.cfg = cfg
         self.observation_space = dict(observation_space)
-        self.num_actions = int(num_actions)
-        # action id num_actions stands for "no previous action" (the first step of a stream)
-        self.action_emb = nn.Embedding(self.num_actions + 1, d)
+        self.action_space = action_space
+        discrete = action_space.get("type") == "Discrete"
+        self.num_actions = int(action_space["n"]) if discrete else None  # None: Box actions
+        # Discrete: action id num_actions stands for "no previous action" (a stream's first
+        # step); Box: a row of NaNs does.
+        self.action_emb = make_action_encoder(action_space, d)
         self.reward_emb = nn.Linear(1, d)
         self.done_emb = nn.Embedding(2, d)  # does this step start a new episode?
         self.mask_token = nn.Parameter(torch.zeros(d))  # replaces masked input tokens in training
@@ -199,7 +207,7 @@ class ADTransformer(nn.Module):
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.num_layers)])
         # post-norm blocks already end in a LayerNorm
         self.ln_f = nn.LayerNorm(d) if cfg.norm == "pre" else nn.Identity()
-        self.head = nn.Linear(d, self.num_actions)
+        self.head = make_action_head(cfg.action_head, cfg.action_bins, action_space, d)
         self.register_buffer("slopes", alibi_slopes(cfg.num_heads), persistent=False)
         self._bias_cache: dict[tuple, Tensor] = {}
 
@@ -229,7 +237,7 @@ class ADTransformer(nn.Module):
         self, observations: Tensor, prev_actions: Tensor, prev_rewards: Tensor, prev_dones: Tensor
     ) -> Tensor:
         """Sum of the four input embeddings, (B, T, d); masking and dropout only in training."""
-        B, T = prev_actions.shape
+        B, T = prev_actions.shape[:2]
         if observations.shape != (B, T, *self.obs_shape):
             raise ValueError(
                 f"observations {tuple(observations.shape)} do not match (B, T) = {(B, T)} and "
@@ -238,7 +246,7 @@ class ADTransformer(nn.Module):
         obs = self.obs_encoder(observations.reshape(B * T, *self.obs_shape)).view(B, T, -1)
         x = (
             obs  # (B, T, d)
-            + self.action_emb(prev_actions.long())  # (B, T, d)
+            + self.action_emb(self._action_input(prev_actions))  # (B, T, d)
             + self.reward_emb(prev_rewards.to(obs.dtype).unsqueeze(-1))  # (B, T, 1) -> (B, T, d)
             + self.done_emb(prev_dones.long())  # (B, T, d)
         )
@@ -247,6 +255,10 @@ class ADTransformer(nn.Module):
             masked = torch.rand(B, T, 1, device=x.device) < self.cfg.input_mask_prob  # (B, T, 1)
             x = torch.where(masked, self.mask_token.to(x.dtype), x)
         return self.drop(x)
+
+    def _action_input(self, prev_actions: Tensor) -> Tensor:
+        """Discrete: (B, T) int64 ids; Box: (B, T, act_dim) floats as given (NaN: none)."""
+        return prev_actions.long() if self.num_actions is not None else prev_actions
 
     def _bias(self, length: int, device: torch.device, dtype: torch.dtype) -> Tensor:
         """The (1, nh, T, T) ALiBi + band bias for forward(), built once per (T, device, dtype)."""
@@ -289,32 +301,30 @@ class ADTransformer(nn.Module):
         targets: Tensor | None = None,
         label_smoothing: float = 0.0,
     ) -> tuple[Tensor, Tensor | None]:
-        """Action logits at every step, and the mean cross-entropy when targets are given.
+        """The action head's outputs at every step, and its loss when targets are given.
 
         Args:
             observations: (B, T, *obs_shape); int64 for Discrete/MultiDiscrete, uint8/float for Box.
-            prev_actions: (B, T) int64 in [0, num_actions]; num_actions means no previous action.
+            prev_actions: Discrete: (B, T) int64 in [0, num_actions], num_actions meaning no
+                previous action; Box: (B, T, act_dim) float, a NaN row meaning none.
             prev_rewards: (B, T) float, the reward of step t-1.
             prev_dones: (B, T) bool, True where step t starts a new episode.
-            targets: (B, T) int64 actions at t; -1 marks positions left out of the loss.
-            label_smoothing: cross-entropy label smoothing.
+            targets: the actions at t: (B, T) int64 (-1: left out of the loss) or (B, T, act_dim)
+                float.
+            label_smoothing: cross-entropy label smoothing (categorical and bins heads).
 
         Returns:
-            logits (B, T, num_actions) and the loss (a scalar) or None.
+            outputs (B, T, head outputs: the logits for Discrete) and the head's loss (a scalar)
+            or None.
         """
         x = self.embed(observations, prev_actions, prev_rewards, prev_dones)  # (B, T, d)
         bias = self._bias(x.size(1), x.device, x.dtype)  # (1, nh, T, T)
         for block in self.blocks:
             x = block(x, bias)  # (B, T, d)
-        logits = self.head(self.ln_f(x))  # (B, T, A)
+        logits = self.head(self.ln_f(x))  # (B, T, outputs)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(
-                logits.reshape(-1, self.num_actions),  # (B*T, A)
-                targets.reshape(-1).long(),  # (B*T,)
-                ignore_index=-1,
-                label_smoothing=label_smoothing,
-            )
+            loss = self.head.loss(logits, targets, label_smoothing)
         return logits, loss
 
     # ------------------------------------------------------------------ incremental decoding
@@ -347,7 +357,7 @@ class ADTransformer(nn.Module):
         prev_reward: Tensor,
         prev_done: Tensor,
     ) -> Tensor:
-        """Append one token per stream to the decoding state and return its action logits.
+        """Append one token per stream to the decoding state and return its action head's outputs.
 
         Both states keep the last ``context_steps`` tokens, so the model acts indefinitely. With a
         KV cache the result equals ``forward()`` on the whole sequence at its last position; with a
@@ -355,11 +365,12 @@ class ADTransformer(nn.Module):
 
         Args:
             cache: from :meth:`init_cache`, updated in place.
-            observation: (B, *obs_shape). prev_action: (B,) int64 in [0, num_actions].
-            prev_reward: (B,) float. prev_done: (B,) bool, True when this step starts an episode.
+            observation: (B, *obs_shape). prev_action: (B,) int64 in [0, num_actions], or
+            (B, act_dim) float for Box actions. prev_reward: (B,) float. prev_done: (B,) bool,
+            True when this step starts an episode.
 
         Returns:
-            logits (B, num_actions).
+            outputs (B, head outputs); ``self.head.act`` turns them into actions.
         """
         if self.training:
             raise RuntimeError("step() is for inference: call model.eval() first")
@@ -377,7 +388,7 @@ class ADTransformer(nn.Module):
         for layer, block in enumerate(self.blocks):
             x = block(x, bias, cache, layer)  # (B, 1, d)
         cache.num_tokens += 1
-        return self.head(self.ln_f(x))[:, 0]  # (B, A)
+        return self.head(self.ln_f(x))[:, 0]  # (B, outputs)
 
     def _window_step(self, window: TokenWindow, *inputs: Tensor) -> Tensor:
         # copies: the caller may reuse its input buffers (the rollout writes into them in place)
@@ -389,8 +400,8 @@ class ADTransformer(nn.Module):
             window.inputs = [
                 torch.cat([old[:, first:], x], 1) for old, x in zip(window.inputs, new, strict=True)
             ]
-        logits, _ = self.forward(*window.inputs)  # (B, L, A)
-        return logits[:, -1]  # (B, A)
+        outputs, _ = self.forward(*window.inputs)  # (B, L, head outputs)
+        return outputs[:, -1]  # (B, head outputs)
 
     # ------------------------------------------------------------------ loading
 

@@ -340,7 +340,7 @@ def build_model(
     checkpoint's weights, optimiser state, step and RNG states.
     """
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
-    raw_model = ADTransformer(cfg.model, windows.observation_space, windows.num_actions)
+    raw_model = ADTransformer(cfg.model, windows.observation_space, windows.action_space)
     raw_model.to(device)
     optimizer = make_optimizer(raw_model, cfg.train)
     start_step = 0
@@ -385,9 +385,9 @@ def _checkpoint_state(
         "step": step,
         "rng": rng,  # one state per rank
         "config": config_to_dict(cfg),
-        "model_args": {
+        "model_args": {  # ADTransformer's arguments after the config
             "observation_space": windows.observation_space,
-            "num_actions": windows.num_actions,
+            "action_space": windows.action_space,
         },
         "dataset_fingerprint": windows.fingerprint,
         "dataset_dir": dataset_paths(cfg),

@@ -4,11 +4,13 @@ A *window* is ``window_steps`` consecutive kept steps of one kept stream (see
 ``ad.learn.kept_streams``). At position t it holds the observation at t with the action, reward
 and done flag of the previous kept step, and the target is the action at t (Laskin et al. 2022,
 section 3). Window ``i`` is one start position of one kept stream, numbered stream by stream.
+Discrete actions are int64 ids; Box actions float32 vectors (act_dim,), whose "no previous action"
+at a stream's first step is a row of NaNs.
 
 Windows are ``model.context_steps`` long by default. Longer ones (``train.window_steps``) run the
 model's sliding band inside them, as a KV-cache rollout does; their first ``context_steps - 1``
-targets, whose band would be cut by the window's start, are then left out of the loss (-1), except
-in a stream's first window, where nothing precedes them.
+targets, whose band would be cut by the window's start, are then left out of the loss (-1, or NaN
+for Box actions), except in a stream's first window, where nothing precedes them.
 
 Small datasets are decompressed into memory once and batches are gathered with one fancy index
 (:class:`InMemoryWindows`). Large ones stay on disk (:class:`StreamedWindows`): every process
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from ad.config import ExperimentConfig
+from ad.data.spaces import action_space_json, is_box
 from ad.errors import UserError
 from ad.learn.kept_streams import KeepPolicy, KeptStream, first_window_of_each, plan_stream
 from ad.learn.training_data import TrainingRuns, dataset_fingerprint, load_training_runs
@@ -36,21 +39,26 @@ WINDOW_KEYS = ("observations", "prev_actions", "prev_rewards", "prev_dones", "ta
 
 
 def prev_step_inputs(
-    actions: np.ndarray, rewards: np.ndarray, dones: np.ndarray, num_actions: int
+    actions: np.ndarray, rewards: np.ndarray, dones: np.ndarray, num_actions: int | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The previous-step inputs of a sequence of steps that starts a stream.
 
     Args:
-        actions: (T,) actions of the steps.
+        actions: (T,) Discrete actions or (T, act_dim) Box actions of the steps.
         rewards: (T,) rewards of the steps.
         dones: (T,) bool, terminations | truncations of the steps.
-        num_actions: the "no action" token of position 0, which has no previous step.
+        num_actions: the "no action" token of position 0, which has no previous step (None for
+            Box actions: a row of NaNs).
 
     Returns:
-        prev_actions (T,) int64, prev_rewards (T,) float32, prev_dones (T,) bool; position 0 holds
-        action ``num_actions``, reward 0 and done True.
+        prev_actions (T,) int64 or (T, act_dim) float32, prev_rewards (T,) float32, prev_dones
+        (T,) bool; position 0 holds action ``num_actions`` (or NaNs), reward 0 and done True.
     """
-    prev_actions = np.concatenate([[num_actions], actions[:-1]]).astype(np.int64)
+    if num_actions is None:  # Box
+        none = np.full((1, *actions.shape[1:]), np.nan, np.float32)
+        prev_actions = np.concatenate([none, actions[:-1]]).astype(np.float32)
+    else:
+        prev_actions = np.concatenate([[num_actions], actions[:-1]]).astype(np.int64)
     prev_rewards = np.concatenate([[0.0], rewards[:-1]]).astype(np.float32)
     prev_dones = np.concatenate([[True], dones[:-1]]).astype(bool)
     return prev_actions, prev_rewards, prev_dones
@@ -61,10 +69,11 @@ def _window_arrays(
     actions: np.ndarray,
     rewards: np.ndarray,
     dones: np.ndarray,
-    num_actions: int,
+    num_actions: int | None,
 ) -> dict[str, np.ndarray]:
-    """Every WINDOW_KEYS array of a sequence of kept steps that starts a stream."""
-    targets = actions.astype(np.int64)
+    """Every WINDOW_KEYS array of a sequence of kept steps that starts a stream (num_actions:
+    None for Box actions)."""
+    targets = actions.astype(np.int64 if num_actions is not None else np.float32)
     prev = prev_step_inputs(targets, rewards, dones, num_actions)
     return {
         "observations": observations,
@@ -82,8 +91,9 @@ class WindowStore(torch.utils.data.Dataset):
     """Random-access training windows over the training runs of a history dataset.
 
     ``store[i]`` is a dict of numpy arrays (see WINDOW_KEYS): observations (T, *obs),
-    prev_actions (T,) int64, prev_rewards (T,) float32, prev_dones (T,) bool and targets (T,)
-    int64, with T = ``window_steps``; ``get_batch(indices)`` stacks them (B, T, ...). Kept
+    prev_actions and targets (T,) int64 (Discrete) or (T, act_dim) float32 (Box), prev_rewards
+    (T,) float32 and prev_dones (T,) bool, with T = ``window_steps``; ``get_batch(indices)``
+    stacks them (B, T, ...). Kept
     streams shorter than one window are skipped. Subclasses plan and hold the kept streams
     (``_load``) and read windows (``__getitem__``, ``get_batch``).
 
@@ -117,7 +127,8 @@ class WindowStore(torch.utils.data.Dataset):
         self.fingerprint = fingerprint
         first = training.metadata[0]
         self.observation_space: dict = first["observation_space"]
-        self.num_actions = int(first["num_actions"])
+        self.action_space: dict = history_action_space(first)
+        self.num_actions = None if is_box(self.action_space) else int(self.action_space["n"])
         self.episode_length = int(first["episode_length"])
         kept_streams = self._load()
         self.streams = [s for s in kept_streams if self._is_windowed(s)]
@@ -171,7 +182,7 @@ class WindowStore(torch.utils.data.Dataset):
         (``starts`` > 0, their kept start indices) out of the loss."""
         if self.loss_from:
             targets = batch["targets"].copy()
-            targets[starts > 0, : self.loss_from] = -1
+            targets[starts > 0, : self.loss_from] = np.nan if targets.dtype.kind == "f" else -1
             batch["targets"] = targets
         return batch
 
@@ -321,6 +332,16 @@ class StreamedWindows(WindowStore):
         return stack_windows([self[int(i)] for i in indices])
 
 
+def history_action_space(metadata: dict) -> dict:
+    """The action space of a history's metadata (older Discrete ones may carry only
+    ``num_actions``)."""
+    return action_space_json(metadata.get("action_space") or metadata["num_actions"])
+
+
+def _action_bytes(space: dict) -> int:
+    return 4 * int(np.prod(space["shape"])) if is_box(space) else 8
+
+
 def _observation_bytes(space: dict) -> int:
     if space["type"] == "Discrete":
         return 8
@@ -338,7 +359,9 @@ def in_memory_bytes(training: TrainingRuns) -> int:
     Returns:
         Bytes, an upper bound: every step of every stream, kept or not.
     """
-    per_step = _observation_bytes(training.metadata[0]["observation_space"]) + 2 * (8 + 4 + 1)
+    first = training.metadata[0]
+    actions = _action_bytes(history_action_space(first))
+    per_step = _observation_bytes(first["observation_space"]) + 2 * (actions + 4 + 1)
     steps = sum(int(r["num_streams"]) * int(r["num_steps"]) for r in training.entries)
     return steps * per_step
 
