@@ -39,7 +39,7 @@ def _state(model: ADTransformer, step: int = 3) -> dict:
         "config": config_to_dict(cfg),
         "model_args": {"observation_space": SPACE, "num_actions": 5},
         "dataset_fingerprint": "abc",
-        "split": {"family": "DarkRoom", "family_kwargs": {}, "seed": 0, "train": [], "heldout": []},
+        "split": {"family": "DarkRoom", "family_kwargs": {}, "seed": 0, "train": [], "test": []},
         "versions": {"torch": str(torch.__version__)},
     }
 

@@ -29,7 +29,7 @@ def _config(tmp: Path) -> dict:
     """DarkRoom, 2 train + 1 held-out task, a tiny PPO budget, a tiny model and training."""
     return {
         "name": "cli",
-        "env": {"family": "DarkRoom", "num_train_tasks": 2, "num_heldout_tasks": 1},
+        "env": {"family": "DarkRoom", "num_train_tasks": 2, "num_test_tasks": 1},
         "collect": {
             "algorithm": "PPO",
             "algorithm_kwargs": TINY_PPO,
@@ -85,11 +85,11 @@ def _user_error(main, argv: list[str], capsys) -> str:
 
 def test_collect_train_eval_write_every_output(pipeline, capsys):
     data, run = pipeline["data"], pipeline["run"]
-    names = ["heldout-task0000-seed0.h5", "train-task0000-seed0.h5", "train-task0001-seed0.h5"]
+    names = ["test-task0000-seed0.h5", "train-task0000-seed0.h5", "train-task0001-seed0.h5"]
     assert sorted(p.name for p in data.glob("*.h5")) == names
     manifest = load_manifest(data)
     assert [r["file"] for r in manifest["runs"]] == names[1:] + names[:1]
-    for folder in (data, run, run / "eval"):  # every stage records its config and versions
+    for folder in (data, run, run / "eval-test"):  # every stage records its config and versions
         assert yaml.safe_load((folder / "config.yaml").read_text())["name"] == "cli"
         assert "torch" in (folder / "versions.json").read_text()
     assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == [
@@ -97,10 +97,10 @@ def test_collect_train_eval_write_every_output(pipeline, capsys):
         "step-000020.pt",
     ]
     assert (run / "metrics.csv").is_file()
-    returns = np.load(run / "eval" / "returns.npz")["returns"]
+    returns = np.load(run / "eval-test" / "returns.npz")["returns"]
     assert returns.shape == (1, 1, 3)  # held-out tasks x seeds x episodes
-    assert (run / "eval" / "summary.json").is_file()
-    assert (run / "eval" / "return_curves.png").read_bytes().startswith(b"\x89PNG")
+    assert (run / "eval-test" / "summary.json").is_file()
+    assert (run / "eval-test" / "return_curves.png").read_bytes().startswith(b"\x89PNG")
     # A second collect finds every run done and only reports it.
     capsys.readouterr()
     assert collect_main(["--config", str(pipeline["config"]), "--no-progress"]) == 0
@@ -148,9 +148,9 @@ def test_missing_inputs(tmp_path, capsys):
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
 
 
-def test_train_refuses_heldout_tasks_of_the_configured_split(pipeline, tmp_path, capsys):
+def test_train_refuses_test_tasks_of_the_configured_split(pipeline, tmp_path, capsys):
     # Three held-out tasks: the dataset's two training tasks are now held out too.
-    argv = ["--config", str(pipeline["config"]), "--set", "env.num_heldout_tasks=3"]
+    argv = ["--config", str(pipeline["config"]), "--set", "env.num_test_tasks=3"]
     argv += ["--set", f"train.run_dir={tmp_path / 'run'}"]
     message = _user_error(train_main, argv, capsys)
     assert "held out in the configured split" in message
@@ -203,7 +203,7 @@ def test_collect_merge_lists_the_runs_of_every_shard(tmp_path, capsys):
     config = tmp_path / "bandit.yaml"
     collect_section = {"algorithm": "UCB", "n_envs": 2, "total_steps": 100}
     collect_section["output_dir"] = str(tmp_path / "data")
-    env = {"family": "Bandit", "num_train_tasks": 3, "num_heldout_tasks": 1}
+    env = {"family": "Bandit", "num_train_tasks": 3, "num_test_tasks": 1}
     config.write_text(yaml.safe_dump({"name": "merge", "env": env, "collect": collect_section}))
     for shard in ("0/2", "1/2"):  # two machines writing into one shared folder
         argv = ["--config", str(config), "--shard", shard, "--workers", "1", "--no-progress"]

@@ -231,7 +231,7 @@ def project(tmp_path_factory):
         root / "data",
         family,
         split,
-        [("heldout", 0), ("heldout", 1), ("heldout", 2), ("heldout", 5), ("train", 0)],
+        [("test", 0), ("test", 1), ("test", 2), ("test", 5), ("train", 0)],
     )
     return {"root": root, "family": family, "split": split, "cfg": cfg}
 
@@ -245,9 +245,9 @@ def test_evaluate_writes_returns_summary_figure_and_compares(project, capsys):
     summary = evaluate(root / "run", out_dir=out, compare=[root / "run-ed"], progress=False)
     data = np.load(out / "returns.npz", allow_pickle=False)
     assert data["returns"].shape == (3, 2, 3)
-    assert json.loads(str(data["tasks"])) == list(split.heldout[:3])
-    assert str(data["split"]) == "heldout"
-    optimal = [DarkRoom().optimal_return(t) for t in split.heldout[:3]]
+    assert json.loads(str(data["tasks"])) == list(split.test[:3])
+    assert str(data["split"]) == "test"
+    optimal = [DarkRoom().optimal_return(t) for t in split.test[:3]]
     np.testing.assert_allclose(data["optimal"], optimal)
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == summary
@@ -263,7 +263,7 @@ def test_evaluate_writes_returns_summary_figure_and_compares(project, capsys):
         "run",
     ):
         assert key in summary, key
-    assert summary["split"] == "heldout" and summary["num_tasks"] == 3
+    assert summary["split"] == "test" and summary["num_tasks"] == 3
     per = summary["per_episode"]
     assert len(per["mean"]) == 3 and len(per["iqm"]) == 3
     np.testing.assert_allclose(per["mean"], data["returns"].reshape(6, 3).mean(0))
@@ -301,18 +301,18 @@ def test_evaluate_writes_returns_summary_figure_and_compares(project, capsys):
     np.testing.assert_array_equal(first, np.load(root / "again2" / "returns.npz")["returns"])
 
 
-def test_evaluation_touches_only_heldout_tasks_unless_asked(tmp_path):
+def test_evaluation_touches_only_test_tasks_unless_asked(tmp_path):
     name = f"{__name__}:RecordingDarkRoom"
     family = envs.make_family(name)
-    split = family.split(0, num_heldout=4)
+    split = family.split(0, num_test=4)
     cfg = make_config(tmp_path, family=name, max_tasks=None, num_episodes=1, num_seeds=1)
     run = save_run(tmp_path / "run", cfg, random_model(cfg, family), split)
     RecordingDarkRoom.made.clear()
-    summary = evaluate(run, out_dir=tmp_path / "heldout", progress=False)
+    summary = evaluate(run, out_dir=tmp_path / "test", progress=False)
     assert RecordingDarkRoom.made and all(
-        split.split_of(t) == "heldout" for t in RecordingDarkRoom.made
+        split.split_of(t) == "test" for t in RecordingDarkRoom.made
     )
-    assert summary["split"] == "heldout" and summary["tasks"] == list(split.heldout)
+    assert summary["split"] == "test" and summary["tasks"] == list(split.test)
 
     with pytest.raises(UserError, match="allow-train-tasks"):
         evaluate(run, overrides=["eval.tasks=train"], out_dir=tmp_path / "x", progress=False)

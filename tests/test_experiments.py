@@ -70,8 +70,8 @@ def test_paper_scale_config_has_the_papers_model_and_states_its_cost(name):
     else:
         assert m.context_steps >= 2 * family.episode_length
         assert cfg.collect.algorithm == "PPO"
-    split = family.split(cfg.env.split_seed, cfg.env.num_train_tasks, cfg.env.num_heldout_tasks)
-    assert not {str(task) for task in split.train} & {str(task) for task in split.heldout}
+    split = family.split(cfg.env.split_seed, cfg.env.num_train_tasks, cfg.env.num_test_tasks)
+    assert not {str(task) for task in split.train} & {str(task) for task in split.test}
     header = _header(name)
     for words in ("What the paper reports", "CPU-hours", "GPU-hours", "how it was estimated"):
         assert words in header, f"configs/{name}.yaml must state {words!r} in its header"
@@ -85,7 +85,7 @@ def test_ci_config_is_a_reduced_copy_of_the_paper_scale_one(name):
     assert ci.env.family_kwargs == full.env.family_kwargs
     assert ci.train.device == "cpu" and ci.eval.num_episodes <= full.eval.num_episodes
     num_runs = {
-        cfg.name: (cfg.env.num_train_tasks + cfg.env.num_heldout_tasks) * len(cfg.collect.seeds)
+        cfg.name: (cfg.env.num_train_tasks + cfg.env.num_test_tasks) * len(cfg.collect.seeds)
         for cfg in (full, ci)
     }
     assert num_runs[ci.name] * ci.collect.total_steps < num_runs[name] * full.collect.total_steps
@@ -110,10 +110,10 @@ def ucb_score(summary: dict) -> float:
 
 def _check_outputs(cfg: ExperimentConfig, summary: dict, with_ed: bool) -> Path:
     """The files of every stage exist and hold finite numbers; returns the report folder."""
-    num_runs = (cfg.env.num_train_tasks + cfg.env.num_heldout_tasks) * len(cfg.collect.seeds)
+    num_runs = (cfg.env.num_train_tasks + cfg.env.num_test_tasks) * len(cfg.collect.seeds)
     runs = load_manifest(cfg.dataset_dir)["runs"]
     assert len(runs) == num_runs and all((cfg.dataset_dir / r["file"]).is_file() for r in runs)
-    assert {r["split"] for r in runs} == {"train", "heldout"}
+    assert {r["split"] for r in runs} == {"train", "test"}
 
     checkpoint = cfg.run_dir / "checkpoints" / f"step-{cfg.train.num_steps:06d}.pt"
     assert checkpoint.is_file() and (cfg.run_dir / "config.yaml").is_file()
@@ -129,9 +129,9 @@ def _check_outputs(cfg: ExperimentConfig, summary: dict, with_ed: bool) -> Path:
     for file in ("REPORT.md", "summary.json", "returns.npz", "return_curves.png", "config.yaml"):
         assert (report / file).is_file(), file
     returns = np.load(report / "returns.npz")["returns"]
-    shape = (cfg.env.num_heldout_tasks, cfg.eval.num_seeds, cfg.eval.num_episodes)
+    shape = (cfg.env.num_test_tasks, cfg.eval.num_seeds, cfg.eval.num_episodes)
     assert returns.shape == shape and np.isfinite(returns).all()
-    assert summary["split"] == "heldout" and summary["num_episodes"] == cfg.eval.num_episodes
+    assert summary["split"] == "test" and summary["num_episodes"] == cfg.eval.num_episodes
     assert _finite([summary["first_episode_return"], summary["last10_return"]])
     assert _finite(summary["per_episode"]["mean"])
     assert len(summary["per_episode"]["mean"]) == cfg.eval.num_episodes
@@ -184,10 +184,10 @@ def test_bandit_learns_in_context_on_even_arms(tmp_path):
     # Seen (odd-arm) training tasks, the paper's other column: labelled "train" everywhere.
     seen = evaluate(
         cfg.run_dir,
-        overrides=["eval.tasks=train", f"eval.max_tasks={cfg.env.num_heldout_tasks}"],
+        overrides=["eval.tasks=train", f"eval.max_tasks={cfg.env.num_test_tasks}"],
         out_dir=tmp_path / "seen",
         allow_train_tasks=True,
         progress=False,
     )
-    assert seen["split"] == "train" and seen["source"]["num_runs"] == cfg.env.num_heldout_tasks
+    assert seen["split"] == "train" and seen["source"]["num_runs"] == cfg.env.num_test_tasks
     assert ucb_score(seen) > MIN_BANDIT_UCB_SCORE, f"UCB-normalised {ucb_score(seen):.3f}"

@@ -27,7 +27,7 @@ from tests.test_dataset import make_dataset, tiny_config
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data") / "histories", heldout_tasks=(0, 1))
+    return make_dataset(tmp_path_factory.mktemp("data") / "histories", test_tasks=(0, 1))
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -57,7 +57,7 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
 
 @pytest.mark.slow
 def test_overfits_one_tiny_history(tmp_path):
-    data = make_dataset(tmp_path / "d", train_tasks=(0,), heldout_tasks=(), num_streams=1,
+    data = make_dataset(tmp_path / "d", train_tasks=(0,), test_tasks=(), num_streams=1,
                         num_steps=200, epsilon=0.0, terminate_prob=0.0)  # fmt: skip
     cfg = tiny_config(data, tmp_path / "run", "train.num_steps=120", "train.lr=0.003",
                       "train.warmup_steps=10", "train.log_every=20", "train.checkpoint_every=120",
@@ -90,7 +90,7 @@ def test_resume_continues_exactly_and_logs_run_folder(dataset_dir, tmp_path, dat
     else:
         assert not (straight / "tb").exists()
     rows = _metrics(straight)
-    assert [r["step"] for r in rows] == ["5", "10"] and rows[0]["eval/return_first"] != ""
+    assert [r["step"] for r in rows] == ["5", "10"] and rows[0]["validation/return_first"] != ""
 
     # "Interrupted" after step 5: the same folder with only the first checkpoint and metrics.
     resumed = tmp_path / "resumed"
@@ -117,7 +117,7 @@ def test_checkpoint_loads_with_weights_only_and_gives_identical_logits(dataset_d
     run = train(tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=3"), progress=False)
     path = list_checkpoints(run)[-1]
     raw = torch.load(path, weights_only=True)
-    assert raw["step"] == 3 and raw["dataset_fingerprint"] and raw["split"]["heldout"]
+    assert raw["step"] == 3 and raw["dataset_fingerprint"] and raw["split"]["test"]
     model, ckpt = load_model(run)
     assert not model.training and ckpt["step"] == 3
     fresh = ADTransformer(model.cfg, **raw["model_args"])
