@@ -54,13 +54,14 @@ TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 2}
 
 
 def _cfg(out: Path, family="DarkRoom", algorithm="PPO", kwargs=None, **collect_fields):
+    collect_fields.setdefault("splits", ["train", "test"])  # 3 runs; test_cli collects all three
     collect_section = {
         "algorithm": algorithm,
         "algorithm_kwargs": kwargs or {},
         "output_dir": str(out),
         **collect_fields,
     }
-    env = {"family": family, "num_train_tasks": 2, "num_test_tasks": 1}
+    env = {"family": family, "num_train_tasks": 2, "num_validation_tasks": 1, "num_test_tasks": 1}
     return config_from_dict({"name": "test", "env": env, "collect": collect_section})
 
 
@@ -69,7 +70,12 @@ def _bandit_cfg(out: Path, total_steps=400, **fields):
     return config_from_dict(
         {
             "name": "bandit",
-            "env": {"family": "Bandit", "num_train_tasks": 3, "num_test_tasks": 1},
+            "env": {
+                "family": "Bandit",
+                "num_train_tasks": 3,
+                "num_validation_tasks": 1,
+                "num_test_tasks": 1,
+            },
             "collect": {
                 "algorithm": "UCB",
                 "n_envs": 4,
@@ -216,8 +222,7 @@ def test_collect_makes_no_sb3_log_folders(tmp_path, monkeypatch):
 
 
 def cfg_split(cfg):
-    family = envs.make_family(cfg.env.family, **cfg.env.family_kwargs)
-    return family.split(cfg.env.split_seed, cfg.env.num_train_tasks, cfg.env.num_test_tasks)
+    return cfg.env.task_split()
 
 
 @pytest.mark.parametrize(
@@ -548,10 +553,11 @@ class BoxActionFamily(TaskFamily):
     name = "BoxAction"
     env_id = "BoxAction-v0"
     default_num_test = 1
+    default_num_validation = 1
     episode_length = 1
 
     def all_tasks(self):
-        return [{"i": i} for i in range(3)]
+        return [{"i": i} for i in range(4)]
 
     def validate_task(self, task):
         return task

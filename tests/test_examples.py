@@ -22,7 +22,7 @@ EXAMPLES = ROOT / "examples"
 def test_frozen_lake_example_through_collect_train_eval(tmp_path, monkeypatch):
     """About 50 s of CPU. The family gives neither optimal nor random return: random is the
     seeded rollout estimate, and scores are normalised by the source algorithm's best return,
-    which the summary says. Measured: PPO's held-out streams go from 0.17 in episode 1 to 1.00
+    which the summary says. Measured: PPO's test (then held-out) streams go from 0.17 in episode 1 to 1.00
     over their last 10 episodes; a rise of 0.4 leaves room for another machine's numbers. The
     model's training budget is far too small for in-context learning: only its outputs are
     checked."""

@@ -17,6 +17,7 @@ import torch
 from ad.cli import main
 from ad.config import save_config
 from ad.errors import UserError
+from ad.evaluation import rollout as rollout_module
 from ad.evaluation.rollout import periodic_evaluator
 from ad.learn.checkpoint import list_checkpoints, load_checkpoint, load_model
 from ad.learn.model import ADTransformer
@@ -65,6 +66,22 @@ def test_overfits_one_tiny_history(tmp_path):
     rows = _metrics(train(cfg, progress=False))
     assert float(rows[0]["train/loss"]) > 0.5  # it did not start out knowing the actions
     assert float(rows[-1]["train/loss"]) < 0.05
+
+
+def test_periodic_evaluation_runs_on_validation_tasks_only(dataset_dir, tmp_path, monkeypatch):
+    """What training looks at (and any choice made from it) never sees the test tasks."""
+    cfg = tiny_config(dataset_dir, tmp_path / "run", "train.eval_tasks=3", "train.eval_episodes=2")
+    split = cfg.env.task_split()
+    seen = []
+
+    def recording_rollout(model, family, tasks, **kwargs):
+        seen.extend(tasks)
+        return np.zeros((len(tasks), 1, kwargs["num_episodes"]))
+
+    monkeypatch.setattr(rollout_module, "rollout", recording_rollout)
+    metrics = periodic_evaluator(cfg)(None, split, torch.device("cpu"))
+    assert seen == list(split.validation[:3])
+    assert set(metrics) == {"validation/return_first", "validation/return_last"}
 
 
 @pytest.mark.parametrize(
