@@ -120,7 +120,9 @@ def rollout_rate(batch: int, context_steps: int, num_episodes: int, device: str)
     num_tasks = min(batch, len(test_tasks))
     num_seeds = batch // num_tasks
     start = time.perf_counter()
-    rollout(model, family, test_tasks[:num_tasks], num_seeds, num_episodes, "sample", 1.0, 0, device)
+    rollout(
+        model, family, test_tasks[:num_tasks], num_seeds, num_episodes, "sample", 1.0, 0, device
+    )
     _sync(device)
     steps = num_tasks * num_seeds * num_episodes * family.episode_length
     return steps / (time.perf_counter() - start)
