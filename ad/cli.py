@@ -204,7 +204,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 def eval_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ad-eval",
-        description="Roll the frozen model out on held-out tasks; write returns, summary and figure.",
+        description="Roll the frozen model out on test tasks (eval.tasks); write returns, summary "
+        "and figure.",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--run", type=Path, help="run folder written by ad-train")
@@ -224,7 +225,12 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="runs to overlay on the same tasks (without --run: the first is the main run)",
     )
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/eval)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: RUN/eval-SPLIT, e.g. eval-test)",
+    )
     parser.add_argument(
         "--allow-train-tasks",
         action="store_true",

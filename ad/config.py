@@ -18,9 +18,11 @@ import yaml
 from ad.errors import UserError
 from ad.fields import build, check, check_fraction, check_min, describe_fields, is_number, setting
 from envs.base import is_int
+from envs.split import SPLITS
 
 if TYPE_CHECKING:
-    from envs.base import TaskFamily, TaskSplit
+    from envs.base import TaskFamily
+    from envs.split import TaskSplit
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,15 @@ class EnvConfig:
         "MiniGridEmpty, PointRobot) or 'module:ClassOrFactory' for a family in your own module.",
     )
     family_kwargs: dict = setting({}, "Keyword arguments of the family's constructor (e.g. size).")
-    split_seed: int = setting(0, "Seed of the deterministic train / held-out task split.")
+    split_seed: int = setting(0, "Seed of the deterministic train / validation / test task split.")
     num_train_tasks: int | None = setting(None, "Number of training tasks (None: family default).")
-    num_heldout_tasks: int | None = setting(
-        None, "Number of held-out tasks (None: family default)."
+    num_validation_tasks: int | None = setting(
+        None,
+        "Number of validation tasks: settings are chosen and training's periodic evaluation "
+        "runs on them (None: family default).",
+    )
+    num_test_tasks: int | None = setting(
+        None, "Number of test tasks: reported numbers come from them (None: family default)."
     )
 
     def make_family(self) -> TaskFamily:
@@ -46,7 +53,12 @@ class EnvConfig:
     def task_split(self, family: TaskFamily | None = None) -> TaskSplit:
         """The deterministic split of the family's tasks that this section describes."""
         family = self.make_family() if family is None else family
-        return family.split(self.split_seed, self.num_train_tasks, self.num_heldout_tasks)
+        return family.split(
+            self.split_seed,
+            self.num_train_tasks,
+            num_validation=self.num_validation_tasks,
+            num_test=self.num_test_tasks,
+        )
 
 
 RAY_ADDRESS_HELP = (
@@ -80,7 +92,11 @@ class CollectConfig:
     n_envs: int = setting(4, "Parallel env streams per run (the S axis of a learning history).")
     total_steps: int = setting(8000, "Environment steps per run, summed over all streams.")
     seeds: list = setting([0], "Seeds; one run per (task, seed).")
-    splits: list = setting(["train", "heldout"], "Which splits' tasks to collect.")
+    splits: list = setting(
+        ["train", "validation", "test"],
+        "Which splits' tasks to collect (validation and test histories give the source "
+        "algorithm's curve that evaluation compares with).",
+    )
     output_dir: str | None = setting(None, "Dataset folder (None: learning_histories/<name>).")
     chunk_steps: int = setting(256, "HDF5 chunk length along T; about the training context length.")
     compression: str | None = setting("gzip", "HDF5 compression filter (gzip, lzf or None).")
@@ -102,8 +118,9 @@ class CollectConfig:
         check_min("collect", "total_steps", self.total_steps, self.n_envs)
         check(len(self.seeds) >= 1, "collect.seeds must list at least one seed")
         check(
-            bool(self.splits) and set(self.splits) <= {"train", "heldout"},
-            f"collect.splits must be a non-empty subset of [train, heldout], got {self.splits}",
+            bool(self.splits) and set(self.splits) <= set(SPLITS),
+            "collect.splits must be a non-empty subset of [train, validation, test], got "
+            f"{self.splits}",
         )
         check_min("collect", "chunk_steps", self.chunk_steps, 1)
         check(
@@ -202,7 +219,7 @@ class TrainConfig:
     checkpoint_every: int = setting(1000, "Steps between checkpoints.")
     keep_checkpoints: int = setting(2, "How many recent checkpoints to keep.")
     eval_every: int = setting(0, "Steps between in-context evaluations during training (0: never).")
-    eval_tasks: int = setting(4, "Held-out tasks used by the periodic evaluation.")
+    eval_tasks: int = setting(4, "Validation tasks used by the periodic evaluation.")
     eval_episodes: int = setting(10, "Episodes per periodic evaluation.")
 
     def __post_init__(self) -> None:
@@ -261,8 +278,10 @@ class EvalConfig:
         "for); window: re-encode the last context_steps tokens at every step, exactly what a "
         "training window of that length computes (context_steps times the compute).",
     )
-    tasks: Literal["heldout", "train"] = setting(
-        "heldout", "Which split to evaluate on; 'train' is labelled as such in every output."
+    tasks: Literal["test", "validation", "train"] = setting(
+        "test",
+        "Which split to evaluate on: test (reported numbers), validation (choosing settings) or "
+        "train (labelled as such in every output).",
     )
     max_tasks: int | None = setting(
         None, "Evaluate at most this many tasks of the split (None: all)."
@@ -356,7 +375,39 @@ def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = ()) ->
             if not isinstance(node, dict):
                 raise UserError(f"override {text!r}: {part} is not a section")
         node[path[-1]] = value
+    refuse_retired_keys(data)
     return build(ExperimentConfig, data, "")
+
+
+def refuse_retired_keys(data: dict) -> None:
+    """One line naming the new key or value for what the two-way (train / held-out) split used:
+    a config written for it must not run with a silently different split.
+
+    Raises:
+        UserError: ``env.num_heldout_tasks``, or the split name ``heldout`` in
+            ``collect.splits`` or ``eval.tasks``.
+    """
+
+    def section(name: str) -> dict:
+        return data[name] if isinstance(data.get(name), dict) else {}
+
+    if "num_heldout_tasks" in section("env"):
+        raise UserError(
+            "env.num_heldout_tasks no longer exists: tasks are split into train / validation / "
+            "test; rename it env.num_test_tasks (the former held-out tasks) and set "
+            "env.num_validation_tasks"
+        )
+    splits = section("collect").get("splits")
+    if isinstance(splits, (list, tuple)) and "heldout" in splits:
+        raise UserError(
+            "collect.splits names 'heldout', which is now 'test'; use [train, validation, test] "
+            "(or a subset)"
+        )
+    if section("eval").get("tasks") == "heldout":
+        raise UserError(
+            "eval.tasks 'heldout' is now 'test' (reported numbers); use eval.tasks=test, or "
+            "validation to choose settings"
+        )
 
 
 def load_config(

@@ -111,7 +111,7 @@ def write_report(report_dir: Path, cfg: ExperimentConfig, summary: dict, timings
     """A short REPORT.md stating the numbers behind the figure."""
     stages = {name: seconds for name, seconds in timings.items() if name != "machine_matmul_gflops"}
     lines = [
-        f"# {cfg.name}: in-context RL on held-out {cfg.env.family} tasks",
+        f"# {cfg.name}: in-context RL on {summary['split']} {cfg.env.family} tasks",
         "",
         "![return curves](return_curves.png)",
         "",
@@ -128,8 +128,9 @@ def write_report(report_dir: Path, cfg: ExperimentConfig, summary: dict, timings
         f"{timings['machine_matmul_gflops']:.1f} GFLOP/s (machines of one kind differ "
         "several-fold; compare times at equal speed).",
         "",
-        "All numbers are means over held-out tasks x evaluation seeds; summary.json has the",
-        "per-episode curves, 95% bootstrap intervals and IQMs.",
+        f"All numbers are means over {summary['split']} tasks x evaluation seeds (settings are",
+        "chosen on validation tasks; the periodic evaluation during training runs on them);",
+        "summary.json has the per-episode curves, 95% bootstrap intervals and IQMs.",
     ]
     atomic_write_text(Path(report_dir) / "REPORT.md", "\n".join(lines) + "\n")
     atomic_write_text(Path(report_dir) / "timings.json", json.dumps(timings, indent=2) + "\n")
@@ -157,7 +158,7 @@ def _report_table(summary: dict) -> list[str]:
     if isinstance(source, dict):
         lines += [
             "",
-            f"Source algorithm on the same held-out tasks, learning from scratch: first episode "
+            f"Source algorithm on the same {summary.get('split')} tasks, learning from scratch: first episode "
             f"{_fmt(source.get('first_episode_return'))}, reaches 80% normalised at episode "
             f"{_fmt(source.get('episode_to_80'))}. Data-efficiency ratio (AD / source episodes to "
             f"80%): {_fmt(summary.get('data_efficiency_ratio'), missing='n/a')}.",

@@ -57,7 +57,7 @@ def cached_vs_recompute(
     """Env-steps/s of (cached, recompute) at steady state with a full context of c tokens."""
     model = make_model(context_steps, device)
     family = envs.make_family("DarkRoom")
-    tasks = family.split(0).heldout
+    tasks = family.split(0).test
     env_list = [family.make_env(tasks[b % len(tasks)]) for b in range(batch)]
     total = context_steps + 2 * timed_steps + 1
     tokens = {
@@ -116,11 +116,13 @@ def rollout_rate(batch: int, context_steps: int, num_episodes: int, device: str)
     """Env-steps/s of the real evaluation rollout with ``batch`` (task, seed) rows."""
     model = make_model(context_steps, device)
     family = envs.make_family("DarkRoom")
-    heldout = family.split(0).heldout
-    num_tasks = min(batch, len(heldout))
+    test_tasks = family.split(0).test
+    num_tasks = min(batch, len(test_tasks))
     num_seeds = batch // num_tasks
     start = time.perf_counter()
-    rollout(model, family, heldout[:num_tasks], num_seeds, num_episodes, "sample", 1.0, 0, device)
+    rollout(
+        model, family, test_tasks[:num_tasks], num_seeds, num_episodes, "sample", 1.0, 0, device
+    )
     _sync(device)
     steps = num_tasks * num_seeds * num_episodes * family.episode_length
     return steps / (time.perf_counter() - start)

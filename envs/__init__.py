@@ -9,11 +9,12 @@ decorated with ``@register_family``, then one ``_register(...)`` line below.
 from gymnasium.envs.registration import register, registry
 
 from envs.bandit import Bandit
-from envs.base import Task, TaskError, TaskFamily, TaskSplit, family_names, make_family, task_key
+from envs.base import Task, TaskError, TaskFamily, family_names, make_family, task_key
 from envs.darkroom import DarkRoom, DarkRoomHard
 from envs.keytodoor import DarkKeyToDoor
 from envs.minigrid_family import MiniGridEmpty
 from envs.pointrobot import PointRobot
+from envs.split import TaskSplit
 
 
 def _register(env_id: str, entry_point: str, **kwargs) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.base import Task, TaskError, TaskFamily, check_int, check_task_fields, register_family
+from envs.split import check_split_name
 
 # Arm means of the registered ``Bandit-v0`` (best arm 9); use the family for sampled tasks.
 DEFAULT_MEANS = tuple(round(0.05 + 0.1 * i, 2) for i in range(10))
@@ -83,24 +84,26 @@ class BanditEnv(gym.Env):
 
 @register_family
 class Bandit(TaskFamily):
-    """Adversarial bandit tasks: the best arm's parity differs between train and held-out.
+    """Adversarial bandit tasks: the best arm's parity differs between train and test tasks.
 
     Generative definition of one task (arms are numbered from 0, so the odd arms are 1, 3, 5, ...):
 
     1. draw ``num_arms`` means i.i.d. from Uniform(0, 1);
     2. draw the parity of the best arm: the split's favoured parity (odd for ``"train"``, even for
-       ``"heldout"``) with probability ``favour_prob`` (0.95), the other parity otherwise;
+       ``"validation"`` and ``"test"``) with probability ``favour_prob`` (0.95), the other parity otherwise;
     3. draw the best arm uniformly among the arms of that parity and swap the largest mean into
        it (the multiset of means is unchanged, only where the maximum sits).
 
     The split is therefore out of distribution, as in the paper: trained on "odd arms pay", tested
-    on "even arms pay". Each task is a sampled family member (``all_tasks()`` is None); the two
+    on "even arms pay". Validation tasks are drawn like test tasks, so that settings chosen on
+    them transfer. Each task is a sampled family member (``all_tasks()`` is None); the three
     splits come from independent seeded streams.
     """
 
     name = "Bandit"
     env_id = "Bandit-v0"
-    default_num_heldout = 100
+    default_num_test = 100
+    default_num_validation = 50
 
     def __init__(self, num_arms: int = 10, favour_prob: float = 0.95) -> None:
         num_arms = check_int(self.name, "num_arms", num_arms, 2)
@@ -119,9 +122,9 @@ class Bandit(TaskFamily):
         return 1
 
     def sample_tasks(self, rng: np.random.Generator, num: int, split: str) -> list[Task]:
-        """Sample ``num`` tasks of ``split`` ("train": odd best arm, "heldout": even best arm)."""
-        if split not in ("train", "heldout"):
-            raise TaskError(f"unknown split {split!r}; use 'train' or 'heldout'")
+        """Sample ``num`` tasks of ``split`` ("train": odd best arm; "validation" and "test": even
+        best arm)."""
+        check_split_name(split)
         favoured = 1 if split == "train" else 0
         tasks = []
         for _ in range(num):

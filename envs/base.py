@@ -1,10 +1,10 @@
-"""What every task family provides, the train / held-out split, and the family registry.
+"""What every task family provides and the family registry.
 
 A *task* is the hidden part of an environment (Dark Room's goal cell, a bandit's arm means). It is
 a JSON-serialisable mapping, a constructor argument of the env, and never changes on ``reset()``.
-A *family* enumerates or samples its tasks, splits them deterministically into train and held-out
-sets, builds an env for one task, and may know each task's optimal and uniformly-random return
-(random is estimated by seeded rollouts when a family does not compute it; an unknown optimal
+A *family* enumerates or samples its tasks, splits them deterministically into train, validation
+and test sets (:mod:`envs.split`), builds an env for one task, and may know each task's optimal
+and uniformly-random return (random is estimated by seeded rollouts when a family does not compute it; an unknown optimal
 return is None, and evaluation then normalises by the source algorithm's best return).
 """
 
@@ -12,26 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import os
 import sys
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
-Task = dict[str, Any]
-
-
-class TaskError(Exception):
-    """A problem with a task, a family or a user's module that the user can fix.
-
-    The message is one line naming the problem and the fix. ``envs`` is the lowest layer and
-    imports nothing from ``ad``, so this is its own error type; ``ad``'s entry points report it
-    like their own ``UserError`` (see ``ad.errors.user_errors``).
-    """
+# Re-exported: the task basics and the split lived here before envs.tasks and envs.split.
+from envs.split import TaskSplit as TaskSplit
+from envs.split import split_enumerable, split_sampled
+from envs.tasks import Task as Task
+from envs.tasks import TaskError as TaskError
+from envs.tasks import canonical_json as canonical_json
+from envs.tasks import task_key as task_key
 
 
 def is_int(value: Any) -> bool:
@@ -97,81 +92,6 @@ def grid_cell(owner: str, field: str, cell: Any, size: int) -> list[int]:
     return check_cell(owner, field, cell, 0, size - 1, f"the {size}x{size} grid")
 
 
-def task_key(task: Task) -> str:
-    """Canonical JSON text of a task, used for membership checks across processes."""
-    return json.dumps(task, sort_keys=True, separators=(",", ":"))
-
-
-def canonical_json(value: Any) -> Any:
-    """``value`` through a JSON round trip: tuples become lists and keys strings, so values that
-    were stored as JSON (tasks, family kwargs, splits) compare equal to fresh ones."""
-    return json.loads(json.dumps(value, sort_keys=True))
-
-
-@dataclass(frozen=True)
-class TaskSplit:
-    """A deterministic train / held-out split of a family's tasks.
-
-    Stored with every artifact (history metadata, manifest, checkpoint), so that training can refuse
-    held-out tasks and evaluation can find them again.
-    """
-
-    family: str
-    family_kwargs: dict
-    seed: int
-    train: tuple[Task, ...]
-    heldout: tuple[Task, ...]
-
-    def tasks(self, split: str) -> tuple[Task, ...]:
-        if split not in ("train", "heldout"):
-            raise TaskError(f"unknown split {split!r}; use 'train' or 'heldout'")
-        return self.train if split == "train" else self.heldout
-
-    def split_of(self, task: Task) -> str | None:
-        """'train', 'heldout' or None for a task in neither set."""
-        key = task_key(task)
-        if key in {task_key(t) for t in self.heldout}:
-            return "heldout"
-        if key in {task_key(t) for t in self.train}:
-            return "train"
-        return None
-
-    def make_family(self) -> TaskFamily:
-        """The family whose tasks these are.
-
-        Raises:
-            TaskError: the family rebuilt from the stored kwargs records other kwargs (its code
-                changed since the split was stored), so it would not be the same family.
-        """
-        family = make_family(self.family, **self.family_kwargs)
-        if canonical_json(family.kwargs) != canonical_json(self.family_kwargs):
-            raise TaskError(
-                f"family {self.family} stored with kwargs {self.family_kwargs} now builds with "
-                f"{family.kwargs}; evaluate with the family code the data was made with, or "
-                "re-collect and retrain"
-            )
-        return family
-
-    def to_json(self) -> dict:
-        return {
-            "family": self.family,
-            "family_kwargs": self.family_kwargs,
-            "seed": self.seed,
-            "train": list(self.train),
-            "heldout": list(self.heldout),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> TaskSplit:
-        return cls(
-            family=data["family"],
-            family_kwargs=dict(data["family_kwargs"]),
-            seed=int(data["seed"]),
-            train=tuple(data["train"]),
-            heldout=tuple(data["heldout"]),
-        )
-
-
 class TaskFamily(ABC):
     """A distribution of tasks of one environment.
 
@@ -187,8 +107,9 @@ class TaskFamily(ABC):
 
     name: ClassVar[str]
     env_id: ClassVar[str | None] = None
-    default_num_heldout: ClassVar[int] = 16
-    # None: every task not held out (enumerable families) or 100 sampled tasks.
+    default_num_test: ClassVar[int] = 16
+    default_num_validation: ClassVar[int] = 8
+    # None: every task not in test or validation (enumerable families) or 100 sampled tasks.
     default_num_train: ClassVar[int | None] = None
     # Episodes of the seeded random-policy rollouts that estimate random_return by default.
     random_return_episodes: ClassVar[int] = 200
@@ -197,6 +118,11 @@ class TaskFamily(ABC):
         super().__init_subclass__(**kwargs)
         if "name" not in vars(cls):  # a subclass that names no family of its own
             cls.name = cls.__name__
+        if "default_num_heldout" in vars(cls):  # written for the two-way split: say so, once
+            raise TaskError(
+                f"{cls.__name__}.default_num_heldout is no longer read; rename it "
+                "default_num_test (the former held-out tasks) and set default_num_validation"
+            )
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = dict(kwargs)
@@ -208,7 +134,9 @@ class TaskFamily(ABC):
         return None
 
     def sample_tasks(self, rng: np.random.Generator, num: int, split: str) -> list[Task]:
-        """Sample ``num`` tasks of ``split`` (only for families whose ``all_tasks`` is None)."""
+        """Sample ``num`` tasks of ``split`` ("train", "validation" or "test"; only for families
+        whose ``all_tasks`` is None). The split name lets a family draw its evaluation tasks
+        from another distribution (Bandit); validation should then be drawn like test."""
         raise NotImplementedError(f"{self.name} enumerates its tasks; use all_tasks()")
 
     @abstractmethod
@@ -253,50 +181,37 @@ class TaskFamily(ABC):
     # -- split ---------------------------------------------------------------------------------
 
     def split(
-        self, seed: int, num_train: int | None = None, num_heldout: int | None = None
+        self,
+        seed: int,
+        num_train: int | None = None,
+        *,
+        num_validation: int | None = None,
+        num_test: int | None = None,
     ) -> TaskSplit:
-        """Deterministic, disjoint train / held-out split from ``seed``.
+        """Deterministic, disjoint train / validation / test split from ``seed``.
 
-        Enumerable families permute all tasks with ``seed`` and take the first ``num_heldout`` as
-        held-out and the next ``num_train`` (default: all the rest) as train. Sampled families draw
-        each split from its own seeded stream.
+        Enumerable families permute all tasks with ``seed``: test is the first ``num_test``,
+        validation the next ``num_validation``, train the next ``num_train`` (default: all the
+        rest). Sampled families draw each split from its own seeded stream. See
+        :mod:`envs.split`; None takes the family's ``default_num_*``.
         """
-        num_heldout = self.default_num_heldout if num_heldout is None else num_heldout
-        num_train = self.default_num_train if num_train is None else num_train
-        if num_heldout < 1:
-            raise TaskError("num_heldout_tasks must be >= 1; evaluation needs held-out tasks")
+        sizes = (
+            self.default_num_train if num_train is None else num_train,
+            self.default_num_validation if num_validation is None else num_validation,
+            self.default_num_test if num_test is None else num_test,
+        )
         tasks = self.all_tasks()
         if tasks is not None:
-            if num_heldout >= len(tasks):
-                raise TaskError(
-                    f"{self.name} has {len(tasks)} tasks; num_heldout_tasks={num_heldout} leaves "
-                    "none for training; lower it"
-                )
-            order = np.random.default_rng(seed).permutation(len(tasks))
-            heldout = [tasks[i] for i in order[:num_heldout]]
-            rest = [tasks[i] for i in order[num_heldout:]]
-            if num_train is None:
-                num_train = len(rest)
-            if not 1 <= num_train <= len(rest):
-                raise TaskError(
-                    f"num_train_tasks={num_train} but {self.name} has {len(rest)} tasks left after "
-                    f"{num_heldout} held out; choose 1..{len(rest)}"
-                )
-            train = rest[:num_train]
+            train, validation, test = split_enumerable(self.name, tasks, seed, sizes)
         else:
-            num_train = 100 if num_train is None else num_train
-            if num_train < 1:
-                raise TaskError("num_train_tasks must be >= 1")
-            seq = np.random.SeedSequence(seed)
-            train_rng, heldout_rng = (np.random.default_rng(s) for s in seq.spawn(2))
-            train = self.sample_tasks(train_rng, num_train, "train")
-            heldout = self.sample_tasks(heldout_rng, num_heldout, "heldout")
+            train, validation, test = split_sampled(self.sample_tasks, seed, sizes)
         return TaskSplit(
             family=getattr(self, "registry_name", self.name),
             family_kwargs=self.kwargs,
             seed=seed,
             train=tuple(train),
-            heldout=tuple(heldout),
+            validation=tuple(validation),
+            test=tuple(test),
         )
 
 
@@ -395,4 +310,21 @@ def make_family(name: str, **kwargs: Any) -> TaskFamily:
             "TaskFamily.__init__ (super().__init__(**kwargs))"
         )
     family.registry_name = name  # how to make it again, stored in every artifact's split
+    return family
+
+
+def family_of_split(split: TaskSplit) -> TaskFamily:
+    """The family whose tasks a (stored) split holds: the one place a split becomes a family.
+
+    Raises:
+        TaskError: the family rebuilt from the stored kwargs records other kwargs (its code
+            changed since the split was stored), so it would not be the same family.
+    """
+    family = make_family(split.family, **split.family_kwargs)
+    if canonical_json(family.kwargs) != canonical_json(split.family_kwargs):
+        raise TaskError(
+            f"family {split.family} stored with kwargs {split.family_kwargs} now builds with "
+            f"{family.kwargs}; evaluate with the family code the data was made with, or "
+            "re-collect and retrain"
+        )
     return family

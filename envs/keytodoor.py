@@ -92,13 +92,14 @@ class DarkKeyToDoorEnv(gym.Env):
 class DarkKeyToDoor(TaskFamily):
     """Dark Key-to-Door: the task is the (key, door) cell pair, size**4 tasks (6561 on 9x9).
 
-    Tasks are enumerated key-major in row-major cell order; the default split holds out 100 of
-    them (the paper trains on fewer than 2000: set ``num_train_tasks`` in the config).
+    Tasks are enumerated key-major in row-major cell order; the default split keeps 100 of them
+    for test and 50 for validation (the paper trains on fewer than 2000: set ``num_train_tasks`` in the config).
     """
 
     name = "DarkKeyToDoor"
     env_id = "DarkKeyToDoor-v0"
-    default_num_heldout = 100
+    default_num_test = 100
+    default_num_validation = 50
     # The paper trains on fewer than 2000 of the 6561 pairs; 1212 and 2424 tasks gave its best results.
     default_num_train = 2000
 

@@ -166,13 +166,14 @@ def _transitions(size: int, goal: tuple[int, int]) -> tuple[np.ndarray, np.ndarr
 class MiniGridEmpty(TaskFamily):
     """Goal cells of a minigrid empty room: (size - 2)**2 - 1 tasks (24 for size 7).
 
-    Tasks are the interior cells except the start, in row-major order; the default split holds
-    out 4 of them.
+    Tasks are the interior cells except the start, in row-major order; the default split keeps 4
+    of them for test and 4 for validation (16 train).
     """
 
     name = "MiniGridEmpty"
     env_id = "ADMiniGridEmpty-v0"
-    default_num_heldout = 4
+    default_num_test = 4
+    default_num_validation = 4
 
     def __init__(
         self, size: int = 7, episode_length: int | None = None, visible_goal: bool = False

@@ -155,6 +155,7 @@ class PointRobot(TaskFamily):
 
     name = "PointRobot"
     env_id = "PointRobot-v0"
+    default_num_validation = 16
 
     def __init__(
         self, episode_length: int = 20, goal_radius: float = 0.2, reward_type: str = "sparse"
@@ -174,7 +175,7 @@ class PointRobot(TaskFamily):
         return self._episode_length
 
     def sample_tasks(self, rng: np.random.Generator, num: int, split: str) -> list[Task]:
-        # Train and held-out goals come from the same distribution (separate seeded streams).
+        # Every split's goals come from the same distribution (separate seeded streams).
         angles = rng.uniform(0.0, math.pi, size=num)
         return [{"goal": [float(np.cos(a)), float(np.sin(a))]} for a in angles]
 

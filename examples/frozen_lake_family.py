@@ -32,7 +32,8 @@ class FrozenLakeGoals(TaskFamily):
         episode_length: steps before an episode is truncated (default ``4 * size``).
     """
 
-    default_num_heldout = 3
+    default_num_test = 3
+    default_num_validation = 2
 
     def __init__(
         self, size: int = 4, is_slippery: bool = False, episode_length: int | None = None

@@ -39,7 +39,12 @@ def _state(model: ADTransformer, step: int = 3) -> dict:
         "config": config_to_dict(cfg),
         "model_args": {"observation_space": SPACE, "num_actions": 5},
         "dataset_fingerprint": "abc",
-        "split": {"family": "DarkRoom", "family_kwargs": {}, "seed": 0, "train": [], "heldout": []},
+        "split": {
+            "family": "DarkRoom",
+            "family_kwargs": {},
+            "seed": 0,
+            **{"train": [], "validation": [], "test": []},
+        },
         "versions": {"torch": str(torch.__version__)},
     }
 
@@ -112,6 +117,11 @@ def test_bad_checkpoints_are_one_line_user_errors(tmp_path):
     future = tmp_path / "future.pt"
     save_checkpoint(future, {**_state(_model()), "schema_version": CHECKPOINT_SCHEMA + 1})
     _one_line(lambda: load_checkpoint(future), "schema version")
+    # Schema 1 stored a train / heldout split: refused, never evaluated on another split.
+    old = tmp_path / "old.pt"
+    old_split = {"family": "DarkRoom", "family_kwargs": {}, "seed": 0, "train": [], "heldout": []}
+    save_checkpoint(old, {**_state(_model()), "schema_version": 1, "split": old_split})
+    _one_line(lambda: load_checkpoint(old), "schema version 1", "validation / test", "retrain")
 
 
 def test_objects_that_weights_only_refuses_are_reported(tmp_path):

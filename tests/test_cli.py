@@ -26,10 +26,15 @@ TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 1}
 
 
 def _config(tmp: Path) -> dict:
-    """DarkRoom, 2 train + 1 held-out task, a tiny PPO budget, a tiny model and training."""
+    """DarkRoom, 2 train + 1 validation + 1 test task, a tiny PPO budget, model and training."""
     return {
         "name": "cli",
-        "env": {"family": "DarkRoom", "num_train_tasks": 2, "num_heldout_tasks": 1},
+        "env": {
+            "family": "DarkRoom",
+            "num_train_tasks": 2,
+            "num_validation_tasks": 1,
+            "num_test_tasks": 1,
+        },
         "collect": {
             "algorithm": "PPO",
             "algorithm_kwargs": TINY_PPO,
@@ -85,11 +90,18 @@ def _user_error(main, argv: list[str], capsys) -> str:
 
 def test_collect_train_eval_write_every_output(pipeline, capsys):
     data, run = pipeline["data"], pipeline["run"]
-    names = ["heldout-task0000-seed0.h5", "train-task0000-seed0.h5", "train-task0001-seed0.h5"]
+    names = [  # collect.splits by default: all three
+        "test-task0000-seed0.h5",
+        "train-task0000-seed0.h5",
+        "train-task0001-seed0.h5",
+        "validation-task0000-seed0.h5",
+    ]
     assert sorted(p.name for p in data.glob("*.h5")) == names
     manifest = load_manifest(data)
-    assert [r["file"] for r in manifest["runs"]] == names[1:] + names[:1]
-    for folder in (data, run, run / "eval"):  # every stage records its config and versions
+    assert manifest["schema_version"] == 2
+    assert [r["file"] for r in manifest["runs"]] == [names[i] for i in (1, 2, 3, 0)]
+    assert [len(manifest["split"][s]) for s in ("train", "validation", "test")] == [2, 1, 1]
+    for folder in (data, run, run / "eval-test"):  # every stage records its config and versions
         assert yaml.safe_load((folder / "config.yaml").read_text())["name"] == "cli"
         assert "torch" in (folder / "versions.json").read_text()
     assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == [
@@ -97,16 +109,16 @@ def test_collect_train_eval_write_every_output(pipeline, capsys):
         "step-000020.pt",
     ]
     assert (run / "metrics.csv").is_file()
-    returns = np.load(run / "eval" / "returns.npz")["returns"]
-    assert returns.shape == (1, 1, 3)  # held-out tasks x seeds x episodes
-    assert (run / "eval" / "summary.json").is_file()
-    assert (run / "eval" / "return_curves.png").read_bytes().startswith(b"\x89PNG")
+    returns = np.load(run / "eval-test" / "returns.npz")["returns"]
+    assert returns.shape == (1, 1, 3)  # test tasks x seeds x episodes
+    assert (run / "eval-test" / "summary.json").is_file()
+    assert (run / "eval-test" / "return_curves.png").read_bytes().startswith(b"\x89PNG")
     # A second collect finds every run done and only reports it.
     capsys.readouterr()
     assert collect_main(["--config", str(pipeline["config"]), "--no-progress"]) == 0
-    assert capsys.readouterr().out.startswith("collect: 0 runs done, 3 skipped, 0 failed")
+    assert capsys.readouterr().out.startswith("collect: 0 runs done, 4 skipped, 0 failed")
     assert collect_main(["--inspect", str(data)]) == 0
-    assert "3 valid histories" in capsys.readouterr().out
+    assert "4 valid histories" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -149,13 +161,28 @@ def test_missing_inputs(tmp_path, capsys):
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
 
 
-def test_train_refuses_heldout_tasks_of_the_configured_split(pipeline, tmp_path, capsys):
-    # Three held-out tasks: the dataset's two training tasks are now held out too.
-    argv = ["--config", str(pipeline["config"]), "--set", "env.num_heldout_tasks=3"]
+@pytest.mark.parametrize(
+    "override, where",
+    [
+        ("env.num_test_tasks=3", "test"),  # test: order[:3] takes the first training task
+        ("env.num_validation_tasks=3", "validation"),  # validation: order[1:4] takes both
+    ],
+)
+def test_train_refuses_test_or_validation_tasks_of_the_configured_split(
+    pipeline, tmp_path, capsys, override, where
+):
+    argv = ["--config", str(pipeline["config"]), "--set", override]
     argv += ["--set", f"train.run_dir={tmp_path / 'run'}"]
     message = _user_error(train_main, argv, capsys)
-    assert "held out in the configured split" in message
+    assert f"is a {where} task of the configured split" in message
     assert not (tmp_path / "run").exists()
+
+
+def test_the_old_split_key_and_name_are_refused_with_one_line(pipeline, tmp_path, capsys):
+    argv = ["--config", str(pipeline["config"]), "--set", "env.num_heldout_tasks=1"]
+    assert "env.num_test_tasks" in _user_error(train_main, argv, capsys)
+    argv = ["--run", str(pipeline["run"]), "--set", "eval.tasks=heldout"]
+    assert "eval.tasks=test" in _user_error(eval_main, argv, capsys)
 
 
 def test_eval_refuses_zero_episodes(pipeline, tmp_path, capsys):
@@ -204,14 +231,15 @@ def test_collect_merge_lists_the_runs_of_every_shard(tmp_path, capsys):
     config = tmp_path / "bandit.yaml"
     collect_section = {"algorithm": "UCB", "n_envs": 2, "total_steps": 100}
     collect_section["output_dir"] = str(tmp_path / "data")
-    env = {"family": "Bandit", "num_train_tasks": 3, "num_heldout_tasks": 1}
+    env = {"family": "Bandit", "num_train_tasks": 3, "num_validation_tasks": 1}
+    env["num_test_tasks"] = 1
     config.write_text(yaml.safe_dump({"name": "merge", "env": env, "collect": collect_section}))
     for shard in ("0/2", "1/2"):  # two machines writing into one shared folder
         argv = ["--config", str(config), "--shard", shard, "--workers", "1", "--no-progress"]
         assert collect_main(argv) == 0
     data = tmp_path / "data"
     names = sorted(p.name for p in data.glob("*.h5"))
-    assert len(names) == 4
+    assert len(names) == 5  # 3 train, 1 validation, 1 test
     (data / "manifest.json").unlink()
     truncated = data / names[1]
     truncated.write_bytes(truncated.read_bytes()[:1000])
@@ -224,7 +252,7 @@ def test_collect_merge_lists_the_runs_of_every_shard(tmp_path, capsys):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
-        f"merged 3 runs into {data / 'manifest.json'}; left out 1 invalid files: {names[1]}\n"
+        f"merged 4 runs into {data / 'manifest.json'}; left out 1 invalid files: {names[1]}\n"
     )
     manifest = load_manifest(data)
     assert sorted(r["file"] for r in manifest["runs"]) == names[:1] + names[2:]

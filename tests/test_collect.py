@@ -54,13 +54,14 @@ TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 2}
 
 
 def _cfg(out: Path, family="DarkRoom", algorithm="PPO", kwargs=None, **collect_fields):
+    collect_fields.setdefault("splits", ["train", "test"])  # 3 runs; test_cli collects all three
     collect_section = {
         "algorithm": algorithm,
         "algorithm_kwargs": kwargs or {},
         "output_dir": str(out),
         **collect_fields,
     }
-    env = {"family": family, "num_train_tasks": 2, "num_heldout_tasks": 1}
+    env = {"family": family, "num_train_tasks": 2, "num_validation_tasks": 1, "num_test_tasks": 1}
     return config_from_dict({"name": "test", "env": env, "collect": collect_section})
 
 
@@ -69,7 +70,12 @@ def _bandit_cfg(out: Path, total_steps=400, **fields):
     return config_from_dict(
         {
             "name": "bandit",
-            "env": {"family": "Bandit", "num_train_tasks": 3, "num_heldout_tasks": 1},
+            "env": {
+                "family": "Bandit",
+                "num_train_tasks": 3,
+                "num_validation_tasks": 1,
+                "num_test_tasks": 1,
+            },
             "collect": {
                 "algorithm": "UCB",
                 "n_envs": 4,
@@ -108,7 +114,7 @@ def test_ppo_darkroom_records_every_step_exactly(tmp_path):
     assert summary["env_steps"] == 3 * 2000 and summary["bytes_written"] > 0
     files = sorted(p.name for p in (tmp_path / "ds").glob("*.h5"))
     assert files == [
-        "heldout-task0000-seed0.h5",
+        "test-task0000-seed0.h5",
         "train-task0000-seed0.h5",
         "train-task0001-seed0.h5",
     ]
@@ -131,7 +137,7 @@ def test_ppo_darkroom_records_every_step_exactly(tmp_path):
     assert not history.terminations.any()
     assert (history.observations[:, ::20] == 4).all()
     assert set(np.unique(history.rewards)) <= {0.0, 1.0}
-    assert read_metadata(tmp_path / "ds" / "heldout-task0000-seed0.h5")["split"] == "heldout"
+    assert read_metadata(tmp_path / "ds" / "test-task0000-seed0.h5")["split"] == "test"
 
     manifest = load_manifest(tmp_path / "ds")
     assert [r["file"] for r in manifest["runs"]] == files[1:] + files[:1]  # train first
@@ -210,14 +216,13 @@ def test_collect_makes_no_sb3_log_folders(tmp_path, monkeypatch):
     assert [p.name[:4] for p in temp.iterdir()] == ["SB3-"]  # plain SB3 makes one per run
     for folder in temp.iterdir():
         folder.rmdir()
-    cfg = _cfg(tmp_path / "ds", kwargs=TINY_PPO, total_steps=256, splits=["heldout"])
+    cfg = _cfg(tmp_path / "ds", kwargs=TINY_PPO, total_steps=256, splits=["test"])
     assert collect(cfg, workers=1, progress=False)["runs_done"] == 1
     assert not list(temp.iterdir())
 
 
 def cfg_split(cfg):
-    family = envs.make_family(cfg.env.family, **cfg.env.family_kwargs)
-    return family.split(cfg.env.split_seed, cfg.env.num_train_tasks, cfg.env.num_heldout_tasks)
+    return cfg.env.task_split()
 
 
 @pytest.mark.parametrize(
@@ -243,11 +248,11 @@ def test_ppo_minigrid_images_use_the_small_cnn(tmp_path):
         family="MiniGridEmpty",
         kwargs=TINY_PPO,
         total_steps=400,
-        splits=["heldout"],
+        splits=["test"],
         n_envs=2,
     )
     collect(cfg, workers=1, progress=False)
-    history = read_history(tmp_path / "heldout-task0000-seed0.h5")
+    history = read_history(tmp_path / "test-task0000-seed0.h5")
     assert history.observations.shape == (2, 200, 7, 7, 3)  # channels last, as the env gives
     assert history.observations.dtype == np.uint8
     replay(history)
@@ -344,7 +349,7 @@ def _wait_until_group_is_dead(pgid: int, timeout: float = 10.0) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_then_rerun_resumes_without_loss_or_duplicates(tmp_path, workers):
     out = tmp_path / "ds"
-    cfg = _bandit_cfg(out, total_steps=4 * 6000, seeds=[0, 1], splits=["train", "heldout"])
+    cfg = _bandit_cfg(out, total_steps=4 * 6000, seeds=[0, 1], splits=["train", "test"])
     expected = {job["file"] for job in plan_runs(cfg, cfg_split(cfg))}
     assert len(expected) == 8
     (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(cfg)))
@@ -450,9 +455,9 @@ def test_manifest_writes_wait_for_the_lock(tmp_path):
 
 
 def test_shards_together_equal_the_unsharded_collection(tmp_path):
-    whole = _bandit_cfg(tmp_path / "whole", seeds=[0, 1], splits=["train", "heldout"])
+    whole = _bandit_cfg(tmp_path / "whole", seeds=[0, 1], splits=["train", "test"])
     collect(whole, workers=1, progress=False)
-    sharded = _bandit_cfg(tmp_path / "sharded", seeds=[0, 1], splits=["train", "heldout"])
+    sharded = _bandit_cfg(tmp_path / "sharded", seeds=[0, 1], splits=["train", "test"])
     first = collect(sharded, shard=(0, 2), workers=1, progress=False)
     second = collect(sharded, shard=(1, 2), workers=1, progress=False)
     assert first["runs_planned"] + second["runs_planned"] == 8
@@ -547,11 +552,12 @@ class BoxActionFamily(TaskFamily):
 
     name = "BoxAction"
     env_id = "BoxAction-v0"
-    default_num_heldout = 1
+    default_num_test = 1
+    default_num_validation = 1
     episode_length = 1
 
     def all_tasks(self):
-        return [{"i": i} for i in range(3)]
+        return [{"i": i} for i in range(4)]
 
     def validate_task(self, task):
         return task
@@ -617,16 +623,16 @@ def test_failed_runs_are_reported_after_the_others_finish(tmp_path):
 
 
 def test_inspect_tabulates_plots_and_refuses_corrupt_files(tmp_path):
-    collect(_bandit_cfg(tmp_path, splits=["train", "heldout"]), workers=1, progress=False)
+    collect(_bandit_cfg(tmp_path, splits=["train", "test"]), workers=1, progress=False)
     table = inspect(tmp_path)
     plot_dataset_curves(tmp_path)
     lines = table.splitlines()
     assert "4 valid histories" in lines[0] and "UCB" in lines[0]
-    assert sum(line.startswith(("train ", "heldout ")) for line in lines) == 4
+    assert sum(line.startswith(("train ", "test ")) for line in lines) == 4
     assert any(line.startswith("train: 3 runs") for line in lines)
     assert (tmp_path / "source_curves.png").read_bytes().startswith(b"\x89PNG")
     curves = source_curves(tmp_path, load_manifest(tmp_path)["runs"])
-    assert list(curves) == ["train task 0", "train task 1", "train task 2", "heldout task 0"]
+    assert list(curves) == ["train task 0", "train task 1", "train task 2", "test task 0"]
     history = read_history(tmp_path / "train-task0001-seed0.h5")
     for got, want in zip(curves["train task 1"], history.episode_returns(), strict=True):
         np.testing.assert_allclose(got, want)
@@ -714,7 +720,7 @@ def test_darkroom_histories_show_learning(tmp_path):
     """With the documented default (configs/darkroom_quick.yaml), the data hold learning: the
     last-episode returns are clearly above the first-episode returns on most tasks."""
     overrides = [f"collect.output_dir={tmp_path}", "env.num_train_tasks=4"]
-    overrides.append("env.num_heldout_tasks=1")  # fewer tasks than the default, for time
+    overrides.append("env.num_test_tasks=1")  # fewer tasks than the default, for time
     cfg = load_config(ROOT / "configs" / "darkroom_quick.yaml", overrides)
     default = load_config(ROOT / "configs" / "darkroom_quick.yaml")
     # Only where the files go differs from the documented collect settings.

@@ -96,15 +96,18 @@ def make_dataset(
     dataset_dir: Path,
     split_seed: int = 0,
     train_tasks: tuple[int, ...] = (0, 1, 2),
-    heldout_tasks: tuple[int, ...] = (0,),
+    test_tasks: tuple[int, ...] = (0,),
+    validation_tasks: tuple[int, ...] = (),
     **kwargs,
 ) -> Path:
-    """A dataset folder with the given train / held-out runs and its manifest."""
+    """A dataset folder with the given train / validation / test runs and its manifest."""
     dataset_dir.mkdir(parents=True, exist_ok=True)
     for index in train_tasks:
         write_run(dataset_dir, split_seed, "train", index, **kwargs)
-    for index in heldout_tasks:
-        write_run(dataset_dir, split_seed, "heldout", index, **kwargs)
+    for index in validation_tasks:
+        write_run(dataset_dir, split_seed, "validation", index, **kwargs)
+    for index in test_tasks:
+        write_run(dataset_dir, split_seed, "test", index, **kwargs)
     merge_manifest(dataset_dir)
     return dataset_dir
 
@@ -177,7 +180,7 @@ def reference_windows(
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data") / "histories")
+    return make_dataset(tmp_path_factory.mktemp("data") / "histories", validation_tasks=(0,))
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -266,15 +269,15 @@ def test_ed_uses_only_the_last_episodes(dataset_dir):
         assert stream.num_kept_steps == ends[-1] - ends[-4]
 
 
-def test_heldout_runs_never_appear(dataset_dir):
+def test_test_and_validation_runs_never_appear(dataset_dir):
     ds = open_windows(tiny_config(dataset_dir))
     manifest = json.loads((dataset_dir / "manifest.json").read_text())
-    assert any(run["split"] == "heldout" for run in manifest["runs"])
+    assert {run["split"] for run in manifest["runs"]} == {"train", "validation", "test"}
     assert {ds.files[s.history].name for s in ds.streams} == {
         run["file"] for run in manifest["runs"] if run["split"] == "train"
     }
-    heldout = {json.dumps(t) for t in ds.split.heldout}
-    assert all(json.dumps(run["task"]) not in heldout for run in ds.runs)
+    evaluation = {json.dumps(t) for t in ds.split.test + ds.split.validation}
+    assert all(json.dumps(run["task"]) not in evaluation for run in ds.runs)
 
 
 @pytest.mark.parametrize(
@@ -332,34 +335,35 @@ def test_missing_dataset_folder(tmp_path):
 
 
 def test_manifest_schema_mismatch(tmp_path):
-    data = make_dataset(tmp_path / "d", train_tasks=(0,), heldout_tasks=())
+    data = make_dataset(tmp_path / "d", train_tasks=(0,), test_tasks=())
     manifest = json.loads((data / "manifest.json").read_text())
     (data / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 99}))
     _one_line_error(tiny_config(data), "schema version", "99")
 
 
 def test_history_schema_mismatch(tmp_path, monkeypatch):
-    data = make_dataset(tmp_path / "d", train_tasks=(0,), heldout_tasks=())
-    monkeypatch.setattr(histories, "SCHEMA_VERSION", 2)  # a file from a future version
+    data = make_dataset(tmp_path / "d", train_tasks=(0,), test_tasks=())
+    monkeypatch.setattr(histories, "SCHEMA_VERSION", 3)  # a file from a future version
     write_run(data, 0, "train", 0)
     monkeypatch.undo()
     _one_line_error(tiny_config(data), "schema version", "re-collect")
 
 
-def test_refuses_heldout_task_in_training_runs(tmp_path):
-    # Collected with split seed 1: its train task list contains tasks held out under seed 0.
+@pytest.mark.parametrize("where", ["test", "validation"])
+def test_refuses_a_test_or_validation_task_in_training_runs(tmp_path, where):
+    # Collected with split seed 1: its train task list holds test and validation tasks of seed 0.
     family = make_family("DarkRoom")
     seed0, seed1 = family.split(0), family.split(1)
-    leaking = next(i for i, t in enumerate(seed1.train) if seed0.split_of(t) == "heldout")
-    data = make_dataset(tmp_path / "d", split_seed=1, train_tasks=(leaking,), heldout_tasks=())
-    _one_line_error(tiny_config(data), "held out", "same env section")
+    leaking = next(i for i, t in enumerate(seed1.train) if seed0.split_of(t) == where)
+    data = make_dataset(tmp_path / "d", split_seed=1, train_tasks=(leaking,), test_tasks=())
+    _one_line_error(tiny_config(data), f"is a {where} task", "same env section")
 
 
 def test_refuses_dataset_of_another_split(tmp_path):
     family = make_family("DarkRoom")
     seed0, seed1 = family.split(0), family.split(1)
     safe = next(i for i, t in enumerate(seed1.train) if seed0.split_of(t) == "train")
-    data = make_dataset(tmp_path / "d", split_seed=1, train_tasks=(safe,), heldout_tasks=())
+    data = make_dataset(tmp_path / "d", split_seed=1, train_tasks=(safe,), test_tasks=())
     _one_line_error(tiny_config(data), "another task split", "seed", "same env section")
 
 
@@ -403,7 +407,7 @@ def test_windows_shorter_than_the_band_are_refused(dataset_dir):
 @pytest.mark.parametrize("mode", ["ad", "ed"])
 def test_streamed_refuses_an_episode_table_that_disagrees_with_the_steps(tmp_path, mode):
     # No checksum covers the episode table; streamed training plans the kept episodes from it.
-    data = make_dataset(tmp_path / "d", train_tasks=(0, 1), heldout_tasks=())
+    data = make_dataset(tmp_path / "d", train_tasks=(0, 1), test_tasks=())
     path = data / "train-task0001-seed0.h5"
     episodes = histories.read_episodes(path)
     ends = episodes["episode_ends"].copy()

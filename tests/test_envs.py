@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from ad.config import config_from_dict
 from ad.data.histories import read_history
 from ad.data.manifest import load_manifest
 from ad.errors import user_errors
-from envs import DarkRoom, TaskSplit, make_family, task_key
+from envs import DarkRoom, make_family
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(sys.executable).parent  # the venv's bin/, where pip put the console scripts
@@ -50,7 +49,7 @@ def test_every_family_has_a_registered_env_id():
     for name in FAMILIES:
         family = make_family(name)
         assert family.env_id in ENV_IDS
-        task = family.split(0).heldout[0]
+        task = family.split(0).test[0]
         assert type(gym.make(family.env_id).unwrapped) is type(family.make_env(task))
 
 
@@ -72,7 +71,7 @@ def test_check_env_via_gym_make(env_id):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_check_env_via_family(name):
     family = make_family(name)
-    for task in family.split(0).heldout[:2]:
+    for task in family.split(0).test[:2]:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             check_env(family.make_env(task), skip_render_check=True)  # no spec: no render modes
@@ -150,7 +149,7 @@ def _expert_actions(name: str, task: dict, observation) -> list[int]:
 @pytest.mark.parametrize("name", FAMILIES)
 def test_task_unchanged_across_resets(name):
     family = make_family(name)
-    task = family.split(0).heldout[0]
+    task = family.split(0).test[0]
     if name == "Bandit":  # deterministic arms, so the behaviour shows the task
         task = {"means": [0.0] * 9 + [1.0]}
     env = family.make_env(task)
@@ -282,74 +281,6 @@ def test_minigrid_goal_invisible_unless_asked():
             if terminated or truncated:
                 seen.append((env.reset()[0][..., 0] == goal_idx).any())
         assert any(seen) == visible  # the goal is in view right at the start
-
-
-# --------------------------------------------------------------------------- splits
-
-SPLIT_SIZES = {  # (train, held-out) of the default split
-    "DarkRoom": (65, 16),
-    "DarkRoomHard": (273, 16),
-    "DarkKeyToDoor": (2000, 100),
-    "MiniGridEmpty": (20, 4),
-    "Bandit": (100, 100),
-    "PointRobot": (100, 16),
-}
-
-
-@pytest.mark.parametrize("name", FAMILIES)
-def test_split_disjoint_covering_and_seeded(name):
-    family = make_family(name)
-    split = family.split(0)
-    train, heldout = [task_key(t) for t in split.train], [task_key(t) for t in split.heldout]
-    assert (len(train), len(heldout)) == SPLIT_SIZES[name]
-    assert len(set(train)) == len(train) and len(set(heldout)) == len(heldout)
-    assert not set(train) & set(heldout)
-    assert all(family.validate_task(t) == t for t in split.train + split.heldout)
-    if family.all_tasks() is not None:  # enumerable: the split covers what it claims
-        everything = {task_key(t) for t in family.all_tasks()}
-        assert set(train + heldout) <= everything
-        full = family.split(0, num_train=len(everything) - len(heldout))
-        assert sorted(task_key(t) for t in full.train + full.heldout) == sorted(everything)
-        assert full.heldout == split.heldout  # the held-out set does not depend on num_train
-    assert split == family.split(0)
-    assert split.heldout != family.split(1).heldout
-    again = TaskSplit.from_json(json.loads(json.dumps(split.to_json())))
-    assert again == split and again.split_of(split.heldout[0]) == "heldout"
-    assert again.split_of(split.train[-1]) == "train"
-
-
-def test_split_identical_across_processes():
-    script = (
-        "import json, envs\n"
-        "out = {}\n"
-        "for name in envs.family_names():\n"
-        "    s = envs.make_family(name).split(3)\n"
-        "    out[name] = [[envs.task_key(t) for t in s.train], [envs.task_key(t) for t in s.heldout]]\n"
-        "print(json.dumps(out))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
-    )
-    other = json.loads(result.stdout)
-    assert set(FAMILIES) <= set(other)
-    for name in FAMILIES:
-        split = make_family(name).split(3)
-        assert other[name] == [
-            [task_key(t) for t in split.train],
-            [task_key(t) for t in split.heldout],
-        ]
-
-
-def test_bandit_adversarial_split():
-    family = make_family("Bandit")
-    split = family.split(0, num_train=400, num_heldout=400)
-    best_train = np.array([np.argmax(t["means"]) for t in split.train])
-    best_heldout = np.array([np.argmax(t["means"]) for t in split.heldout])
-    assert np.mean(best_train % 2 == 1) >= 0.9 and np.mean(best_train % 2 == 1) < 1.0
-    assert np.mean(best_heldout % 2 == 0) >= 0.9 and np.mean(best_heldout % 2 == 0) < 1.0
-    assert len(set(best_train)) == 10  # every arm is sometimes the best
-    means = np.array([t["means"] for t in split.train])  # (400, 10)
-    assert means.min() >= 0 and means.max() <= 1 and abs(means.mean() - 0.5) < 0.03
 
 
 # --------------------------------------------------------------------------- reference returns
@@ -543,7 +474,7 @@ SIZE_KWARGS = {  # the family's size argument and its smallest valid value
 @pytest.mark.parametrize("name", sorted(CELL_FIELDS))
 def test_malformed_cell_is_a_one_line_error(name, cell):
     family = make_family(name)
-    good = family.split(0).heldout[0]
+    good = family.split(0).test[0]
     for field in CELL_FIELDS[name]:
         task = {**good, field: cell}
         for method in (family.validate_task, family.make_env, family.random_return):
@@ -566,7 +497,7 @@ def test_malformed_bandit_means_is_a_one_line_error(means):
 def test_malformed_task_mapping_is_a_one_line_error(name, task):
     family = make_family(name)
     if task == "extra key":  # a valid task plus a key the family does not know
-        task = {**family.split(0).heldout[0], "bogus": 1}
+        task = {**family.split(0).test[0], "bogus": 1}
     _one_line_user_error(lambda: family.validate_task(task), f"{name} task must be")
 
 
@@ -597,13 +528,6 @@ def test_numpy_integers_are_valid_task_values():
     assert env.step(UP)[1] == 1.0  # the centre (4, 4) is one step below the goal
 
 
-def test_bad_split_sizes():
-    family = make_family("DarkRoom")
-    _one_line_user_error(lambda: family.split(0, num_heldout=0), "num_heldout_tasks")
-    _one_line_user_error(lambda: family.split(0, num_heldout=81), "num_heldout_tasks")
-    _one_line_user_error(lambda: family.split(0, num_train=70), "num_train_tasks")
-
-
 # --------------------------------------------------------------------------- user families
 
 
@@ -612,7 +536,7 @@ class SmallDarkRoom(DarkRoom):
 
     name = "SmallDarkRoom"
     default_size = 5
-    default_num_heldout = 5
+    default_num_test = 5
 
 
 USER_MODULE = '''
@@ -645,7 +569,8 @@ class LineEnv(gym.Env):
 class Line(TaskFamily):
     """Sets neither name nor env_id: the defaults (class name, None) must do."""
 
-    default_num_heldout = 1
+    default_num_test = 1
+    default_num_validation = 1
 
     def __init__(self, length=4):
         super().__init__(length=length)
@@ -681,7 +606,7 @@ def make_line(length=4):
 def test_family_from_the_test_module_by_name():
     family = make_family(f"{__name__}:SmallDarkRoom")
     split = family.split(0)
-    assert (len(split.train), len(split.heldout)) == (20, 5)
+    assert (len(split.train), len(split.validation), len(split.test)) == (12, 8, 5)
     assert split.family == f"{__name__}:SmallDarkRoom"
     assert make_family(split.family, **split.family_kwargs).split(0) == split
 
@@ -698,15 +623,15 @@ def test_user_family_in_own_module_from_config(tmp_path, monkeypatch):
     family = make_family(cfg.env.family, **cfg.env.family_kwargs)
     assert (family.name, family.env_id) == ("Line", None)  # the defaults of an unset name, id
     split = family.split(cfg.env.split_seed)
-    assert (len(split.train), len(split.heldout)) == (3, 1)
+    assert (len(split.train), len(split.validation), len(split.test)) == (2, 1, 1)
     # What collection and evaluation do with a stored split: rebuild the family from it.
     assert make_family(split.family, **split.family_kwargs).split(0) == split
-    env = family.make_env(split.heldout[0])
+    env = family.make_env(split.test[0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_env(env, skip_render_check=True)
     env.reset(seed=0)
-    ret, records = _play(env, [1] * split.heldout[0]["goal"])
+    ret, records = _play(env, [1] * split.test[0]["goal"])
     assert ret == 1.0 and records[-1][2]
     _one_line_user_error(lambda: family.make_env({"goal": 9}), "Line task")
 
@@ -721,7 +646,7 @@ def test_user_family_in_the_working_directory_through_the_installed_script(tmp_p
             "family": "my_cwd_families:make_line",
             "family_kwargs": {"length": 4},
             "num_train_tasks": 1,
-            "num_heldout_tasks": 1,
+            "num_test_tasks": 1,
         },
         "collect": {
             "algorithm": "PPO",
@@ -745,7 +670,7 @@ def test_user_family_in_the_working_directory_through_the_installed_script(tmp_p
     assert result.returncode == 0, result.stderr
     manifest = load_manifest(tmp_path / "data")
     assert manifest["family"] == "my_cwd_families:make_line" and manifest["env_id"] is None
-    assert sorted(r["split"] for r in manifest["runs"]) == ["heldout", "train"]
+    assert sorted(r["split"] for r in manifest["runs"]) == ["test", "train", "validation"]
     for run in manifest["runs"]:
         history = read_history(tmp_path / "data" / run["file"])
         assert history.num_steps == 256 and history.metadata["env_id"] is None
@@ -775,15 +700,6 @@ def test_a_family_that_drops_its_kwargs_is_refused():
     # Defaults the family fills in itself are fine; what the config gave is stored as given.
     family = make_family("DarkRoom", size=5)
     assert family.split(0).family_kwargs == {"size": 5, "episode_length": 20}
-
-
-def test_a_split_that_would_rebuild_another_family_is_refused():
-    split = make_family("DarkRoom", size=5).split(0)
-    stale = TaskSplit.from_json({**split.to_json(), "family_kwargs": {"size": 5}})
-    with pytest.raises(envs.TaskError) as info:
-        stale.make_family()  # rebuilds with episode_length=20 recorded: not what was stored
-    assert "now builds with" in str(info.value) and "\n" not in str(info.value)
-    assert split.make_family().kwargs == split.family_kwargs
 
 
 def test_default_random_return_is_a_seeded_estimate():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import gymnasium as gym
 import matplotlib.image
@@ -20,9 +21,10 @@ import torch
 import envs
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict
 from ad.data.histories import write_history
-from ad.data.manifest import file_sha256
+from ad.data.manifest import MANIFEST_SCHEMA_VERSION, file_sha256
 from ad.data.spaces import space_to_json
 from ad.errors import UserError
+from ad.evaluation import plots
 from ad.evaluation.evaluate import data_efficiency_ratio, evaluate
 from ad.evaluation.metrics import (
     bootstrap_ci,
@@ -197,7 +199,7 @@ def write_dataset(dataset_dir: Path, family, split, runs: list[tuple[str, int]])
             }
         )
     manifest = {
-        "schema_version": 1,
+        "schema_version": MANIFEST_SCHEMA_VERSION,
         "name": "evaltest",
         "family": split.family,
         "family_kwargs": split.family_kwargs,
@@ -209,7 +211,8 @@ def write_dataset(dataset_dir: Path, family, split, runs: list[tuple[str, int]])
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """An AD run, an ED run (another seed) and a dataset with held-out and train histories."""
+    """An AD run, an ED run (another seed) and a dataset with test, validation and train
+    histories."""
     root = tmp_path_factory.mktemp("eval")
     family = envs.make_family("DarkRoom")
     split = family.split(0)
@@ -226,12 +229,12 @@ def project(tmp_path_factory):
         }
     )
     save_run(root / "run-ed", ed_cfg, random_model(ed_cfg, family, seed=1), split)
-    # held-out tasks 0-2 are evaluated (max_tasks=3); held-out 5 and train 0 must be ignored
+    # test tasks 0-2 are evaluated (max_tasks=3); test 5, validation 0, train 0 must be ignored
     write_dataset(
         root / "data",
         family,
         split,
-        [("heldout", 0), ("heldout", 1), ("heldout", 2), ("heldout", 5), ("train", 0)],
+        [("test", 0), ("test", 1), ("test", 2), ("test", 5), ("validation", 0), ("train", 0)],
     )
     return {"root": root, "family": family, "split": split, "cfg": cfg}
 
@@ -245,9 +248,9 @@ def test_evaluate_writes_returns_summary_figure_and_compares(project, capsys):
     summary = evaluate(root / "run", out_dir=out, compare=[root / "run-ed"], progress=False)
     data = np.load(out / "returns.npz", allow_pickle=False)
     assert data["returns"].shape == (3, 2, 3)
-    assert json.loads(str(data["tasks"])) == list(split.heldout[:3])
-    assert str(data["split"]) == "heldout"
-    optimal = [DarkRoom().optimal_return(t) for t in split.heldout[:3]]
+    assert json.loads(str(data["tasks"])) == list(split.test[:3])
+    assert str(data["split"]) == "test"
+    optimal = [DarkRoom().optimal_return(t) for t in split.test[:3]]
     np.testing.assert_allclose(data["optimal"], optimal)
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == summary
@@ -263,7 +266,7 @@ def test_evaluate_writes_returns_summary_figure_and_compares(project, capsys):
         "run",
     ):
         assert key in summary, key
-    assert summary["split"] == "heldout" and summary["num_tasks"] == 3
+    assert summary["split"] == "test" and summary["num_tasks"] == 3
     per = summary["per_episode"]
     assert len(per["mean"]) == 3 and len(per["iqm"]) == 3
     np.testing.assert_allclose(per["mean"], data["returns"].reshape(6, 3).mean(0))
@@ -271,7 +274,7 @@ def test_evaluate_writes_returns_summary_figure_and_compares(project, capsys):
         lo <= m <= hi for lo, m, hi in zip(per["ci_low"], per["mean"], per["ci_high"], strict=True)
     )
     assert set(summary["normalised_at"]) == {"1"}  # 10, 50 and 100 are past the 3 episodes
-    # the source curve: held-out runs of the 3 evaluated tasks only, 2 streams each
+    # the source curve: test runs of the 3 evaluated tasks only, 2 streams each
     source = summary["source"]
     assert (source["num_runs"], source["num_tasks"], source["num_streams"]) == (3, 3, 6)
     assert source["episode_to_80"] is not None  # the scripted learner gets there
@@ -301,18 +304,33 @@ def test_evaluate_writes_returns_summary_figure_and_compares(project, capsys):
     np.testing.assert_array_equal(first, np.load(root / "again2" / "returns.npz")["returns"])
 
 
-def test_evaluation_touches_only_heldout_tasks_unless_asked(tmp_path):
+def test_evaluation_touches_only_test_tasks_unless_asked(tmp_path, monkeypatch):
     name = f"{__name__}:RecordingDarkRoom"
     family = envs.make_family(name)
-    split = family.split(0, num_heldout=4)
+    split = family.split(0, num_validation=3, num_test=4)
     cfg = make_config(tmp_path, family=name, max_tasks=None, num_episodes=1, num_seeds=1)
     run = save_run(tmp_path / "run", cfg, random_model(cfg, family), split)
+    titles = []
+    monkeypatch.setattr(plots, "plot_return_curves", lambda *args: titles.append(args[2]))
     RecordingDarkRoom.made.clear()
-    summary = evaluate(run, out_dir=tmp_path / "heldout", progress=False)
+    summary = evaluate(run, progress=False)  # the default: test tasks, into <run>/eval-test
     assert RecordingDarkRoom.made and all(
-        split.split_of(t) == "heldout" for t in RecordingDarkRoom.made
+        split.split_of(t) == "test" for t in RecordingDarkRoom.made
     )
-    assert summary["split"] == "heldout" and summary["tasks"] == list(split.heldout)
+    assert summary["split"] == "test" and summary["tasks"] == list(split.test)
+    assert json.loads((run / "eval-test" / "summary.json").read_text())["split"] == "test"
+    assert "on 4 test tasks" in titles[-1]
+
+    # Validation tasks (to choose settings on) are asked for by name and written apart.
+    RecordingDarkRoom.made.clear()
+    summary = evaluate(run, overrides=["eval.tasks=validation"], progress=False)
+    assert {json.dumps(t) for t in RecordingDarkRoom.made} == {
+        json.dumps(t) for t in split.validation
+    }
+    assert summary["split"] == "validation" and summary["tasks"] == list(split.validation)
+    assert str(np.load(run / "eval-validation" / "returns.npz")["split"]) == "validation"
+    assert "on 3 validation tasks" in titles[-1]
+    assert json.loads((run / "eval-test" / "summary.json").read_text())["split"] == "test"
 
     with pytest.raises(UserError, match="allow-train-tasks"):
         evaluate(run, overrides=["eval.tasks=train"], out_dir=tmp_path / "x", progress=False)
@@ -361,7 +379,10 @@ def _bad_source(kind: str, tmp_path: Path) -> tuple[Path, dict]:
         return run, {"overrides": ["env.family=DarkRoomHard"]}
     if kind == "zero":
         return run, {"overrides": ["eval.num_episodes=0"]}
-    if kind == "compare":  # a run of another split trained on some of these held-out tasks
+    if kind == "old_split":  # a split stored as train / heldout (before validation existed)
+        old = SimpleNamespace(to_json=lambda: {**split.to_json(), "heldout": list(split.test)})
+        return save_run(run, cfg, random_model(cfg, family), old), {}
+    if kind == "compare":  # a run of another split trained on some of these test tasks
         other = save_run(tmp_path / "other", cfg, random_model(cfg, family), family.split(1))
         return run, {"compare": [other]}
     raise AssertionError(kind)
@@ -378,7 +399,8 @@ def _bad_source(kind: str, tmp_path: Path) -> tuple[Path, dict]:
         ("spaces", "does not match"),
         ("override", "not an eval"),
         ("zero", "num_episodes"),
-        ("compare", "trained on"),
+        ("old_split", "made before the train / validation / test split"),
+        ("compare", "trained on .* of the test tasks"),
     ],
 )
 def test_bad_input_is_a_one_line_user_error(kind, message, tmp_path):

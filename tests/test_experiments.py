@@ -3,7 +3,7 @@
 Fast tests check that every paper-scale config loads, holds the paper's model and optimiser, and
 states its cost; that each ``configs/<family>_ci.yaml`` is a reduced copy of it. Slow tests run
 each reduced config through the real pipeline (collect -> train -> evaluate, into tmp_path), and
-on the adversarial bandit assert in-context learning on the out-of-distribution held-out tasks.
+on the adversarial bandit assert in-context learning on the out-of-distribution test tasks.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ FAMILIES = {
 }
 
 # Bandit thresholds, from 7 runs of configs/bandit_ci.yaml (training seeds 0-4, split seeds 0-2):
-# the held-out rise (mean return over the last 20 pulls minus the first 10) was 0.107-0.167
+# the test (then held-out) rise (mean return over the last 20 pulls minus the first 10) was 0.107-0.167
 # (mean 0.140, sd 0.024); a model that does not learn in context rises by 0 +- 0.02 (the reward
 # noise of 200 rows), and one that learned "pull odd arms" falls below random on these tasks.
-# UCB-normalised scores were 0.77-0.99 held-out (mean 0.88, sd 0.09), 0.75-0.98 on seen tasks.
+# UCB-normalised scores were 0.77-0.99 on test tasks (mean 0.88, sd 0.09), 0.75-0.98 on seen tasks.
 MIN_BANDIT_RISE = 0.06
 MIN_BANDIT_UCB_SCORE = 0.5
 
@@ -70,8 +70,12 @@ def test_paper_scale_config_has_the_papers_model_and_states_its_cost(name):
     else:
         assert m.context_steps >= 2 * family.episode_length
         assert cfg.collect.algorithm == "PPO"
-    split = family.split(cfg.env.split_seed, cfg.env.num_train_tasks, cfg.env.num_heldout_tasks)
-    assert not {str(task) for task in split.train} & {str(task) for task in split.heldout}
+    split = cfg.env.task_split(family)  # the explicit sizes fit the family's tasks
+    train = {str(task) for task in split.train}
+    assert not train & {str(task) for task in split.test + split.validation}
+    assert (len(split.train), len(split.test)) == (cfg.env.num_train_tasks, cfg.env.num_test_tasks)
+    assert len(split.validation) == cfg.env.num_validation_tasks >= 1
+    assert set(cfg.collect.splits) == {"train", "validation", "test"}
     header = _header(name)
     for words in ("What the paper reports", "CPU-hours", "GPU-hours", "how it was estimated"):
         assert words in header, f"configs/{name}.yaml must state {words!r} in its header"
@@ -84,10 +88,7 @@ def test_ci_config_is_a_reduced_copy_of_the_paper_scale_one(name):
     assert (ci.env.family, ci.collect.algorithm) == (full.env.family, full.collect.algorithm)
     assert ci.env.family_kwargs == full.env.family_kwargs
     assert ci.train.device == "cpu" and ci.eval.num_episodes <= full.eval.num_episodes
-    num_runs = {
-        cfg.name: (cfg.env.num_train_tasks + cfg.env.num_heldout_tasks) * len(cfg.collect.seeds)
-        for cfg in (full, ci)
-    }
+    num_runs = {cfg.name: _num_runs(cfg) for cfg in (full, ci)}
     assert num_runs[ci.name] * ci.collect.total_steps < num_runs[name] * full.collect.total_steps
     assert ci.train.num_steps * ci.train.batch_size < full.train.num_steps * full.train.batch_size
 
@@ -108,12 +109,18 @@ def ucb_score(summary: dict) -> float:
     return float((model - random) / (ucb - random))
 
 
+def _num_runs(cfg: ExperimentConfig) -> int:
+    """Runs a config collects: (task, seed) pairs of the splits in collect.splits."""
+    split = cfg.env.task_split()
+    return sum(len(split.tasks(s)) for s in cfg.collect.splits) * len(cfg.collect.seeds)
+
+
 def _check_outputs(cfg: ExperimentConfig, summary: dict, with_ed: bool) -> Path:
     """The files of every stage exist and hold finite numbers; returns the report folder."""
-    num_runs = (cfg.env.num_train_tasks + cfg.env.num_heldout_tasks) * len(cfg.collect.seeds)
     runs = load_manifest(cfg.dataset_dir)["runs"]
-    assert len(runs) == num_runs and all((cfg.dataset_dir / r["file"]).is_file() for r in runs)
-    assert {r["split"] for r in runs} == {"train", "heldout"}
+    assert len(runs) == _num_runs(cfg)
+    assert all((cfg.dataset_dir / r["file"]).is_file() for r in runs)
+    assert {r["split"] for r in runs} == set(cfg.collect.splits)
 
     checkpoint = cfg.run_dir / "checkpoints" / f"step-{cfg.train.num_steps:06d}.pt"
     assert checkpoint.is_file() and (cfg.run_dir / "config.yaml").is_file()
@@ -129,9 +136,9 @@ def _check_outputs(cfg: ExperimentConfig, summary: dict, with_ed: bool) -> Path:
     for file in ("REPORT.md", "summary.json", "returns.npz", "return_curves.png", "config.yaml"):
         assert (report / file).is_file(), file
     returns = np.load(report / "returns.npz")["returns"]
-    shape = (cfg.env.num_heldout_tasks, cfg.eval.num_seeds, cfg.eval.num_episodes)
+    shape = (cfg.env.num_test_tasks, cfg.eval.num_seeds, cfg.eval.num_episodes)
     assert returns.shape == shape and np.isfinite(returns).all()
-    assert summary["split"] == "heldout" and summary["num_episodes"] == cfg.eval.num_episodes
+    assert summary["split"] == "test" and summary["num_episodes"] == cfg.eval.num_episodes
     assert _finite([summary["first_episode_return"], summary["last10_return"]])
     assert _finite(summary["per_episode"]["mean"])
     assert len(summary["per_episode"]["mean"]) == cfg.eval.num_episodes
@@ -152,7 +159,7 @@ def test_reduced_experiment_runs_end_to_end(name, tmp_path):
 
 @pytest.mark.slow
 def test_bandit_learns_in_context_on_even_arms(tmp_path):
-    """AD distilled from UCB on odd-arm tasks learns in context on held-out even-arm tasks."""
+    """AD distilled from UCB on odd-arm tasks learns in context on test even-arm tasks."""
     from ad.evaluation.evaluate import evaluate
     from ad.learn.windows import open_windows
     from ad.pipeline import run_pipeline
@@ -169,7 +176,7 @@ def test_bandit_learns_in_context_on_even_arms(tmp_path):
     assert sorted(summary["normalised_at"], key=int) == ["1", "10", "50", "100"]
     assert summary["source"]["num_episodes"] == 100
 
-    # The held-out tasks are the adversarial ones: mostly an even best arm.
+    # The test tasks are the adversarial ones: mostly an even best arm.
     best = [int(np.argmax(task["means"])) for task in summary["tasks"]]
     assert np.mean([arm % 2 == 0 for arm in best]) >= 0.8
 
@@ -177,17 +184,17 @@ def test_bandit_learns_in_context_on_even_arms(tmp_path):
     assert set(np.unique(returns)) <= {0.0, 1.0}
     curve = returns.mean(axis=(0, 1))  # (100,)
     rise = curve[-20:].mean() - curve[:10].mean()
-    assert rise > MIN_BANDIT_RISE, f"no in-context rise on held-out tasks: {rise:.3f}"
+    assert rise > MIN_BANDIT_RISE, f"no in-context rise on test tasks: {rise:.3f}"
     # The paper's normalisation: (r - r_random) / (r_UCB - r_random), r over the 100 pulls.
     assert ucb_score(summary) > MIN_BANDIT_UCB_SCORE, f"UCB-normalised {ucb_score(summary):.3f}"
 
     # Seen (odd-arm) training tasks, the paper's other column: labelled "train" everywhere.
     seen = evaluate(
         cfg.run_dir,
-        overrides=["eval.tasks=train", f"eval.max_tasks={cfg.env.num_heldout_tasks}"],
+        overrides=["eval.tasks=train", f"eval.max_tasks={cfg.env.num_test_tasks}"],
         out_dir=tmp_path / "seen",
         allow_train_tasks=True,
         progress=False,
     )
-    assert seen["split"] == "train" and seen["source"]["num_runs"] == cfg.env.num_heldout_tasks
+    assert seen["split"] == "train" and seen["source"]["num_runs"] == cfg.env.num_test_tasks
     assert ucb_score(seen) > MIN_BANDIT_UCB_SCORE, f"UCB-normalised {ucb_score(seen):.3f}"

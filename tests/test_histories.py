@@ -79,7 +79,7 @@ def test_round_trip_write_close_reopen(tmp_path, obs_shape, obs_dtype, compressi
         np.testing.assert_array_equal(loaded, array)
         assert loaded.dtype == array.dtype
     meta = history.metadata
-    assert (meta["schema_version"], meta["n_envs"], meta["num_steps"]) == (1, S, T)
+    assert (meta["schema_version"], meta["n_envs"], meta["num_steps"]) == (2, S, T)
     assert meta["total_steps"] == S * T and meta["task"] == {"goal": [1, 2]}
     assert read_metadata(path) == meta
 
@@ -212,14 +212,16 @@ def test_flipped_data_byte_fails_its_checksum(tmp_path):
         validate_history(path)
 
 
-def test_other_schema_version_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(histories, "SCHEMA_VERSION", 2)
+@pytest.mark.parametrize("version", [1, 3])  # 1: train / heldout splits; 3: a future version
+def test_other_schema_version_is_refused(tmp_path, monkeypatch, version):
+    monkeypatch.setattr(histories, "SCHEMA_VERSION", version)
     path = _written(tmp_path)
     monkeypatch.undo()
     for reader in (read_metadata, read_history):
         with pytest.raises(HistoryVersionError) as excinfo:
             reader(path)
-        assert "schema version 2" in _one_line_error(excinfo)
+        message = _one_line_error(excinfo)
+        assert f"schema version {version}" in message and "re-collect" in message
 
 
 def test_rewritten_schema_version_is_refused(tmp_path):
@@ -286,7 +288,12 @@ def test_load_manifest_errors(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99, "runs": []}))
     with pytest.raises(UserError, match="schema version 99"):
         load_manifest(tmp_path)
+    # Version 1: a dataset of the two-way (train / heldout) split; never read with another split.
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1, "runs": []}))
+    with pytest.raises(UserError, match="train / validation / test split.*re-collect") as excinfo:
+        load_manifest(tmp_path)
+    _one_line_error(excinfo)
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 2, "runs": []}))
     assert load_manifest(tmp_path)["runs"] == []
 
 

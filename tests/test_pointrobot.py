@@ -153,7 +153,7 @@ def _best_on_a_lattice(family, goal: np.ndarray, dense: bool) -> float:
 def test_optimal_return_is_reached_by_greedy_and_beaten_by_no_search(reward_type):
     family = make_family("PointRobot", reward_type=reward_type)
     matches = 0
-    for task in family.split(0).heldout:
+    for task in family.split(0).test:
         goal = np.array(task["goal"])
         optimal = family.optimal_return(task)
         rewards, _ = _episode(family.make_env(task), _greedy(goal))
@@ -252,7 +252,7 @@ def test_random_return_matches_monte_carlo(kwargs):
 def test_random_rollouts_never_beat_the_optimum():
     for reward_type in ("sparse", "dense"):
         family = make_family("PointRobot", reward_type=reward_type, goal_radius=0.5)
-        for task in family.split(1).heldout[:4]:
+        for task in family.split(1).test[:4]:
             returns = _monte_carlo(family, np.array(task["goal"]), 20_000, seed=0)
             assert returns.max() <= family.optimal_return(task) + 1e-9
 

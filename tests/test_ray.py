@@ -179,7 +179,7 @@ def test_split_rows_seed_as_one_batch(project):  # noqa: F811
     import torch
 
     model, _ = load_model(next((project["root"] / "run" / "checkpoints").iterdir()), "cpu")
-    family, tasks = project["family"], list(project["split"].heldout[:3])
+    family, tasks = project["family"], list(project["split"].test[:3])
     kwargs = {"num_episodes": 2, "action_mode": "sample", "seed": 5}
     torch.manual_seed(0)
     whole = rollout(model, family, tasks, 4, **kwargs)
@@ -221,7 +221,7 @@ def test_a_gpu_evaluation_on_a_cluster_without_gpus_is_refused(project, ray_inst
         pytest.skip("this Ray instance has a GPU")
     cfg = config_from_dict({"eval": {"device": "cuda", "backend": "ray"}})
     model, _ = load_model(next((project["root"] / "run" / "checkpoints").iterdir()), "cpu")
-    tasks = list(project["split"].heldout[:2])
+    tasks = list(project["split"].test[:2])
     with pytest.raises(UserError, match="the Ray cluster has no GPU") as excinfo:
         rollout_on_ray(model, project["family"], tasks, cfg.eval)
     assert "\n" not in str(excinfo.value)

@@ -76,7 +76,7 @@ def test_batched_cached_rollout_takes_the_actions_of_an_uncached_unbatched_loop(
     logs: list = []
     family = record_actions(VariableLengthDarkRoom, logs)()
     model = random_model(cfg, envs.make_family("DarkRoom"), seed=6)
-    tasks = list(family.split(0).heldout[:3])
+    tasks = list(family.split(0).test[:3])
     num_seeds, num_episodes = 2, 4
     returns = rollout(
         model, family, tasks, num_seeds, num_episodes, "argmax", seed=11, context_mode=context_mode
@@ -108,7 +108,7 @@ def test_rollout_tokens_are_built_as_the_training_windows(tmp_path):
     family = VariableLengthDarkRoom()
     model = random_model(cfg, envs.make_family("DarkRoom"), seed=3)
     trace: dict = {}
-    rollout(model, family, family.split(0).heldout[:2], 2, 4, "argmax", seed=5, transitions=trace)
+    rollout(model, family, family.split(0).test[:2], 2, 4, "argmax", seed=5, transitions=trace)
     num_rows, num_steps = trace["actions"].shape
     assert num_rows == 4 and num_steps > 2 * cfg.model.context_steps
     assert (trace["dones"].sum(1) >= 4).all()  # every row ended its 4 episodes
@@ -125,7 +125,7 @@ def test_sampling_is_seeded_and_restores_the_model_mode(tmp_path):
     cfg = make_config(tmp_path)
     family = envs.make_family("DarkRoom")
     model = random_model(cfg, family).train()
-    tasks = family.split(0).heldout[:2]
+    tasks = family.split(0).test[:2]
     runs = []
     for seed in (0, 0, 1):
         logs: list = []
@@ -145,4 +145,4 @@ def test_rollout_refuses_zero_episodes(tmp_path):
     family = envs.make_family("DarkRoom")
     model = random_model(make_config(tmp_path), family)
     with pytest.raises(UserError, match="zero episodes"):
-        rollout(model, family, family.split(0).heldout[:1], 1, 0)
+        rollout(model, family, family.split(0).test[:1], 1, 0)

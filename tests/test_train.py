@@ -17,6 +17,7 @@ import torch
 from ad.cli import main
 from ad.config import save_config
 from ad.errors import UserError
+from ad.evaluation import rollout as rollout_module
 from ad.evaluation.rollout import periodic_evaluator
 from ad.learn.checkpoint import list_checkpoints, load_checkpoint, load_model
 from ad.learn.model import ADTransformer
@@ -27,7 +28,7 @@ from tests.test_dataset import make_dataset, tiny_config
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data") / "histories", heldout_tasks=(0, 1))
+    return make_dataset(tmp_path_factory.mktemp("data") / "histories", test_tasks=(0, 1))
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -57,7 +58,7 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
 
 @pytest.mark.slow
 def test_overfits_one_tiny_history(tmp_path):
-    data = make_dataset(tmp_path / "d", train_tasks=(0,), heldout_tasks=(), num_streams=1,
+    data = make_dataset(tmp_path / "d", train_tasks=(0,), test_tasks=(), num_streams=1,
                         num_steps=200, epsilon=0.0, terminate_prob=0.0)  # fmt: skip
     cfg = tiny_config(data, tmp_path / "run", "train.num_steps=120", "train.lr=0.003",
                       "train.warmup_steps=10", "train.log_every=20", "train.checkpoint_every=120",
@@ -65,6 +66,22 @@ def test_overfits_one_tiny_history(tmp_path):
     rows = _metrics(train(cfg, progress=False))
     assert float(rows[0]["train/loss"]) > 0.5  # it did not start out knowing the actions
     assert float(rows[-1]["train/loss"]) < 0.05
+
+
+def test_periodic_evaluation_runs_on_validation_tasks_only(dataset_dir, tmp_path, monkeypatch):
+    """What training looks at (and any choice made from it) never sees the test tasks."""
+    cfg = tiny_config(dataset_dir, tmp_path / "run", "train.eval_tasks=3", "train.eval_episodes=2")
+    split = cfg.env.task_split()
+    seen = []
+
+    def recording_rollout(model, family, tasks, **kwargs):
+        seen.extend(tasks)
+        return np.zeros((len(tasks), 1, kwargs["num_episodes"]))
+
+    monkeypatch.setattr(rollout_module, "rollout", recording_rollout)
+    metrics = periodic_evaluator(cfg)(None, split, torch.device("cpu"))
+    assert seen == list(split.validation[:3])
+    assert set(metrics) == {"validation/return_first", "validation/return_last"}
 
 
 @pytest.mark.parametrize(
@@ -90,7 +107,7 @@ def test_resume_continues_exactly_and_logs_run_folder(dataset_dir, tmp_path, dat
     else:
         assert not (straight / "tb").exists()
     rows = _metrics(straight)
-    assert [r["step"] for r in rows] == ["5", "10"] and rows[0]["eval/return_first"] != ""
+    assert [r["step"] for r in rows] == ["5", "10"] and rows[0]["validation/return_first"] != ""
 
     # "Interrupted" after step 5: the same folder with only the first checkpoint and metrics.
     resumed = tmp_path / "resumed"
@@ -117,7 +134,7 @@ def test_checkpoint_loads_with_weights_only_and_gives_identical_logits(dataset_d
     run = train(tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=3"), progress=False)
     path = list_checkpoints(run)[-1]
     raw = torch.load(path, weights_only=True)
-    assert raw["step"] == 3 and raw["dataset_fingerprint"] and raw["split"]["heldout"]
+    assert raw["step"] == 3 and raw["dataset_fingerprint"] and raw["split"]["test"]
     model, ckpt = load_model(run)
     assert not model.training and ckpt["step"] == 3
     fresh = ADTransformer(model.cfg, **raw["model_args"])

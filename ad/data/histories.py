@@ -23,7 +23,9 @@ import numpy as np
 from ad.data.temp_files import commit_temp_file, stale_temp_files, temp_path_for  # noqa: F401
 from ad.errors import UserError, one_line
 
-SCHEMA_VERSION = 1
+# 2: the split is train / validation / test (metadata ``split`` and ``split_info``); version 1
+# files hold train / heldout runs and are refused, never read with a different split.
+SCHEMA_VERSION = 2
 
 # (S, T, ...) step datasets (observations keep the env's dtype).
 STEP_ARRAYS = ("observations", "actions", "rewards", "terminations", "truncations")

@@ -33,14 +33,14 @@ def _table(dataset_dir: Path, runs: list[dict], header: dict) -> list[str]:
         f"{dataset_dir}: {len(runs)} valid histories, family {header['family']}, algorithm "
         f"{header['algorithm']}, {header['n_envs']} streams x "
         f"{header['total_steps'] // header['n_envs']} steps per run",
-        f"{'split':<8}{'idx':>5}  {'task':<22}{'seed':>5}{'streams':>8}{'steps':>8}"
+        f"{'split':<11}{'idx':>5}  {'task':<22}{'seed':>5}{'streams':>8}{'steps':>8}"
         f"{'episodes':>9}{'first':>8}{'last':>8}{'optimal':>8}",
     ]
     for run in runs:
         task = json.dumps(run["task"], separators=(",", ":"))
         task = task if len(task) <= 22 else task[:19] + "..."
         lines.append(
-            f"{run['split']:<8}{run['task_index']:>5}  {task:<22}{run['seed']:>5}"
+            f"{run['split']:<11}{run['task_index']:>5}  {task:<22}{run['seed']:>5}"
             f"{run['num_streams']:>8}{run['num_steps']:>8}{run['num_episodes']:>9}"
             + "".join(_number(run[k]) for k in ("first_return", "last_return", "optimal_return"))
         )

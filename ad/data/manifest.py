@@ -38,6 +38,7 @@ from ad.data.histories import (
 from ad.errors import UserError, one_line
 from ad.utils import atomic_write_json
 from envs.base import canonical_json
+from envs.split import SPLITS
 
 if TYPE_CHECKING:
     from ad.config import ExperimentConfig
@@ -63,9 +64,10 @@ FINGERPRINT_KEYS = (
     "total_steps",
 )
 SUMMARY_EPISODES = 10  # first/last-return columns: mean over streams of the first/last 10 episodes
-SPLIT_ORDER = {"train": 0, "heldout": 1}
+SPLIT_ORDER = {name: i for i, name in enumerate(SPLITS)}  # train, validation, test
 
-MANIFEST_SCHEMA_VERSION = 1
+# 2: the train / validation / test split (1 held train / heldout runs and split).
+MANIFEST_SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 
 
@@ -80,7 +82,7 @@ def config_fingerprint(cfg: ExperimentConfig, family: TaskFamily, split: TaskSpl
     Args:
         cfg: the experiment config (env and collect sections).
         family: the task family ``cfg.env`` describes.
-        split: its train / held-out split.
+        split: its train / validation / test split.
 
     Returns:
         A plain (JSON-typed) dict; ``total_steps`` is rounded down to a multiple of ``n_envs``.
@@ -132,9 +134,11 @@ def load_manifest(dataset_dir: str | Path) -> dict:
         ) from None
     version = manifest.get("schema_version") if isinstance(manifest, dict) else None
     if version != MANIFEST_SCHEMA_VERSION:
+        why = " (made before the train / validation / test split)" if version == 1 else ""
         raise UserError(
-            f"{path} has manifest schema version {version!r}, expected {MANIFEST_SCHEMA_VERSION}; "
-            "re-run ad-collect with this version of ad to rebuild it"
+            f"{path} has manifest schema version {version!r}{why}, expected "
+            f"{MANIFEST_SCHEMA_VERSION}; re-collect the dataset with this version of ad "
+            "(ad-collect into a new collect.output_dir)"
         )
     return manifest
 

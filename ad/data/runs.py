@@ -19,6 +19,7 @@ from ad.config import ExperimentConfig, config_from_dict
 from ad.data.histories import write_history
 from ad.data.manifest import config_fingerprint, run_file_name
 from ad.errors import UserError
+from envs.split import SPLITS
 
 # Where the recorder of a job reports its steps, called as (job slot, env steps); set by the
 # executor of the jobs in this process (set_step_reporter), else nowhere.
@@ -26,13 +27,14 @@ _report_steps: Callable[[int, int], None] | None = None
 
 
 def plan_runs(cfg: ExperimentConfig, split: Any) -> list[dict]:
-    """Every run of the config, in a fixed order: split (train first), task index, seed."""
+    """Every run of the config, in a fixed order: split (train, validation, test), task index,
+    seed."""
     seeds = cfg.collect.seeds
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise UserError(f"collect.seeds must be integers >= 0, got {seeds}; fix the config")
     seeds = list(dict.fromkeys(seeds))  # a repeated seed would be the same run twice
     runs = []
-    for split_name in ("train", "heldout"):
+    for split_name in SPLITS:
         if split_name not in cfg.collect.splits:
             continue
         for index, task in enumerate(split.tasks(split_name)):

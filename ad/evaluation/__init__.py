@@ -1,4 +1,4 @@
-"""Stage 3, evaluation: the frozen model learns in context on held-out tasks.
+"""Stage 3, evaluation: the frozen model learns in context on test (or validation) tasks.
 
 ``rollout`` (batched in-context rollouts with the KV cache), ``evaluate`` (runs, summaries,
 outputs), ``metrics`` (bootstrap intervals, normalised scores), ``plots`` (the only matplotlib

@@ -1,7 +1,7 @@
-"""In-context evaluation on held-out tasks: load runs, roll them out, score and plot the returns.
+"""In-context evaluation on test tasks: load runs, roll them out, score and plot the returns.
 
-``evaluate`` rolls a checkpoint (and runs to compare) out with :func:`ad.evaluation.rollout.rollout` on the
-held-out tasks of its split, compares with the source algorithm's learning curves on the same
+``evaluate`` rolls a checkpoint (and runs to compare) out with :func:`ad.evaluation.rollout.rollout`
+on the test tasks of its split (``eval.tasks``: validation tasks to choose settings on), compares with the source algorithm's learning curves on the same
 tasks from the collected histories, and writes returns.npz, summary.json and return_curves.png.
 """
 
@@ -28,7 +28,8 @@ from ad.evaluation.references import (
 )
 from ad.evaluation.rollout import rollout
 from ad.utils import atomic_write_bytes, atomic_write_json, package_versions, resolve_device
-from envs.base import Task, TaskSplit, canonical_json, make_family
+from envs.base import Task, TaskError, canonical_json, family_of_split, make_family
+from envs.split import TaskSplit
 
 
 def to_json(value: Any) -> Any:
@@ -93,7 +94,10 @@ def load_run(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if "split" not in ckpt:
         raise UserError(f"checkpoint {checkpoint_path} has no task split; it is damaged, retrain")
     cfg = config_from_dict(ckpt["config"], overrides)
-    split = TaskSplit.from_json(ckpt["split"])
+    try:
+        split = TaskSplit.from_json(ckpt["split"])
+    except TaskError as e:
+        raise UserError(f"checkpoint {checkpoint_path}: {e}") from None
     if not same_family(cfg.env.family, cfg.env.family_kwargs, split):
         raise UserError(
             f"env family {cfg.env.family} {cfg.env.family_kwargs} does not match the "
@@ -107,7 +111,8 @@ def load_run(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
 
 
 def select_tasks(run: LoadedRun, allow_train_tasks: bool) -> tuple[list[Task], str]:
-    """The tasks to evaluate and their split label: "heldout", or "train" only with the flag."""
+    """The tasks to evaluate and their split label: "test", "validation", or "train" only with
+    the flag."""
     label = run.config.eval.tasks
     if label == "train" and not allow_train_tasks:
         raise UserError(
@@ -121,22 +126,29 @@ def select_tasks(run: LoadedRun, allow_train_tasks: bool) -> tuple[list[Task], s
 
 
 def check_comparable(other: LoadedRun, run: LoadedRun, tasks: list[Task], label: str) -> None:
-    """A compared run must be of the same family and must not have trained on held-out tasks."""
+    """A compared run must be of the same family and must not have trained on the evaluated
+    (test or validation) tasks."""
     if not same_family(other.split.family, other.split.family_kwargs, run.split):
         raise UserError(
             f"compared run {other.run_dir} is of family {other.split.family} "
             f"{other.split.family_kwargs}, not {run.split.family} {run.split.family_kwargs}; "
             "compare runs of the same family"
         )
-    seen = [t for t in tasks if label == "heldout" and other.split.split_of(t) == "train"]
+    seen = [t for t in tasks if label != "train" and other.split.split_of(t) == "train"]
     if seen:
         raise UserError(
-            f"compared run {other.run_dir} trained on {len(seen)} of the held-out tasks (e.g. "
+            f"compared run {other.run_dir} trained on {len(seen)} of the {label} tasks (e.g. "
             f"{seen[0]}); compare runs that share the task split"
         )
 
 
 # --------------------------------------------------------------------------- evaluate
+
+
+def default_eval_dir(run_dir: Path, split: str) -> Path:
+    """Where ``ad-eval`` writes by default: ``<run>/eval-<split>``, so that an evaluation on
+    validation tasks (choosing settings) never overwrites or passes for one on test tasks."""
+    return Path(run_dir) / f"eval-{split}"
 
 
 def data_efficiency_ratio(stats: dict, source: dict | None) -> float | None:
@@ -229,7 +241,9 @@ def _plot(out_path: Path, summaries: list[dict]) -> None:
                 "linestyle": linestyle,
             }
         )
-    where = "held-out tasks" if main["split"] == "heldout" else "TRAINING tasks (not held-out)"
+    where = f"{main['split']} tasks"
+    if main["split"] == "train":
+        where = "TRAINING tasks (not held out)"
     title = (
         f"{main['family']}: in-context returns on {main['num_tasks']} {where}\n"
         f"mean over tasks x {main['num_seeds']} seeds, bands: 95% bootstrap CI over tasks"
@@ -284,7 +298,8 @@ def evaluate(
     Args:
         source: a run folder (its latest checkpoint is used) or a checkpoint file.
         overrides: ``eval.key=value`` strings; other sections are refused.
-        out_dir: output folder (default ``<run>/eval``); compared runs: ``compare-<i>-<run>/``.
+        out_dir: output folder (default ``<run>/eval-<split>``, e.g. ``eval-test``); compared
+            runs: ``compare-<i>-<run>/`` inside it.
         compare: other runs (ED, other sizes) evaluated on the same tasks, seeds and episodes.
         allow_train_tasks: permit ``eval.tasks=train``, then labelled "train" in every output.
         progress: show progress bars.
@@ -301,12 +316,12 @@ def evaluate(
         check_comparable(other, run, tasks, label)
         other.config = dataclasses.replace(other.config, eval=ecfg)  # evaluated the same way
         other.model.to(device)
-    family = run.split.make_family()
+    family = family_of_split(run.split)
     warnings: list[str] = []
     streams = source_streams(source_dataset_dir(run), tasks, label, warnings)
     references = task_references(family, tasks, streams, warnings)
     source_stats = source_summary(streams, tasks, references[:2], ecfg.seed)
-    out_dir = Path(out_dir) if out_dir is not None else run.run_dir / "eval"
+    out_dir = Path(out_dir) if out_dir is not None else default_eval_dir(run.run_dir, label)
     summaries: list[dict] = []
     all_returns: list[np.ndarray] = []
     for i, r in enumerate([run, *others]):

@@ -25,7 +25,8 @@ from tqdm import tqdm
 from ad.config import ExperimentConfig
 from ad.data.spaces import space_to_json
 from ad.errors import UserError
-from envs.base import Task, TaskFamily, TaskSplit
+from envs.base import Task, TaskFamily, family_of_split
+from envs.split import TaskSplit
 
 
 def eval_env_seed(seed: int, task_index: int, seed_index: int) -> int:
@@ -171,13 +172,14 @@ def periodic_evaluator(
 ) -> Callable[[torch.nn.Module, TaskSplit, torch.device], dict[str, float]]:
     """What ``ad-train`` passes to ``ad.learn.train.train`` as its periodic evaluation: one
     sampled rollout of ``train.eval_episodes`` episodes on the first ``train.eval_tasks``
-    held-out tasks, reported as ``eval/return_first`` and ``eval/return_last``."""
+    validation tasks (never test tasks: what training looks at must not be what is reported),
+    reported as ``validation/return_first`` and ``validation/return_last``."""
 
     def evaluate(model: torch.nn.Module, split: TaskSplit, device: torch.device) -> dict:
         returns = rollout(
             model,
-            split.make_family(),  # the family the trained split describes
-            split.heldout[: cfg.train.eval_tasks],
+            family_of_split(split),  # the family the trained split describes
+            split.validation[: cfg.train.eval_tasks],
             num_seeds=1,
             num_episodes=cfg.train.eval_episodes,
             action_mode="sample",
@@ -186,8 +188,8 @@ def periodic_evaluator(
             context_mode=cfg.eval.context_mode,
         )  # (tasks, 1, episodes)
         return {
-            "eval/return_first": float(returns[..., 0].mean()),
-            "eval/return_last": float(returns[..., -1].mean()),
+            "validation/return_first": float(returns[..., 0].mean()),
+            "validation/return_last": float(returns[..., -1].mean()),
         }
 
     return evaluate

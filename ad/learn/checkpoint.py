@@ -6,7 +6,7 @@ schema_version, model (state dict of the uncompiled, unwrapped module), optimize
 config (``config_to_dict``), model_args ({"observation_space", "action_space"}; checkpoints from
 before Box actions hold "num_actions" instead of "action_space"),
 dataset_fingerprint, dataset_dir ({"from_run", "absolute"}: where the training data lies), split
-(``TaskSplit.to_json()``), versions.
+(``TaskSplit.to_json()``: train / validation / test), versions.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from ad.config import ExperimentConfig, config_to_dict
 from ad.errors import UserError
 from ad.utils import atomic_write_bytes, seed_everything
 
-CHECKPOINT_SCHEMA = 1
+# 2: the stored split is train / validation / test (1: train / heldout).
+CHECKPOINT_SCHEMA = 2
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 REQUIRED_KEYS = ("schema_version", "model", "step", "config", "model_args")
@@ -71,9 +72,11 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         raise UserError(f"checkpoint {path} does not hold a dict; it was not written by ad-train")
     version = state.get("schema_version")
     if version != CHECKPOINT_SCHEMA:
+        why = " (made before the train / validation / test split)" if version == 1 else ""
         raise UserError(
-            f"checkpoint {path} has schema version {version!r}, this version of ad reads "
-            f"{CHECKPOINT_SCHEMA}; use the ad version that wrote it or retrain"
+            f"checkpoint {path} has schema version {version!r}{why}, this version of ad reads "
+            f"{CHECKPOINT_SCHEMA}; retrain (on a re-collected dataset) or use the ad version that "
+            "wrote it"
         )
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:

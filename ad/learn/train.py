@@ -53,7 +53,7 @@ from ad.utils import (
     seed_everything,
     write_versions,
 )
-from envs.base import TaskSplit
+from envs.split import TaskSplit
 
 METRICS = (
     "step",
@@ -61,8 +61,10 @@ METRICS = (
     "train/lr",
     "train/grad_norm",
     "train/tokens_per_s",
-    "eval/return_first",
-    "eval/return_last",
+    # The periodic evaluation runs on validation tasks; the key says so (test numbers come from
+    # ad-eval only).
+    "validation/return_first",
+    "validation/return_last",
 )
 
 
@@ -176,8 +178,9 @@ def train(
         resume: continue from the latest checkpoint of ``cfg.run_dir`` (same config and data).
         progress: show a progress bar (rank 0).
         evaluator: called every ``train.eval_every`` steps on rank 0 with (model, split,
-            device); returns ``eval/*`` metrics (see ``METRICS``). The RNG states are restored
-            after it, so evaluating does not change training. None: no periodic evaluation.
+            device); returns ``validation/*`` metrics (see ``METRICS``). The RNG states are
+            restored after it, so evaluating does not change training. None: no periodic
+            evaluation.
 
     Returns:
         The run folder (config.yaml, versions.json, metrics.csv, checkpoints/, tb/).

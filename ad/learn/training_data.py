@@ -1,8 +1,9 @@
 """The training runs of a history dataset, checked against the config before any window is cut.
 
 A *run* here is what the manifest calls one: one history file of one (split, task, seed). Training
-uses the manifest's ``train`` runs only, and refuses a dataset whose runs or files hold a task that
-the configured split holds out (the worst mistake: evaluation would then test on training data).
+uses the manifest's ``train`` runs only, and refuses a dataset whose runs or files hold a validation
+or test task of the configured split (the worst mistake: evaluation would then test on training
+data, or settings would be chosen on it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from ad.config import ExperimentConfig
 from ad.errors import UserError
-from envs.base import TaskSplit, canonical_json, task_key
+from envs.base import canonical_json, task_key
+from envs.split import EVALUATION_SPLITS, SPLITS, TaskSplit
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,10 @@ class TrainingRuns:
 
 
 def _split_difference(manifest_split: dict, configured: dict) -> str:
-    for key in ("family", "family_kwargs", "seed", "train", "heldout"):
+    for key in ("family", "family_kwargs", "seed", *SPLITS):
         theirs, ours = manifest_split.get(key), configured[key]
         if canonical_json(theirs) != canonical_json(ours):
-            if key in ("train", "heldout"):  # task lists: too long to print
+            if key in SPLITS:  # task lists: too long to print
                 return f"other {key} tasks: {len(theirs or [])} there, {len(ours)} here"
             return f"{key} {theirs!r} there, {ours!r} here"
     return "no difference"
@@ -49,10 +51,10 @@ def _split_difference(manifest_split: dict, configured: dict) -> str:
 
 def _check_task(dataset_dir: Path, file: str, task: dict, split: TaskSplit) -> None:
     where = split.split_of(task)
-    if where == "heldout":
+    if where in EVALUATION_SPLITS:
         raise UserError(
-            f"dataset {dataset_dir} trains on {file} whose task {task_key(task)} is held out in "
-            f"the configured split (env.family={split.family}, env.split_seed={split.seed}); "
+            f"dataset {dataset_dir} trains on {file} whose task {task_key(task)} is a {where} "
+            f"task of the configured split (env.family={split.family}, env.split_seed={split.seed}); "
             "collect with the same env section as this config, or fix the env section"
         )
     if where is None:
@@ -72,8 +74,9 @@ def load_training_runs(cfg: ExperimentConfig) -> TrainingRuns:
         The training runs, in manifest order, with each file's metadata.
 
     Raises:
-        UserError: missing folder or file, wrong schema, a held-out task among the training runs,
-            a manifest split that differs from the configured one, no training runs.
+        UserError: missing folder or file, wrong schema, a validation or test task among the
+            training runs, a manifest split that differs from the configured one, no training
+            runs.
     """
     from ad.data.histories import read_metadata
     from ad.data.manifest import load_manifest
@@ -101,7 +104,7 @@ def load_training_runs(cfg: ExperimentConfig) -> TrainingRuns:
             "including 'train'"
         )
     metadata = []
-    for entry in entries:  # the files themselves must not hold held-out tasks either
+    for entry in entries:  # the files themselves must not hold validation or test tasks either
         metadata.append(read_metadata(dataset_dir / entry["file"]))
         _check_task(dataset_dir, entry["file"], metadata[-1].get("task"), split)
     return TrainingRuns(dataset_dir, manifest, split, entries, metadata)
