@@ -17,6 +17,7 @@ import yaml
 
 from ad.errors import UserError
 from ad.fields import build, check, check_fraction, check_min, describe_fields, is_number, setting
+from ad.retired_keys import refuse_retired_keys
 from envs.base import is_int
 from envs.split import SPLITS
 
@@ -377,37 +378,6 @@ def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = ()) ->
         node[path[-1]] = value
     refuse_retired_keys(data)
     return build(ExperimentConfig, data, "")
-
-
-def refuse_retired_keys(data: dict) -> None:
-    """One line naming the new key or value for what the two-way (train / held-out) split used:
-    a config written for it must not run with a silently different split.
-
-    Raises:
-        UserError: ``env.num_heldout_tasks``, or the split name ``heldout`` in
-            ``collect.splits`` or ``eval.tasks``.
-    """
-
-    def section(name: str) -> dict:
-        return data[name] if isinstance(data.get(name), dict) else {}
-
-    if "num_heldout_tasks" in section("env"):
-        raise UserError(
-            "env.num_heldout_tasks no longer exists: tasks are split into train / validation / "
-            "test; rename it env.num_test_tasks (the former held-out tasks) and set "
-            "env.num_validation_tasks"
-        )
-    splits = section("collect").get("splits")
-    if isinstance(splits, (list, tuple)) and "heldout" in splits:
-        raise UserError(
-            "collect.splits names 'heldout', which is now 'test'; use [train, validation, test] "
-            "(or a subset)"
-        )
-    if section("eval").get("tasks") == "heldout":
-        raise UserError(
-            "eval.tasks 'heldout' is now 'test' (reported numbers); use eval.tasks=test, or "
-            "validation to choose settings"
-        )
 
 
 def load_config(

@@ -280,7 +280,8 @@ def test_sac_on_the_point_robot_collects_trains_and_evaluates(tmp_path):
     torch.manual_seed(0)
     cfg = load_config(None, [
         "name=pointrobot_tiny", "env.family=PointRobot", "env.num_train_tasks=2",
-        "env.num_heldout_tasks=1", "collect.algorithm=SAC",
+        "env.num_test_tasks=1", "env.num_validation_tasks=1", "collect.splits=[train, test]",
+        "collect.algorithm=SAC",
         "collect.algorithm_kwargs={learning_starts: 20, buffer_size: 500, batch_size: 32}",
         "collect.n_envs=2", "collect.total_steps=160", "model.embed_dim=16",
         "model.num_layers=1", "model.ff_dim=32", "model.context_steps=40", "model.action_bins=8",
@@ -299,7 +300,7 @@ def test_sac_on_the_point_robot_collects_trains_and_evaluates(tmp_path):
     returns = np.load(tmp_path / "r" / "report" / "returns.npz")["returns"]
     assert returns.shape == (1, 2, 2) and summary["num_tasks"] == 1
     # deterministic (argmax) rollouts repeat exactly, and actions stay inside the box
-    family, task = PointRobot(), ckpt["split"]["heldout"][0]
+    family, task = PointRobot(), ckpt["split"]["test"][0]
     trace: dict = {}
     again = rollout(model, family, [task], 2, 2, "argmax", transitions=trace)
     np.testing.assert_array_equal(again, returns)
