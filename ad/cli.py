@@ -210,6 +210,15 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--run", type=Path, help="run folder written by ad-train")
     source.add_argument("--checkpoint", type=Path, help="one checkpoint file")
+    source.add_argument(
+        "--aggregate",
+        type=Path,
+        nargs="+",
+        metavar="SUMMARY",
+        help="no rollout: the summary.json files (or eval folders) of one recipe's runs over "
+        "several seeds -> their mean with a 95%% bootstrap CI over runs, in --out "
+        "(default: aggregate/)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -241,6 +250,13 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def go() -> int:
+        if args.aggregate:
+            from ad.evaluation.aggregate import format_aggregate, write_aggregate
+
+            out_dir = args.out or Path("aggregate")
+            print(format_aggregate(write_aggregate(args.aggregate, out_dir)))
+            print(f"written: {out_dir / 'aggregate.json'}, {out_dir / 'aggregate.png'}")
+            return 0
         source, compare = args.run or args.checkpoint, args.compare
         if source is None and compare:  # ad-eval --compare runA runB ...
             source, compare = compare[0], compare[1:]

@@ -1,0 +1,182 @@
+"""Numbers that stand across seeds: several evaluations of one recipe as one mean with a CI.
+
+Each evaluation (``summary.json`` of ``ad-eval``) is one training run on one task split. Its
+per-episode normalised curve (mean over its tasks x evaluation seeds) is one sample; the
+aggregate is the mean over runs with a seeded 95% percentile-bootstrap interval over runs, so
+the interval shows how much the result moves with the split and the training seed, not only with
+the evaluation seeds. The same holds for the compared runs (ED) and the source algorithm's curve
+on each split's tasks. ``ad-eval --aggregate`` writes ``aggregate.json`` and ``aggregate.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ad.errors import UserError
+from ad.evaluation.metrics import SMOOTHING, bootstrap_ci, first_episode_reaching
+from ad.utils import atomic_write_text
+
+
+def load_summary(path: str | Path) -> dict:
+    """A ``summary.json``, given as the file or the evaluation folder that holds it."""
+    path = Path(path)
+    path = path / "summary.json" if path.is_dir() else path
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(
+            f"{path} does not exist; pass ad-eval's summary.json or its folder"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path} is not valid JSON; re-run ad-eval to rewrite it") from None
+    if "per_episode" not in summary or "config" not in summary:
+        raise UserError(f"{path} is not an ad-eval summary.json (no per_episode or config)")
+    return summary
+
+
+def _curves(summaries: list[dict], pick: Any) -> np.ndarray | None:
+    """(runs, E) normalised curves picked from each summary; None if any run lacks one."""
+    curves = [pick(s) for s in summaries]
+    if any(c is None for c in curves):
+        return None
+    return np.array([c["per_episode"]["normalised_mean"] for c in curves], dtype=float)
+
+
+def _stats(curves: np.ndarray | None, scalars: dict[str, list], seed: int) -> dict | None:
+    """Mean normalised curve with its CI band over runs, and mean / CI of each scalar."""
+    if curves is None:
+        return None
+    low, high = bootstrap_ci(curves, seed)
+    mean = curves.mean(0)
+    out: dict[str, Any] = {
+        "normalised_curve": {"mean": mean, "ci_low": low, "ci_high": high},
+        "episode_to_50": first_episode_reaching(mean, 0.5, SMOOTHING),
+        "episode_to_80": first_episode_reaching(mean, 0.8, SMOOTHING),
+    }
+    for name, values in scalars.items():
+        values = np.array([np.nan if v is None else v for v in values], dtype=float)
+        if np.isnan(values).any():
+            out[name] = None
+            continue
+        lo, hi = bootstrap_ci(values[:, None], seed)
+        out[name] = {"mean": values.mean(), "ci_low": lo[0], "ci_high": hi[0], "runs": values}
+    return out
+
+
+def aggregate(summaries: list[dict], seed: int = 0) -> dict:
+    """Mean and 95% bootstrap CI over runs of AD, the first compared run (ED) and the source.
+
+    Raises:
+        UserError: fewer than two summaries, or summaries of different families, splits,
+            episode counts or evaluation settings.
+    """
+    if len(summaries) < 2:
+        raise UserError("--aggregate needs at least two summaries (runs of other seeds)")
+    keys = ("family", "family_kwargs", "split", "num_episodes", "action_mode", "context_mode")
+    first = {k: summaries[0].get(k) for k in keys}
+    for s in summaries[1:]:
+        other = {k: s.get(k) for k in keys}
+        if other != first:
+            raise UserError(
+                f"summaries differ in {[k for k in keys if other[k] != first[k]]}; aggregate "
+                "evaluations of one recipe on one family and split"
+            )
+    scalar_names = ("last10_normalised", "first_episode_return", "last10_return")
+    scalars = {n: [s.get(n) for s in summaries] for n in scalar_names}
+    compare = [s["compare"][0] if s.get("compare") else None for s in summaries]
+    source = [s.get("source") if isinstance(s.get("source"), dict) else None for s in summaries]
+    ad = _stats(_curves(summaries, lambda s: s), scalars, seed)
+    result = {
+        **first,
+        "num_runs": len(summaries),
+        "runs": [s["run"] for s in summaries],
+        "split_seeds": sorted({s["config"]["env"]["split_seed"] for s in summaries}),
+        "train_seeds": sorted({s["config"]["train"]["seed"] for s in summaries}),
+        "ad": ad,
+        "compare_label": compare[0]["label"].split(" ")[0] if compare[0] else None,
+        "compare": _stats(
+            _curves(compare, lambda c: c),
+            {n: [c and c.get(n) for c in compare] for n in scalar_names},
+            seed,
+        ),
+        "source": _stats(
+            _curves(source, lambda c: c),
+            {n: [c and c.get(n) for c in source] for n in scalar_names},
+            seed,
+        ),
+    }
+    src = result["source"]
+    if src and src["episode_to_80"] and ad["episode_to_80"]:
+        result["data_efficiency_ratio"] = ad["episode_to_80"] / src["episode_to_80"]
+    else:
+        result["data_efficiency_ratio"] = None
+    return result
+
+
+def _fmt(stat: dict | None) -> str:
+    if stat is None:
+        return "n/a"
+    return f"{stat['mean']:.3f} [{stat['ci_low']:.3f}, {stat['ci_high']:.3f}]"
+
+
+def format_aggregate(result: dict) -> str:
+    """Lines for the terminal: what stands behind the numbers, then AD, ED and the source."""
+    lines = [
+        f"{result['num_runs']} runs ({len(result['split_seeds'])} split seeds "
+        f"{result['split_seeds']} x {len(result['train_seeds'])} training seeds "
+        f"{result['train_seeds']}), {result['family']} {result['split']} tasks, "
+        f"{result['num_episodes']} episodes; mean [95% bootstrap CI over runs]:"
+    ]
+    rows = [("AD", result["ad"]), (result["compare_label"] or "compare", result["compare"])]
+    rows.append(("source", result["source"]))
+    for label, stats in rows:
+        if stats is None:
+            continue
+        lines.append(
+            f"  {label}: normalised (last 10) {_fmt(stats['last10_normalised'])}; first-episode "
+            f"return {_fmt(stats['first_episode_return'])}; mean curve reaches 50% / 80% at "
+            f"episode {stats['episode_to_50'] or 'never'} / {stats['episode_to_80'] or 'never'}"
+        )
+    ratio = result["data_efficiency_ratio"]
+    lines.append(
+        "data efficiency (episodes to 80% of the mean curves, AD / source): "
+        + (f"{ratio:.2f}" if ratio is not None else "n/a, one of them never reaches 80%")
+    )
+    return "\n".join(lines)
+
+
+def write_aggregate(paths: list[str | Path], out_dir: str | Path, seed: int = 0) -> dict:
+    """Aggregate the summaries at ``paths`` into ``out_dir``/aggregate.json and aggregate.png."""
+    from ad.evaluation.evaluate import to_json
+    from ad.evaluation.plots import plot_return_curves
+
+    result = aggregate([load_summary(p) for p in paths], seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "aggregate.json", json.dumps(to_json(result), indent=2) + "\n")
+    labels = [("AD", "ad", "-"), (result["compare_label"] or "compare", "compare", "-")]
+    labels.append(("source algorithm (per stream)", "source", "--"))
+    curves = [
+        {
+            "label": label,
+            "mean": result[key]["normalised_curve"]["mean"],
+            "low": result[key]["normalised_curve"]["ci_low"],
+            "high": result[key]["normalised_curve"]["ci_high"],
+            "linestyle": style,
+        }
+        for label, key, style in labels
+        if result[key] is not None
+    ]
+    title = (
+        f"{result['family']}, {result['split']} tasks: mean of {result['num_runs']} runs "
+        f"({len(result['split_seeds'])} split x {len(result['train_seeds'])} training seeds), "
+        "95% CI"
+    )
+    plot_return_curves(
+        curves, out_dir / "aggregate.png", title, 1.0, 0.0, ylabel="normalised return"
+    )
+    return result
