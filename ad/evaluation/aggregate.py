@@ -4,8 +4,8 @@ Each evaluation (``summary.json`` of ``ad-eval``) is one training run on one tas
 per-episode normalised curve (mean over its tasks x evaluation seeds) is one sample; the
 aggregate is the mean over runs with a seeded 95% percentile-bootstrap interval over runs, so
 the interval shows how much the result moves with the split and the training seed, not only with
-the evaluation seeds. The same holds for the compared runs (ED) and the source algorithm's curve
-on each split's tasks. ``ad-eval --aggregate`` writes ``aggregate.json`` and ``aggregate.png``.
+the evaluation seeds. The same holds for the compared runs (ED) and for the source algorithm's
+curve on each split's tasks (one sample per split seed: it does not depend on the training seed). ``ad-eval --aggregate`` writes ``aggregate.json`` and ``aggregate.png``.
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ def aggregate(summaries: list[dict], seed: int = 0) -> dict:
     scalar_names = ("last10_normalised", "first_episode_return", "last10_return")
     scalars = {n: [s.get(n) for s in summaries] for n in scalar_names}
     compare = [s["compare"][0] if s.get("compare") else None for s in summaries]
-    source = [s.get("source") if isinstance(s.get("source"), dict) else None for s in summaries]
+    # the source's curve depends on the split only: one sample per split seed
+    by_split = {s["config"]["env"]["split_seed"]: s.get("source") for s in summaries}
+    source = [c if isinstance(c, dict) else None for c in by_split.values()]
     ad = _stats(_curves(summaries, lambda s: s), scalars, seed)
     result = {
         **first,

@@ -1,0 +1,92 @@
+"""ad-eval --aggregate: runs over split and training seeds as a mean with a CI over runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ad.cli import eval_main
+from ad.errors import UserError
+from ad.evaluation.aggregate import aggregate, load_summary
+
+EPISODES = 20
+
+
+def summary(split_seed: int, train_seed: int, level: float, family: str = "DarkRoom") -> dict:
+    """An ad-eval summary.json whose AD curve rises linearly to ``level`` (ED flat at 0.1)."""
+
+    def part(curve: np.ndarray, label: str) -> dict:
+        return {
+            "label": label,
+            "per_episode": {"normalised_mean": curve.tolist()},
+            "last10_normalised": float(curve[-10:].mean()),
+            "first_episode_return": float(curve[0]) * 10,
+            "last10_return": float(curve[-10:].mean()) * 10,
+        }
+
+    ad = part(np.linspace(0.0, level, EPISODES), "AD (run)")
+    source = part(np.linspace(0.0, 1.0 + 0.01 * split_seed, EPISODES), "source")
+    return {
+        **ad,
+        "run": f"runs/s{split_seed}t{train_seed}",
+        "family": family,
+        "family_kwargs": {},
+        "split": "test",
+        "num_episodes": EPISODES,
+        "action_mode": "sample",
+        "context_mode": "kv_cache",
+        "config": {"env": {"split_seed": split_seed}, "train": {"seed": train_seed}},
+        "compare": [part(np.full(EPISODES, 0.1), "ED (run-ed)")],
+        "source": source,
+    }
+
+
+def test_mean_and_interval_over_runs():
+    levels = {(0, 0): 0.8, (0, 1): 0.9, (1, 0): 1.0, (1, 1): 1.1}
+    result = aggregate([summary(s, t, v) for (s, t), v in levels.items()])
+    assert result["num_runs"] == 4 and result["split_seeds"] == [0, 1]
+    assert result["train_seeds"] == [0, 1]
+    last10 = result["ad"]["last10_normalised"]
+    expected = np.mean([np.linspace(0, v, EPISODES)[-10:].mean() for v in levels.values()])
+    assert last10["mean"] == pytest.approx(expected)
+    assert last10["ci_low"] < last10["mean"] < last10["ci_high"]  # the runs disagree
+    assert result["compare_label"] == "ED"
+    assert result["compare"]["last10_normalised"]["mean"] == pytest.approx(0.1)
+    assert result["compare"]["last10_normalised"]["ci_low"] == pytest.approx(0.1)  # they agree
+    assert len(result["source"]["last10_normalised"]["runs"]) == 2  # one per split seed
+    # the mean curve reaches 50% (its 5-episode trailing mean) before 80%, the source's later
+    assert result["ad"]["episode_to_50"] < result["ad"]["episode_to_80"]
+    ratio = result["ad"]["episode_to_80"] / result["source"]["episode_to_80"]
+    assert result["data_efficiency_ratio"] == pytest.approx(ratio)
+
+
+def test_runs_of_different_families_or_too_few_are_refused():
+    with pytest.raises(UserError, match="differ in \\['family'\\]"):
+        aggregate([summary(0, 0, 0.5), summary(1, 0, 0.5, family="KeyToDoor")])
+    with pytest.raises(UserError, match="at least two"):
+        aggregate([summary(0, 0, 0.5)])
+
+
+def test_cli_writes_json_and_figure_and_refuses_bad_files(tmp_path, capsys):
+    paths = []
+    for s in (0, 1, 2):
+        folder = tmp_path / f"s{s}" / "eval-test"
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps(summary(s, 0, 0.5 + 0.1 * s)))
+        paths.append(str(folder))
+    out = tmp_path / "agg"
+    assert eval_main(["--aggregate", *paths, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 runs (3 split seeds [0, 1, 2] x 1 training seeds [0])" in printed
+    written = json.loads((out / "aggregate.json").read_text())
+    assert written["ad"]["last10_normalised"]["mean"] == pytest.approx(
+        np.mean([np.linspace(0, v, EPISODES)[-10:].mean() for v in (0.5, 0.6, 0.7)])
+    )
+    assert (out / "aggregate.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "bad.json").write_text("{not json")
+    assert eval_main(["--aggregate", paths[0], str(tmp_path / "bad.json")]) != 0
+    assert "is not valid JSON" in capsys.readouterr().err
+    with pytest.raises(UserError, match="does not exist"):
+        load_summary(tmp_path / "missing")
