@@ -94,6 +94,12 @@ def load_run(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if "split" not in ckpt:
         raise UserError(f"checkpoint {checkpoint_path} has no task split; it is damaged, retrain")
     cfg = config_from_dict(ckpt["config"], overrides)
+    if cfg.eval.num_episodes is None or cfg.model.context_steps is None:
+        raise UserError(
+            f"checkpoint {checkpoint_path} does not record the derived eval.num_episodes or "
+            "model.context_steps (ad-train writes them); give --set eval.num_episodes=N, or "
+            "retrain with this version"
+        )
     try:
         split = TaskSplit.from_json(ckpt["split"])
     except TaskError as e:
