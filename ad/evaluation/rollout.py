@@ -106,7 +106,7 @@ def rollout(
     Returns:
         Episode returns, shape (num_tasks, num_seeds, num_episodes), float64.
     """
-    if num_episodes < 1:
+    if num_episodes is None or num_episodes < 1:
         raise UserError("zero episodes to evaluate; set eval.num_episodes >= 1")
     if num_seeds < 1 or len(tasks) == 0 or seed < 0:
         raise UserError("evaluation needs a task, num_seeds >= 1 and a seed >= 0; check eval.*")
