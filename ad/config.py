@@ -145,7 +145,11 @@ class ModelConfig:
         "Probability of replacing an input token by a learned mask token in training (the "
         "paper's 0.3; without it the quick Dark Room model stops exploring on many goals).",
     )
-    context_steps: int = setting(200, "Context length c in environment steps (one token per step).")
+    context_steps: int | None = setting(
+        None,
+        "Context length c in environment steps (one token per step); None: derived from the "
+        "family's episode length and the histories (see the rule at the end; Dark Room: 200).",
+    )
     norm: Literal["pre", "post"] = setting(
         "pre", "Pre-norm (default, trains more stably) or post-norm (paper)."
     )
@@ -164,7 +168,8 @@ class ModelConfig:
             self.embed_dim % self.num_heads == 0,
             f"model.embed_dim must divide by num_heads ({self.embed_dim} by {self.num_heads})",
         )
-        check_min("model", "context_steps", self.context_steps, 2)
+        if self.context_steps is not None:
+            check_min("model", "context_steps", self.context_steps, 2)
         check_min("model", "action_bins", self.action_bins, 2)
         for name in ("dropout", "attn_dropout", "input_mask_prob"):
             check_fraction("model", name, getattr(self, name))
@@ -177,7 +182,11 @@ class TrainConfig:
     mode: Literal["ad", "ed"] = setting(
         "ad", "ad: whole learning histories; ed: expert distillation on the last episodes only."
     )
-    subsample_every: int = setting(5, "Keep every k-th episode of each stream before windowing.")
+    subsample_every: int | None = setting(
+        None,
+        "Keep every k-th episode of each stream before windowing; None: derived from the "
+        "histories' stream length (see the rule at the end; Dark Room: 5).",
+    )
     subsample_offsets: Literal["first", "all"] = setting(
         "all",
         "all: one subsampled stream per offset o < k (episodes o, o + k, ...), k times the "
@@ -224,8 +233,9 @@ class TrainConfig:
     eval_episodes: int = setting(10, "Episodes per periodic evaluation.")
 
     def __post_init__(self) -> None:
+        if self.subsample_every is not None:
+            check_min("train", "subsample_every", self.subsample_every, 1)
         minimums = {
-            "subsample_every": 1,
             "ed_last_episodes": 1,
             "batch_size": 1,
             "num_steps": 1,
@@ -261,7 +271,11 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    num_episodes: int = setting(120, "Consecutive episodes per (task, seed).")
+    num_episodes: int | None = setting(
+        None,
+        "Consecutive episodes per (task, seed); None: derived at training from the histories' "
+        "episodes per stream (see the rule at the end; Dark Room: 120).",
+    )
     num_seeds: int = setting(16, "Evaluation seeds per task.")
     seed: int = setting(0, "Base evaluation seed.")
     action_mode: Literal["sample", "argmax"] = setting(
@@ -298,7 +312,8 @@ class EvalConfig:
     )
 
     def __post_init__(self) -> None:
-        check_min("eval", "num_episodes", self.num_episodes, 1)
+        if self.num_episodes is not None:
+            check_min("eval", "num_episodes", self.num_episodes, 1)
         check_min("eval", "num_seeds", self.num_seeds, 1)
         check_min("eval", "ray_batch_rows", self.ray_batch_rows, 1)
         check_min("eval", "seed", self.seed, 0)
@@ -423,5 +438,8 @@ def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
 
 
 def help_text() -> str:
-    """Every config field with its default and help, for ``--help-config``."""
-    return describe_fields(ExperimentConfig)
+    """Every config field with its default and help, then the rule of the derived defaults, for
+    ``--help-config``."""
+    from ad.defaults import RULE
+
+    return describe_fields(ExperimentConfig) + "\n\nDerived defaults: " + RULE

@@ -178,6 +178,26 @@ class TaskFamily(ABC):
             )
         return cache[key]
 
+    # -- pictures of exploration ---------------------------------------------------------------
+
+    @property
+    def grid_size(self) -> tuple[int, int] | None:
+        """(width, height) of the grid whose cells ``cell_of`` names; None (the default) for a
+        family whose observations are no grid cell: ``ad-eval`` then draws no exploration maps."""
+        return None
+
+    def cell_of(self, observation: Any) -> tuple[int, int] | None:
+        """The (x, y) cell an observation shows the agent on, or None where it shows none.
+
+        Optional, with ``grid_size``: together they let ``ad-eval`` draw heat maps of the cells
+        visited per episode (exploration.png).
+        """
+        return None
+
+    def landmarks(self, task: Task) -> dict[str, tuple[int, int]]:
+        """Cells of ``task`` to mark on the exploration maps, by name ("goal", "key", "door")."""
+        return {}
+
     # -- split ---------------------------------------------------------------------------------
 
     def split(

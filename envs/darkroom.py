@@ -120,6 +120,17 @@ class DarkRoom(TaskFamily):
     def episode_length(self) -> int:
         return self._episode_length
 
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+    def cell_of(self, observation: Any) -> tuple[int, int]:
+        """The observation is the agent's (x, y)."""
+        return (int(observation[0]), int(observation[1]))
+
+    def landmarks(self, task: Task) -> dict[str, tuple[int, int]]:
+        return {"goal": tuple(self.validate_task(task)["goal"])}
+
     def all_tasks(self) -> list[Task]:
         return [{"goal": [x, y]} for y in range(self.size) for x in range(self.size)]
 

@@ -114,6 +114,18 @@ class DarkKeyToDoor(TaskFamily):
     def episode_length(self) -> int:
         return self._episode_length
 
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+    def cell_of(self, observation: Any) -> tuple[int, int]:
+        """The observation is the agent's (x, y)."""
+        return (int(observation[0]), int(observation[1]))
+
+    def landmarks(self, task: Task) -> dict[str, tuple[int, int]]:
+        task = self.validate_task(task)
+        return {"key": tuple(task["key"]), "door": tuple(task["door"])}
+
     def _cells(self) -> list[list[int]]:
         return [[x, y] for y in range(self.size) for x in range(self.size)]
 

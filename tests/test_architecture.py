@@ -3,7 +3,8 @@
 Every module of ``ad`` and ``envs`` is parsed (imports inside functions and ``TYPE_CHECKING``
 blocks count too: a deferred import is still a dependency). The layers, lowest first:
 
-    envs -> ad foundation (ad, ad.errors, ad.utils, ad.fields, ad.retired_keys, ad.config) -> ad.data -> ad.learn
+    envs -> ad foundation (ad, ad.errors, ad.utils, ad.fields, ad.retired_keys, ad.defaults,
+         ad.config) -> ad.data -> ad.learn
          -> ad.evaluation -> entry points (ad.pipeline, ad.cli)
 
 A module may import its own layer and the layers below it, never one above.
@@ -16,7 +17,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("envs", "foundation", "ad.data", "ad.learn", "ad.evaluation", "entry")
-FOUNDATION = {"ad", "ad.errors", "ad.utils", "ad.fields", "ad.retired_keys", "ad.config"}
+FOUNDATION = {
+    "ad",
+    "ad.errors",
+    "ad.utils",
+    "ad.fields",
+    "ad.retired_keys",
+    "ad.defaults",
+    "ad.config",
+}
 ENTRY = {"ad.pipeline", "ad.cli"}
 MAX_LINES = 450
 

@@ -219,7 +219,7 @@ def test_ray_evaluation_equals_the_local_one(project, ray_instance, batch_rows):
 def test_a_gpu_evaluation_on_a_cluster_without_gpus_is_refused(project, ray_instance):  # noqa: F811
     if ray_instance.cluster_resources().get("GPU", 0):
         pytest.skip("this Ray instance has a GPU")
-    cfg = config_from_dict({"eval": {"device": "cuda", "backend": "ray"}})
+    cfg = config_from_dict({"eval": {"device": "cuda", "backend": "ray", "num_episodes": 2}})
     model, _ = load_model(next((project["root"] / "run" / "checkpoints").iterdir()), "cpu")
     tasks = list(project["split"].test[:2])
     with pytest.raises(UserError, match="the Ray cluster has no GPU") as excinfo:

@@ -2,7 +2,8 @@
 
 ``evaluate`` rolls a checkpoint (and runs to compare) out with :func:`ad.evaluation.rollout.rollout`
 on the test tasks of its split (``eval.tasks``: validation tasks to choose settings on), compares with the source algorithm's learning curves on the same
-tasks from the collected histories, and writes returns.npz, summary.json and return_curves.png.
+tasks from the collected histories, and writes returns.npz, summary.json and return_curves.png
+(and, for grid families, exploration.png: see :mod:`ad.evaluation.exploration`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict, parse_override
 from ad.errors import UserError
+from ad.evaluation.exploration import draws_exploration, write_exploration
 from ad.evaluation.metrics import summarise_returns
 from ad.evaluation.references import (
     source_dataset_dir,
@@ -94,6 +96,12 @@ def load_run(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if "split" not in ckpt:
         raise UserError(f"checkpoint {checkpoint_path} has no task split; it is damaged, retrain")
     cfg = config_from_dict(ckpt["config"], overrides)
+    if cfg.eval.num_episodes is None or cfg.model.context_steps is None:
+        raise UserError(
+            f"checkpoint {checkpoint_path} does not record the derived eval.num_episodes or "
+            "model.context_steps (ad-train writes them); give --set eval.num_episodes=N, or "
+            "retrain with this version"
+        )
     try:
         split = TaskSplit.from_json(ckpt["split"])
     except TaskError as e:
@@ -324,6 +332,8 @@ def evaluate(
     out_dir = Path(out_dir) if out_dir is not None else default_eval_dir(run.run_dir, label)
     summaries: list[dict] = []
     all_returns: list[np.ndarray] = []
+    # Row 0 (first task, first seed) of the main run, traced for the exploration maps.
+    trace: dict | None = {} if draws_exploration(family) else None
     for i, r in enumerate([run, *others]):
         if ecfg.backend == "ray":  # batches of rows as Ray tasks; see ad.evaluation.ray_rollout
             from ad.evaluation.ray_rollout import rollout_on_ray
@@ -342,6 +352,8 @@ def evaluate(
                 device,
                 progress,
                 context_mode=ecfg.context_mode,
+                transitions=trace if i == 0 else None,
+                trace_rows=[0],
             )
         summary = _run_summary(r, returns, tasks, label, ecfg, source_stats, references, warnings)
         summary = to_json(summary)
@@ -367,5 +379,9 @@ def evaluate(
     _write_outputs(out_dir, main, all_returns[0], run)
 
     _plot(out_dir / "return_curves.png", summaries)
+    if trace:  # not with backend ray, whose rows run elsewhere
+        where = f"{label} task {tasks[0]}, evaluation seed {ecfg.seed}"
+        title = f"{run.split.family}, {run.label}: cells visited on {where}"
+        write_exploration(out_dir, family, tasks[0], trace, ecfg.num_episodes, title)
     print(format_summary(main))
     return main

@@ -168,3 +168,46 @@ def plot_dataset_curves(dataset_dir: str | Path) -> Path:
         optimal=float(np.mean(optimal)) if optimal else None,
         random=float(np.mean(random)) if random else None,
     )
+
+
+_LANDMARK_STYLE = {"goal": ("*", "gold"), "key": ("P", "deepskyblue"), "door": ("s", "red")}
+
+
+def plot_exploration(
+    counts: np.ndarray,
+    episodes: Sequence[int],
+    landmarks: Mapping[str, Sequence[int]],
+    out_path: str | Path,
+    title: str,
+) -> Path:
+    """Heat maps of the cells visited in a few episodes of one rollout, one panel per episode.
+
+    Args:
+        counts: (P, width, height) visits per cell in each of the P episodes.
+        episodes: the P episode numbers (1-based), for the panel titles.
+        landmarks: name -> (x, y) cell of the task to mark (goal, key, door).
+        out_path: PNG file to write.
+        title: figure title (the family, task and split).
+
+    Returns:
+        ``out_path`` as a Path.
+    """
+    num_panels = len(episodes)
+    fig, axes = plt.subplots(1, num_panels, figsize=(3.0 * num_panels, 3.4), squeeze=False)
+    top = max(int(counts.max()), 1)
+    image = None
+    for ax, panel, episode in zip(axes[0], counts, episodes, strict=True):
+        # x runs right and y down, as the envs' moves do ("up" decreases y)
+        image = ax.imshow(panel.T, cmap="viridis", vmin=0, vmax=top, origin="upper")
+        for name, (x, y) in landmarks.items():
+            marker, colour = _LANDMARK_STYLE.get(name, ("o", "white"))
+            ax.scatter([x], [y], marker=marker, s=160, c=colour, edgecolors="black", label=name)
+        ax.set_title(f"episode {episode} ({int(panel.sum())} steps)")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if landmarks:  # below the panels, clear of the colour bar
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="visits")
+    fig.suptitle(title)
+    return _save(fig, out_path)

@@ -122,6 +122,8 @@ def rollout_on_ray(
     """
     from tqdm.auto import tqdm
 
+    if eval_cfg.num_episodes is None:  # derived by ad-train: a checkpoint's config holds it
+        raise UserError("eval.num_episodes is not set; set it, or evaluate a trained run's config")
     batches = plan_batches(len(tasks), eval_cfg.num_seeds, eval_cfg.ray_batch_rows)
     settings = {
         "num_episodes": eval_cfg.num_episodes,

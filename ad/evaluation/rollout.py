@@ -74,6 +74,7 @@ def rollout(
     task_offset: int = 0,
     seed_offset: int = 0,
     context_mode: str = "kv_cache",
+    trace_rows: list[int] | None = None,
 ) -> np.ndarray:
     """Run ``num_episodes`` consecutive episodes per (task, seed) with frozen weights.
 
@@ -99,11 +100,13 @@ def rollout(
         seed_offset: index of this call's first seed in the whole evaluation. With both, a part
             of a larger evaluation (split across Ray workers) seeds its rows as one batch would.
         context_mode: "kv_cache" or "window" (``ADTransformer.init_cache``'s decoding modes).
+        trace_rows: the rows whose steps ``transitions`` keeps, in this order (None: every row);
+            ``ad-eval`` keeps row 0 for its exploration maps.
 
     Returns:
         Episode returns, shape (num_tasks, num_seeds, num_episodes), float64.
     """
-    if num_episodes < 1:
+    if num_episodes is None or num_episodes < 1:
         raise UserError("zero episodes to evaluate; set eval.num_episodes >= 1")
     if num_seeds < 1 or len(tasks) == 0 or seed < 0:
         raise UserError("evaluation needs a task, num_seeds >= 1 and a seed >= 0; check eval.*")
@@ -126,6 +129,7 @@ def rollout(
     running = np.zeros(batch)  # return of each row's current episode
     finished = np.zeros(batch, dtype=np.int64)  # completed episodes per row
     rngs = [action_rng(seed, *row) for row in rows]
+    traced = np.arange(batch) if trace_rows is None else np.asarray(trace_rows, dtype=np.int64)
     trace: dict[str, list] = {"observations": [], "actions": [], "rewards": [], "dones": []}
     was_training = model.training
     model.eval()
@@ -137,8 +141,8 @@ def rollout(
             outputs = model.step(cache, *(torch.from_numpy(x).to(device) for x in inputs))
             actions = model.head.act(outputs, action_mode, temperature, rngs)  # (B, ...)
             if transitions is not None:
-                trace["observations"].append(observations.copy())
-                trace["actions"].append(actions.copy())
+                trace["observations"].append(observations[traced])  # fancy index: a copy
+                trace["actions"].append(np.asarray(actions)[traced])
             for b, env in enumerate(envs):
                 # Rows done with their episodes keep stepping (one batch, one cache) unrecorded.
                 action = actions[b] if box else int(actions[b])
@@ -156,8 +160,8 @@ def rollout(
                 prev_dones[b] = done
             prev_actions[:] = actions
             if transitions is not None:
-                trace["rewards"].append(prev_rewards.copy())
-                trace["dones"].append(prev_dones.copy())
+                trace["rewards"].append(prev_rewards[traced])
+                trace["dones"].append(prev_dones[traced])
             bar.update(min(int(finished.min()), num_episodes) - bar.n)
     finally:
         bar.close()

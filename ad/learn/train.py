@@ -45,6 +45,7 @@ from ad.learn.checkpoint import (
     set_rng_state,
 )
 from ad.learn.model import ADTransformer
+from ad.learn.training_data import describe_derived, load_training_runs, resolve_config
 from ad.learn.windows import WindowStore, open_windows
 from ad.utils import (
     atomic_write_text,
@@ -212,7 +213,9 @@ def _train(
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     run_dir = cfg.run_dir
     resume_path = find_resume_checkpoint(run_dir, resume)
-    windows = open_windows(cfg)
+    training = load_training_runs(cfg)
+    cfg, given = resolve_config(cfg, training), cfg  # null settings derived from the data
+    windows = open_windows(cfg, training)
     ckpt = load_checkpoint(resume_path) if resume_path else None
     if ckpt is not None:
         check_resumable(ckpt, cfg, windows.fingerprint, resume_path)
@@ -231,6 +234,8 @@ def _train(
         save_config(cfg, run_dir / "config.yaml")
         write_versions(run_dir)
         _log(f"{windows.describe()}; {raw_model.num_parameters():,} parameters on {device}")
+        if cfg != given:
+            _log(describe_derived(given, cfg, training))
         if resume:
             _log(
                 f"resuming {resume_path} at step {start_step}"

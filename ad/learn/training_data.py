@@ -8,12 +8,14 @@ data, or settings would be chosen on it).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ad.config import ExperimentConfig
+from ad.defaults import DERIVED_FIELDS, SourceShape, derive
 from ad.errors import UserError
 from envs.base import canonical_json, task_key
 from envs.split import EVALUATION_SPLITS, SPLITS, TaskSplit
@@ -130,3 +132,61 @@ def dataset_fingerprint(entries: list[dict], cfg: ExperimentConfig) -> str:
     if cfg.train.window_steps is not None:  # windows other than the band (absent: as before)
         payload["window_steps"] = cfg.train.window_steps
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def source_shape(training: TrainingRuns) -> SourceShape:
+    """Episode length, steps and complete episodes per stream of the training runs (the fewest
+    over the runs), from the manifest: no history file is read."""
+    entries = training.entries
+    return SourceShape(
+        episode_length=int(training.metadata[0]["episode_length"]),
+        steps_per_stream=min(int(e["num_steps"]) for e in entries),
+        episodes_per_stream=min(int(e["num_episodes"]) // int(e["num_streams"]) for e in entries),
+    )
+
+
+def resolve_config(cfg: ExperimentConfig, training: TrainingRuns) -> ExperimentConfig:
+    """``cfg`` with its null ``model.context_steps``, ``train.subsample_every`` and
+    ``eval.num_episodes`` derived from the training runs by the rule of :mod:`ad.defaults`.
+
+    Args:
+        cfg: the experiment config.
+        training: its checked training runs.
+
+    Returns:
+        The config with every derived field set (``cfg`` itself when none is null).
+
+    Raises:
+        UserError: streams too short to derive a context of at least one episode.
+    """
+    if None not in (cfg.model.context_steps, cfg.train.subsample_every, cfg.eval.num_episodes):
+        return cfg
+    context_steps, subsample_every, num_episodes = derive(
+        source_shape(training),
+        cfg.model.context_steps,
+        cfg.train.subsample_every,
+        cfg.eval.num_episodes,
+    )
+    return dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, context_steps=context_steps),
+        train=dataclasses.replace(cfg.train, subsample_every=subsample_every),
+        eval=dataclasses.replace(cfg.eval, num_episodes=num_episodes),
+    )
+
+
+def describe_derived(
+    given: ExperimentConfig, resolved: ExperimentConfig, training: TrainingRuns
+) -> str:
+    """One log line: which settings were derived, to what, from which numbers."""
+    shape = source_shape(training)
+    values = []
+    for key in DERIVED_FIELDS:
+        section, name = key.split(".")
+        if getattr(getattr(given, section), name) is None:
+            values.append(f"{key}={getattr(getattr(resolved, section), name)}")
+    return (
+        f"derived {', '.join(values)} from episodes of {shape.episode_length} steps and streams "
+        f"of {shape.steps_per_stream} steps / {shape.episodes_per_stream} episodes (ad-train "
+        "--help-config states the rule)"
+    )

@@ -32,7 +32,12 @@ from ad.config import ExperimentConfig
 from ad.data.spaces import action_space_json, is_box
 from ad.errors import UserError
 from ad.learn.kept_streams import KeepPolicy, KeptStream, first_window_of_each, plan_stream
-from ad.learn.training_data import TrainingRuns, dataset_fingerprint, load_training_runs
+from ad.learn.training_data import (
+    TrainingRuns,
+    dataset_fingerprint,
+    load_training_runs,
+    resolve_config,
+)
 from envs.base import TaskSplit
 
 WINDOW_KEYS = ("observations", "prev_actions", "prev_rewards", "prev_dones", "targets")
@@ -366,14 +371,16 @@ def in_memory_bytes(training: TrainingRuns) -> int:
     return steps * per_step
 
 
-def open_windows(cfg: ExperimentConfig) -> WindowStore:
+def open_windows(cfg: ExperimentConfig, training: TrainingRuns | None = None) -> WindowStore:
     """The training windows of the config's dataset, in memory if the memory policy allows.
 
     Args:
         cfg: the experiment config (env, model.context_steps and the train section are used:
-            windows are train.window_steps long, model.context_steps if that is None);
+            windows are train.window_steps long, model.context_steps if that is None; null
+            derived settings are derived with ``resolve_config`` first);
             ``train.in_memory`` yes / no, or auto: in memory if :func:`in_memory_bytes` is within
             ``train.max_memory_gb``.
+        training: the config's training runs, if already loaded (None: load them).
 
     Returns:
         An :class:`InMemoryWindows` or a :class:`StreamedWindows`.
@@ -382,7 +389,8 @@ def open_windows(cfg: ExperimentConfig) -> WindowStore:
         UserError: a dataset that fails the checks of ``load_training_runs``, a context shorter
             than one episode, no stream long enough for one window, a corrupt episode table.
     """
-    training = load_training_runs(cfg)
+    training = load_training_runs(cfg) if training is None else training
+    cfg = resolve_config(cfg, training)
     fingerprint = dataset_fingerprint(training.entries, cfg)
     context_steps = cfg.model.context_steps
     episode_length = int(training.metadata[0]["episode_length"])
