@@ -107,3 +107,27 @@ def test_default_pipeline_learns_in_context_on_test_goals(tmp_path):
     ed = summary["compare"][0]  # the control: the same model on converged episodes only
     assert ed["last10_return"] < summary["last10_return"] - MARGIN, (ed["last10_return"], last10)
     assert json.loads((report / "summary.json").read_text())["split"] == "test"
+
+
+def test_overall_progress_line_weighs_stages_and_reads_the_running_stage_bar(capsys):
+    from tqdm import tqdm
+
+    from ad.pipeline import OverallProgress, stage_weights
+
+    weights = stage_weights(load_config(None), with_ed=True)
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert weights["train AD"] > weights["train ED"] > 0  # twice the optimiser steps
+    overall = OverallProgress({"collect": 0.2, "train AD": 0.8}, every=3600)
+    overall.begin("collect")
+    assert overall.fraction() == 0.0
+    with tqdm(total=10, desc="env steps", disable=False, file=open("/dev/null", "w")) as bar:
+        bar.update(5)  # half of the collect stage
+        assert overall.fraction() == pytest.approx(0.1)
+    overall.begin("train AD")
+    assert overall.fraction() == pytest.approx(0.2)  # collect done, no train bar yet
+    line = overall.line()
+    assert line.startswith("ad-run  20% | train AD | elapsed 0:0") and line.endswith("left")
+    overall.begin(None)
+    overall.close()
+    printed = capsys.readouterr().out
+    assert "ad-run   0% | collect" in printed and "ad-run 100% | done" in printed
