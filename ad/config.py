@@ -31,7 +31,8 @@ class EnvConfig:
     family: str = setting(
         "DarkRoom",
         "Task family: a registered name (DarkRoom, DarkRoomHard, DarkKeyToDoor, Bandit, "
-        "MiniGridEmpty, PointRobot) or 'module:ClassOrFactory' for a family in your own module.",
+        "MiniGridEmpty, PointRobot, HalfCheetahVel with the mujoco extra) or "
+        "'module:ClassOrFactory' for a family in your own module.",
     )
     family_kwargs: dict = setting({}, "Keyword arguments of the family's constructor (e.g. size).")
     split_seed: int = setting(0, "Seed of the deterministic train / validation / test task split.")

@@ -263,19 +263,28 @@ def _report_table(summary: dict) -> list[str]:
     rows = [("AD", summary)] + [
         (c.get("label", "compare"), c) for c in summary.get("compare", []) if isinstance(c, dict)
     ]
+    # The return ratio needs positive returns; the normalised one is the rise for any reward
+    # sign (the point robot's dense rewards are negative).
     lines = [
-        "| run | first-episode return | last-10 return | last-10 / first | normalised (last 10) "
-        "| episode to 50% | episode to 80% |",
-        "|---|---|---|---|---|---|---|",
+        "| run | first-episode return | last-10 return | last-10 / first | normalised (episode 1) "
+        "| normalised (last 10) | last-10 / first (normalised) | episode to 50% | episode to 80% |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, s in rows:
         first = s.get("first_episode_return")
         last = s.get("last10_return")
         ratio = (last / first) if first and last is not None and first > 0 else None
+        curve = (s.get("per_episode") or {}).get("normalised_mean") or [None]
+        first_norm, last_norm = curve[0], s.get("last10_normalised")
+        rise = (
+            last_norm / first_norm
+            if first_norm and last_norm is not None and first_norm > 0
+            else None
+        )
         lines.append(
             f"| {label} | {_fmt(first)} | {_fmt(last)} | {_fmt(ratio, 1, 'n/a')} | "
-            f"{_fmt(s.get('last10_normalised'))} | {_fmt(s.get('episode_to_50'))} | "
-            f"{_fmt(s.get('episode_to_80'))} |"
+            f"{_fmt(first_norm, missing='n/a')} | {_fmt(last_norm)} | {_fmt(rise, 1, 'n/a')} | "
+            f"{_fmt(s.get('episode_to_50'))} | {_fmt(s.get('episode_to_80'))} |"
         )
     source = summary.get("source")
     if isinstance(source, dict):

@@ -11,6 +11,7 @@ from gymnasium.envs.registration import register, registry
 from envs.bandit import Bandit
 from envs.base import Task, TaskError, TaskFamily, family_names, make_family, task_key
 from envs.darkroom import DarkRoom, DarkRoomHard
+from envs.halfcheetah_vel import HalfCheetahVel
 from envs.keytodoor import DarkKeyToDoor
 from envs.minigrid_family import MiniGridEmpty
 from envs.pointrobot import PointRobot
@@ -28,12 +29,14 @@ _register("DarkKeyToDoor-v0", "envs.keytodoor:DarkKeyToDoorEnv", size=9, key=(0,
 _register("Bandit-v0", "envs.bandit:BanditEnv")
 _register("ADMiniGridEmpty-v0", "envs.minigrid_family:MiniGridEmptyEnv", size=7, goal=(5, 5))
 _register("PointRobot-v0", "envs.pointrobot:PointRobotEnv", goal=(0.0, 1.0))
+_register("HalfCheetahVel-v0", "envs.halfcheetah_vel:HalfCheetahVelEnv", velocity=1.0)
 
 __all__ = [
     "Bandit",
     "DarkKeyToDoor",
     "DarkRoom",
     "DarkRoomHard",
+    "HalfCheetahVel",
     "MiniGridEmpty",
     "PointRobot",
     "Task",
