@@ -194,8 +194,19 @@ class TaskFamily(ABC):
         """
         return None
 
-    def landmarks(self, task: Task) -> dict[str, tuple[int, int]]:
-        """Cells of ``task`` to mark on the exploration maps, by name ("goal", "key", "door")."""
+    def position_of(self, observation: Any) -> tuple[float, float] | None:
+        """The (x, y) point in the plane an observation shows the agent at, or None (the default:
+        a family whose observations hold no position; ``ad-eval`` then draws no paths.png).
+
+        The continuous analogue of ``cell_of``: it lets ``ad-eval`` draw the paths of a few
+        episodes (paths.png, see :mod:`ad.evaluation.paths`).
+        """
+        return None
+
+    def landmarks(self, task: Task) -> dict[str, Any]:
+        """What of ``task`` to mark on the exploration maps or paths, by name: (x, y) cells
+        ("goal", "key", "door") for grid families, points and a "goal_radius" for ones with
+        ``position_of``."""
         return {}
 
     # -- split ---------------------------------------------------------------------------------

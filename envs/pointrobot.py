@@ -195,6 +195,20 @@ class PointRobot(TaskFamily):
         task = self.validate_task(task)
         return PointRobotEnv(task["goal"], self.episode_length, self.goal_radius, self.reward_type)
 
+    # -- pictures of the paths -------------------------------------------------------------------
+
+    def position_of(self, observation: Any) -> tuple[float, float]:
+        """The observation is the position itself."""
+        x, y = np.asarray(observation, dtype=np.float64).reshape(2)
+        return float(x), float(y)
+
+    def landmarks(self, task: Task) -> dict[str, Any]:
+        """The goal, and (sparse rewards only: the dense reward has no radius) the goal radius."""
+        marks: dict[str, Any] = {"goal": tuple(self.validate_task(task)["goal"])}
+        if self.reward_type == "sparse":
+            marks["goal_radius"] = self.goal_radius
+        return marks
+
     # -- reference returns ----------------------------------------------------------------------
 
     def steps_to_goal(self, task: Task) -> int | None:

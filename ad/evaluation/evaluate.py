@@ -3,7 +3,8 @@
 ``evaluate`` rolls a checkpoint (and runs to compare) out with :func:`ad.evaluation.rollout.rollout`
 on the test tasks of its split (``eval.tasks``: validation tasks to choose settings on), compares with the source algorithm's learning curves on the same
 tasks from the collected histories, and writes returns.npz, summary.json and return_curves.png
-(and, for grid families, exploration.png: see :mod:`ad.evaluation.exploration`).
+(and, for grid families, exploration.png: see :mod:`ad.evaluation.exploration`; for families
+with positions in the plane, paths.png: see :mod:`ad.evaluation.paths`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ad.config import ExperimentConfig, config_from_dict, config_to_dict, parse_
 from ad.errors import UserError
 from ad.evaluation.exploration import draws_exploration, write_exploration
 from ad.evaluation.metrics import summarise_returns
+from ad.evaluation.paths import draws_paths, write_paths
 from ad.evaluation.references import (
     source_dataset_dir,
     source_streams,
@@ -332,8 +334,8 @@ def evaluate(
     out_dir = Path(out_dir) if out_dir is not None else default_eval_dir(run.run_dir, label)
     summaries: list[dict] = []
     all_returns: list[np.ndarray] = []
-    # Row 0 (first task, first seed) of the main run, traced for the exploration maps.
-    trace: dict | None = {} if draws_exploration(family) else None
+    # Row 0 (first task, first seed) of the main run, traced for the exploration maps or paths.
+    trace: dict | None = {} if draws_exploration(family) or draws_paths(family) else None
     for i, r in enumerate([run, *others]):
         if ecfg.backend == "ray":  # batches of rows as Ray tasks; see ad.evaluation.ray_rollout
             from ad.evaluation.ray_rollout import rollout_on_ray
@@ -381,7 +383,11 @@ def evaluate(
     _plot(out_dir / "return_curves.png", summaries)
     if trace:  # not with backend ray, whose rows run elsewhere
         where = f"{label} task {tasks[0]}, evaluation seed {ecfg.seed}"
-        title = f"{run.split.family}, {run.label}: cells visited on {where}"
-        write_exploration(out_dir, family, tasks[0], trace, ecfg.num_episodes, title)
+        if draws_exploration(family):
+            title = f"{run.split.family}, {run.label}: cells visited on {where}"
+            write_exploration(out_dir, family, tasks[0], trace, ecfg.num_episodes, title)
+        if draws_paths(family):
+            title = f"{run.split.family}, {run.label}: paths on {where}"
+            write_paths(out_dir, family, tasks[0], trace, ecfg.num_episodes, title)
     print(format_summary(main))
     return main

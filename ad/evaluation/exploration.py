@@ -26,9 +26,22 @@ def draws_exploration(family: TaskFamily) -> bool:
     return family.grid_size is not None
 
 
-def panel_episodes(num_episodes: int) -> list[int]:
-    """Episodes 1, 5, 20 and the last, those of them that a rollout of ``num_episodes`` has."""
-    return sorted({e for e in (*PANEL_EPISODES, num_episodes) if e <= num_episodes})
+def panel_episodes(num_episodes: int, chosen: tuple[int, ...] = PANEL_EPISODES) -> list[int]:
+    """Episodes ``chosen`` (default 1, 5, 20) and the last, those of them that a rollout of
+    ``num_episodes`` has."""
+    return sorted({e for e in (*chosen, num_episodes) if e <= num_episodes})
+
+
+def episode_spans(dones: np.ndarray, episodes: list[int]) -> list[tuple[int, int]]:
+    """[start, end) step indices of each of ``episodes`` (1-based, complete) in one row's trace.
+
+    Args:
+        dones: (N,) bool, whether each step ended an episode.
+        episodes: 1-based episode numbers, each a complete episode of the trace.
+    """
+    ends = np.flatnonzero(dones) + 1  # exclusive end of each complete episode
+    starts = np.concatenate([[0], ends[:-1]])
+    return [(int(starts[e - 1]), int(ends[e - 1])) for e in episodes]
 
 
 def episode_visits(
@@ -46,11 +59,9 @@ def episode_visits(
         (len(episodes), width, height) int64 counts; observations without a cell count nothing.
     """
     width, height = family.grid_size
-    ends = np.flatnonzero(dones) + 1  # exclusive end of each complete episode
-    starts = np.concatenate([[0], ends[:-1]])
     counts = np.zeros((len(episodes), width, height), dtype=np.int64)
-    for panel, episode in enumerate(episodes):
-        for observation in observations[starts[episode - 1] : ends[episode - 1]]:
+    for panel, (start, end) in enumerate(episode_spans(dones, episodes)):
+        for observation in observations[start:end]:
             cell = family.cell_of(observation)
             if cell is not None:
                 counts[panel, cell[0], cell[1]] += 1

@@ -211,3 +211,46 @@ def plot_exploration(
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="visits")
     fig.suptitle(title)
     return _save(fig, out_path)
+
+
+def plot_paths(
+    paths: Sequence[np.ndarray],
+    episodes: Sequence[int],
+    landmarks: Mapping,
+    out_path: str | Path,
+    title: str,
+) -> Path:
+    """The paths of a few episodes of one rollout in the plane, one line per episode.
+
+    Args:
+        paths: per episode, (n + 1, 2) positions: the start, then after each step.
+        episodes: their episode numbers (1-based), for the legend.
+        landmarks: "goal" -> (x, y), and optionally "goal_radius" (a circle around the goal).
+        out_path: PNG file to write.
+        title: figure title (the family, task and split).
+
+    Returns:
+        ``out_path`` as a Path.
+    """
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    angles = np.linspace(0.0, np.pi, 181)  # the goals of the point robot's tasks
+    ax.plot(np.cos(angles), np.sin(angles), color="0.75", lw=1, ls="--", label="possible goals")
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(len(paths), 2)))
+    for path, episode, colour in zip(paths, episodes, colours, strict=False):
+        ax.plot(path[:, 0], path[:, 1], "-o", ms=2.5, lw=1.4, color=colour,
+                label=f"episode {episode} ({len(path) - 1} steps)")  # fmt: skip
+    ax.scatter([0.0], [0.0], marker="o", s=70, c="white", edgecolors="black", zorder=3,
+               label="start")  # fmt: skip
+    if "goal" in landmarks:
+        gx, gy = landmarks["goal"]
+        if "goal_radius" in landmarks:
+            circle = plt.Circle((gx, gy), landmarks["goal_radius"], color="gold", alpha=0.3)
+            ax.add_patch(circle)
+        ax.scatter([gx], [gy], marker="*", s=220, c="gold", edgecolors="black", zorder=3,
+                   label="goal")  # fmt: skip
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, out_path)

@@ -96,6 +96,8 @@ def rollout(
         transitions: if a dict is given, it receives every step of every row, in a learning
             history's layout (B rows, N steps): observations (B, N, *obs_shape), actions (B, N)
             or (B, N, act_dim), rewards and dones (B, N); row b is (task b // num_seeds, seed b % num_seeds).
+            It also receives next_observations (B, N, *obs_shape): what each step returned, before
+            the reset that follows an episode's last step (where the paths pictures end).
         task_offset: index of ``tasks[0]`` in the whole evaluation's task list.
         seed_offset: index of this call's first seed in the whole evaluation. With both, a part
             of a larger evaluation (split across Ray workers) seeds its rows as one batch would.
@@ -131,6 +133,8 @@ def rollout(
     rngs = [action_rng(seed, *row) for row in rows]
     traced = np.arange(batch) if trace_rows is None else np.asarray(trace_rows, dtype=np.int64)
     trace: dict[str, list] = {"observations": [], "actions": [], "rewards": [], "dones": []}
+    trace["next_observations"] = []
+    next_observations = observations.copy()  # each step's result, before any reset
     was_training = model.training
     model.eval()
     bar = tqdm(total=num_episodes, desc="eval episodes", disable=not progress, leave=False)
@@ -149,6 +153,7 @@ def rollout(
                 obs, reward, terminated, truncated, _ = env.step(action)
                 running[b] += reward
                 done = terminated or truncated
+                next_observations[b] = obs
                 if done:
                     if finished[b] < num_episodes:
                         returns[b, finished[b]] = running[b]
@@ -162,6 +167,7 @@ def rollout(
             if transitions is not None:
                 trace["rewards"].append(prev_rewards[traced])
                 trace["dones"].append(prev_dones[traced])
+                trace["next_observations"].append(next_observations[traced])
             bar.update(min(int(finished.min()), num_episodes) - bar.n)
     finally:
         bar.close()
