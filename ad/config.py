@@ -17,6 +17,7 @@ import yaml
 
 from ad.errors import UserError
 from ad.fields import build, check, check_fraction, check_min, describe_fields, is_number, setting
+from ad.model_help import MODEL_HELP
 from ad.retired_keys import refuse_retired_keys
 from envs.base import is_int
 from envs.split import SPLITS
@@ -138,29 +139,18 @@ class ModelConfig:
     num_heads: int = setting(4, "Attention heads.")
     ff_dim: int = setting(256, "Feed-forward hidden width (the paper uses 2048).")
     dropout: float = setting(0.1, "Residual and embedding dropout.")
-    attn_dropout: float = setting(
-        0.0, "Attention-probability dropout (the paper: 0.5, 0 on DarkRoomHard)."
-    )
-    input_mask_prob: float = setting(
-        0.3,
-        "Probability of replacing an input token by a learned mask token in training (the "
-        "paper's 0.3; without it the quick Dark Room model stops exploring on many goals).",
-    )
-    context_steps: int | None = setting(
-        None,
-        "Context length c in environment steps (one token per step); None: derived from the "
-        "family's episode length and the histories (see the rule at the end; Dark Room: 200).",
-    )
-    norm: Literal["pre", "post"] = setting(
-        "pre", "Pre-norm (default, trains more stably) or post-norm (paper)."
-    )
+    attn_dropout: float = setting(0.0, MODEL_HELP["attn_dropout"])
+    input_mask_prob: float = setting(0.3, MODEL_HELP["input_mask_prob"])
+    context_steps: int | None = setting(None, MODEL_HELP["context_steps"])
+    norm: Literal["pre", "post"] = setting("pre", MODEL_HELP["norm"])
     action_head: Literal["auto", "categorical", "bins", "gaussian"] = setting(
-        "auto",
-        "Action head: categorical (Discrete), bins (Box: per dimension a categorical over "
-        "action_bins uniform bins of its bounds, dimensions in parallel), gaussian (Box: mean "
-        "and log-std per dimension); auto: categorical for Discrete, bins for Box.",
+        "auto", MODEL_HELP["action_head"]
     )
     action_bins: int = setting(256, "Bins per action dimension of the bins head.")
+    vector_encoder: Literal["linear", "tokens"] = setting("linear", MODEL_HELP["vector_encoder"])
+    token_bins: int = setting(1024, MODEL_HELP["token_bins"])
+    token_mu: float = setting(100.0, MODEL_HELP["token_mu"])
+    token_max: float = setting(256.0, MODEL_HELP["token_max"])
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "num_layers", "num_heads", "ff_dim"):
@@ -172,6 +162,12 @@ class ModelConfig:
         if self.context_steps is not None:
             check_min("model", "context_steps", self.context_steps, 2)
         check_min("model", "action_bins", self.action_bins, 2)
+        check_min("model", "token_bins", self.token_bins, 2)
+        for name in ("token_mu", "token_max"):
+            value = getattr(self, name)
+            check(
+                0 < value < float("inf"), f"model.{name} must be a finite number > 0, got {value!r}"
+            )
         for name in ("dropout", "attn_dropout", "input_mask_prob"):
             check_fraction("model", name, getattr(self, name))
 

@@ -70,6 +70,13 @@ def test_yaml_1_1_quirks_are_read_as_meant():
         ({}, ["train.min_lr=1"], "train.min_lr must be in [0, train.lr]"),
         ({"eval": {"normalise_at": ["x"]}}, [], "eval.normalise_at"),
         ({"eval": {"normalise_at": [0]}}, [], "eval.normalise_at"),
+        ({}, ["model.vector_encoder=mlp"], "model.vector_encoder: 'mlp' is not one of"),
+        ({}, ["model.token_bins=1"], "model.token_bins must be >= 2, got 1"),
+        ({}, ["model.token_bins=8.5"], "model.token_bins"),
+        ({}, ["model.token_mu=0"], "model.token_mu must be a finite number > 0, got 0"),
+        ({}, ["model.token_max=-256"], "model.token_max must be a finite number > 0"),
+        ({}, ["model.token_max=.inf"], "model.token_max must be a finite number > 0, got inf"),
+        ({}, ["model.token_mu=.nan"], "model.token_mu must be a finite number > 0, got nan"),
     ],
 )
 def test_bad_values_give_one_line_errors(data, overrides, needle):
@@ -113,6 +120,10 @@ def test_help_lists_every_section_and_field():
     text = help_text()
     for needle in ("[train]", "train.lr", "model.context_steps", "env.family", "eval.num_episodes"):
         assert needle in text
+    # Gato's tokens for observations, and what the bins head does for Box actions
+    for needle in ("model.vector_encoder", "model.token_bins", "model.token_mu", "model.token_max"):
+        assert needle in text, needle
+    assert "mu-law" in text and "uniformly over their Box bounds" in text
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

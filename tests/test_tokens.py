@@ -1,4 +1,5 @@
-"""Gato's mu-law tokens: round-trip error bounds, edges, order, numpy/torch agreement, refusals."""
+"""Gato's mu-law tokens: round-trip error bounds, edges, order, numpy/torch agreement, refusals;
+the observation encoder built on them (model.vector_encoder=tokens), end to end on the point robot."""
 
 from __future__ import annotations
 
@@ -8,8 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from ad.config import ModelConfig, load_config
 from ad.errors import UserError
+from ad.evaluation.rollout import rollout
+from ad.learn.checkpoint import load_model
+from ad.learn.encoders import TokenVectorEncoder, VectorEncoder, make_observation_encoder
+from ad.learn.model import ADTransformer
 from ad.learn.tokens import MuLawTokenizer
+from ad.pipeline import run_pipeline
+from envs.pointrobot import PointRobot
 
 GATO = MuLawTokenizer()  # mu = 100, M = 256, 1024 bins
 
@@ -180,3 +188,112 @@ def test_tokens_outside_the_vocabulary_refused(tokens):
 )
 def test_bad_parameters_refused(kwargs, word):
     _one_line(lambda: MuLawTokenizer(**kwargs), word)
+
+
+# --------------------------------------------------------------------------- observation encoder
+
+
+OBS = {"type": "Box", "shape": [3], "low": -300.0, "high": 300.0, "dtype": "float32"}
+ACT = {"type": "Box", "shape": [2], "low": -0.1, "high": 0.1, "dtype": "float32"}
+
+
+def _model_config(**kwargs) -> ModelConfig:
+    base = dict(embed_dim=16, num_layers=1, num_heads=2, ff_dim=32, context_steps=8, dropout=0.0)
+    return ModelConfig(**{**base, "vector_encoder": "tokens", **kwargs})
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"token_bins": 64, "token_mu": 10.0, "token_max": 4.0}], ids=["gato", "coarse"]
+)
+def test_observation_tokens_are_the_tokenizers(kwargs):
+    cfg = _model_config(**kwargs)
+    encoder, shape = make_observation_encoder(OBS, cfg)
+    assert isinstance(encoder, TokenVectorEncoder) and shape == (3,)
+    tokenizer = MuLawTokenizer(cfg.token_mu, cfg.token_max, cfg.token_bins)
+    # every magnitude from 1e-6 to beyond M, both signs, plus the bin edges themselves
+    edges = tokenizer.expand(-1.0 + tokenizer.bin_width * np.arange(1, cfg.token_bins))
+    x = np.concatenate([_magnitudes()[::7], [-1e6, 1e6], edges]).astype(np.float32)
+    x = x[: len(x) // 3 * 3].reshape(-1, 3)
+    ids = encoder.tokens(torch.from_numpy(x))
+    np.testing.assert_array_equal(ids.numpy(), tokenizer.encode(x))
+    assert ids.min() == 0 and ids.max() == cfg.token_bins - 1
+    # forward: the bin's embedding plus the dimension's, through a GELU, summed, projected
+    with torch.no_grad():
+        per_dim = encoder.embedding(ids) + encoder.dimension.weight  # (N, 3, d)
+        expected = encoder.proj(torch.nn.functional.gelu(per_dim).sum(1))
+        torch.testing.assert_close(encoder(torch.from_numpy(x)), expected)
+
+
+def test_observation_token_embedding_depends_on_the_bin_and_the_dimension():
+    encoder, _ = make_observation_encoder(OBS, _model_config(token_bins=16))
+    with torch.no_grad():
+        a, same_bin, other_bin, swapped = encoder(
+            torch.tensor(
+                [[1.0, 2.0, 50.0], [1.001, 2.001, 50.1], [1.0, 2.0, -50.0], [2.0, 1.0, 50.0]]
+            )
+        )
+    torch.testing.assert_close(a, same_bin)  # 1 and 1.001 share a bin of 16
+    assert not torch.allclose(a, other_bin)
+    assert not torch.allclose(a, swapped)  # which dimension holds a value matters (the GELU)
+    _one_line(
+        lambda: encoder(torch.tensor([[0.0, float("nan"), 0.0]])), "1 of 3 observations are NaN"
+    )
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        {"type": "Discrete", "n": 4},
+        {"type": "MultiDiscrete", "nvec": [3, 3]},
+        {"type": "Box", "shape": [7, 7, 3], "low": 0, "high": 255, "dtype": "uint8"},
+    ],
+    ids=["discrete", "multidiscrete", "image"],
+)
+def test_tokens_refused_for_observations_that_are_not_1d_boxes(space):
+    _one_line(lambda: make_observation_encoder(space, _model_config()), "1-D Box", "linear")
+
+
+def test_default_model_keeps_the_linear_vector_encoder():
+    cfg = ModelConfig()
+    assert (cfg.vector_encoder, cfg.token_bins, cfg.token_mu, cfg.token_max) == (
+        "linear",
+        1024,
+        100.0,
+        256.0,
+    )
+    torch.manual_seed(0)
+    model = ADTransformer(_model_config(vector_encoder="linear"), OBS, ACT)
+    torch.manual_seed(0)
+    reference = VectorEncoder(3, -300.0, 300.0, 16)
+    assert type(model.obs_encoder) is VectorEncoder
+    shapes = {k: v.shape for k, v in model.obs_encoder.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in reference.state_dict().items()}
+    ours = [key for key in model.state_dict() if key.startswith("obs_encoder.")]
+    assert ours == ["obs_encoder." + key for key in reference.state_dict()]
+
+
+def test_point_robot_with_observation_tokens_collects_trains_evaluates_and_reloads(tmp_path):
+    torch.manual_seed(0)
+    cfg = load_config(None, [
+        "name=pointrobot_tokens", "env.family=PointRobot", "env.num_train_tasks=2",
+        "env.num_test_tasks=1", "env.num_validation_tasks=1", "collect.splits=[train, test]",
+        "collect.algorithm=SAC",
+        "collect.algorithm_kwargs={learning_starts: 20, buffer_size: 500, batch_size: 32}",
+        "collect.n_envs=2", "collect.total_steps=160", "model.embed_dim=16",
+        "model.num_layers=1", "model.ff_dim=32", "model.context_steps=40", "model.action_bins=8",
+        "model.vector_encoder=tokens", "model.token_bins=128",
+        "train.num_steps=6", "train.warmup_steps=2", "train.batch_size=4",
+        "train.subsample_every=1", "train.checkpoint_every=6", "eval.num_episodes=2",
+        "eval.num_seeds=2", "eval.action_mode=argmax",
+        f"collect.output_dir={tmp_path / 'h'}", f"train.run_dir={tmp_path / 'r'}",
+    ])  # fmt: skip
+    summary = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
+    model, ckpt = load_model(tmp_path / "r")  # the checkpoint's config rebuilds the tokens model
+    assert ckpt["config"]["model"]["vector_encoder"] == "tokens"
+    assert isinstance(model.obs_encoder, TokenVectorEncoder)
+    assert model.obs_encoder.embedding.num_embeddings == 128
+    assert model.obs_encoder.tokenizer == MuLawTokenizer(100.0, 256.0, 128)
+    returns = np.load(tmp_path / "r" / "report" / "returns.npz")["returns"]
+    assert returns.shape == (1, 2, 2) and summary["num_tasks"] == 1
+    again = rollout(model, PointRobot(), [ckpt["split"]["test"][0]], 2, 2, "argmax")
+    np.testing.assert_array_equal(again, returns)  # the reloaded model is the one evaluated

@@ -8,10 +8,13 @@ import math
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
+from ad.config import ModelConfig
 from ad.data.spaces import box_bounds
 from ad.errors import UserError
+from ad.learn.tokens import MuLawTokenizer
 
 
 class DiscreteEncoder(nn.Module):
@@ -52,6 +55,33 @@ class VectorEncoder(nn.Module):
     def forward(self, obs: Tensor) -> Tensor:
         x = (obs.to(self.net[0].weight.dtype) - self.center) * self.scale  # (N, size)
         return self.net(x)  # (N, d)
+
+
+class TokenVectorEncoder(nn.Module):
+    """1-D Box -> Gato's tokens: each dimension mu-law companded, clipped to [-1, 1] and binned
+    (``ad.learn.tokens``); per dimension the bin's embedding plus the dimension's embedding, through
+    a GELU, summed over the dimensions and mixed by a linear layer into the step's one token.
+
+    The GELU comes before the sum because a sum of the raw embeddings would not say which dimension
+    holds which value: (bin a + dim 0) + (bin b + dim 1) equals (bin b + dim 0) + (bin a + dim 1).
+    Gato gives every dimension a token of its own in the sequence; here a step stays one token.
+    """
+
+    def __init__(self, size: int, embed_dim: int, tokenizer: MuLawTokenizer) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.embedding = nn.Embedding(tokenizer.num_bins, embed_dim)
+        self.dimension = nn.Embedding(size, embed_dim)
+        self.proj = nn.Linear(embed_dim, embed_dim)
+        self.register_buffer("dims", torch.arange(size), persistent=False)
+
+    def tokens(self, obs: Tensor) -> Tensor:
+        """(N, size) observations -> (N, size) int64 token ids (``MuLawTokenizer.encode``)."""
+        return self.tokenizer.encode(obs, "observations")
+
+    def forward(self, obs: Tensor) -> Tensor:
+        x = self.embedding(self.tokens(obs)) + self.dimension(self.dims)  # (N, size, d)
+        return self.proj(F.gelu(x).sum(1))  # (N, d)
 
 
 class ImageEncoder(nn.Module):
@@ -99,13 +129,25 @@ class ImageEncoder(nn.Module):
         return self.proj(self.cnn(x.contiguous()))  # (N, 32*h*w) -> (N, d)
 
 
-def make_observation_encoder(space: dict, embed_dim: int) -> tuple[nn.Module, tuple[int, ...]]:
-    """The encoder for an observation space (``ad.data.spaces.space_to_json``) and the observation shape.
+def make_observation_encoder(space: dict, cfg: ModelConfig) -> tuple[nn.Module, tuple[int, ...]]:
+    """The encoder for an observation space (``ad.data.spaces.space_to_json``) and the observation
+    shape; ``cfg.vector_encoder`` chooses linear or tokens for a 1-D Box.
 
     Raises:
-        UserError: the space is not Discrete, MultiDiscrete, 1-D Box or (H, W, C) Box.
+        UserError: the space is not Discrete, MultiDiscrete, 1-D Box or (H, W, C) Box, or
+            vector_encoder is tokens and the space is not a 1-D Box.
     """
     kind = space.get("type") if isinstance(space, dict) else None
+    embed_dim = cfg.embed_dim
+    if cfg.vector_encoder == "tokens":
+        if kind != "Box" or len(space.get("shape", ())) != 1:
+            raise UserError(
+                f"model.vector_encoder=tokens takes 1-D Box observations, not {space!r}; use "
+                "model.vector_encoder=linear for this env"
+            )
+        tokenizer = MuLawTokenizer(float(cfg.token_mu), float(cfg.token_max), cfg.token_bins)
+        size = int(space["shape"][0])
+        return TokenVectorEncoder(size, embed_dim, tokenizer), (size,)
     if kind == "Discrete":
         return DiscreteEncoder([int(space["n"])], embed_dim, multi=False), ()
     if kind == "MultiDiscrete":

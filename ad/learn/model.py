@@ -191,7 +191,7 @@ class ADTransformer(nn.Module):
         if action_space.get("type") == "Discrete" and int(action_space["n"]) < 1:
             raise UserError(f"num_actions must be >= 1, got {action_space['n']}; check the env")
         d = cfg.embed_dim
-        self.obs_encoder, self.obs_shape = make_observation_encoder(observation_space, d)
+        self.obs_encoder, self.obs_shape = make_observation_encoder(observation_space, cfg)
         self.cfg = cfg
         self.observation_space = dict(observation_space)
         self.action_space = action_space
