@@ -25,6 +25,7 @@ SPLIT_SIZES = {  # (train, validation, test) of the default split
     "MiniGridEmpty": (16, 4, 4),
     "Bandit": (100, 50, 100),
     "PointRobot": (100, 16, 16),
+    "HalfCheetahVel": (40, 8, 8),  # registered when the mujoco extra is installed
 }
 
 # sha256 (first 16 hex digits) of the task keys of family.split(0) made by the two-way split
@@ -90,7 +91,7 @@ def test_split_is_disjoint_covering_deterministic_and_round_trips(name):
         assert again.split_of(split.tasks(s)[-1]) == s
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", [n for n in FAMILIES if n in OLD_SPLIT_SEED0])  # no newer ones
 def test_test_tasks_are_the_former_heldout_tasks_in_order(name):
     """Data and numbers measured on the two-way split's held-out tasks stay comparable: with the
     same seed and number, the test tasks are those tasks, in the same order."""
