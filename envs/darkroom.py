@@ -100,8 +100,22 @@ class DarkRoomEnv(gym.Env):
         return self._pos.copy(), reward, False, truncated, {}
 
 
+class RoomCells:
+    """Exploration maps of a family on a ``size`` x ``size`` grid whose observation begins with
+    the agent's (x, y): Dark Room and Key-to-Door (see ``TaskFamily.cell_of``)."""
+
+    size: int
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+    def cell_of(self, observation: Any) -> tuple[int, int]:
+        return (int(observation[0]), int(observation[1]))
+
+
 @register_family
-class DarkRoom(TaskFamily):
+class DarkRoom(RoomCells, TaskFamily):
     """Dark Room: the task is the goal cell, one of size**2 cells (81 on 9x9)."""
 
     name = "DarkRoom"
@@ -119,14 +133,6 @@ class DarkRoom(TaskFamily):
     @property
     def episode_length(self) -> int:
         return self._episode_length
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return (self.size, self.size)
-
-    def cell_of(self, observation: Any) -> tuple[int, int]:
-        """The observation is the agent's (x, y)."""
-        return (int(observation[0]), int(observation[1]))
 
     def landmarks(self, task: Task) -> dict[str, tuple[int, int]]:
         return {"goal": tuple(self.validate_task(task)["goal"])}

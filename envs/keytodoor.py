@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.base import Task, TaskFamily, check_int, check_task_fields, grid_cell, register_family
-from envs.darkroom import MOVES, move
+from envs.darkroom import MOVES, RoomCells, move
 
 
 class DarkKeyToDoorEnv(gym.Env):
@@ -89,7 +89,7 @@ class DarkKeyToDoorEnv(gym.Env):
 
 
 @register_family
-class DarkKeyToDoor(TaskFamily):
+class DarkKeyToDoor(RoomCells, TaskFamily):
     """Dark Key-to-Door: the task is the (key, door) cell pair, size**4 tasks (6561 on 9x9).
 
     Tasks are enumerated key-major in row-major cell order; the default split keeps 100 of them
@@ -113,14 +113,6 @@ class DarkKeyToDoor(TaskFamily):
     @property
     def episode_length(self) -> int:
         return self._episode_length
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return (self.size, self.size)
-
-    def cell_of(self, observation: Any) -> tuple[int, int]:
-        """The observation is the agent's (x, y)."""
-        return (int(observation[0]), int(observation[1]))
 
     def landmarks(self, task: Task) -> dict[str, tuple[int, int]]:
         task = self.validate_task(task)

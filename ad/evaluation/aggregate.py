@@ -38,18 +38,15 @@ def load_summary(path: str | Path) -> dict:
     return summary
 
 
-def _curves(summaries: list[dict], pick: Any) -> np.ndarray | None:
-    """(runs, E) normalised curves picked from each summary; None if any run lacks one."""
-    curves = [pick(s) for s in summaries]
-    if any(c is None for c in curves):
-        return None
-    return np.array([c["per_episode"]["normalised_mean"] for c in curves], dtype=float)
+SCALARS = ("last10_normalised", "first_episode_return", "last10_return")
 
 
-def _stats(curves: np.ndarray | None, scalars: dict[str, list], seed: int) -> dict | None:
-    """Mean normalised curve with its CI band over runs, and mean / CI of each scalar."""
-    if curves is None:
+def _stats(parts: list[dict | None], seed: int) -> dict | None:
+    """Mean normalised curve with its CI band over runs, and mean / CI of each of ``SCALARS``,
+    of one curve per run (a summary, its compared run or its source); None if a run lacks it."""
+    if any(p is None for p in parts):
         return None
+    curves = np.array([p["per_episode"]["normalised_mean"] for p in parts], dtype=float)
     low, high = bootstrap_ci(curves, seed)
     mean = curves.mean(0)
     out: dict[str, Any] = {
@@ -57,8 +54,8 @@ def _stats(curves: np.ndarray | None, scalars: dict[str, list], seed: int) -> di
         "episode_to_50": first_episode_reaching(mean, 0.5, SMOOTHING),
         "episode_to_80": first_episode_reaching(mean, 0.8, SMOOTHING),
     }
-    for name, values in scalars.items():
-        values = np.array([np.nan if v is None else v for v in values], dtype=float)
+    for name in SCALARS:
+        values = np.array([np.nan if p.get(name) is None else p[name] for p in parts], float)
         if np.isnan(values).any():
             out[name] = None
             continue
@@ -85,13 +82,11 @@ def aggregate(summaries: list[dict], seed: int = 0) -> dict:
                 f"summaries differ in {[k for k in keys if other[k] != first[k]]}; aggregate "
                 "evaluations of one recipe on one family and split"
             )
-    scalar_names = ("last10_normalised", "first_episode_return", "last10_return")
-    scalars = {n: [s.get(n) for s in summaries] for n in scalar_names}
     compare = [s["compare"][0] if s.get("compare") else None for s in summaries]
     # the source's curve depends on the split only: one sample per split seed
     by_split = {s["config"]["env"]["split_seed"]: s.get("source") for s in summaries}
     source = [c if isinstance(c, dict) else None for c in by_split.values()]
-    ad = _stats(_curves(summaries, lambda s: s), scalars, seed)
+    ad = _stats(summaries, seed)
     result = {
         **first,
         "num_runs": len(summaries),
@@ -100,16 +95,8 @@ def aggregate(summaries: list[dict], seed: int = 0) -> dict:
         "train_seeds": sorted({s["config"]["train"]["seed"] for s in summaries}),
         "ad": ad,
         "compare_label": compare[0]["label"].split(" ")[0] if compare[0] else None,
-        "compare": _stats(
-            _curves(compare, lambda c: c),
-            {n: [c and c.get(n) for c in compare] for n in scalar_names},
-            seed,
-        ),
-        "source": _stats(
-            _curves(source, lambda c: c),
-            {n: [c and c.get(n) for c in source] for n in scalar_names},
-            seed,
-        ),
+        "compare": _stats(compare, seed),
+        "source": _stats(source, seed),
     }
     src = result["source"]
     if src and src["episode_to_80"] and ad["episode_to_80"]:

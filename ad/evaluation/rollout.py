@@ -132,8 +132,8 @@ def rollout(
     finished = np.zeros(batch, dtype=np.int64)  # completed episodes per row
     rngs = [action_rng(seed, *row) for row in rows]
     traced = np.arange(batch) if trace_rows is None else np.asarray(trace_rows, dtype=np.int64)
-    trace: dict[str, list] = {"observations": [], "actions": [], "rewards": [], "dones": []}
-    trace["next_observations"] = []
+    keys = ("observations", "actions", "rewards", "dones", "next_observations")
+    trace: dict[str, list] = {key: [] for key in keys}
     next_observations = observations.copy()  # each step's result, before any reset
     was_training = model.training
     model.eval()
