@@ -192,6 +192,9 @@ class TrainConfig:
     ed_last_episodes: int = setting(
         10, "ED: how many final (converged) episodes of each stream to use."
     )
+    ed_context_steps: int | None = setting(
+        None, "ED's context steps (None: model.context_steps); when its episodes are fewer steps."
+    )
     ed_num_steps: int | None = setting(
         1000, "ad-run: optimiser steps of the ED control (None: num_steps); its data is small."
     )
@@ -247,8 +250,9 @@ class TrainConfig:
         }
         for name, minimum in minimums.items():
             check_min("train", name, getattr(self, name), minimum)
-        if self.ed_num_steps is not None:
-            check_min("train", "ed_num_steps", self.ed_num_steps, 1)
+        for name in ("ed_num_steps", "ed_context_steps"):
+            if getattr(self, name) is not None:
+                check_min("train", name, getattr(self, name), 1)
         if self.window_steps is not None:
             check_min("train", "window_steps", self.window_steps, 2)
         check(self.lr > 0, f"train.lr must be > 0, got {self.lr!r}")

@@ -269,6 +269,17 @@ def test_ed_uses_only_the_last_episodes(dataset_dir):
         assert stream.num_kept_steps == ends[-1] - ends[-4]
 
 
+def test_ed_context_steps_sets_the_ed_models_context_and_only_its(dataset_dir):
+    # one last episode (20 steps) is shorter than the 40-step context: ED needs its own
+    ed = ["train.mode=ed", "train.ed_last_episodes=1"]
+    with pytest.raises(UserError, match="has 40 kept steps"):
+        open_windows(tiny_config(dataset_dir, None, *ed))
+    ds = open_windows(tiny_config(dataset_dir, None, *ed, "train.ed_context_steps=20"))
+    assert ds.window_steps == 20 and ds[0]["observations"].shape[0] == 20
+    ad = open_windows(tiny_config(dataset_dir, None, "train.ed_context_steps=20"))
+    assert ad.window_steps == 40  # AD keeps model.context_steps
+
+
 def test_test_and_validation_runs_never_appear(dataset_dir):
     ds = open_windows(tiny_config(dataset_dir))
     manifest = json.loads((dataset_dir / "manifest.json").read_text())

@@ -147,7 +147,8 @@ def source_shape(training: TrainingRuns) -> SourceShape:
 
 def resolve_config(cfg: ExperimentConfig, training: TrainingRuns) -> ExperimentConfig:
     """``cfg`` with its null ``model.context_steps``, ``train.subsample_every`` and
-    ``eval.num_episodes`` derived from the training runs by the rule of :mod:`ad.defaults`.
+    ``eval.num_episodes`` derived from the training runs by the rule of :mod:`ad.defaults`, and
+    in ED mode with ``train.ed_context_steps`` set, that as ``model.context_steps``.
 
     Args:
         cfg: the experiment config.
@@ -159,6 +160,11 @@ def resolve_config(cfg: ExperimentConfig, training: TrainingRuns) -> ExperimentC
     Raises:
         UserError: streams too short to derive a context of at least one episode.
     """
+    ed_context = cfg.train.ed_context_steps
+    if cfg.train.mode == "ed" and ed_context is not None:
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, context_steps=ed_context)
+        )
     if None not in (cfg.model.context_steps, cfg.train.subsample_every, cfg.eval.num_episodes):
         return cfg
     context_steps, subsample_every, num_episodes = derive(
@@ -181,6 +187,10 @@ def describe_derived(
     """One log line: which settings were derived, to what, from which numbers."""
     shape = source_shape(training)
     values = []
+    if given.train.mode == "ed" and given.train.ed_context_steps is not None:
+        values.append(
+            f"model.context_steps={given.train.ed_context_steps} (train.ed_context_steps)"
+        )
     for key in DERIVED_FIELDS:
         section, name = key.split(".")
         if getattr(getattr(given, section), name) is None:
