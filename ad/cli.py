@@ -219,6 +219,15 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         "several seeds -> their mean with a 95%% bootstrap CI over runs, in --out "
         "(default: aggregate/)",
     )
+    source.add_argument(
+        "--figure",
+        type=Path,
+        nargs="+",
+        metavar="RESULT",
+        help="no rollout: the paper's figure, one panel per family, from each family's "
+        "aggregate.json (or one run's summary.json) -> figure.png, figure.json and a Markdown "
+        "table, in --out (default: figure/)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -256,6 +265,13 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             out_dir = args.out or Path("aggregate")
             print(format_aggregate(write_aggregate(args.aggregate, out_dir)))
             print(f"written: {out_dir / 'aggregate.json'}, {out_dir / 'aggregate.png'}")
+            return 0
+        if args.figure:
+            from ad.evaluation.figure import figure_table, write_figure
+
+            out_dir = args.out or Path("figure")
+            print(figure_table(write_figure(args.figure, out_dir)))
+            print(f"written: {out_dir / 'figure.png'}, {out_dir / 'figure.json'}")
             return 0
         source, compare = args.run or args.checkpoint, args.compare
         if source is None and compare:  # ad-eval --compare runA runB ...

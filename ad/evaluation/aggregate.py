@@ -64,14 +64,14 @@ def _stats(parts: list[dict | None], seed: int) -> dict | None:
     return out
 
 
-def aggregate(summaries: list[dict], seed: int = 0) -> dict:
+def aggregate(summaries: list[dict], seed: int = 0, min_runs: int = 2) -> dict:
     """Mean and 95% bootstrap CI over runs of AD, the first compared run (ED) and the source.
 
     Raises:
-        UserError: fewer than two summaries, or summaries of different families, splits,
-            episode counts or evaluation settings.
+        UserError: fewer than ``min_runs`` summaries, or summaries of different families,
+            splits, episode counts or evaluation settings.
     """
-    if len(summaries) < 2:
+    if len(summaries) < min_runs:
         raise UserError("--aggregate needs at least two summaries (runs of other seeds)")
     keys = ("family", "family_kwargs", "split", "num_episodes", "action_mode", "context_mode")
     first = {k: summaries[0].get(k) for k in keys}
@@ -138,18 +138,12 @@ def format_aggregate(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_aggregate(paths: list[str | Path], out_dir: str | Path, seed: int = 0) -> dict:
-    """Aggregate the summaries at ``paths`` into ``out_dir``/aggregate.json and aggregate.png."""
-    from ad.evaluation.evaluate import to_json
-    from ad.evaluation.plots import plot_return_curves
-
-    result = aggregate([load_summary(p) for p in paths], seed)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "aggregate.json", json.dumps(to_json(result), indent=2) + "\n")
+def aggregate_curves(result: dict) -> list[dict]:
+    """AD, the compared run and the source as ``plot_return_curves`` takes them: mean normalised
+    curves with their CI bands."""
     labels = [("AD", "ad", "-"), (result["compare_label"] or "compare", "compare", "-")]
     labels.append(("source algorithm (per stream)", "source", "--"))
-    curves = [
+    return [
         {
             "label": label,
             "mean": result[key]["normalised_curve"]["mean"],
@@ -160,6 +154,18 @@ def write_aggregate(paths: list[str | Path], out_dir: str | Path, seed: int = 0)
         for label, key, style in labels
         if result[key] is not None
     ]
+
+
+def write_aggregate(paths: list[str | Path], out_dir: str | Path, seed: int = 0) -> dict:
+    """Aggregate the summaries at ``paths`` into ``out_dir``/aggregate.json and aggregate.png."""
+    from ad.evaluation.evaluate import to_json
+    from ad.evaluation.plots import plot_return_curves
+
+    result = aggregate([load_summary(p) for p in paths], seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "aggregate.json", json.dumps(to_json(result), indent=2) + "\n")
+    curves = aggregate_curves(result)
     title = (
         f"{result['family']}, {result['split']} tasks: mean of {result['num_runs']} runs "
         f"({len(result['split_seeds'])} split x {len(result['train_seeds'])} training seeds), "

@@ -58,6 +58,18 @@ def plot_return_curves(
         ``out_path`` as a Path.
     """
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    _draw_curves(ax, curves, optimal, random)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize="small")
+    return _save(fig, out_path)
+
+
+def _draw_curves(
+    ax: plt.Axes, curves: Sequence[Mapping], optimal: float | None, random: float | None
+) -> None:
+    """``plot_return_curves``'s lines, bands and reference lines on one axis."""
     for i, curve in enumerate(curves):
         mean = np.asarray(curve["mean"], dtype=float)
         x = np.asarray(curve.get("x", np.arange(1, len(mean) + 1)), dtype=float)
@@ -71,11 +83,41 @@ def plot_return_curves(
         ax.axhline(optimal, color="black", linestyle="--", linewidth=1, label="optimal")
     if random is not None:
         ax.axhline(random, color="grey", linestyle=":", linewidth=1.5, label="random policy")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+
+
+def plot_return_panels(
+    panels: Sequence[Mapping], out_path: str | Path, title: str, ylabel: str = "normalised return"
+) -> Path:
+    """The paper's multi-family figure: one ``plot_return_curves`` panel per family, in a row
+    (wrapping after three), one shared legend.
+
+    Args:
+        panels: one mapping per panel with ``title``, ``curves`` (as ``plot_return_curves``
+            takes them) and optionally ``optimal`` and ``random``.
+        out_path: PNG file to write.
+        title: figure title.
+        ylabel: y-axis label of the first panel of each row.
+    """
+    cols = min(len(panels), 3)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    for i, (ax, panel) in enumerate(zip(axes.flat, panels, strict=False)):
+        _draw_curves(ax, panel["curves"], panel.get("optimal"), panel.get("random"))
+        ax.set_title(panel["title"], fontsize=9)
+        ax.set_xlabel("episode")
+        if i % cols == 0:
+            ax.set_ylabel(ylabel)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    handles: dict = {}
+    for ax in axes.flat[: len(panels)]:  # every label once, in order of first appearance
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles),
+               frameon=False, bbox_to_anchor=(0.5, -0.02))  # fmt: skip
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(fig, out_path)
 
 

@@ -1,0 +1,104 @@
+"""The paper's figure: one panel per task family, AD against ED and the source with CI bands.
+
+``ad-eval --figure`` reads one result per family: an ``aggregate.json`` of ``ad-eval
+--aggregate`` (several runs: a mean with a 95% bootstrap CI over runs) or a single run's
+``summary.json`` (its title says "1 run", and its band has no width). Every curve is normalised
+per task, so random is 0 and optimal is 1 in every panel. It writes ``figure.png`` and
+``figure.json`` (each family's numbers), and returns a Markdown table of them for the README.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ad.errors import UserError
+from ad.evaluation.aggregate import aggregate, aggregate_curves, load_summary
+from ad.utils import atomic_write_text
+
+
+def load_result(path: str | Path) -> dict:
+    """An aggregate (``aggregate.json`` or its folder) or one run's summary as a 1-run aggregate."""
+    path = Path(path)
+    if path.is_dir() and (path / "aggregate.json").exists():
+        path = path / "aggregate.json"
+    if path.name == "aggregate.json":
+        try:
+            result = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{path} is not valid JSON; re-run ad-eval --aggregate") from None
+        if "ad" not in result or "num_runs" not in result:
+            raise UserError(f"{path} is not an ad-eval --aggregate result (no ad or num_runs)")
+        return result
+    return aggregate([load_summary(path)], min_runs=1)
+
+
+def _seeds(result: dict) -> str:
+    runs = result["num_runs"]
+    if runs == 1:
+        return "1 run"
+    return (
+        f"{runs} runs ({len(result['split_seeds'])} split x "
+        f"{len(result['train_seeds'])} training seeds)"
+    )
+
+
+def _cell(stats: dict | None) -> str:
+    if stats is None or stats.get("last10_normalised") is None:
+        return "n/a"
+    s = stats["last10_normalised"]
+    return f"{s['mean']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
+
+
+def _episodes_to_80(stats: dict | None) -> str:
+    return str((stats or {}).get("episode_to_80") or "never")
+
+
+def figure_table(results: list[dict]) -> str:
+    """The README's table: per family, normalised score over the last 10 episodes [95% CI]."""
+    lines = [
+        "| family | runs | AD | ED | source | episode to 80%: AD / source | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        ratio = r.get("data_efficiency_ratio")
+        lines.append(
+            f"| {r['family']} | {_seeds(r)} | {_cell(r['ad'])} | {_cell(r.get('compare'))} | "
+            f"{_cell(r.get('source'))} | {_episodes_to_80(r['ad'])} / "
+            f"{_episodes_to_80(r.get('source'))} | {'n/a' if ratio is None else f'{ratio:.2f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def write_figure(paths: list[str | Path], out_dir: str | Path) -> list[dict]:
+    """One panel per result at ``paths`` into ``out_dir``/figure.png and figure.json.
+
+    Raises:
+        UserError: a path is not a result, or two results are of the same family.
+    """
+    from ad.evaluation.evaluate import to_json
+    from ad.evaluation.plots import plot_return_panels
+
+    results = [load_result(p) for p in paths]
+    families = [r["family"] for r in results]
+    repeated = sorted({f for f in families if families.count(f) > 1})
+    if repeated:
+        raise UserError(
+            f"two results are of {', '.join(repeated)}; pass one aggregate per family "
+            "(ad-eval --aggregate joins runs of one family first)"
+        )
+    panels = [
+        {
+            "title": f"{r['family']}, {r['split']} tasks: {_seeds(r)}",
+            "curves": aggregate_curves(r),
+            "optimal": 1.0,
+            "random": 0.0,
+        }
+        for r in results
+    ]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_return_panels(panels, out_dir / "figure.png", "In-context learning on test tasks (95% CI)")
+    table = {"families": [to_json(r) for r in results], "table": figure_table(results)}
+    atomic_write_text(out_dir / "figure.json", json.dumps(table, indent=2) + "\n")
+    return results

@@ -1,0 +1,62 @@
+"""ad-eval --figure: the paper's figure, one panel per family, from aggregates or summaries."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ad.cli import eval_main
+from ad.errors import UserError
+from ad.evaluation.aggregate import aggregate
+from ad.evaluation.figure import figure_table, load_result, write_figure
+from tests.test_aggregate import summary
+
+
+def _write(path, data) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_one_panel_per_family_from_an_aggregate_and_a_single_run(tmp_path, capsys):
+    runs = [_write(tmp_path / f"dr{s}{t}/summary.json", summary(s, t, 0.7 + 0.1 * s))
+            for s in (0, 1) for t in (0, 1)]  # fmt: skip
+    assert eval_main(["--aggregate", *runs, "--out", str(tmp_path / "agg")]) == 0
+    bandit = _write(tmp_path / "bandit/summary.json", summary(0, 0, 0.5, family="Bandit"))
+    capsys.readouterr()
+    out = tmp_path / "fig"
+    assert eval_main(["--figure", str(tmp_path / "agg"), bandit, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "figure.png").stat().st_size > 10_000
+    table = json.loads((out / "figure.json").read_text())
+    assert [f["family"] for f in table["families"]] == ["DarkRoom", "Bandit"]
+    rows = printed.splitlines()
+    dark_room = next(r for r in rows if r.startswith("| DarkRoom"))
+    assert "4 runs (2 split x 2 training seeds)" in dark_room
+    expected = np.mean([np.linspace(0, 0.7 + 0.1 * s, 20)[-10:].mean() for s in (0, 1)])
+    assert f"{expected:.2f} [" in dark_room  # AD's mean over runs with its CI
+    assert "| 0.10 [0.10, 0.10] |" in dark_room  # ED, flat at 0.1 in every run
+    bandit_row = next(r for r in rows if r.startswith("| Bandit"))
+    level = np.linspace(0, 0.5, 20)[-10:].mean()
+    assert f"| 1 run | {level:.2f} [{level:.2f}, {level:.2f}] |" in bandit_row  # no width
+
+
+def test_a_family_twice_or_a_file_that_is_not_a_result_is_refused(tmp_path):
+    a = _write(tmp_path / "a/summary.json", summary(0, 0, 0.7))
+    b = _write(tmp_path / "b/summary.json", summary(1, 0, 0.8))
+    with pytest.raises(UserError, match="two results are of DarkRoom; pass one aggregate"):
+        write_figure([a, b], tmp_path / "fig")
+    assert not (tmp_path / "fig" / "figure.png").exists()
+    bad = _write(tmp_path / "c/aggregate.json", {"family": "DarkRoom"})
+    with pytest.raises(UserError, match="not an ad-eval --aggregate result"):
+        load_result(bad)
+    with pytest.raises(UserError, match="does not exist"):
+        load_result(tmp_path / "missing" / "summary.json")
+
+
+def test_table_says_never_when_a_curve_does_not_reach_80_percent():
+    result = aggregate([summary(0, 0, 0.5)], min_runs=1)  # one run, as load_result reads it
+    row = figure_table([result]).splitlines()[-1]
+    assert "| never / " in row and row.endswith("| n/a |")
