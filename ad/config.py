@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 class EnvConfig:
     family: str = setting(
         "DarkRoom",
-        "Task family: a registered name (DarkRoom, DarkRoomHard, DarkKeyToDoor, Bandit, "
-        "MiniGridEmpty, PointRobot, HalfCheetahVel with the mujoco extra) or "
+        "Task family: a registered name (DarkRoom, DarkRoomHard, DarkRoomPixels, DarkKeyToDoor, "
+        "Bandit, MiniGridEmpty, PointRobot, HalfCheetahVel with the mujoco extra) or "
         "'module:ClassOrFactory' for a family in your own module.",
     )
     family_kwargs: dict = setting({}, "Keyword arguments of the family's constructor (e.g. size).")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ad.config import ModelConfig, load_config
+from ad.config import ModelConfig, help_text, load_config
 from ad.errors import user_errors
 from ad.evaluation.rollout import rollout
 from ad.learn.checkpoint import load_model
@@ -106,8 +106,10 @@ def test_small_or_unbounded_images_are_refused_in_one_line():
     _one_line(lambda: make_observation_encoder(inf, _cfg()), "bounds", "image_encoder=cnn")
 
 
-def test_bad_image_encoder_setting_is_one_line():
+def test_bad_image_encoder_setting_is_one_line_and_the_help_explains_it():
     _one_line(lambda: load_config(None, ["model.image_encoder=vit"]), "model.image_encoder")
+    text = help_text()
+    assert "model.image_encoder" in text and "16x16 patches" in text and "divided by 4" in text
 
 
 # --------------------------------------------------------------------------- the pixel family
@@ -155,7 +157,7 @@ def test_pixels_collect_train_evaluate_and_reload_with_patches(tmp_path):
         "model.num_layers=1", "model.ff_dim=32", "model.context_steps=40",
         "model.image_encoder=patches", "train.num_steps=6", "train.warmup_steps=2",
         "train.batch_size=4", "train.subsample_every=1", "train.checkpoint_every=6",
-        "eval.num_episodes=2", "eval.num_seeds=2",
+        "eval.num_episodes=2", "eval.num_seeds=2", "eval.action_mode=argmax",
         f"collect.output_dir={tmp_path / 'h'}", f"train.run_dir={tmp_path / 'r'}",
     ])  # fmt: skip
     summary = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
@@ -166,4 +168,4 @@ def test_pixels_collect_train_evaluate_and_reload_with_patches(tmp_path):
     assert returns.shape == (1, 2, 2) and summary["num_tasks"] == 1
     family = make_family("DarkRoomPixels")
     again = rollout(model, family, [ckpt["split"]["test"][0]], 2, 2, "argmax")
-    assert again.shape == (1, 2, 2)
+    np.testing.assert_array_equal(again, returns)  # the reloaded model is the one evaluated
