@@ -18,6 +18,7 @@ import argparse
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from ad.config import ModelConfig
@@ -35,7 +36,7 @@ def make_batch(batch: int, steps: int, cell_pixels: int, device: torch.device) -
     cells = torch.randint(0, SIZE, (batch * steps, 2), generator=gen).numpy()
     frames = [draw_frame(c, SIZE, cell_pixels) for c in cells]
     side = SIZE * cell_pixels
-    obs = torch.from_numpy(__import__("numpy").stack(frames)).view(batch, steps, side, side, 3)
+    obs = torch.from_numpy(np.stack(frames)).view(batch, steps, side, side, 3)
     data = {
         "observations": obs,
         "prev_actions": torch.randint(0, NUM_ACTIONS + 1, (batch, steps), generator=gen),
