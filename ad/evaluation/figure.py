@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ad.errors import UserError
-from ad.evaluation.aggregate import aggregate, aggregate_curves, load_summary
+from ad.evaluation.aggregate import aggregate, aggregate_curves, load_summary, seeds_phrase
 from ad.utils import atomic_write_text
 
 
@@ -31,16 +31,6 @@ def load_result(path: str | Path) -> dict:
             raise UserError(f"{path} is not an ad-eval --aggregate result (no ad or num_runs)")
         return result
     return aggregate([load_summary(path)], min_runs=1)
-
-
-def _seeds(result: dict) -> str:
-    runs = result["num_runs"]
-    if runs == 1:
-        return "1 run"
-    return (
-        f"{runs} runs ({len(result['split_seeds'])} split x "
-        f"{len(result['train_seeds'])} training seeds)"
-    )
 
 
 def _cell(stats: dict | None) -> str:
@@ -63,7 +53,7 @@ def figure_table(results: list[dict]) -> str:
     for r in results:
         ratio = r.get("data_efficiency_ratio")
         lines.append(
-            f"| {r['family']} | {_seeds(r)} | {_cell(r['ad'])} | {_cell(r.get('compare'))} | "
+            f"| {r['family']} | {seeds_phrase(r)} | {_cell(r['ad'])} | {_cell(r.get('compare'))} | "
             f"{_cell(r.get('source'))} | {_episodes_to_80(r['ad'])} / "
             f"{_episodes_to_80(r.get('source'))} | {'n/a' if ratio is None else f'{ratio:.2f}'} |"
         )
@@ -89,7 +79,7 @@ def write_figure(paths: list[str | Path], out_dir: str | Path) -> list[dict]:
         )
     panels = [
         {
-            "title": f"{r['family']}, {r['split']} tasks: {_seeds(r)}",
+            "title": f"{r['family']}, {r['split']} tasks: {seeds_phrase(r)}",
             "curves": aggregate_curves(r),
             "optimal": 1.0,
             "random": 0.0,
