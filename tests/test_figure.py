@@ -85,3 +85,18 @@ def test_paper_figure_script_draws_existing_aggregates_without_rerunning_them(tm
     table = (out / "table.md").read_text().splitlines()
     assert [row.split(" | ")[0] for row in table[2:]] == ["| DarkRoom", "| Bandit"]
     assert (out / "figure.png").stat().st_size > 10_000
+
+
+def test_long_curves_are_drawn_as_trailing_means_and_short_ones_as_they_are():
+    from ad.evaluation import figure
+    from ad.evaluation.metrics import trailing_mean
+
+    short = aggregate([summary(0, 0, 0.5)], min_runs=1)
+    assert figure._panel(short)["curves"][0]["mean"] is short["ad"]["normalised_curve"]["mean"]
+    noisy = np.tile([0.0, 1.0], 250)  # 500 one-pull episodes alternating 0 and 1
+    long = {**short, "ad": {"normalised_curve": {"mean": noisy, "ci_low": noisy, "ci_high": noisy}},
+            "compare": None, "source": None}  # fmt: skip
+    panel = figure._panel(long)
+    assert "trailing mean of 10 episodes" in panel["title"]
+    np.testing.assert_allclose(panel["curves"][0]["mean"], trailing_mean(noisy, 10))
+    assert panel["curves"][0]["mean"][-1] == pytest.approx(0.5)
