@@ -189,11 +189,16 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             return _help_config()
         if args.config is None:
             raise UserError("ad-train needs --config FILE")
-        from ad.config import load_config
+        from ad.mixture import MixtureConfig, load_any_config
         from ad.pipeline import train_run
 
-        cfg = load_config(args.config, args.overrides)
-        run_dir = train_run(cfg, resume=args.resume, progress=not args.no_progress)
+        cfg = load_any_config(args.config, args.overrides)
+        if isinstance(cfg, MixtureConfig):  # a generalist over several families (issue 14)
+            from ad.learn.mixture_train import train_mixture
+
+            run_dir = train_mixture(cfg, resume=args.resume, progress=not args.no_progress)
+        else:
+            run_dir = train_run(cfg, resume=args.resume, progress=not args.no_progress)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks
             print(f"run folder: {run_dir}")
         return 0
@@ -323,11 +328,14 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def go() -> int:
-        from ad.config import load_config
-        from ad.pipeline import run_pipeline
+        from ad.mixture import MixtureConfig, load_any_config
+        from ad.pipeline import run_mixture_pipeline, run_pipeline
 
         # No file: the built-in defaults, which are the quick DarkRoom experiment.
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_any_config(args.config, args.overrides)
+        if isinstance(cfg, MixtureConfig):
+            run_mixture_pipeline(cfg, workers=args.workers, progress=not args.no_progress)
+            return 0
         run_pipeline(
             cfg,
             workers=args.workers,
