@@ -284,7 +284,17 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         if source is None:
             raise UserError("ad-eval needs --run RUN_DIR, --checkpoint FILE or --compare RUN ...")
         from ad.evaluation.evaluate import evaluate
+        from ad.evaluation.mixture_eval import evaluate_mixture, is_generalist
 
+        if not compare and is_generalist(source):  # one evaluation per member, one figure
+            evaluate_mixture(
+                source,
+                overrides=args.overrides + _ray_overrides(args, "eval"),
+                out_dir=args.out,
+                allow_train_tasks=args.allow_train_tasks,
+                progress=not args.no_progress,
+            )
+            return 0
         evaluate(
             source,
             overrides=args.overrides + _ray_overrides(args, "eval"),

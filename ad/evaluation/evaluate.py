@@ -100,6 +100,11 @@ def load_run(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     check_eval_overrides(overrides)
     checkpoint_path = find_checkpoint(source)
     model, ckpt = load_model(checkpoint_path, device="cpu")
+    if "members" in ckpt["model_args"]:
+        raise UserError(
+            f"checkpoint {checkpoint_path} is a generalist's; evaluate it with ad-eval --run "
+            "(ad.evaluation.mixture_eval.evaluate_mixture), without --compare"
+        )
     if "split" not in ckpt:
         raise UserError(f"checkpoint {checkpoint_path} has no task split; it is damaged, retrain")
     cfg = config_from_dict(ckpt["config"], overrides)
@@ -322,12 +327,6 @@ def evaluate(
     Returns:
         The summary written to ``out_dir/summary.json``.
     """
-    from ad.evaluation.mixture_eval import evaluate_mixture, is_generalist
-
-    if is_generalist(source):  # one evaluation per member family, and one figure
-        if compare:
-            raise UserError("--compare is for specialists; evaluate a generalist on its own")
-        return evaluate_mixture(source, overrides, out_dir, allow_train_tasks, progress)
     run = load_run(source, overrides)
     tasks, label = select_tasks(run, allow_train_tasks)
     others = [load_run(p, overrides) for p in compare]  # all loaded before any rollout: fail fast
