@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -127,6 +128,8 @@ def train_mixture(cfg: MixtureConfig, resume: bool = False, progress: bool = Tru
             would be overwritten, a refused resume, a non-finite loss.
     """
     tc = cfg.train
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("a generalist trains in one process for now; run ad-train without torchrun")
     device = resolve_device(tc.device, "train.device")
     run_dir = cfg.run_dir
     resume_path = find_resume_checkpoint(run_dir, resume)
