@@ -112,12 +112,12 @@ def _load_member(index: int, entry: Any, here: Path | None) -> tuple[str, float,
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise UserError(f"{where}: set must be a list of section.key=value strings")
     path = Path(str(entry["config"]))
-    if not path.is_file() and here is not None and (here / path).is_file():
-        path = here / path  # relative to the mixture file's folder
+    if here is not None and not path.is_absolute() and (here / path).is_file():
+        path = here / path  # relative to the mixture file's folder first, as an include is
     if not path.is_file():
         raise UserError(
-            f"{where}: config file {path} not found; give a path from the working directory "
-            "or the mixture file's folder"
+            f"{where}: config file {path} not found; give a path from the mixture file's folder "
+            "or the working directory"
         )
     try:
         base = config_from_dict(read_config_file(path), overrides)
@@ -130,7 +130,7 @@ def mixture_from_dict(
     data: dict, overrides: list[str] | tuple[str, ...] = (), here: Path | None = None
 ) -> MixtureConfig:
     """Build and validate a mixture config from its mapping plus ``model.*``/``train.*``/``name``
-    overrides; ``here``: the mixture file's folder (member paths may be relative to it).
+    overrides; ``here``: the mixture file's folder (member paths are looked up there first).
 
     Raises:
         UserError: a missing or bad member config, a family given twice, a weight <= 0, a
