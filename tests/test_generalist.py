@@ -129,6 +129,20 @@ def test_ad_run_on_a_mixture_skips_collected_members(mixed) -> None:
         assert torch.equal(ours["model"][key], value), key
 
 
+def test_a_generalist_resumes_and_refuses_another_model(mixed, tmp_path, capsys) -> None:
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(mixed["run"], run_dir)
+    argv = ["--config", str(mixed["mixture"]), "--set", f"train.run_dir={run_dir}", "--no-progress"]
+    assert train_main(argv) == 2  # no --resume: the run folder is not overwritten
+    assert "already has checkpoints" in capsys.readouterr().err
+    assert train_main([*argv, "--set", "model.embed_dim=8", "--resume"]) == 2
+    assert "cannot resume" in capsys.readouterr().err
+    assert train_main([*argv, "--set", "train.num_steps=12", "--resume"]) == 0
+    assert load_checkpoint(find_checkpoint(run_dir))["step"] == 12
+
+
 def test_mismatched_context_steps_is_one_line(mixed, capsys) -> None:
     tmp = mixed["tmp"]
     members = [{"config": "darkroom.yaml"}, {"config": "bandit.yaml"}]
