@@ -177,7 +177,8 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
 def train_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ad-train",
-        description="Train the across-episode causal transformer on a history dataset.",
+        description="Train the across-episode causal transformer on a history dataset, or a "
+        "generalist on the datasets of a mixture config's member families.",
     )
     _add_config_args(parser, required=False)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -210,7 +211,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ad-eval",
         description="Roll the frozen model out on test tasks (eval.tasks); write returns, summary "
-        "and figure.",
+        "and figure (a generalist: per member family, and one figure with a panel per family).",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--run", type=Path, help="run folder written by ad-train")
