@@ -111,6 +111,13 @@ def test_eval_writes_a_summary_per_member_and_one_figure(mixed) -> None:
     assert (out / "figure.png").stat().st_size > 0
 
 
+def test_compare_with_a_generalist_is_one_line(mixed, capsys) -> None:
+    run = str(mixed["run"])
+    assert eval_main(["--run", run, "--compare", run, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a generalist's; evaluate it with ad-eval --run" in err and "\n" not in err
+
+
 def test_ad_run_on_a_mixture_skips_collected_members(mixed) -> None:
     run_dir = mixed["tmp"] / "run2"
     files = sorted(mixed["tmp"].glob("*/*.h5"))
