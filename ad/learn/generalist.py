@@ -10,7 +10,9 @@ Each member is an :class:`ADTransformer` whose ``blocks`` and ``ln_f`` are the s
 plus a learned member embedding added to every token: the window's family is known to the
 model, its task never is. Rolling out one family means taking ``model.member(name)``, an
 ordinary ADTransformer, so ``init_cache``/``step`` (KV cache and window modes) and the whole
-evaluation path are the specialist's.
+evaluation path are the specialist's. The state dict lists the trunk's tensors under every
+member's keys; they are the same tensors, which ``torch.save`` stores once (a two-member
+checkpoint is the size of a specialist's plus the second member's encoders and head).
 """
 
 from __future__ import annotations
