@@ -177,7 +177,8 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
 def train_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ad-train",
-        description="Train the across-episode causal transformer on a history dataset.",
+        description="Train the across-episode causal transformer on a history dataset, or a "
+        "generalist on the datasets of a mixture config's member families.",
     )
     _add_config_args(parser, required=False)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -189,11 +190,16 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             return _help_config()
         if args.config is None:
             raise UserError("ad-train needs --config FILE")
-        from ad.config import load_config
+        from ad.mixture import MixtureConfig, load_any_config
         from ad.pipeline import train_run
 
-        cfg = load_config(args.config, args.overrides)
-        run_dir = train_run(cfg, resume=args.resume, progress=not args.no_progress)
+        cfg = load_any_config(args.config, args.overrides)
+        if isinstance(cfg, MixtureConfig):  # a generalist over several families (issue 14)
+            from ad.learn.mixture_train import train_mixture
+
+            run_dir = train_mixture(cfg, resume=args.resume, progress=not args.no_progress)
+        else:
+            run_dir = train_run(cfg, resume=args.resume, progress=not args.no_progress)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks
             print(f"run folder: {run_dir}")
         return 0
@@ -205,7 +211,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ad-eval",
         description="Roll the frozen model out on test tasks (eval.tasks); write returns, summary "
-        "and figure.",
+        "and figure (a generalist: per member family, and one figure with a panel per family).",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--run", type=Path, help="run folder written by ad-train")
@@ -279,7 +285,17 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         if source is None:
             raise UserError("ad-eval needs --run RUN_DIR, --checkpoint FILE or --compare RUN ...")
         from ad.evaluation.evaluate import evaluate
+        from ad.evaluation.mixture_eval import evaluate_mixture, is_generalist
 
+        if not compare and is_generalist(source):  # one evaluation per member, one figure
+            evaluate_mixture(
+                source,
+                overrides=args.overrides + _ray_overrides(args, "eval"),
+                out_dir=args.out,
+                allow_train_tasks=args.allow_train_tasks,
+                progress=not args.no_progress,
+            )
+            return 0
         evaluate(
             source,
             overrides=args.overrides + _ray_overrides(args, "eval"),
@@ -323,11 +339,14 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def go() -> int:
-        from ad.config import load_config
-        from ad.pipeline import run_pipeline
+        from ad.mixture import MixtureConfig, load_any_config
+        from ad.pipeline import run_mixture_pipeline, run_pipeline
 
         # No file: the built-in defaults, which are the quick DarkRoom experiment.
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_any_config(args.config, args.overrides)
+        if isinstance(cfg, MixtureConfig):
+            run_mixture_pipeline(cfg, workers=args.workers, progress=not args.no_progress)
+            return 0
         run_pipeline(
             cfg,
             workers=args.workers,

@@ -401,30 +401,29 @@ def load_config(
     path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
 ) -> ExperimentConfig:
     """Load a YAML experiment config (None: all defaults) and apply overrides."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(
-                f"config file {path} not found; pass an existing YAML file (see configs/)"
-            )
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is fine
-        except UnicodeDecodeError as e:
-            raise UserError(
-                f"config file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
-                f"{e.start}); save it as UTF-8"
-            ) from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            where = f" at line {line + 1}" if line is not None else ""
-            raise UserError(
-                f"config file {path} is not valid YAML{where}; fix its syntax"
-            ) from None
-    return config_from_dict(data, overrides)
+    return config_from_dict(read_config_file(path) if path is not None else {}, overrides)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A config file's YAML as a plain mapping (UserError: missing, not UTF-8, not YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} not found; pass an existing YAML file (see configs/)")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is fine
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"config file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+            f"{e.start}); save it as UTF-8"
+        ) from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise UserError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
+    return data
 
 
 def config_to_dict(cfg: Any) -> dict:

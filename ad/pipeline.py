@@ -218,6 +218,29 @@ def train_run(cfg: ExperimentConfig, resume: bool = False, progress: bool = True
     return train(cfg, resume=resume, progress=progress, evaluator=evaluator)
 
 
+def run_mixture_pipeline(cfg, workers: int | None = None, progress: bool = True) -> dict:
+    """``ad-run`` on a mixture config (issue 14): collect each member whose dataset is not
+    complete (collection skips finished runs), train the generalist (resuming a finished run is
+    a no-op), and evaluate it on every member's tasks (one summary per member, one figure)."""
+    from ad.data.collect import collect
+    from ad.evaluation.mixture_eval import evaluate_mixture
+    from ad.learn.mixture_train import train_mixture
+
+    for member in cfg.members:
+        mcfg = member.experiment
+        if mcfg.dataset_dir.resolve() != mcfg.collect_dir.resolve():
+            raise UserError(
+                f"ad-run collects member {member.name} into {mcfg.collect_dir} but its "
+                f"train.dataset is {mcfg.dataset_dir}; unset train.dataset in {member.config}"
+            )
+        print(f"\n=== collect {member.name} ===", flush=True)
+        collect(mcfg, workers=workers, progress=progress)
+    print("\n=== train generalist ===", flush=True)
+    run_dir = train_mixture(cfg, resume=_has_checkpoints(cfg.run_dir), progress=progress)
+    print("\n=== evaluate ===", flush=True)
+    return evaluate_mixture(run_dir, progress=progress)
+
+
 def _has_checkpoints(run_dir: Path) -> bool:
     return any((Path(run_dir) / "checkpoints").glob("*.pt"))
 

@@ -90,3 +90,11 @@ def test_cli_writes_json_and_figure_and_refuses_bad_files(tmp_path, capsys):
     assert "is not valid JSON" in capsys.readouterr().err
     with pytest.raises(UserError, match="does not exist"):
         load_summary(tmp_path / "missing")
+
+
+def test_seeds_phrase_says_when_the_runs_are_not_a_full_grid():
+    from ad.evaluation.aggregate import seeds_phrase
+
+    runs = [summary(0, 0, 0.6), summary(0, 1, 0.6), summary(1, 0, 0.6), summary(2, 0, 0.6)]
+    assert seeds_phrase(aggregate(runs)) == "4 runs over 3 split seeds and 2 training seeds"
+    assert seeds_phrase(aggregate(runs[:2])) == "2 runs (1 split x 2 training seeds)"

@@ -4,7 +4,7 @@ Every module of ``ad`` and ``envs`` is parsed (imports inside functions and ``TY
 blocks count too: a deferred import is still a dependency). The layers, lowest first:
 
     envs -> ad foundation (ad, ad.errors, ad.utils, ad.fields, ad.retired_keys, ad.defaults,
-         ad.model_help, ad.config) -> ad.data -> ad.learn
+         ad.model_help, ad.config, ad.mixture) -> ad.data -> ad.learn
          -> ad.evaluation -> entry points (ad.pipeline, ad.cli)
 
 A module may import its own layer and the layers below it, never one above.
@@ -26,6 +26,7 @@ FOUNDATION = {
     "ad.defaults",
     "ad.config",
     "ad.model_help",
+    "ad.mixture",
 }
 ENTRY = {"ad.pipeline", "ad.cli"}
 MAX_LINES = 450

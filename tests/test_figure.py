@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,3 +64,39 @@ def test_table_says_never_when_a_curve_does_not_reach_80_percent():
     result = aggregate([summary(0, 0, 0.5)], min_runs=1)  # one run, as load_result reads it
     row = figure_table([result]).splitlines()[-1]
     assert "| never / " in row and row.endswith("| n/a |")
+
+
+def test_paper_figure_script_draws_existing_aggregates_without_rerunning_them(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "paper"
+    for name, family, level in (
+        ("darkroom_quick", "DarkRoom", 0.8),
+        ("bandit_quick", "Bandit", 0.6),
+    ):
+        runs = [_write(tmp_path / name / f"s{s}/summary.json", summary(s, 0, level, family))
+                for s in (0, 1)]  # fmt: skip
+        assert eval_main(["--aggregate", *runs, "--out", str(out / name / "aggregate")]) == 0
+    env = {**os.environ, "PY": sys.executable, "PYTHONPATH": str(repo)}
+    configs = [str(repo / "configs" / f"{n}.yaml") for n in ("darkroom_quick", "bandit_quick")]
+    done = subprocess.run(["bash", str(repo / "scripts/paper_figure.sh"), str(out), *configs],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "seed grid" not in done.stdout  # both aggregates existed: nothing was collected
+    table = (out / "table.md").read_text().splitlines()
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| DarkRoom", "| Bandit"]
+    assert (out / "figure.png").stat().st_size > 10_000
+
+
+def test_long_curves_are_drawn_as_trailing_means_and_short_ones_as_they_are():
+    from ad.evaluation import figure
+    from ad.evaluation.metrics import trailing_mean
+
+    short = aggregate([summary(0, 0, 0.5)], min_runs=1)
+    assert figure._panel(short)["curves"][0]["mean"] is short["ad"]["normalised_curve"]["mean"]
+    noisy = np.tile([0.0, 1.0], 250)  # 500 one-pull episodes alternating 0 and 1
+    long = {**short, "ad": {"normalised_curve": {"mean": noisy, "ci_low": noisy, "ci_high": noisy}},
+            "compare": None, "source": None}  # fmt: skip
+    panel = figure._panel(long)
+    assert "trailing mean of 10 episodes" in panel["title"]
+    np.testing.assert_allclose(panel["curves"][0]["mean"], trailing_mean(noisy, 10))
+    assert panel["curves"][0]["mean"][-1] == pytest.approx(0.5)

@@ -112,12 +112,25 @@ def _fmt(stat: dict | None) -> str:
     return f"{stat['mean']:.3f} [{stat['ci_low']:.3f}, {stat['ci_high']:.3f}]"
 
 
+def seeds_phrase(result: dict, values: bool = False) -> str:
+    """What stands behind an aggregate: "6 runs (3 split x 2 training seeds)" for a full grid,
+    "4 runs over 3 split seeds and 2 training seeds" otherwise; ``values`` lists the seeds."""
+    if result["num_runs"] == 1:
+        return "1 run"
+    splits, trains = result["split_seeds"], result["train_seeds"]
+    split_part = f"{len(splits)} split" + (f" seeds {splits}" if values else "")
+    train_part = f"{len(trains)} training seeds" + (f" {trains}" if values else "")
+    if len(splits) * len(trains) == result["num_runs"]:
+        return f"{result['num_runs']} runs ({split_part} x {train_part})"
+    if not values:
+        split_part += " seeds"
+    return f"{result['num_runs']} runs over {split_part} and {train_part}"
+
+
 def format_aggregate(result: dict) -> str:
     """Lines for the terminal: what stands behind the numbers, then AD, ED and the source."""
     lines = [
-        f"{result['num_runs']} runs ({len(result['split_seeds'])} split seeds "
-        f"{result['split_seeds']} x {len(result['train_seeds'])} training seeds "
-        f"{result['train_seeds']}), {result['family']} {result['split']} tasks, "
+        f"{seeds_phrase(result, values=True)}, {result['family']} {result['split']} tasks, "
         f"{result['num_episodes']} episodes; mean [95% bootstrap CI over runs]:"
     ]
     rows = [("AD", result["ad"]), (result["compare_label"] or "compare", result["compare"])]
@@ -166,11 +179,7 @@ def write_aggregate(paths: list[str | Path], out_dir: str | Path, seed: int = 0)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "aggregate.json", json.dumps(to_json(result), indent=2) + "\n")
     curves = aggregate_curves(result)
-    title = (
-        f"{result['family']}, {result['split']} tasks: mean of {result['num_runs']} runs "
-        f"({len(result['split_seeds'])} split x {len(result['train_seeds'])} training seeds), "
-        "95% CI"
-    )
+    title = f"{result['family']}, {result['split']} tasks: mean of {seeds_phrase(result)}, 95% CI"
     plot_return_curves(
         curves, out_dir / "aggregate.png", title, 1.0, 0.0, ylabel="normalised return"
     )

@@ -77,6 +77,17 @@ def same_family(name: str, kwargs: dict, split: TaskSplit) -> bool:
     )
 
 
+def check_eval_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    """Refuse overrides outside eval.*: the rest is fixed by what the model was trained on."""
+    for text in overrides:
+        path, _ = parse_override(text)
+        if len(path) < 2 or path[0] != "eval":
+            raise UserError(
+                f"override {text!r} is not an eval.* key; ad-eval only changes eval settings "
+                "(the rest comes from the checkpoint), retrain to change it"
+            )
+
+
 def load_run(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRun:
     """A run folder (its latest checkpoint) or a checkpoint file, with its config and split.
 
@@ -86,15 +97,14 @@ def load_run(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     """
     from ad.learn.checkpoint import find_checkpoint, load_model
 
-    for text in overrides:  # the rest of the config is fixed by what the model was trained on
-        path, _ = parse_override(text)
-        if len(path) < 2 or path[0] != "eval":
-            raise UserError(
-                f"override {text!r} is not an eval.* key; ad-eval only changes eval settings "
-                "(the rest comes from the checkpoint), retrain to change it"
-            )
+    check_eval_overrides(overrides)
     checkpoint_path = find_checkpoint(source)
     model, ckpt = load_model(checkpoint_path, device="cpu")
+    if "members" in ckpt["model_args"]:
+        raise UserError(
+            f"checkpoint {checkpoint_path} is a generalist's; evaluate it with ad-eval --run "
+            "(ad.evaluation.mixture_eval.evaluate_mixture), without --compare"
+        )
     if "split" not in ckpt:
         raise UserError(f"checkpoint {checkpoint_path} has no task split; it is damaged, retrain")
     cfg = config_from_dict(ckpt["config"], overrides)
@@ -319,9 +329,21 @@ def evaluate(
     """
     run = load_run(source, overrides)
     tasks, label = select_tasks(run, allow_train_tasks)
+    others = [load_run(p, overrides) for p in compare]  # all loaded before any rollout: fail fast
+    return evaluate_loaded(run, others, tasks, label, out_dir, progress)
+
+
+def evaluate_loaded(
+    run: LoadedRun,
+    others: list[LoadedRun],
+    tasks: list[Task],
+    label: str,
+    out_dir: Path | None,
+    progress: bool,
+) -> dict:
+    """:func:`evaluate` once its runs are loaded and its tasks chosen."""
     ecfg = run.config.eval
     device = resolve_device(ecfg.device, "eval.device")
-    others = [load_run(p, overrides) for p in compare]  # all loaded before any rollout: fail fast
     for other in others:
         check_comparable(other, run, tasks, label)
         other.config = dataclasses.replace(other.config, eval=ecfg)  # evaluated the same way

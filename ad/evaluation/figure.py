@@ -3,7 +3,8 @@
 ``ad-eval --figure`` reads one result per family: an ``aggregate.json`` of ``ad-eval
 --aggregate`` (several runs: a mean with a 95% bootstrap CI over runs) or a single run's
 ``summary.json`` (its title says "1 run", and its band has no width). Every curve is normalised
-per task, so random is 0 and optimal is 1 in every panel. It writes ``figure.png`` and
+per task, so random is 0 and optimal is 1 in every panel; curves longer than 200 episodes are
+drawn as trailing means (the panel's title says over how many). It writes ``figure.png`` and
 ``figure.json`` (each family's numbers), and returns a Markdown table of them for the README.
 """
 
@@ -12,8 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ad.errors import UserError
-from ad.evaluation.aggregate import aggregate, aggregate_curves, load_summary
+from ad.evaluation.aggregate import aggregate, aggregate_curves, load_summary, seeds_phrase
+from ad.evaluation.metrics import trailing_mean
 from ad.utils import atomic_write_text
 
 
@@ -31,16 +35,6 @@ def load_result(path: str | Path) -> dict:
             raise UserError(f"{path} is not an ad-eval --aggregate result (no ad or num_runs)")
         return result
     return aggregate([load_summary(path)], min_runs=1)
-
-
-def _seeds(result: dict) -> str:
-    runs = result["num_runs"]
-    if runs == 1:
-        return "1 run"
-    return (
-        f"{runs} runs ({len(result['split_seeds'])} split x "
-        f"{len(result['train_seeds'])} training seeds)"
-    )
 
 
 def _cell(stats: dict | None) -> str:
@@ -63,11 +57,31 @@ def figure_table(results: list[dict]) -> str:
     for r in results:
         ratio = r.get("data_efficiency_ratio")
         lines.append(
-            f"| {r['family']} | {_seeds(r)} | {_cell(r['ad'])} | {_cell(r.get('compare'))} | "
+            f"| {r['family']} | {seeds_phrase(r)} | {_cell(r['ad'])} | {_cell(r.get('compare'))} | "
             f"{_cell(r.get('source'))} | {_episodes_to_80(r['ad'])} / "
             f"{_episodes_to_80(r.get('source'))} | {'n/a' if ratio is None else f'{ratio:.2f}'} |"
         )
     return "\n".join(lines)
+
+
+# Curves of more than SMOOTH_ABOVE episodes (500 one-pull bandit episodes) are drawn as trailing
+# means of length // POINTS_PER_PANEL episodes, or single-episode noise would hide the trend.
+SMOOTH_ABOVE, POINTS_PER_PANEL = 200, 50
+
+
+def _panel(result: dict) -> dict:
+    """One family's panel: its curves, smoothed where they are long, and what stands behind them."""
+    curves = aggregate_curves(result)
+    title = f"{result['family']}, {result['split']} tasks: {seeds_phrase(result)}"
+    length = max(len(c["mean"]) for c in curves)
+    if length > SMOOTH_ABOVE:
+        window = length // POINTS_PER_PANEL
+        keys = ("mean", "low", "high")
+        curves = [
+            {**c, **{k: trailing_mean(np.asarray(c[k]), window) for k in keys}} for c in curves
+        ]
+        title += f"\n(trailing mean of {window} episodes)"
+    return {"title": title, "curves": curves, "optimal": 1.0, "random": 0.0}
 
 
 def write_figure(paths: list[str | Path], out_dir: str | Path) -> list[dict]:
@@ -87,15 +101,7 @@ def write_figure(paths: list[str | Path], out_dir: str | Path) -> list[dict]:
             f"two results are of {', '.join(repeated)}; pass one aggregate per family "
             "(ad-eval --aggregate joins runs of one family first)"
         )
-    panels = [
-        {
-            "title": f"{r['family']}, {r['split']} tasks: {_seeds(r)}",
-            "curves": aggregate_curves(r),
-            "optimal": 1.0,
-            "random": 0.0,
-        }
-        for r in results
-    ]
+    panels = [_panel(r) for r in results]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_return_panels(panels, out_dir / "figure.png", "In-context learning on test tasks (95% CI)")

@@ -124,8 +124,12 @@ def load_model(run_or_file: str | Path, device: str | torch.device = "cpu") -> t
     from ad.learn.model import ADTransformer
 
     ckpt = load_checkpoint(find_checkpoint(run_or_file))
-    cfg = config_from_dict(ckpt["config"])
     args = ckpt["model_args"]
+    if "members" in args:  # a generalist (ad.learn.mixture_train)
+        from ad.learn.generalist import load_generalist
+
+        return load_generalist(ckpt).to(device).eval(), ckpt
+    cfg = config_from_dict(ckpt["config"])
     action_space = args["action_space"] if "action_space" in args else int(args["num_actions"])
     model = ADTransformer(cfg.model, args["observation_space"], action_space)
     model.load_state_dict(ckpt["model"])

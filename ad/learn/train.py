@@ -115,8 +115,10 @@ def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optim
 class MetricsLog:
     """metrics.csv (always), TensorBoard (when installed) on rank 0; a no-op on other ranks."""
 
-    def __init__(self, run_dir: Path, start_step: int, enabled: bool) -> None:
-        self.enabled = enabled
+    def __init__(
+        self, run_dir: Path, start_step: int, enabled: bool, fields: tuple = METRICS
+    ) -> None:
+        self.enabled, self.fields = enabled, fields
         self.writer = None
         if not enabled:
             return
@@ -129,12 +131,12 @@ class MetricsLog:
                     r for r in rows if str(r.get("step")).isdigit() and int(r["step"]) <= start_step
                 ]
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=METRICS, extrasaction="ignore")
+        writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(kept)
         atomic_write_text(path, text.getvalue())  # a crash here must not lose the old rows
         self.file = path.open("a", newline="")
-        self.csv = csv.DictWriter(self.file, fieldnames=METRICS, extrasaction="ignore")
+        self.csv = csv.DictWriter(self.file, fieldnames=fields, extrasaction="ignore")
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is an optional extra
@@ -142,7 +144,7 @@ class MetricsLog:
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
 
     def log(self, step: int, values: dict) -> None:
-        unknown = sorted(set(values) - set(METRICS))
+        unknown = sorted(set(values) - set(self.fields))
         if unknown:  # the CSV would drop them silently
             raise ValueError(f"metric keys {unknown} are not in METRICS; add them there")
         if not self.enabled:

@@ -1,0 +1,134 @@
+"""Training throughput of the generalist (two families in every batch) against a specialist of the
+same size, side by side (issue 14, point 4: mixing must not slow the step by more than 10%).
+
+Both get the same trunk (width, depth, heads, MLP width, context) and the same batch of windows:
+the specialist 32 Dark Room windows, the generalist 16 Dark Room and 16 Bandit windows (the
+batch split by weight as ``ad.learn.mixture_train`` splits it), each member through its own
+encoders and head, the trunk run once on all rows. One training step is forward + backward +
+Adam step, on synthetic windows (the data side is each member's own ``get_batch``, as a
+specialist's). Repetitions alternate between the models in one process; the median tokens/s of
+each is compared.
+
+Usage: python bench/mixture_throughput.py [--quick] [--threads N] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from ad.config import ModelConfig
+from ad.learn.generalist import GeneralistTransformer
+from ad.learn.model import ADTransformer
+from ad.mixture import member_rows
+from ad.utils import matmul_gflops
+
+SPACES = {  # the spaces of the two quick members' histories
+    "DarkRoom": ({"type": "MultiDiscrete", "nvec": [9, 9]}, {"type": "Discrete", "n": 5}),
+    "Bandit": ({"type": "Discrete", "n": 1}, {"type": "Discrete", "n": 10}),
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_batch(name: str, rows: int, steps: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Synthetic windows of one member: (rows, steps, ...) tensors."""
+    gen = torch.Generator().manual_seed(0)
+    obs_space, act_space = SPACES[name]
+    n = act_space["n"]
+    if obs_space["type"] == "MultiDiscrete":
+        obs = torch.randint(0, 9, (rows, steps, 2), generator=gen)
+    else:
+        obs = torch.zeros(rows, steps, dtype=torch.long)
+    data = {
+        "observations": obs,
+        "prev_actions": torch.randint(0, n + 1, (rows, steps), generator=gen),
+        "prev_rewards": (torch.rand(rows, steps, generator=gen) < 0.3).float(),
+        "prev_dones": torch.rand(rows, steps, generator=gen) < 0.05,
+        "targets": torch.randint(0, n, (rows, steps), generator=gen),
+    }
+    return {k: v.to(device) for k, v in data.items()}
+
+
+def time_training(step, opt, repeats: int, device: torch.device) -> float:
+    """Seconds for ``repeats`` training steps (forward + backward + Adam)."""
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        loss = step()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--context", type=int, default=200)
+    parser.add_argument("--embed-dim", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--ff-dim", type=int, default=256)
+    parser.add_argument("--reps", type=int, default=7, help="alternating repetitions (median)")
+    parser.add_argument("--steps", type=int, default=5, help="training steps per repetition")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (torch default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="a tiny run that checks the script")
+    args = parser.parse_args()
+    # Machines of one kind differ several-fold: every absolute time is read against this.
+    print(f"machine: single-thread matmul {matmul_gflops():.1f} GFLOP/s")
+    if args.quick:
+        args.batch_size, args.context, args.reps, args.steps = 4, 16, 2, 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        embed_dim=args.embed_dim,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        ff_dim=args.ff_dim,
+        context_steps=args.context,
+    )
+    specialist = ADTransformer(cfg, *SPACES["DarkRoom"]).to(device).train()
+    generalist = GeneralistTransformer(cfg, SPACES).to(device).train()
+    rows = member_rows(args.batch_size, [1.0, 1.0])
+    alone = make_batch("DarkRoom", args.batch_size, args.context, device)
+    mixed = {n: make_batch(n, r, args.context, device) for n, r in zip(SPACES, rows, strict=True)}
+    steps = {
+        "specialist": (lambda: specialist(**alone)[1], specialist),
+        "generalist": (lambda: generalist(mixed)[0], generalist),
+    }
+    optimizers = {n: torch.optim.Adam(m.parameters(), lr=3e-4) for n, (_, m) in steps.items()}
+    print(
+        f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} "
+        f"(generalist: {rows[0]} Dark Room + {rows[1]} Bandit rows) context={args.context} "
+        f"d={args.embed_dim} layers={args.layers} heads={args.heads} ff={args.ff_dim} "
+        f"params: specialist {specialist.num_parameters():,}, generalist "
+        f"{generalist.num_parameters():,} torch={torch.__version__}"
+    )
+    for name, (fn, _) in steps.items():  # warm-up: allocator, kernels, the ALiBi bias cache
+        time_training(fn, optimizers[name], 2, device)
+    tokens = args.batch_size * args.context * args.steps
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    for rep in range(args.reps):
+        order = list(steps) if rep % 2 == 0 else list(reversed(steps))
+        for name in order:
+            fn, _ = steps[name]
+            rates[name].append(tokens / time_training(fn, optimizers[name], args.steps, device))
+    for name, values in rates.items():
+        print(f"{name:10s} {statistics.median(values):12,.0f} tokens/s")
+    ratio = statistics.median(rates["generalist"]) / statistics.median(rates["specialist"])
+    print(f"ratio generalist/specialist: {ratio:.3f}  (target >= 0.90)")
+
+
+if __name__ == "__main__":
+    main()

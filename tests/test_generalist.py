@@ -1,0 +1,275 @@
+"""Tests of the generalist (issue 14): ad/mixture.py, ad/learn/generalist.py,
+ad/learn/mixture_train.py and ad/evaluation/mixture_eval.py, end to end through the CLI on two
+tiny member families (Dark Room and the Bandit)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from ad.cli import collect_main, eval_main, run_main, train_main
+from ad.config import ModelConfig
+from ad.errors import UserError
+from ad.learn.checkpoint import find_checkpoint, load_checkpoint, load_model
+from ad.learn.generalist import GeneralistTransformer
+from ad.learn.mixture_train import member_indices
+from ad.mixture import load_any_config, member_rows
+
+TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 1}
+CONTEXT = 40  # two Dark Room episodes; a whole 40-pull Bandit learning run
+
+
+def _darkroom(tmp: Path) -> dict:
+    return {
+        "name": "g_darkroom",
+        "env": {"family": "DarkRoom", "num_train_tasks": 2, "num_validation_tasks": 1,
+                "num_test_tasks": 1},
+        "collect": {"algorithm": "PPO", "algorithm_kwargs": TINY_PPO, "n_envs": 2,
+                    "total_steps": 400, "output_dir": str(tmp / "darkroom")},
+        "eval": {"num_episodes": 3, "num_seeds": 1, "normalise_at": [1, 3]},
+    }  # fmt: skip
+
+
+def _bandit(tmp: Path) -> dict:
+    return {
+        "name": "g_bandit",
+        "env": {"family": "Bandit", "num_train_tasks": 2, "num_validation_tasks": 1,
+                "num_test_tasks": 1},
+        "collect": {"algorithm": "UCB", "n_envs": 2, "total_steps": 2 * CONTEXT,
+                    "output_dir": str(tmp / "bandit")},
+        "train": {"subsample_every": 1},
+        "eval": {"num_episodes": CONTEXT, "num_seeds": 1, "normalise_at": [1, CONTEXT]},
+    }  # fmt: skip
+
+
+def _mixture(tmp: Path, members: list[dict], **model) -> dict:
+    return {
+        "name": "g_mix",
+        "mixture": members,
+        "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2, "ff_dim": 32,
+                  "context_steps": CONTEXT, **model},
+        "train": {"run_dir": str(tmp / "run"), "num_steps": 10, "batch_size": 6,
+                  "warmup_steps": 2, "log_every": 5, "checkpoint_every": 10},
+    }  # fmt: skip
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> dict[str, Path]:
+    """Both members collected, a generalist trained (ad-train) and evaluated (ad-eval) through
+    the CLI; shared by the tests, which must not modify it."""
+    tmp = tmp_path_factory.mktemp("generalist")
+    darkroom = _write(tmp / "darkroom.yaml", _darkroom(tmp))
+    bandit = _write(tmp / "bandit.yaml", _bandit(tmp))
+    members = [{"config": "darkroom.yaml", "weight": 2.0}, {"config": str(bandit)}]
+    mixture = _write(tmp / "mix.yaml", _mixture(tmp, members))
+    codes = [
+        collect_main(["--config", str(darkroom), "--workers", "1", "--no-progress"]),
+        collect_main(["--config", str(bandit), "--workers", "1", "--no-progress"]),
+        train_main(["--config", str(mixture), "--no-progress"]),
+        eval_main(["--run", str(tmp / "run"), "--no-progress"]),
+    ]
+    assert codes == [0, 0, 0, 0]
+    return {"tmp": tmp, "mixture": mixture, "run": tmp / "run", "bandit": bandit}
+
+
+def test_checkpoint_records_every_member(mixed) -> None:
+    ckpt = load_checkpoint(find_checkpoint(mixed["run"]))
+    assert ckpt["step"] == 10
+    assert list(ckpt["members"]) == ["DarkRoom", "Bandit"]
+    for name, record in ckpt["members"].items():
+        assert record["split"]["family"] == name
+        assert record["observation_space"]["type"] in ("MultiDiscrete", "Discrete")
+        assert record["action_space"]["type"] == "Discrete"
+        assert len(record["dataset_fingerprint"]) > 8
+        assert record["config"]["model"]["context_steps"] == CONTEXT
+    assert [m["weight"] for m in ckpt["config"]["mixture"]] == [2.0, 1.0]
+    model, _ = load_model(mixed["run"])
+    assert isinstance(model, GeneralistTransformer) and not model.training
+    metrics = (mixed["run"] / "metrics.csv").read_text().splitlines()
+    assert "train/loss/DarkRoom" in metrics[0] and "train/loss/Bandit" in metrics[0]
+
+
+def test_eval_writes_a_summary_per_member_and_one_figure(mixed) -> None:
+    out = mixed["run"] / "eval-test"
+    for name in ("DarkRoom", "Bandit"):
+        summary = json.loads((out / name / "summary.json").read_text())
+        assert summary["family"] == name and summary["split"] == "test"
+        assert summary["source"] is not None  # the member's own dataset gave the source curve
+        assert (out / name / "return_curves.png").is_file()
+    figure = json.loads((out / "figure.json").read_text())
+    assert [f["family"] for f in figure["families"]] == ["DarkRoom", "Bandit"]
+    assert (out / "figure.png").stat().st_size > 0
+
+
+def test_compare_with_a_generalist_is_one_line(mixed, capsys) -> None:
+    run = str(mixed["run"])
+    assert eval_main(["--run", run, "--compare", run, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a generalist's; evaluate it with ad-eval --run" in err and "\n" not in err
+
+
+def test_ad_run_on_a_mixture_skips_collected_members(mixed) -> None:
+    run_dir = mixed["tmp"] / "run2"
+    files = sorted(mixed["tmp"].glob("*/*.h5"))
+    written = [f.stat().st_mtime_ns for f in files]
+    argv = [str(mixed["mixture"]), "--set", f"train.run_dir={run_dir}", "--no-progress"]
+    assert run_main(argv) == 0
+    assert [f.stat().st_mtime_ns for f in files] == written  # nothing collected again
+    assert (run_dir / "eval-test" / "DarkRoom" / "summary.json").is_file()
+    assert (run_dir / "eval-test" / "figure.png").is_file()
+    # the same seed and data: the same weights as ad-train's run
+    ours, theirs = (
+        load_checkpoint(find_checkpoint(run_dir)),
+        load_checkpoint(find_checkpoint(mixed["run"])),
+    )
+    for key, value in theirs["model"].items():
+        assert torch.equal(ours["model"][key], value), key
+
+
+def test_a_generalist_resumes_and_refuses_another_model(mixed, tmp_path, capsys) -> None:
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(mixed["run"], run_dir)
+    argv = ["--config", str(mixed["mixture"]), "--set", f"train.run_dir={run_dir}", "--no-progress"]
+    assert train_main(argv) == 2  # no --resume: the run folder is not overwritten
+    assert "already has checkpoints" in capsys.readouterr().err
+    assert train_main([*argv, "--set", "model.embed_dim=8", "--resume"]) == 2
+    assert "cannot resume" in capsys.readouterr().err
+    assert train_main([*argv, "--set", "train.num_steps=12", "--resume"]) == 0
+    assert load_checkpoint(find_checkpoint(run_dir))["step"] == 12
+
+
+def test_mismatched_context_steps_is_one_line(mixed, capsys) -> None:
+    tmp = mixed["tmp"]
+    members = [{"config": "darkroom.yaml"}, {"config": "bandit.yaml"}]
+    data = _mixture(tmp, members, context_steps=None)
+    data["train"]["run_dir"] = str(tmp / "run3")
+    path = _write(tmp / "mix_null.yaml", data)
+    assert train_main(["--config", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the members' model.context_steps differ (DarkRoom ")
+    assert "\n" not in err and "set model.context_steps (and train.window_steps) in the" in err
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([{"config": "darkroom.yaml"}, {"config": "nowhere.yaml"}], "member 2: config file"),
+        ([{"config": "darkroom.yaml"}, {"config": "darkroom.yaml"}], "are both DarkRoom"),
+        ([{"config": "darkroom.yaml"}, {"config": "bandit.yaml", "weight": 0}], "weight must"),
+        ([{"config": "darkroom.yaml"}, {"config": "bandit.yaml", "weight": -1}], "weight must"),
+        ([{"config": "bandit.yaml"}], "a mixture of one member (Bandit) is a specialist"),
+        ([{"weight": 1}, {"config": "bandit.yaml"}], "member 1 must be a mapping"),
+    ],
+)
+def test_bad_mixtures_are_one_line(mixed, capsys, members: list, message: str) -> None:
+    path = _write(mixed["tmp"] / "bad.yaml", _mixture(mixed["tmp"], members))
+    assert train_main(["--config", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_mixture_overrides_and_keys(mixed) -> None:
+    cfg = load_any_config(mixed["mixture"], ["train.num_steps=3", "model.embed_dim=8"])
+    assert cfg.train.num_steps == 3 and cfg.model.embed_dim == 8
+    assert [m.experiment.model.embed_dim for m in cfg.members] == [8, 8]
+    assert cfg.members[1].experiment.train.subsample_every == 1  # the member's own windowing
+    with pytest.raises(UserError, match="a mixture takes name, model"):
+        load_any_config(mixed["mixture"], ["env.split_seed=1"])
+
+
+# --------------------------------------------------------------------------- model and batches
+
+
+def test_member_rows_follow_weights_deterministically() -> None:
+    assert member_rows(10, [1, 1]) == [5, 5]
+    assert member_rows(10, [3, 1]) == [7, 3]
+    assert member_rows(3, [100, 1, 1]) == [1, 1, 1]  # every member gets a row
+    for batch, weights in [(7, [1, 2, 3]), (64, [0.5, 1.5]), (33, [1, 1, 1])]:
+        rows = member_rows(batch, weights)
+        assert sum(rows) == batch and min(rows) >= 1
+        assert rows == member_rows(batch, weights)
+    with pytest.raises(UserError, match="smaller than the 3 mixture members"):
+        member_rows(2, [1, 1, 1])
+    first = member_indices(0, 5, 1, 100, 8)
+    assert np.array_equal(first, member_indices(0, 5, 1, 100, 8))
+    assert not np.array_equal(first, member_indices(0, 6, 1, 100, 8))
+    assert not np.array_equal(first, member_indices(0, 5, 0, 100, 8))
+
+
+SPACES = {
+    "A": ({"type": "MultiDiscrete", "nvec": [5, 5]}, {"type": "Discrete", "n": 4}),
+    "B": ({"type": "Discrete", "n": 1}, {"type": "Discrete", "n": 3}),
+}
+
+
+def _batch(name: str, rows: int, steps: int, seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    obs_space, act_space = SPACES[name]
+    n = act_space["n"]
+    if obs_space["type"] == "MultiDiscrete":
+        obs = torch.randint(0, 5, (rows, steps, 2), generator=gen)
+    else:
+        obs = torch.zeros(rows, steps, dtype=torch.long)
+    return {
+        "observations": obs,
+        "prev_actions": torch.randint(0, n + 1, (rows, steps), generator=gen),
+        "prev_rewards": torch.rand(rows, steps, generator=gen),
+        "prev_dones": torch.rand(rows, steps, generator=gen) < 0.2,
+        "targets": torch.randint(0, n, (rows, steps), generator=gen),
+    }
+
+
+def _generalist(layers: int = 1, context: int = 8) -> GeneralistTransformer:
+    torch.manual_seed(0)
+    cfg = ModelConfig(embed_dim=16, num_layers=layers, num_heads=2, ff_dim=32,
+                      context_steps=context, dropout=0.0, input_mask_prob=0.0)  # fmt: skip
+    return GeneralistTransformer(cfg, SPACES)
+
+
+def test_each_member_has_its_own_encoders_and_head_around_one_trunk() -> None:
+    model = _generalist()
+    a, b = model.member("A"), model.member("B")
+    assert a.blocks is b.blocks and a.ln_f is b.ln_f
+    assert a.head is not b.head and a.obs_encoder is not b.obs_encoder
+    batches = {"A": _batch("A", 3, 8, 0), "B": _batch("B", 2, 8, 1)}
+    with torch.no_grad():
+        total, losses = model(batches)
+        # the trunk run once on both members' rows equals each member alone
+        _, alone = b(**batches["B"])
+        torch.testing.assert_close(losses["B"], alone)
+        torch.testing.assert_close(total, (3 * losses["A"] + 2 * losses["B"]) / 5)
+        a.head.weight.add_(1.0)
+        a.obs_encoder.embedding.weight.add_(1.0)
+        _, after = model(batches)
+    assert torch.equal(after["B"], losses["B"])  # B's rows never pass A's encoder or head
+    assert not torch.equal(after["A"], losses["A"])
+    with pytest.raises(UserError, match="no member 'C'"):
+        model.member("C")
+
+
+def test_kv_cache_step_equals_forward_for_each_member() -> None:
+    model = _generalist(layers=1, context=8).eval()
+    for name, seed in (("A", 2), ("B", 3)):
+        member = model.member(name)
+        inputs = _batch(name, 2, 20, seed)
+        inputs.pop("targets")
+        with torch.no_grad():
+            full, _ = member(**inputs)
+        cache = member.init_cache(2)
+        keys = ("observations", "prev_actions", "prev_rewards", "prev_dones")
+        stepped = torch.stack(
+            [member.step(cache, *(inputs[k][:, t] for k in keys)) for t in range(20)], 1
+        )
+        torch.testing.assert_close(stepped, full, atol=1e-5, rtol=0)
