@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 class EnvConfig:
     family: str = setting(
         "DarkRoom",
-        "Task family: a registered name (DarkRoom, DarkRoomHard, DarkKeyToDoor, Bandit, "
-        "MiniGridEmpty, PointRobot, HalfCheetahVel with the mujoco extra) or "
+        "Task family: a registered name (DarkRoom, DarkRoomHard, DarkRoomPixels, DarkKeyToDoor, "
+        "Bandit, MiniGridEmpty, PointRobot, HalfCheetahVel with the mujoco extra) or "
         "'module:ClassOrFactory' for a family in your own module.",
     )
     family_kwargs: dict = setting({}, "Keyword arguments of the family's constructor (e.g. size).")
@@ -151,6 +151,7 @@ class ModelConfig:
     token_bins: int = setting(1024, MODEL_HELP["token_bins"])
     token_mu: float = setting(100.0, MODEL_HELP["token_mu"])
     token_max: float = setting(256.0, MODEL_HELP["token_max"])
+    image_encoder: Literal["cnn", "patches"] = setting("cnn", MODEL_HELP["image_encoder"])
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "num_layers", "num_heads", "ff_dim"):

@@ -28,6 +28,16 @@ MODEL_HELP = {
         "Box actions are not companded: like Gato's actions in [-1, 1], the bins action head "
         "discretises them uniformly over their Box bounds."
     ),
+    "image_encoder": (
+        "Encoder of (H, W, C) Box observations (other spaces ignore it): cnn (a small CNN; "
+        "integer images' values are learned per-channel codes, as MiniGrid's object/colour/state "
+        "codes need) or patches (Gato: pixels scaled from the Box bounds to [-1, 1] and divided "
+        "by 4, zero-padded at the bottom and right to multiples of 16, cut into non-overlapping "
+        "16x16 patches in raster order, each through a ResNet v2 block with GroupNorm and GELU, "
+        "plus learned row and column embeddings of the patch, through a GELU and averaged over "
+        "the patches into the step's one token; values are intensities, so it refuses images "
+        "smaller than 16x16 such as MiniGrid's (7, 7, 3) codes)."
+    ),
     "token_bins": "vector_encoder=tokens: uniform bins on [-1, 1] (Gato: 1024).",
     "token_mu": "vector_encoder=tokens: mu-law companding strength mu (Gato: 100).",
     "token_max": (

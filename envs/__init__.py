@@ -11,6 +11,7 @@ from gymnasium.envs.registration import register, registry
 from envs.bandit import Bandit
 from envs.base import Task, TaskError, TaskFamily, family_names, make_family, task_key
 from envs.darkroom import DarkRoom, DarkRoomHard
+from envs.darkroom_pixels import DarkRoomPixels
 from envs.halfcheetah_vel import HalfCheetahVel
 from envs.keytodoor import DarkKeyToDoor
 from envs.minigrid_family import MiniGridEmpty
@@ -25,6 +26,7 @@ def _register(env_id: str, entry_point: str, **kwargs) -> None:
 
 _register("DarkRoom-v0", "envs.darkroom:DarkRoomEnv", size=9, goal=(0, 0))
 _register("DarkRoomHard-v0", "envs.darkroom:DarkRoomEnv", size=17, goal=(0, 0), hard=True)
+_register("DarkRoomPixels-v0", "envs.darkroom_pixels:DarkRoomPixelsEnv", size=9, goal=(0, 0))
 _register("DarkKeyToDoor-v0", "envs.keytodoor:DarkKeyToDoorEnv", size=9, key=(0, 0), door=(8, 8))
 _register("Bandit-v0", "envs.bandit:BanditEnv")
 _register("ADMiniGridEmpty-v0", "envs.minigrid_family:MiniGridEmptyEnv", size=7, goal=(5, 5))
@@ -36,6 +38,7 @@ __all__ = [
     "DarkKeyToDoor",
     "DarkRoom",
     "DarkRoomHard",
+    "DarkRoomPixels",
     "HalfCheetahVel",
     "MiniGridEmpty",
     "PointRobot",

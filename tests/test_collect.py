@@ -732,3 +732,14 @@ def test_darkroom_histories_show_learning(tmp_path):
     assert len(runs) == 6  # 4 train, 1 validation, 1 test
     improved = [r["last_return"] > r["first_return"] + 5 for r in runs]
     assert sum(improved) >= 5, [(r["first_return"], r["last_return"]) for r in runs]
+
+
+def test_image_policy_defaults_follow_the_policy():
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    from ad.data.sources import SmallCNN
+
+    mlp = _source("DarkRoomPixels", {"policy": "MlpPolicy"}).model.policy
+    assert isinstance(mlp.features_extractor, FlattenExtractor) and mlp.normalize_images
+    cnn = _source("DarkRoomPixels", {}).model.policy  # frames: CnnPolicy with SmallCNN
+    assert isinstance(cnn.features_extractor, SmallCNN) and not cnn.normalize_images

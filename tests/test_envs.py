@@ -46,6 +46,7 @@ def test_every_family_has_a_registered_env_id():
     assert {
         "DarkRoom",
         "DarkRoomHard",
+        "DarkRoomPixels",
         "DarkKeyToDoor",
         "Bandit",
         "MiniGridEmpty",
@@ -134,6 +135,8 @@ def _play(env: gym.Env, actions: list[int], pad: int = NOOP) -> tuple[float, lis
 
 def _expert_actions(name: str, task: dict, observation) -> list[int]:
     """A shortest route to the reward(s) of ``task`` from the reset ``observation``."""
+    if name == "DarkRoomPixels":  # a frame: the lit cell is the centre
+        return _walk(make_family(name).cell_of(observation), task["goal"]) or [NOOP]
     if name in ("DarkRoom", "DarkRoomHard"):
         centre = [int(v) for v in observation]
         return _walk(centre, task["goal"]) or [NOOP]
@@ -465,6 +468,7 @@ MALFORMED_CELLS = [5, None, "12", [1], [1, 2, 3], [1.5, 2], [2, 2.0], ["a", "b"]
 CELL_FIELDS = {  # the cells of each grid family's task, as gym.make keywords too
     "DarkRoom": ("goal",),
     "DarkRoomHard": ("goal",),
+    "DarkRoomPixels": ("goal",),
     "DarkKeyToDoor": ("key", "door"),
     "MiniGridEmpty": ("goal",),
 }
@@ -472,6 +476,7 @@ MALFORMED_MEANS = [5, None, "0.5", [0.5], [0.5, "a"], [0.5, None], [[0.1, 0.2], 
 SIZE_KWARGS = {  # the family's size argument and its smallest valid value
     "DarkRoom": ("size", 2),
     "DarkRoomHard": ("size", 2),
+    "DarkRoomPixels": ("size", 2),
     "DarkKeyToDoor": ("size", 2),
     "MiniGridEmpty": ("size", 4),
     "Bandit": ("num_arms", 2),

@@ -21,6 +21,7 @@ FAMILIES = [n for n in envs.family_names() if type(make_family(n)).__module__.st
 SPLIT_SIZES = {  # (train, validation, test) of the default split
     "DarkRoom": (57, 8, 16),
     "DarkRoomHard": (265, 8, 16),
+    "DarkRoomPixels": (57, 8, 16),  # Dark Room's goals
     "DarkKeyToDoor": (2000, 50, 100),
     "MiniGridEmpty": (16, 4, 4),
     "Bandit": (100, 50, 100),

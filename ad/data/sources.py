@@ -152,7 +152,8 @@ class SB3Source(SourceAlgorithm):
     Defaults beside SB3's own: ``device="cpu"``, ``verbose=0``; MlpPolicy (SB3 one-hot encodes
     Discrete and MultiDiscrete observations), or for image observations (3-D Box) CnnPolicy with
     :class:`SmallCNN` and ``normalize_images=False`` (MiniGrid's images hold small integer codes,
-    not 0..255 intensities). ``policy_kwargs`` may name ``activation_fn``,
+    not 0..255 intensities; ``policy: MlpPolicy`` takes neither, and SB3 scales 8-bit pixels to
+    [0, 1] and flattens them). ``policy_kwargs`` may name ``activation_fn``,
     ``features_extractor_class`` and ``optimizer_class`` by string.
     """
 
@@ -166,7 +167,7 @@ class SB3Source(SourceAlgorithm):
         )
         policy = kwargs.pop("policy", "CnnPolicy" if is_image else "MlpPolicy")
         policy_kwargs = dict(kwargs.pop("policy_kwargs", None) or {})
-        if is_image:
+        if is_image and policy == "CnnPolicy":  # MlpPolicy: SB3 flattens and scales by 1/255
             policy_kwargs.setdefault("features_extractor_class", SmallCNN)
             policy_kwargs.setdefault("normalize_images", False)
         kwargs.setdefault("device", "cpu")

@@ -14,6 +14,7 @@ from torch import Tensor
 from ad.config import ModelConfig
 from ad.data.spaces import box_bounds
 from ad.errors import UserError
+from ad.learn.patches import PatchEncoder
 from ad.learn.tokens import MuLawTokenizer
 
 
@@ -131,7 +132,9 @@ class ImageEncoder(nn.Module):
 
 def make_observation_encoder(space: dict, cfg: ModelConfig) -> tuple[nn.Module, tuple[int, ...]]:
     """The encoder for an observation space (``ad.data.spaces.space_to_json``) and the observation
-    shape; ``cfg.vector_encoder`` chooses linear or tokens for a 1-D Box.
+    shape; ``cfg.vector_encoder`` chooses linear or tokens for a 1-D Box, ``cfg.image_encoder``
+    the CNN (:class:`ImageEncoder`) or Gato's patches (:class:`ad.learn.patches.PatchEncoder`) for
+    an (H, W, C) Box.
 
     Raises:
         UserError: the space is not Discrete, MultiDiscrete, 1-D Box or (H, W, C) Box, or
@@ -159,6 +162,8 @@ def make_observation_encoder(space: dict, cfg: ModelConfig) -> tuple[nn.Module, 
         if len(shape) == 1:
             return VectorEncoder(shape[0], low, high, embed_dim), tuple(shape)
         if len(shape) == 3:
+            if cfg.image_encoder == "patches":
+                return PatchEncoder(shape, low, high, embed_dim), tuple(shape)
             dtype = str(space.get("dtype", "float32"))
             return ImageEncoder(shape, low, high, dtype, embed_dim), tuple(shape)
         raise UserError(

@@ -1,0 +1,134 @@
+"""Training throughput of the two image encoders (``model.image_encoder``: cnn, patches) in one
+process, at the same transformer size, on Dark Room drawn as pixels (``DarkRoomPixels``).
+
+One training step is forward + backward + Adam on a (batch, context) window of random frames with
+one lit cell; repetitions alternate between the encoders and the median tokens/s (steps of context
+per second: one token per step) of each is compared. Also printed: each encoder's parameters, and
+the cost of putting every patch in the sequence (Gato's way, the option not built here): the trunk
+alone (a Discrete observation, so the encoder costs nothing) at the context's length in tokens
+against (patches + 1) times that length, i.e. per step one token per patch and one for the
+previous action and reward.
+
+Usage: ``python bench/image_encoders.py [--quick] [--threads N] [--cell-pixels 2] [--device cpu]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from ad.config import ModelConfig
+from ad.learn.model import ADTransformer
+from ad.utils import matmul_gflops
+from envs.darkroom_pixels import draw_frame
+
+NUM_ACTIONS = 5
+SIZE = 9  # Dark Room's 9x9 cells
+
+
+def make_batch(batch: int, steps: int, cell_pixels: int, device: torch.device) -> dict:
+    """Random walks' frames, actions, rewards and episode starts (B, T, ...)."""
+    gen = torch.Generator().manual_seed(0)
+    cells = torch.randint(0, SIZE, (batch * steps, 2), generator=gen).numpy()
+    frames = [draw_frame(c, SIZE, cell_pixels) for c in cells]
+    side = SIZE * cell_pixels
+    obs = torch.from_numpy(np.stack(frames)).view(batch, steps, side, side, 3)
+    data = {
+        "observations": obs,
+        "prev_actions": torch.randint(0, NUM_ACTIONS + 1, (batch, steps), generator=gen),
+        "prev_rewards": (torch.rand(batch, steps, generator=gen) < 0.3).float(),
+        "prev_dones": torch.rand(batch, steps, generator=gen) < 0.05,
+        "targets": torch.randint(0, NUM_ACTIONS, (batch, steps), generator=gen),
+    }
+    return {k: v.to(device) for k, v in data.items()}
+
+
+def seconds_per_step(model, opt, batch: dict, steps: int, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, loss = model(**batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def compare(models: dict, batches: dict, tokens: dict, steps: int, repeats: int, device) -> dict:
+    """Median tokens/s of each model, repetitions alternating between them."""
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+    for k in models:  # warm-up
+        seconds_per_step(models[k], opts[k], batches[k], 1, device)
+    rates: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(repeats):
+        for k in models:
+            rates[k].append(
+                tokens[k] / seconds_per_step(models[k], opts[k], batches[k], steps, device)
+            )
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks that it runs")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--cell-pixels", type=int, default=2, help="DarkRoomPixels cell_pixels")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    print(f"machine: single-thread matmul {matmul_gflops():.1f} GFLOP/s")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    batch, context = (4, 40) if args.quick else (16, 200)  # the recipe's batch and context
+    steps, repeats = (1, 2) if args.quick else (2, 3)
+    side = SIZE * args.cell_pixels
+    space = {"type": "Box", "shape": [side, side, 3], "low": 0, "high": 255, "dtype": "uint8"}
+    base = dict(embed_dim=64, num_layers=4, num_heads=4, ff_dim=256, context_steps=context)
+    print(
+        f"torch threads {torch.get_num_threads()}, device {device}; frames {side}x{side}x3, "
+        f"batch {batch} x context {context}, trunk 4 layers x width 64"
+    )
+    models, batches, tokens = {}, {}, {}
+    for name in ("cnn", "patches"):
+        cfg = ModelConfig(**base, image_encoder=name)
+        models[name] = ADTransformer(cfg, space, NUM_ACTIONS).to(device).train()
+        batches[name] = make_batch(batch, context, args.cell_pixels, device)
+        tokens[name] = batch * context
+    patches = models["patches"].obs_encoder.num_patches
+    # Gato's way: every patch a token, plus one for the previous action and reward, per step.
+    per_step = patches + 1
+    long_context = context * per_step
+    trunk_cfg = {**base, "context_steps": long_context}
+    cell = {"type": "Discrete", "n": 81}
+    for name, length in (
+        ("trunk, 1 token/step", context),
+        (f"trunk, {per_step} tokens/step", long_context),
+    ):
+        models[name] = ADTransformer(ModelConfig(**trunk_cfg), cell, NUM_ACTIONS).to(device).train()
+        gen = torch.Generator().manual_seed(1)
+        b = make_batch(batch, length, 1, device)
+        b["observations"] = torch.randint(0, 81, (batch, length), generator=gen).to(device)
+        batches[name] = b
+        tokens[name] = batch * context  # env steps of context per second, whatever the tokens
+    rates = compare(models, batches, tokens, steps, repeats, device)
+    for name, model in models.items():
+        enc = sum(p.numel() for p in model.obs_encoder.parameters())
+        total = sum(p.numel() for p in model.parameters())
+        print(
+            f"  {name:22s}: {rates[name]:9.0f} steps of context/s "
+            f"(encoder {enc:,} params, model {total:,})"
+        )
+    print(f"patches / cnn: {rates['patches'] / rates['cnn']:.2f}x ({patches} patches per frame)")
+    slow = rates["trunk, 1 token/step"] / rates[f"trunk, {per_step} tokens/step"]
+    print(f"{per_step} tokens per step instead of 1: the trunk {slow:.1f}x slower per env step")
+
+
+if __name__ == "__main__":
+    main()
