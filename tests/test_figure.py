@@ -58,6 +58,8 @@ def test_a_family_twice_or_a_file_that_is_not_a_result_is_refused(tmp_path):
         load_result(bad)
     with pytest.raises(UserError, match="does not exist"):
         load_result(tmp_path / "missing" / "summary.json")
+    with pytest.raises(UserError, match="does not exist; run ad-eval --aggregate first"):
+        load_result(tmp_path / "missing" / "aggregate.json")
 
 
 def test_table_says_never_when_a_curve_does_not_reach_80_percent():

@@ -29,6 +29,8 @@ def load_result(path: str | Path) -> dict:
     if path.name == "aggregate.json":
         try:
             result = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path} does not exist; run ad-eval --aggregate first") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise UserError(f"{path} is not valid JSON; re-run ad-eval --aggregate") from None
         if "ad" not in result or "num_runs" not in result:
