@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+from _shared import sync
 
 import envs
 from ad.config import ModelConfig
@@ -69,7 +70,7 @@ def cache_vs_window(
         for mode, state in states.items():
             start = time.perf_counter()
             logits[mode] = model.step(state, *inputs)
-            _sync(device)
+            sync(device)
             seconds[mode] += (time.perf_counter() - start) * timed
         if timed:
             max_diff = max(max_diff, float((logits["kv_cache"] - logits["window"]).abs().max()))
@@ -86,11 +87,6 @@ def cache_vs_window(
     return rates[0], rates[1], max_diff
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def rollout_rate(batch: int, context_steps: int, num_episodes: int, device: str) -> float:
     """Env-steps/s of the real evaluation rollout with ``batch`` (task, seed) rows."""
     model = make_model(context_steps, device)
@@ -102,7 +98,7 @@ def rollout_rate(batch: int, context_steps: int, num_episodes: int, device: str)
     rollout(
         model, family, test_tasks[:num_tasks], num_seeds, num_episodes, "sample", 1.0, 0, device
     )
-    _sync(device)
+    sync(device)
     steps = num_tasks * num_seeds * num_episodes * family.episode_length
     return steps / (time.perf_counter() - start)
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import torch
+from _shared import time_training, training_inputs
 
 from ad.config import ModelConfig
 from ad.learn.model import ADTransformer
@@ -37,28 +37,11 @@ def make_batch(batch: int, steps: int, cell_pixels: int, device: torch.device) -
     frames = [draw_frame(c, SIZE, cell_pixels) for c in cells]
     side = SIZE * cell_pixels
     obs = torch.from_numpy(np.stack(frames)).view(batch, steps, side, side, 3)
-    data = {
-        "observations": obs,
-        "prev_actions": torch.randint(0, NUM_ACTIONS + 1, (batch, steps), generator=gen),
-        "prev_rewards": (torch.rand(batch, steps, generator=gen) < 0.3).float(),
-        "prev_dones": torch.rand(batch, steps, generator=gen) < 0.05,
-        "targets": torch.randint(0, NUM_ACTIONS, (batch, steps), generator=gen),
-    }
-    return {k: v.to(device) for k, v in data.items()}
+    return training_inputs(obs, NUM_ACTIONS, gen, device)
 
 
 def seconds_per_step(model, opt, batch: dict, steps: int, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        _, loss = model(**batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / steps
+    return time_training(lambda: model(**batch)[1], opt, steps, device) / steps
 
 
 def compare(models: dict, batches: dict, tokens: dict, steps: int, repeats: int, device) -> dict:

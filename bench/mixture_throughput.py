@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from _shared import time_training, training_inputs
 
 from ad.config import ModelConfig
 from ad.learn.generalist import GeneralistTransformer
@@ -32,41 +32,15 @@ SPACES = {  # the spaces of the two quick members' histories
 }
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def make_batch(name: str, rows: int, steps: int, device: torch.device) -> dict[str, torch.Tensor]:
     """Synthetic windows of one member: (rows, steps, ...) tensors."""
     gen = torch.Generator().manual_seed(0)
     obs_space, act_space = SPACES[name]
-    n = act_space["n"]
     if obs_space["type"] == "MultiDiscrete":
         obs = torch.randint(0, 9, (rows, steps, 2), generator=gen)
     else:
         obs = torch.zeros(rows, steps, dtype=torch.long)
-    data = {
-        "observations": obs,
-        "prev_actions": torch.randint(0, n + 1, (rows, steps), generator=gen),
-        "prev_rewards": (torch.rand(rows, steps, generator=gen) < 0.3).float(),
-        "prev_dones": torch.rand(rows, steps, generator=gen) < 0.05,
-        "targets": torch.randint(0, n, (rows, steps), generator=gen),
-    }
-    return {k: v.to(device) for k, v in data.items()}
-
-
-def time_training(step, opt, repeats: int, device: torch.device) -> float:
-    """Seconds for ``repeats`` training steps (forward + backward + Adam)."""
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        loss = step()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    sync(device)
-    return time.perf_counter() - start
+    return training_inputs(obs, act_space["n"], gen, device)
 
 
 def main() -> None:

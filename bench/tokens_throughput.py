@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from _shared import sync
 
 from ad.learn.tokens import MuLawTokenizer
 from ad.utils import matmul_gflops
@@ -49,25 +50,20 @@ def sample_values(n: int, seed: int = 0) -> np.ndarray:
     return rng.choice([-1.0, 1.0], n) * np.exp(rng.uniform(math.log(1e-3), math.log(300.0), n))
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def best_rate(
     fns: dict[str, Callable[[], object]], n: int, calls: int, repeats: int, device: str
 ) -> dict[str, float]:
     """Values/s of each function: best of ``repeats`` blocks of ``calls`` calls, alternating."""
     for fn in fns.values():  # warm-up (lazy tables, allocator, kernels)
         fn()
-    _sync(device)
+    sync(device)
     best = dict.fromkeys(fns, math.inf)
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             for _ in range(calls):
                 fn()
-            _sync(device)
+            sync(device)
             best[name] = min(best[name], (time.perf_counter() - start) / calls)
     return {name: n / seconds for name, seconds in best.items()}
 

@@ -21,6 +21,7 @@ import time
 
 import torch
 import torch.nn as nn
+from _shared import sync, time_training, training_inputs
 from torch.nn import functional as F
 
 from ad.config import ModelConfig
@@ -94,34 +95,10 @@ class RefGPT(nn.Module):
 # --------------------------------------------------------------------------- measurements
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def make_batch(batch: int, steps: int, device: torch.device) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    data = {
-        "observations": torch.randint(0, 9, (batch, steps, 2), generator=gen),
-        "prev_actions": torch.randint(0, NUM_ACTIONS + 1, (batch, steps), generator=gen),
-        "prev_rewards": (torch.rand(batch, steps, generator=gen) < 0.3).float(),
-        "prev_dones": torch.rand(batch, steps, generator=gen) < 0.05,
-        "targets": torch.randint(0, NUM_ACTIONS, (batch, steps), generator=gen),
-    }
-    return {k: v.to(device) for k, v in data.items()}
-
-
-def time_training(model: nn.Module, opt, batch: dict, steps: int, device: torch.device) -> float:
-    """Seconds for ``steps`` training steps (forward + backward + Adam)."""
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        _, loss = model(**batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    sync(device)
-    return time.perf_counter() - start
+    observations = torch.randint(0, 9, (batch, steps, 2), generator=gen)
+    return training_inputs(observations, NUM_ACTIONS, gen, device)
 
 
 def matmul_flops(n: int, device: torch.device, repeats: int = 5) -> float:
@@ -213,19 +190,20 @@ def main() -> None:
     }
     optimizers = {name: torch.optim.Adam(m.parameters(), lr=3e-4) for name, m in models.items()}
     batch = make_batch(args.batch_size, args.context, device)
+    losses = {name: (lambda m=m: m(**batch)[1]) for name, m in models.items()}
     tokens = args.batch_size * args.context * args.steps
     print(
         f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} "
         f"context={args.context} d={args.embed_dim} layers={args.layers} heads={args.heads} "
         f"ff={args.ff_dim} torch={torch.__version__}"
     )
-    for name, model in models.items():  # warm-up: allocator, kernels, the ALiBi bias cache
-        time_training(model, optimizers[name], batch, 2, device)
+    for name in models:  # warm-up: allocator, kernels, the ALiBi bias cache
+        time_training(losses[name], optimizers[name], 2, device)
     rates: dict[str, list[float]] = {name: [] for name in models}
     for rep in range(args.reps):
         order = list(models) if rep % 2 == 0 else list(reversed(models))
         for name in order:
-            seconds = time_training(models[name], optimizers[name], batch, args.steps, device)
+            seconds = time_training(losses[name], optimizers[name], args.steps, device)
             rates[name].append(tokens / seconds)
 
     peak = matmul_flops(512 if args.quick else 2048, device)
