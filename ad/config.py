@@ -94,7 +94,9 @@ class CollectConfig:
     )
     n_envs: int = setting(4, "Parallel env streams per run (the S axis of a learning history).")
     total_steps: int = setting(8000, "Environment steps per run, summed over all streams.")
-    seeds: list = setting([0], "Seeds; one run per (task, seed).")
+    seeds: list = setting(
+        [0, 1, 2], "Seeds; one run per (task, seed): more learning histories per training task."
+    )
     splits: list = setting(
         ["train", "validation", "test"],
         "Which splits' tasks to collect (validation and test histories give the source "

@@ -40,6 +40,7 @@ def _config(tmp: Path) -> dict:
             "algorithm_kwargs": TINY_PPO,
             "n_envs": 2,
             "total_steps": 400,
+            "seeds": [0],
             "output_dir": str(tmp / "data"),
         },
         "model": {
@@ -229,7 +230,7 @@ def test_a_refused_collect_keeps_what_the_first_wrote(pipeline, tmp_path, capsys
 
 def test_collect_merge_lists_the_runs_of_every_shard(tmp_path, capsys):
     config = tmp_path / "bandit.yaml"
-    collect_section = {"algorithm": "UCB", "n_envs": 2, "total_steps": 100}
+    collect_section = {"algorithm": "UCB", "n_envs": 2, "total_steps": 100, "seeds": [0]}
     collect_section["output_dir"] = str(tmp_path / "data")
     env = {"family": "Bandit", "num_train_tasks": 3, "num_validation_tasks": 1}
     env["num_test_tasks"] = 1

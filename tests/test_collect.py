@@ -55,6 +55,7 @@ TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 2}
 
 def _cfg(out: Path, family="DarkRoom", algorithm="PPO", kwargs=None, **collect_fields):
     collect_fields.setdefault("splits", ["train", "test"])  # 3 runs; test_cli collects all three
+    collect_fields.setdefault("seeds", [0])
     collect_section = {
         "algorithm": algorithm,
         "algorithm_kwargs": kwargs or {},
@@ -67,6 +68,7 @@ def _cfg(out: Path, family="DarkRoom", algorithm="PPO", kwargs=None, **collect_f
 
 def _bandit_cfg(out: Path, total_steps=400, **fields):
     fields.setdefault("splits", ["train"])
+    fields.setdefault("seeds", [0])
     return config_from_dict(
         {
             "name": "bandit",
@@ -729,9 +731,9 @@ def test_darkroom_histories_show_learning(tmp_path):
     )
     collect(cfg, workers=2, progress=False)
     runs = load_manifest(tmp_path)["runs"]
-    assert len(runs) == 6  # 4 train, 1 validation, 1 test
+    assert len(runs) == 18  # (4 train, 1 validation, 1 test) x 3 seeds
     improved = [r["last_return"] > r["first_return"] + 5 for r in runs]
-    assert sum(improved) >= 5, [(r["first_return"], r["last_return"]) for r in runs]
+    assert sum(improved) >= 15, [(r["first_return"], r["last_return"]) for r in runs]
 
 
 def test_image_policy_defaults_follow_the_policy():

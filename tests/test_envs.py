@@ -668,6 +668,7 @@ def test_user_family_in_the_working_directory_through_the_installed_script(tmp_p
             "algorithm_kwargs": {"n_steps": 32, "batch_size": 32, "n_epochs": 1},
             "n_envs": 1,
             "total_steps": 256,
+            "seeds": [0],
             "output_dir": "data",
         },
     }

@@ -30,7 +30,7 @@ def _darkroom(tmp: Path) -> dict:
         "env": {"family": "DarkRoom", "num_train_tasks": 2, "num_validation_tasks": 1,
                 "num_test_tasks": 1},
         "collect": {"algorithm": "PPO", "algorithm_kwargs": TINY_PPO, "n_envs": 2,
-                    "total_steps": 400, "output_dir": str(tmp / "darkroom")},
+                    "total_steps": 400, "seeds": [0], "output_dir": str(tmp / "darkroom")},
         "eval": {"num_episodes": 3, "num_seeds": 1, "normalise_at": [1, 3]},
     }  # fmt: skip
 
@@ -41,7 +41,7 @@ def _bandit(tmp: Path) -> dict:
         "env": {"family": "Bandit", "num_train_tasks": 2, "num_validation_tasks": 1,
                 "num_test_tasks": 1},
         "collect": {"algorithm": "UCB", "n_envs": 2, "total_steps": 2 * CONTEXT,
-                    "output_dir": str(tmp / "bandit")},
+                    "seeds": [0], "output_dir": str(tmp / "bandit")},
         "train": {"subsample_every": 1},
         "eval": {"num_episodes": CONTEXT, "num_seeds": 1, "normalise_at": [1, CONTEXT]},
     }  # fmt: skip

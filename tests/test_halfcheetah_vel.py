@@ -83,7 +83,7 @@ def test_halfcheetah_vel_collects_trains_and_evaluates(tmp_path):
         "env.family_kwargs={episode_length: 10}", "env.num_train_tasks=2",
         "env.num_validation_tasks=1", "env.num_test_tasks=1", "collect.algorithm=PPO",
         "collect.algorithm_kwargs={n_steps: 20, batch_size: 20, n_epochs: 1}",
-        "collect.n_envs=2", "collect.total_steps=80", "model.embed_dim=16",
+        "collect.n_envs=2", "collect.seeds=[0]", "collect.total_steps=80", "model.embed_dim=16",
         "model.num_layers=1", "model.ff_dim=32", "model.context_steps=20", "model.action_bins=8",
         "train.num_steps=4", "train.warmup_steps=1", "train.batch_size=4",
         "train.subsample_every=1", "train.checkpoint_every=4", "eval.num_episodes=2",

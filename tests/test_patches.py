@@ -153,7 +153,7 @@ def test_pixels_collect_train_evaluate_and_reload_with_patches(tmp_path):
         "name=pixels_tiny", "env.family=DarkRoomPixels", "env.num_train_tasks=2",
         "env.num_test_tasks=1", "env.num_validation_tasks=1", "collect.splits=[train, test]",
         "collect.algorithm_kwargs={policy: MlpPolicy, n_steps: 16, batch_size: 16}",
-        "collect.n_envs=2", "collect.total_steps=160", "model.embed_dim=16",
+        "collect.n_envs=2", "collect.seeds=[0]", "collect.total_steps=160", "model.embed_dim=16",
         "model.num_layers=1", "model.ff_dim=32", "model.context_steps=40",
         "model.image_encoder=patches", "train.num_steps=6", "train.warmup_steps=2",
         "train.batch_size=4", "train.subsample_every=1", "train.checkpoint_every=6",

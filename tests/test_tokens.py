@@ -279,7 +279,7 @@ def test_point_robot_with_observation_tokens_collects_trains_evaluates_and_reloa
         "env.num_test_tasks=1", "env.num_validation_tasks=1", "collect.splits=[train, test]",
         "collect.algorithm=SAC",
         "collect.algorithm_kwargs={learning_starts: 20, buffer_size: 500, batch_size: 32}",
-        "collect.n_envs=2", "collect.total_steps=160", "model.embed_dim=16",
+        "collect.n_envs=2", "collect.seeds=[0]", "collect.total_steps=160", "model.embed_dim=16",
         "model.num_layers=1", "model.ff_dim=32", "model.context_steps=40", "model.action_bins=8",
         "model.vector_encoder=tokens", "model.token_bins=128",
         "train.num_steps=6", "train.warmup_steps=2", "train.batch_size=4",
