@@ -98,3 +98,18 @@ def test_seeds_phrase_says_when_the_runs_are_not_a_full_grid():
     runs = [summary(0, 0, 0.6), summary(0, 1, 0.6), summary(1, 0, 0.6), summary(2, 0, 0.6)]
     assert seeds_phrase(aggregate(runs)) == "4 runs over 3 split seeds and 2 training seeds"
     assert seeds_phrase(aggregate(runs[:2])) == "2 runs (1 split x 2 training seeds)"
+
+
+def test_each_curve_keeps_its_colour_when_a_run_lacks_the_compared_one():
+    """The paper's figure puts panels side by side: the source must not take ED's colour in a
+    panel without ED."""
+    from ad.evaluation.aggregate import aggregate_curves
+
+    with_ed = aggregate([summary(s, 0, 0.8) for s in (0, 1)])
+    without = aggregate([{**summary(s, 0, 0.8), "compare": []} for s in (0, 1)])
+    assert without["compare"] is None
+    colours = {c["label"]: c["color"] for c in aggregate_curves(with_ed)}
+    assert len(set(colours.values())) == 3
+    assert {c["label"]: c["color"] for c in aggregate_curves(without)} == {
+        label: colour for label, colour in colours.items() if label != "ED"
+    }

@@ -153,9 +153,10 @@ def format_aggregate(result: dict) -> str:
 
 def aggregate_curves(result: dict) -> list[dict]:
     """AD, the compared run and the source as ``plot_return_curves`` takes them: mean normalised
-    curves with their CI bands."""
-    labels = [("AD", "ad", "-"), (result["compare_label"] or "compare", "compare", "-")]
-    labels.append(("source algorithm (per stream)", "source", "--"))
+    curves with their CI bands. Each role keeps its colour whether or not the others are there,
+    so the panels of one figure agree."""
+    labels = [("AD", "ad", "-", "C0"), (result["compare_label"] or "compare", "compare", "-", "C1")]
+    labels.append(("source algorithm (per stream)", "source", "--", "C2"))
     return [
         {
             "label": label,
@@ -163,8 +164,9 @@ def aggregate_curves(result: dict) -> list[dict]:
             "low": result[key]["normalised_curve"]["ci_low"],
             "high": result[key]["normalised_curve"]["ci_high"],
             "linestyle": style,
+            "color": color,
         }
-        for label, key, style in labels
+        for label, key, style, color in labels
         if result[key] is not None
     ]
 

@@ -46,7 +46,7 @@ def plot_return_curves(
     Args:
         curves: one mapping per method with ``label`` (str) and ``mean`` (E,), optionally ``low``
             and ``high`` (E,) for a confidence band, ``x`` (E,) for the x values (default
-            1..E) and ``linestyle``.
+            1..E), ``linestyle`` and ``color`` (default: the i-th of matplotlib's cycle).
         out_path: PNG file to write.
         title: figure title (evaluation on training tasks must say so here).
         optimal: optimal return (mean over tasks), drawn as a horizontal line; None: no line.
@@ -73,7 +73,7 @@ def _draw_curves(
     for i, curve in enumerate(curves):
         mean = np.asarray(curve["mean"], dtype=float)
         x = np.asarray(curve.get("x", np.arange(1, len(mean) + 1)), dtype=float)
-        color = f"C{i}"
+        color = curve.get("color", f"C{i}")
         ax.plot(x, mean, color=color, label=curve["label"], linestyle=curve.get("linestyle", "-"))
         if curve.get("low") is not None and curve.get("high") is not None:
             low = np.asarray(curve["low"], dtype=float)
