@@ -721,7 +721,7 @@ def test_cli_collect_refuses_bad_input_in_one_line(tmp_path):
 def test_darkroom_histories_show_learning(tmp_path):
     """With the documented default (configs/darkroom_quick.yaml), the data hold learning: the
     last-episode returns are clearly above the first-episode returns on most tasks."""
-    overrides = [f"collect.output_dir={tmp_path}", "env.num_train_tasks=4"]
+    overrides = [f"collect.output_dir={tmp_path}", "env.num_train_tasks=2"]
     overrides += ["env.num_validation_tasks=1", "env.num_test_tasks=1"]  # fewer, for time
     cfg = load_config(ROOT / "configs" / "darkroom_quick.yaml", overrides)
     default = load_config(ROOT / "configs" / "darkroom_quick.yaml")
@@ -731,9 +731,9 @@ def test_darkroom_histories_show_learning(tmp_path):
     )
     collect(cfg, workers=2, progress=False)
     runs = load_manifest(tmp_path)["runs"]
-    assert len(runs) == 18  # (4 train, 1 validation, 1 test) x 3 seeds
+    assert len(runs) == 12  # (2 train, 1 validation, 1 test) x 3 seeds
     improved = [r["last_return"] > r["first_return"] + 5 for r in runs]
-    assert sum(improved) >= 15, [(r["first_return"], r["last_return"]) for r in runs]
+    assert sum(improved) >= 10, [(r["first_return"], r["last_return"]) for r in runs]
 
 
 def test_image_policy_defaults_follow_the_policy():
