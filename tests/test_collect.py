@@ -42,7 +42,13 @@ from ad.data.inspection import inspect, source_curves
 from ad.data.manifest import load_manifest, manifest_lock, merge_manifest
 from ad.data.pool import execute
 from ad.data.runs import plan_runs, record_run, run_one
-from ad.data.sources import RecordingVecEnv, SmallCNN, SourceAlgorithm, make_source
+from ad.data.sources import (
+    RecordingVecEnv,
+    ReturnSoFar,
+    SmallCNN,
+    SourceAlgorithm,
+    make_source,
+)
 from ad.errors import UserError
 from ad.evaluation.plots import plot_dataset_curves
 from ad.fields import yaml_floats
@@ -267,6 +273,58 @@ def _source(family: str, kwargs: dict):
     task = fam.split(0).train[0]
     venv = RecordingVecEnv(DummyVecEnv([lambda: fam.make_env(task)] * 2), 8)
     return make_source("PPO", venv, 0, kwargs)
+
+
+def test_observe_return_shows_the_policy_its_return_so_far_and_records_the_env_obs(tmp_path):
+    """Key-to-Door's MLP policy sees (x, y, return so far); histories keep (x, y)."""
+    family = envs.make_family("DarkKeyToDoor", size=3, episode_length=6)
+    task = {"key": [0, 1], "door": [2, 2]}
+    inner = DummyVecEnv([lambda: family.make_env(task)] * 3)
+    view = ReturnSoFar(inner, levels=2)
+    assert list(view.observation_space.nvec) == [3, 3, 3]
+    rng = np.random.default_rng(0)
+    obs, returns, seen = view.reset(), np.zeros(3), set()
+    for _ in range(60):
+        assert (obs[:, 2] == np.clip(returns, 0, 2)).all()
+        obs, rewards, dones, infos = view.step(rng.integers(0, 5, size=3))
+        returns += rewards
+        for i in np.flatnonzero(dones):  # SB3 bootstraps from the ended episode's last view
+            assert infos[i]["terminal_observation"][2] == min(returns[i], 2)
+            assert (
+                infos[i]["terminal_observation"][:2] == inner.buf_infos[i]["terminal_observation"]
+            ).all()
+        seen |= set(returns.tolist())
+        returns[dones] = 0
+    assert {1.0, 2.0} <= seen  # the key and the door were each reached by the random walk
+    with pytest.raises(UserError, match="needs a MultiDiscrete or 1-D Box"):
+        ReturnSoFar(
+            DummyVecEnv(
+                [
+                    lambda: envs.make_family("Bandit").make_env(
+                        envs.make_family("Bandit").split(0).train[0]
+                    )
+                ]
+            ),
+            2,
+        )
+
+    cfg = _cfg(
+        tmp_path,
+        family="DarkKeyToDoor",
+        kwargs={"n_steps": 32, "observe_return": 2},
+        total_steps=256,
+        n_envs=2,
+        splits=["train"],
+    )
+    collect(cfg, workers=1, progress=False)
+    for path in sorted(tmp_path.glob("*.h5")):
+        history = read_history(path)
+        assert (
+            history.observations.shape[-1] == 2 and replay(history) == 2 * 2
+        )  # 2 streams x 2 episodes
+    with pytest.raises(UserError, match="observe_return must be an int >= 1"):
+        _source("DarkKeyToDoor", {"observe_return": "yes"})
+    assert _source("DarkKeyToDoor", {"observe_return": 2}).model.observation_space.shape == (3,)
 
 
 def test_sb3_policies_from_config_strings():

@@ -31,7 +31,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from torch import nn
 
 from ad.data.recording import RecordingVecEnv  # noqa: F401  (its home before issue 13)
@@ -146,6 +146,55 @@ def _resolve_policy_kwargs(policy_kwargs: dict) -> dict:
     return out
 
 
+class ReturnSoFar(VecEnvWrapper):
+    """The policy's view: each observation with the episode's return so far appended.
+
+    A memoryless (MLP) policy sees only the current observation; where the task has stages that
+    the observation does not show (Key-to-Door: whether the key is held, which the key's reward
+    told the agent), the return so far is the history the policy lacks. It is made from rewards
+    the agent has received, nothing privileged. MultiDiscrete observations get one more
+    component, the return rounded and clipped to ``0..levels``; 1-D Box observations one more
+    float. It sits above the recorder, so histories keep the env's own observations.
+    """
+
+    def __init__(self, venv: VecEnv, levels: int) -> None:
+        space = venv.observation_space
+        if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1:
+            view = spaces.MultiDiscrete([*space.nvec.tolist(), levels + 1])
+        elif isinstance(space, spaces.Box) and len(space.shape) == 1:
+            low, high = np.append(space.low, -np.inf), np.append(space.high, np.inf)
+            view = spaces.Box(low.astype(np.float32), high.astype(np.float32))
+        else:
+            raise UserError(
+                f"collect.algorithm_kwargs.observe_return needs a MultiDiscrete or 1-D Box "
+                f"observation space, not {space}; remove it for this family"
+            )
+        super().__init__(venv, observation_space=view)
+        self.levels = levels
+        self.returns = np.zeros(venv.num_envs)
+
+    def _view(self, obs: np.ndarray, returns: np.ndarray) -> np.ndarray:
+        if isinstance(self.observation_space, spaces.MultiDiscrete):
+            extra = np.clip(np.rint(returns), 0, self.levels).astype(obs.dtype)
+        else:
+            extra = returns.astype(np.float32)
+        return np.concatenate([obs.reshape(len(returns), -1), extra[:, None]], axis=1)
+
+    def reset(self) -> np.ndarray:
+        self.returns[:] = 0
+        return self._view(self.venv.reset(), self.returns)
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        ended = self.returns + rewards
+        for i in np.flatnonzero(dones):  # SB3 bootstraps truncated episodes from this one
+            if "terminal_observation" in infos[i]:
+                last = infos[i]["terminal_observation"]
+                infos[i]["terminal_observation"] = self._view(last[None], ended[i : i + 1])[0]
+        self.returns = np.where(dones, 0.0, ended)  # after a done, obs is the next episode's
+        return self._view(obs, self.returns), rewards, dones, infos
+
+
 class SB3Source(SourceAlgorithm):
     """PPO, DQN, A2C, SAC or TD3 from stable-baselines3 with ``collect.algorithm_kwargs`` as arguments.
 
@@ -154,13 +203,22 @@ class SB3Source(SourceAlgorithm):
     :class:`SmallCNN` and ``normalize_images=False`` (MiniGrid's images hold small integer codes,
     not 0..255 intensities; ``policy: MlpPolicy`` takes neither, and SB3 scales 8-bit pixels to
     [0, 1] and flattens them). ``policy_kwargs`` may name ``activation_fn``,
-    ``features_extractor_class`` and ``optimizer_class`` by string.
+    ``features_extractor_class`` and ``optimizer_class`` by string. ``observe_return: L`` (an
+    int >= 1) lets the policy see the episode's return so far (:class:`ReturnSoFar`).
     """
 
     algorithm_class: Any = None
 
     def __init__(self, venv: VecEnv, seed: int, **kwargs: Any) -> None:
         super().__init__(venv, seed)
+        levels = kwargs.pop("observe_return", None)
+        if levels is not None:
+            if not (isinstance(levels, int) and not isinstance(levels, bool) and levels >= 1):
+                raise UserError(
+                    f"collect.algorithm_kwargs.observe_return must be an int >= 1 (the highest "
+                    f"return level the policy tells apart), got {levels!r}"
+                )
+            venv = ReturnSoFar(venv, levels)
         is_image = (
             isinstance(venv.observation_space, spaces.Box)
             and len(venv.observation_space.shape) == 3
