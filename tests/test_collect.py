@@ -280,11 +280,12 @@ def test_observe_return_shows_the_policy_its_return_so_far_and_records_the_env_o
     family = envs.make_family("DarkKeyToDoor", size=3, episode_length=6)
     task = {"key": [0, 1], "door": [2, 2]}
     inner = DummyVecEnv([lambda: family.make_env(task)] * 3)
+    inner.seed(0)  # random start cells, seeded: the same walk every run
     view = ReturnSoFar(inner, levels=2)
     assert list(view.observation_space.nvec) == [3, 3, 3]
     rng = np.random.default_rng(0)
     obs, returns, seen = view.reset(), np.zeros(3), set()
-    for _ in range(60):
+    for _ in range(120):
         assert (obs[:, 2] == np.clip(returns, 0, 2)).all()
         obs, rewards, dones, infos = view.step(rng.integers(0, 5, size=3))
         returns += rewards
@@ -307,6 +308,15 @@ def test_observe_return_shows_the_policy_its_return_so_far_and_records_the_env_o
             ),
             2,
         )
+
+    robot = envs.make_family("PointRobot")  # a 1-D Box: the return so far as one more float
+    box = ReturnSoFar(DummyVecEnv([lambda: robot.make_env(robot.split(0).train[0])] * 2), levels=1)
+    assert box.observation_space.shape == (3,)
+    obs, total = box.reset(), np.zeros(2)
+    for _ in range(5):
+        assert np.allclose(obs[:, 2], total, atol=1e-5)
+        obs, rewards, dones, _ = box.step(np.zeros((2, 2), dtype=np.float32))
+        total = np.where(dones, 0.0, total + rewards)
 
     cfg = _cfg(
         tmp_path,
