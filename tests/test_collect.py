@@ -297,17 +297,9 @@ def test_observe_return_shows_the_policy_its_return_so_far_and_records_the_env_o
         seen |= set(returns.tolist())
         returns[dones] = 0
     assert {1.0, 2.0} <= seen  # the key and the door were each reached by the random walk
+    bandit = envs.make_family("Bandit")  # Discrete(1) observations
     with pytest.raises(UserError, match="needs a MultiDiscrete or 1-D Box"):
-        ReturnSoFar(
-            DummyVecEnv(
-                [
-                    lambda: envs.make_family("Bandit").make_env(
-                        envs.make_family("Bandit").split(0).train[0]
-                    )
-                ]
-            ),
-            2,
-        )
+        ReturnSoFar(DummyVecEnv([lambda: bandit.make_env(bandit.split(0).train[0])]), 2)
 
     robot = envs.make_family("PointRobot")  # a 1-D Box: the return so far as one more float
     box = ReturnSoFar(DummyVecEnv([lambda: robot.make_env(robot.split(0).train[0])] * 2), levels=1)
@@ -329,9 +321,8 @@ def test_observe_return_shows_the_policy_its_return_so_far_and_records_the_env_o
     collect(cfg, workers=1, progress=False)
     for path in sorted(tmp_path.glob("*.h5")):
         history = read_history(path)
-        assert (
-            history.observations.shape[-1] == 2 and replay(history) == 2 * 2
-        )  # 2 streams x 2 episodes
+        assert history.observations.shape[-1] == 2  # the env's (x, y), not the policy's view
+        assert replay(history) == 2 * 2  # 2 streams x 2 episodes, replayed step by step
     with pytest.raises(UserError, match="observe_return must be an int >= 1"):
         _source("DarkKeyToDoor", {"observe_return": "yes"})
     assert _source("DarkKeyToDoor", {"observe_return": 2}).model.observation_space.shape == (3,)

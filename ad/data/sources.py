@@ -37,7 +37,7 @@ from torch import nn
 from ad.data.recording import RecordingVecEnv  # noqa: F401  (its home before issue 13)
 from ad.errors import UserError
 from ad.fields import yaml_floats
-from envs.base import TaskError, import_user_module
+from envs.base import TaskError, import_user_module, is_int
 
 # --------------------------------------------------------------------------- the interface
 
@@ -158,6 +158,11 @@ class ReturnSoFar(VecEnvWrapper):
     """
 
     def __init__(self, venv: VecEnv, levels: int) -> None:
+        if not (is_int(levels) and levels >= 1):
+            raise UserError(
+                f"collect.algorithm_kwargs.observe_return must be an int >= 1 (the highest "
+                f"return level the policy tells apart), got {levels!r}"
+            )
         space = venv.observation_space
         if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1:
             view = spaces.MultiDiscrete([*space.nvec.tolist(), levels + 1])
@@ -213,11 +218,6 @@ class SB3Source(SourceAlgorithm):
         super().__init__(venv, seed)
         levels = kwargs.pop("observe_return", None)
         if levels is not None:
-            if not (isinstance(levels, int) and not isinstance(levels, bool) and levels >= 1):
-                raise UserError(
-                    f"collect.algorithm_kwargs.observe_return must be an int >= 1 (the highest "
-                    f"return level the policy tells apart), got {levels!r}"
-                )
             venv = ReturnSoFar(venv, levels)
         is_image = (
             isinstance(venv.observation_space, spaces.Box)
