@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+
+def pytest_collection_modifyitems(items):
+    """The files of the longest learning tests run first (`@pytest.mark.slow(minutes=...)`, as
+    measured on one core), so that under `-n auto --dist loadfile` no worker is left alone with
+    a long test at the end while the other idles. Needs `--no-loadscope-reorder` (pyproject's
+    addopts): xdist otherwise puts the files with the most tests first."""
+    minutes: dict = {}
+    for item in items:
+        marker = item.get_closest_marker("slow")
+        cost = marker.kwargs.get("minutes", 0) if marker else 0
+        minutes[item.path] = max(minutes.get(item.path, 0), cost)
+    items.sort(key=lambda item: -minutes[item.path])  # stable: the rest keep their order
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     # The models under test are tiny: on a 2-core machine intra-op threading costs more than it
-    # saves (measured: a model test went from ~10 s to 0.3 s). Learning tests that want both cores
-    # set their own thread count.
+    # saves (measured: a model test went from ~10 s to 0.3 s). Learning tests that want more
+    # take the `cores` fixture.
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def cores():
+    """This test's share of the machine's cores: all of them alone, one each under `-n auto`.
+
+    Learning tests use it for torch threads and collection workers. Two xdist workers that each
+    ran 2 threads and 2 collection processes on 2 cores ran a learning test 2.6x slower than it
+    ran alone (oversubscription), and pushed CI past its time.
+    """
+    share = (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    share = max(1, share)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(share)
+    yield share
     torch.set_num_threads(previous)

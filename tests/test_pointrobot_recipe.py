@@ -23,18 +23,19 @@ REDUCED = [
 ]  # fmt: skip
 # Measured once (2026-12-04, 2 busy cores, 88 s for the whole test): normalised score -0.00 in
 # episode 1, 0.37 over the last 10 of 30 (rise 0.37; with 12 training and 4 test goals, 130 s:
-# -0.02 -> 0.38). The threshold is about half the measured rise: seeds and machines move it.
+# -0.02 -> 0.38); on one core beside another xdist worker, 170 s: -0.13 -> 0.45. The threshold
+# is about half the measured rise: seeds and machines move it.
 MIN_RISE = 0.2
 
 
-@pytest.mark.slow
-def test_reduced_pointrobot_recipe_learns_in_context(tmp_path):
+@pytest.mark.slow(minutes=3)
+def test_reduced_pointrobot_recipe_learns_in_context(tmp_path, cores):
     overrides = REDUCED + [
         f"collect.output_dir={tmp_path / 'h'}",
         f"train.run_dir={tmp_path / 'r'}",
     ]
     cfg = load_config(CONFIG, overrides)
-    summary = run_pipeline(cfg, workers=2, with_ed=False, progress=False)
+    summary = run_pipeline(cfg, workers=cores, with_ed=False, progress=False)
     curve = np.asarray(summary["per_episode"]["normalised_mean"])
     first, last10 = curve[0], summary["last10_normalised"]
     assert summary["split"] == "test" and summary["num_tasks"] == 3
