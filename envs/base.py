@@ -48,6 +48,13 @@ def check_int(owner: str, field: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def check_bool(owner: str, field: str, value: Any) -> bool:
+    """``value`` as a Python bool, or a one-line TaskError if it is not a bool (numpy's too)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TaskError(f"{owner} {field} must be true or false, got {value!r}")
+    return bool(value)
+
+
 def check_task_fields(owner: str, task: Any, fields: tuple[str, ...], example: str) -> dict:
     """``task`` if it is a mapping with exactly ``fields`` as keys, else a one-line TaskError.
 

@@ -8,7 +8,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import Task, TaskFamily, check_int, check_task_fields, grid_cell, register_family
+from envs.base import (
+    Task,
+    TaskFamily,
+    check_bool,
+    check_int,
+    check_task_fields,
+    grid_cell,
+    register_family,
+)
 from envs.darkroom import MOVES, RoomCells, move
 
 
@@ -29,6 +37,9 @@ class DarkKeyToDoorEnv(gym.Env):
 
     ## Observation Space
     ``MultiDiscrete([size, size])``: the agent's (x, y) only (not whether it holds the key).
+    With ``observe_return=True``, ``MultiDiscrete([size, size, 3])``: (x, y, the episode's return
+    so far), the sum of the rewards the agent has received this episode (0 before the key, 1
+    holding it, 2 once the door is open); it adds nothing the rewards did not already show.
 
     ## Rewards
     Events happen at the end of a step, on the cell the agent is on then (the start cell itself
@@ -54,12 +65,15 @@ class DarkKeyToDoorEnv(gym.Env):
         door: tuple[int, int] | list[int] = (8, 8),
         size: int = 9,
         episode_length: int = 50,
+        observe_return: bool = False,
     ) -> None:
         self.size = check_int("DarkKeyToDoor", "size", size, 2)
+        self.observe_return = check_bool("DarkKeyToDoor", "observe_return", observe_return)
         self.episode_length = check_int("DarkKeyToDoor", "episode_length", episode_length, 1)
         self.key = np.asarray(grid_cell("DarkKeyToDoor", "key", key, self.size))
         self.door = np.asarray(grid_cell("DarkKeyToDoor", "door", door, self.size))
-        self.observation_space = spaces.MultiDiscrete([self.size, self.size])
+        levels = [self.size, self.size] + ([3] if self.observe_return else [])
+        self.observation_space = spaces.MultiDiscrete(levels)
         self.action_space = spaces.Discrete(len(MOVES))
         self._pos = np.zeros(2, dtype=np.int64)
         self._t = 0
@@ -72,7 +86,7 @@ class DarkKeyToDoorEnv(gym.Env):
         self._t = 0
         self._has_key = False
         self._opened = False
-        return self._pos.copy(), {}
+        return self._observation(), {}
 
     def step(self, action):
         self._pos = move(self._pos, action, self.size)
@@ -85,13 +99,19 @@ class DarkKeyToDoorEnv(gym.Env):
         elif not self._has_key and (self._pos == self.key).all():
             reward, self._has_key = 1.0, True
         truncated = self._t >= self.episode_length
-        return self._pos.copy(), reward, False, truncated, {}
+        return self._observation(), reward, False, truncated, {}
+
+    def _observation(self) -> np.ndarray:
+        if not self.observe_return:
+            return self._pos.copy()
+        return np.append(self._pos, int(self._has_key) + int(self._opened))
 
 
 @register_family
 class DarkKeyToDoor(RoomCells, TaskFamily):
     """Dark Key-to-Door: the task is the (key, door) cell pair, size**4 tasks (6561 on 9x9).
 
+    ``observe_return=True`` adds the episode's return so far to the observation (see the env).
     Tasks are enumerated key-major in row-major cell order; the default split keeps 100 of them
     for test and 50 for validation (the paper trains on fewer than 2000: set ``num_train_tasks`` in the config).
     """
@@ -103,12 +123,19 @@ class DarkKeyToDoor(RoomCells, TaskFamily):
     # The paper trains on fewer than 2000 of the 6561 pairs; 1212 and 2424 tasks gave its best results.
     default_num_train = 2000
 
-    def __init__(self, size: int = 9, episode_length: int = 50) -> None:
+    def __init__(
+        self, size: int = 9, episode_length: int = 50, observe_return: bool | None = None
+    ) -> None:
         size = check_int(self.name, "size", size, 2)
         episode_length = check_int(self.name, "episode_length", episode_length, 1)
-        super().__init__(size=size, episode_length=episode_length)
+        # recorded only when given, so that datasets made before the option keep their kwargs
+        given = {} if observe_return is None else {"observe_return": observe_return}
+        super().__init__(size=size, episode_length=episode_length, **given)
         self.size = size
         self._episode_length = episode_length
+        self.observe_return = observe_return is not None and check_bool(
+            self.name, "observe_return", observe_return
+        )
 
     @property
     def episode_length(self) -> int:
@@ -137,8 +164,9 @@ class DarkKeyToDoor(RoomCells, TaskFamily):
     def make_env(self, task: Task) -> DarkKeyToDoorEnv:
         task = self.validate_task(task)
         return DarkKeyToDoorEnv(
-            key=task["key"], door=task["door"], size=self.size, episode_length=self.episode_length
-        )
+            key=task["key"], door=task["door"], size=self.size,
+            episode_length=self.episode_length, observe_return=self.observe_return,
+        )  # fmt: skip
 
     def optimal_return(self, task: Task) -> float:
         """Mean over the uniform start cell of the best return from that start.

@@ -253,6 +253,29 @@ def test_keytodoor_start_is_random_and_seeded():
     assert starts == [tuple(env.reset(seed=s)[0]) for s in range(200)]
 
 
+def test_keytodoor_observe_return_adds_the_return_so_far_and_only_then_is_recorded():
+    task = {"key": [2, 2], "door": [6, 5]}
+    env = make_family("DarkKeyToDoor", observe_return=True).make_env(task)
+    assert env.observation_space == gym.spaces.MultiDiscrete([9, 9, 3])
+    check_env(env, skip_render_check=True)
+    start = [int(v) for v in env.reset(seed=3)[0][:2]]
+    assert start not in (task["key"], task["door"])
+    actions = _walk(start, (2, 2)) + _walk((2, 2), (6, 5)) + [LEFT, RIGHT]
+    ret, records = _play(env, actions)
+    assert ret == 2.0  # each step's observation carries the return up to and including it:
+    assert [r[0][2] for r in records] == list(np.cumsum([r[1] for r in records]))
+    plain = make_family("DarkKeyToDoor").make_env(task)  # the same walk without the option
+    plain.reset(seed=3)
+    assert [r[0][:2] for r in records] == [r[0] for r in _play(plain, actions)[1]]
+    assert plain.observation_space == gym.spaces.MultiDiscrete([9, 9])
+    # Recorded in the family's kwargs only when given: histories made before the option keep
+    # their kwargs, and so their fingerprint.
+    assert make_family("DarkKeyToDoor").kwargs == {"size": 9, "episode_length": 50}
+    assert make_family("DarkKeyToDoor", observe_return=False).kwargs["observe_return"] is False
+    with pytest.raises(envs.TaskError, match="observe_return must be true or false"):
+        make_family("DarkKeyToDoor", observe_return="yes")
+
+
 def test_bandit_reward_frequencies():
     means = [0.1, 0.5, 0.9, 0.0, 1.0]
     env = make_family("Bandit", num_arms=5).make_env({"means": means})
