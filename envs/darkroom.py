@@ -10,8 +10,8 @@ from gymnasium import spaces
 
 from envs.base import (
     Task,
-    TaskError,
     TaskFamily,
+    check_bool,
     check_int,
     check_task_fields,
     grid_cell,
@@ -65,9 +65,7 @@ class DarkRoomEnv(gym.Env):
         episode_length: int = 20,
         hard: bool = False,
     ) -> None:
-        if not isinstance(hard, bool):
-            raise TaskError(f"DarkRoom hard must be true or false, got {hard!r}")
-        self.hard = hard
+        self.hard = hard = check_bool("DarkRoom", "hard", hard)
         owner = "DarkRoomHard" if hard else "DarkRoom"
         self.size = check_int(owner, "size", size, 2)
         self.episode_length = check_int(owner, "episode_length", episode_length, 1)

@@ -16,6 +16,7 @@ from envs.base import (
     Task,
     TaskError,
     TaskFamily,
+    check_bool,
     check_cell,
     check_int,
     check_task_fields,
@@ -123,9 +124,7 @@ def check_kwargs(
         episode_length = default_episode_length(size)
     # check_env needs at least one step before truncation.
     episode_length = check_int(owner, "episode_length", episode_length, 2)
-    if not isinstance(visible_goal, bool):
-        raise TaskError(f"{owner} visible_goal must be true or false, got {visible_goal!r}")
-    return size, episode_length, visible_goal
+    return size, episode_length, check_bool(owner, "visible_goal", visible_goal)
 
 
 def parse_goal(owner: str, goal: Any, size: int) -> list[int]:
