@@ -46,3 +46,19 @@ def cores():
     torch.set_num_threads(share)
     yield share
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def run_reduced(tmp_path, cores):
+    """``run(config, overrides, with_ed)``: the whole pipeline (collect -> train -> evaluate ->
+    report) on a config file (None: the built-in default) with overrides, writing histories to
+    ``tmp_path/h`` and the run to ``tmp_path/r``, on this test's share of the cores."""
+    from ad.config import load_config
+    from ad.pipeline import run_pipeline
+
+    def run(config, overrides: list[str], with_ed: bool) -> dict:
+        dirs = [f"collect.output_dir={tmp_path / 'h'}", f"train.run_dir={tmp_path / 'r'}"]
+        cfg = load_config(config, [*overrides, *dirs])
+        return run_pipeline(cfg, workers=cores, with_ed=with_ed, progress=False)
+
+    return run

@@ -8,9 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ad.config import load_config
-from ad.pipeline import run_pipeline
-
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "keytodoor_quick.yaml"
 
 # The reduced recipe: a 5x5 room with 20-step episodes (625 tasks) instead of 9x9 and 50, 60
@@ -39,13 +36,8 @@ MIN_OVER_ED = 0.13
 
 
 @pytest.mark.slow(minutes=2.5)
-def test_reduced_keytodoor_recipe_learns_in_context(tmp_path, cores):
-    overrides = REDUCED + [
-        f"collect.output_dir={tmp_path / 'h'}",
-        f"train.run_dir={tmp_path / 'r'}",
-    ]
-    cfg = load_config(CONFIG, overrides)
-    summary = run_pipeline(cfg, workers=cores, with_ed=True, progress=False)
+def test_reduced_keytodoor_recipe_learns_in_context(tmp_path, run_reduced):
+    summary = run_reduced(CONFIG, REDUCED, with_ed=True)
     returns = np.load(tmp_path / "r" / "report" / "returns.npz")["returns"]  # (tasks, seeds, eps)
     assert returns.shape[:2] == (4, 16) and summary["split"] == "test"
     first, last10 = returns[..., :5].mean(), returns[..., -10:].mean()

@@ -89,17 +89,9 @@ def test_the_same_command_twice_gives_the_same_numbers(tmp_path):
 
 
 @pytest.mark.slow(minutes=9)
-def test_default_pipeline_learns_in_context_on_test_goals(tmp_path, cores):
-    cfg = load_config(
-        None,
-        SMALL
-        + [
-            f"collect.output_dir={tmp_path / 'histories'}",
-            f"train.run_dir={tmp_path / 'run'}",
-        ],
-    )
-    summary = run_pipeline(cfg, workers=cores, with_ed=True, progress=False)
-    report = tmp_path / "run" / "report"
+def test_default_pipeline_learns_in_context_on_test_goals(tmp_path, run_reduced):
+    summary = run_reduced(None, SMALL, with_ed=True)
+    report = tmp_path / "r" / "report"
     for name in ("REPORT.md", "summary.json", "returns.npz", "return_curves.png"):
         assert (report / name).is_file(), name
     returns = np.load(report / "returns.npz")["returns"]  # (tasks, seeds, episodes)

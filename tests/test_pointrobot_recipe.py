@@ -8,9 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ad.config import load_config
-from ad.pipeline import run_pipeline
-
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pointrobot_quick.yaml"
 
 # The reduced recipe: fewer goals, steps and optimiser steps than the quick config, the same
@@ -29,13 +26,8 @@ MIN_RISE = 0.2
 
 
 @pytest.mark.slow(minutes=3)
-def test_reduced_pointrobot_recipe_learns_in_context(tmp_path, cores):
-    overrides = REDUCED + [
-        f"collect.output_dir={tmp_path / 'h'}",
-        f"train.run_dir={tmp_path / 'r'}",
-    ]
-    cfg = load_config(CONFIG, overrides)
-    summary = run_pipeline(cfg, workers=cores, with_ed=False, progress=False)
+def test_reduced_pointrobot_recipe_learns_in_context(run_reduced):
+    summary = run_reduced(CONFIG, REDUCED, with_ed=False)
     curve = np.asarray(summary["per_episode"]["normalised_mean"])
     first, last10 = curve[0], summary["last10_normalised"]
     assert summary["split"] == "test" and summary["num_tasks"] == 3
