@@ -153,7 +153,7 @@ class ModelConfig:
     token_bins: int = setting(1024, MODEL_HELP["token_bins"])
     token_mu: float = setting(100.0, MODEL_HELP["token_mu"])
     token_max: float = setting(256.0, MODEL_HELP["token_max"])
-    image_encoder: Literal["cnn", "patches"] = setting("cnn", MODEL_HELP["image_encoder"])
+    image_encoder: Literal["cnn", "codes", "patches"] = setting("cnn", MODEL_HELP["image_encoder"])
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "num_layers", "num_heads", "ff_dim"):

@@ -31,7 +31,9 @@ MODEL_HELP = {
     "image_encoder": (
         "Encoder of (H, W, C) Box observations (other spaces ignore it): cnn (a small CNN; "
         "integer images' values are learned per-channel codes, as MiniGrid's object/colour/state "
-        "codes need) or patches (Gato: pixels scaled from the Box bounds to [-1, 1] and divided "
+        "codes need), codes (integer images only: one learned embedding per cell, channel and "
+        "code, summed, the MultiDiscrete encoder over every value of the image: no convolution, "
+        "several times cheaper than cnn on a CPU) or patches (Gato: pixels scaled from the Box bounds to [-1, 1] and divided "
         "by 4, zero-padded at the bottom and right to multiples of 16, cut into non-overlapping "
         "16x16 patches in raster order, each through a ResNet v2 block with GroupNorm and GELU, "
         "plus learned row and column embeddings of the patch, through a GELU and averaged over "

@@ -11,7 +11,7 @@ from ad.config import ModelConfig, help_text, load_config
 from ad.errors import user_errors
 from ad.evaluation.rollout import rollout
 from ad.learn.checkpoint import load_model
-from ad.learn.encoders import ImageEncoder, make_observation_encoder
+from ad.learn.encoders import DiscreteEncoder, ImageEncoder, make_observation_encoder
 from ad.learn.patches import PatchEncoder, cut_patches, scale_pixels
 from ad.pipeline import run_pipeline
 from envs import DarkRoom, make_family
@@ -104,6 +104,29 @@ def test_small_or_unbounded_images_are_refused_in_one_line():
     _one_line(lambda: make_observation_encoder(minigrid, _cfg()), "7x7", "image_encoder=cnn")
     inf = {"type": "Box", "shape": [16, 16, 3], "low": "-inf", "high": "inf", "dtype": "float32"}
     _one_line(lambda: make_observation_encoder(inf, _cfg()), "bounds", "image_encoder=cnn")
+
+
+def test_codes_encoder_sums_one_embedding_per_cell_channel_and_code():
+    minigrid = {"type": "Box", "shape": [7, 7, 3], "low": 0, "high": 255, "dtype": "uint8"}
+    encoder, shape = make_observation_encoder(minigrid, _cfg(image_encoder="codes"))
+    assert isinstance(encoder, DiscreteEncoder) and shape == (7, 7, 3)
+    images = torch.zeros(3, 7, 7, 3, dtype=torch.uint8)
+    images[1, 2, 3, 0] = 5
+    images[2, 4, 1, 0] = 5  # the same code in another cell
+    with torch.no_grad():
+        tokens = encoder(images)
+        table = encoder.embedding.weight.view(7 * 7 * 3, 256, 16)  # (cell and channel, code, d)
+        blank = table[:, 0].sum(0)
+        torch.testing.assert_close(tokens[0], blank)
+        where = (2 * 7 + 3) * 3  # row 2, column 3, channel 0 in raster order
+        torch.testing.assert_close(tokens[1], blank - table[where, 0] + table[where, 5])
+    assert not torch.allclose(tokens[1], tokens[2])  # where a code is matters
+    floats = {"type": "Box", "shape": [8, 8, 3], "low": 0.0, "high": 1.0, "dtype": "float32"}
+    _one_line(
+        lambda: make_observation_encoder(floats, _cfg(image_encoder="codes")),
+        "image_encoder=codes",
+        "image_encoder=cnn",
+    )
 
 
 def test_bad_image_encoder_setting_is_one_line_and_the_help_explains_it():

@@ -133,12 +133,14 @@ class ImageEncoder(nn.Module):
 def make_observation_encoder(space: dict, cfg: ModelConfig) -> tuple[nn.Module, tuple[int, ...]]:
     """The encoder for an observation space (``ad.data.spaces.space_to_json``) and the observation
     shape; ``cfg.vector_encoder`` chooses linear or tokens for a 1-D Box, ``cfg.image_encoder``
-    the CNN (:class:`ImageEncoder`) or Gato's patches (:class:`ad.learn.patches.PatchEncoder`) for
-    an (H, W, C) Box.
+    the CNN (:class:`ImageEncoder`), per-value code embeddings (:class:`DiscreteEncoder` over
+    every cell and channel of an integer image) or Gato's patches
+    (:class:`ad.learn.patches.PatchEncoder`) for an (H, W, C) Box.
 
     Raises:
-        UserError: the space is not Discrete, MultiDiscrete, 1-D Box or (H, W, C) Box, or
-            vector_encoder is tokens and the space is not a 1-D Box.
+        UserError: the space is not Discrete, MultiDiscrete, 1-D Box or (H, W, C) Box,
+            vector_encoder is tokens and the space is not a 1-D Box, or image_encoder is codes
+            and the images are not integer codes.
     """
     kind = space.get("type") if isinstance(space, dict) else None
     embed_dim = cfg.embed_dim
@@ -165,6 +167,14 @@ def make_observation_encoder(space: dict, cfg: ModelConfig) -> tuple[nn.Module, 
             if cfg.image_encoder == "patches":
                 return PatchEncoder(shape, low, high, embed_dim), tuple(shape)
             dtype = str(space.get("dtype", "float32"))
+            if cfg.image_encoder == "codes":
+                if not (dtype.startswith(("uint", "int")) and low >= 0 and high <= 255):
+                    raise UserError(
+                        f"model.image_encoder=codes embeds integer codes, but the images are "
+                        f"{dtype} in [{low}, {high}]; use model.image_encoder=cnn or patches"
+                    )
+                nvec = [int(high) + 1] * math.prod(shape)
+                return DiscreteEncoder(nvec, embed_dim, multi=True), tuple(shape)
             return ImageEncoder(shape, low, high, dtype, embed_dim), tuple(shape)
         raise UserError(
             f"unsupported Box observation shape {shape}; use a 1-D vector or an (H, W, C) image "
