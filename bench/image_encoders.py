@@ -1,5 +1,6 @@
-"""Training throughput of the two image encoders (``model.image_encoder``: cnn, patches) in one
-process, at the same transformer size, on Dark Room drawn as pixels (``DarkRoomPixels``).
+"""Training throughput of the image encoders (``model.image_encoder``) in one process, at the same
+transformer size: cnn and patches on Dark Room drawn as pixels (``DarkRoomPixels``), then cnn and
+codes on MiniGrid's (7, 7, 3) views of object, colour and state codes.
 
 One training step is forward + backward + Adam on a (batch, context) window of random frames with
 one lit cell; repetitions alternate between the encoders and the median tokens/s (steps of context
@@ -8,6 +9,9 @@ the cost of putting every patch in the sequence (Gato's way, the option not buil
 alone (a Discrete observation, so the encoder costs nothing) at the context's length in tokens
 against (patches + 1) times that length, i.e. per step one token per patch and one for the
 previous action and reward.
+
+The MiniGrid views are random codes in minigrid's ranges (object < 11, colour < 6, state < 3), which
+costs the encoders what real views do: their work does not depend on the values.
 
 Usage: ``python bench/image_encoders.py [--quick] [--threads N] [--cell-pixels 2] [--device cpu]``.
 """
@@ -38,6 +42,14 @@ def make_batch(batch: int, steps: int, cell_pixels: int, device: torch.device) -
     side = SIZE * cell_pixels
     obs = torch.from_numpy(np.stack(frames)).view(batch, steps, side, side, 3)
     return training_inputs(obs, NUM_ACTIONS, gen, device)
+
+
+def make_minigrid_batch(batch: int, steps: int, device: torch.device) -> dict:
+    """Random (object, colour, state) code views (B, T, 7, 7, 3), actions, rewards and starts."""
+    gen = torch.Generator().manual_seed(0)
+    codes = [torch.randint(0, n, (batch, steps, 7, 7, 1), generator=gen) for n in (11, 6, 3)]
+    obs = torch.cat(codes, dim=-1).to(torch.uint8)
+    return training_inputs(obs, 3, gen, device)
 
 
 def seconds_per_step(model, opt, batch: dict, steps: int, device: torch.device) -> float:
@@ -111,6 +123,20 @@ def main() -> None:
     print(f"patches / cnn: {rates['patches'] / rates['cnn']:.2f}x ({patches} patches per frame)")
     slow = rates["trunk, 1 token/step"] / rates[f"trunk, {per_step} tokens/step"]
     print(f"{per_step} tokens per step instead of 1: the trunk {slow:.1f}x slower per env step")
+
+    print("MiniGrid (7, 7, 3) code views, 3 actions:")
+    view = {"type": "Box", "shape": [7, 7, 3], "low": 0, "high": 255, "dtype": "uint8"}
+    models, batches, tokens = {}, {}, {}
+    for name in ("cnn", "codes"):
+        cfg = ModelConfig(**base, image_encoder=name)
+        models[name] = ADTransformer(cfg, view, 3).to(device).train()
+        batches[name] = make_minigrid_batch(batch, context, device)
+        tokens[name] = batch * context
+    rates = compare(models, batches, tokens, steps, repeats, device)
+    for name, model in models.items():
+        enc = sum(p.numel() for p in model.obs_encoder.parameters())
+        print(f"  {name:22s}: {rates[name]:9.0f} steps of context/s (encoder {enc:,} params)")
+    print(f"codes / cnn: {rates['codes'] / rates['cnn']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from ad.config import ModelConfig, help_text, load_config
 from ad.errors import user_errors
 from ad.evaluation.rollout import rollout
 from ad.learn.checkpoint import load_model
-from ad.learn.encoders import DiscreteEncoder, ImageEncoder, make_observation_encoder
+from ad.learn.encoders import CodeEncoder, ImageEncoder, make_observation_encoder
 from ad.learn.patches import PatchEncoder, cut_patches, scale_pixels
 from ad.pipeline import run_pipeline
 from envs import DarkRoom, make_family
@@ -109,7 +109,7 @@ def test_small_or_unbounded_images_are_refused_in_one_line():
 def test_codes_encoder_sums_one_embedding_per_cell_channel_and_code():
     minigrid = {"type": "Box", "shape": [7, 7, 3], "low": 0, "high": 255, "dtype": "uint8"}
     encoder, shape = make_observation_encoder(minigrid, _cfg(image_encoder="codes"))
-    assert isinstance(encoder, DiscreteEncoder) and shape == (7, 7, 3)
+    assert isinstance(encoder, CodeEncoder) and shape == (7, 7, 3)
     images = torch.zeros(3, 7, 7, 3, dtype=torch.uint8)
     images[1, 2, 3, 0] = 5
     images[2, 4, 1, 0] = 5  # the same code in another cell

@@ -85,6 +85,26 @@ class TokenVectorEncoder(nn.Module):
         return self.proj(F.gelu(x).sum(1))  # (N, d)
 
 
+class CodeEncoder(nn.Module):
+    """Integer image (H, W, C) of codes -> one learned embedding per cell, channel and code, summed.
+
+    The function of :class:`DiscreteEncoder` over every value of the image, computed with
+    ``F.embedding_bag``: on MiniGrid's 147 codes per step that was 4x faster, forward and
+    backward, than gathering the embeddings and then summing them.
+    """
+
+    def __init__(self, shape: list[int], num_codes: int, embed_dim: int) -> None:
+        super().__init__()
+        values = math.prod(shape)
+        self.embedding = nn.Embedding(values * num_codes, embed_dim)
+        offsets = torch.arange(values, dtype=torch.long) * num_codes
+        self.register_buffer("offsets", offsets, persistent=False)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        codes = obs.reshape(obs.shape[0], -1).long() + self.offsets  # (N, H*W*C)
+        return F.embedding_bag(codes, self.embedding.weight, mode="sum")  # (N, d)
+
+
 class ImageEncoder(nn.Module):
     """Box (H, W, C) -> a small CNN.
 
@@ -133,9 +153,8 @@ class ImageEncoder(nn.Module):
 def make_observation_encoder(space: dict, cfg: ModelConfig) -> tuple[nn.Module, tuple[int, ...]]:
     """The encoder for an observation space (``ad.data.spaces.space_to_json``) and the observation
     shape; ``cfg.vector_encoder`` chooses linear or tokens for a 1-D Box, ``cfg.image_encoder``
-    the CNN (:class:`ImageEncoder`), per-value code embeddings (:class:`DiscreteEncoder` over
-    every cell and channel of an integer image) or Gato's patches
-    (:class:`ad.learn.patches.PatchEncoder`) for an (H, W, C) Box.
+    the CNN (:class:`ImageEncoder`), per-value code embeddings (:class:`CodeEncoder`) or Gato's
+    patches (:class:`ad.learn.patches.PatchEncoder`) for an (H, W, C) Box.
 
     Raises:
         UserError: the space is not Discrete, MultiDiscrete, 1-D Box or (H, W, C) Box,
@@ -173,8 +192,7 @@ def make_observation_encoder(space: dict, cfg: ModelConfig) -> tuple[nn.Module, 
                         f"model.image_encoder=codes embeds integer codes, but the images are "
                         f"{dtype} in [{low}, {high}]; use model.image_encoder=cnn or patches"
                     )
-                nvec = [int(high) + 1] * math.prod(shape)
-                return DiscreteEncoder(nvec, embed_dim, multi=True), tuple(shape)
+                return CodeEncoder(shape, int(high) + 1, embed_dim), tuple(shape)
             return ImageEncoder(shape, low, high, dtype, embed_dim), tuple(shape)
         raise UserError(
             f"unsupported Box observation shape {shape}; use a 1-D vector or an (H, W, C) image "
