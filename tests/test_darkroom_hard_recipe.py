@@ -13,13 +13,14 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "darkroom_hard_quick.
 
 # The reduced recipe: a 7x7 room (49 goals; a random walk's return 0.19 on average) instead of
 # 9x9, 30 training goals with one PPO history of 50 episodes per stream, a context of 4 episodes
-# (80 steps), the derived subsampling for such streams (every 6th episode), 1000 optimiser steps
-# at batch 16; the recipe's model.
+# (80 steps), every 6th episode and 58 evaluation episodes (what the derived rule gives these
+# streams), 1000 optimiser steps at batch 16; the recipe's model.
 REDUCED = [
     "env.family_kwargs={size: 7, episode_length: 20}",
     "env.num_train_tasks=30", "env.num_validation_tasks=1", "env.num_test_tasks=4",
     "collect.splits=[train, test]", "collect.seeds=[0]", "collect.total_steps=4000",
-    "model.context_steps=80", "train.num_steps=1000", "train.batch_size=16",
+    "model.context_steps=80", "train.subsample_every=6", "eval.num_episodes=58",
+    "train.num_steps=1000", "train.batch_size=16",
     "train.warmup_steps=50", "train.checkpoint_every=1000", "train.ed_num_steps=150",
     "eval.num_seeds=16",
 ]  # fmt: skip
