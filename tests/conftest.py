@@ -62,3 +62,20 @@ def run_reduced(tmp_path, cores):
         return run_pipeline(cfg, workers=cores, with_ed=with_ed, progress=False)
 
     return run
+
+
+@pytest.fixture
+def in_context_margins(tmp_path, run_reduced):
+    """``measure(config, overrides) -> (first, last10, ed)``: a reduced recipe run with its ED
+    control, evaluated on 4 test tasks x 16 seeds; AD's mean return over the first 5 episodes and
+    the last 10, and ED's over its last 10 (the control: converged episodes only)."""
+    import numpy as np
+
+    def measure(config, overrides: list[str]) -> tuple[float, float, float]:
+        summary = run_reduced(config, overrides, with_ed=True)
+        returns = np.load(tmp_path / "r" / "report" / "returns.npz")["returns"]
+        assert returns.shape[:2] == (4, 16) and summary["split"] == "test"  # (tasks, seeds, eps)
+        first, last10 = returns[..., :5].mean(), returns[..., -10:].mean()
+        return first, last10, summary["compare"][0]["last10_return"]
+
+    return measure
