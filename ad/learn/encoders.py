@@ -85,20 +85,16 @@ class TokenVectorEncoder(nn.Module):
         return self.proj(F.gelu(x).sum(1))  # (N, d)
 
 
-class CodeEncoder(nn.Module):
+class CodeEncoder(DiscreteEncoder):
     """Integer image (H, W, C) of codes -> one learned embedding per cell, channel and code, summed.
 
-    The function of :class:`DiscreteEncoder` over every value of the image, computed with
+    :class:`DiscreteEncoder`'s function over every value of the image, computed with
     ``F.embedding_bag``: on MiniGrid's 147 codes per step that was 4x faster, forward and
     backward, than gathering the embeddings and then summing them.
     """
 
     def __init__(self, shape: list[int], num_codes: int, embed_dim: int) -> None:
-        super().__init__()
-        values = math.prod(shape)
-        self.embedding = nn.Embedding(values * num_codes, embed_dim)
-        offsets = torch.arange(values, dtype=torch.long) * num_codes
-        self.register_buffer("offsets", offsets, persistent=False)
+        super().__init__([num_codes] * math.prod(shape), embed_dim, multi=True)
 
     def forward(self, obs: Tensor) -> Tensor:
         codes = obs.reshape(obs.shape[0], -1).long() + self.offsets  # (N, H*W*C)
