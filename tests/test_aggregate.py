@@ -9,36 +9,39 @@ import pytest
 
 from ad.cli import eval_main
 from ad.errors import UserError
-from ad.evaluation.aggregate import aggregate, load_summary
+from ad.evaluation.aggregate import aggregate, format_aggregate, load_summary
 
 EPISODES = 20
 
 
-def summary(split_seed: int, train_seed: int, level: float, family: str = "DarkRoom") -> dict:
-    """An ad-eval summary.json whose AD curve rises linearly to ``level`` (ED flat at 0.1)."""
+def summary(
+    split_seed: int, train_seed: int, level: float, family: str = "DarkRoom", episodes=EPISODES
+) -> dict:
+    """An ad-eval summary.json whose AD curve rises linearly to ``level`` over ``episodes``
+    episodes (ED flat at 0.1); returns are 10x the normalised ones."""
 
     def part(curve: np.ndarray, label: str) -> dict:
         return {
             "label": label,
-            "per_episode": {"normalised_mean": curve.tolist()},
+            "per_episode": {"normalised_mean": curve.tolist(), "mean": (10 * curve).tolist()},
             "last10_normalised": float(curve[-10:].mean()),
             "first_episode_return": float(curve[0]) * 10,
             "last10_return": float(curve[-10:].mean()) * 10,
         }
 
-    ad = part(np.linspace(0.0, level, EPISODES), "AD (run)")
-    source = part(np.linspace(0.0, 1.0 + 0.01 * split_seed, EPISODES), "source")
+    ad = part(np.linspace(0.0, level, episodes), "AD (run)")
+    source = part(np.linspace(0.0, 1.0 + 0.01 * split_seed, episodes), "source")
     return {
         **ad,
         "run": f"runs/s{split_seed}t{train_seed}",
         "family": family,
         "family_kwargs": {},
         "split": "test",
-        "num_episodes": EPISODES,
+        "num_episodes": episodes,
         "action_mode": "sample",
         "context_mode": "kv_cache",
         "config": {"env": {"split_seed": split_seed}, "train": {"seed": train_seed}},
-        "compare": [part(np.full(EPISODES, 0.1), "ED (run-ed)")],
+        "compare": [part(np.full(episodes, 0.1), "ED (run-ed)")],
         "source": source,
     }
 
@@ -60,6 +63,20 @@ def test_mean_and_interval_over_runs():
     assert result["ad"]["episode_to_50"] < result["ad"]["episode_to_80"]
     ratio = result["ad"]["episode_to_80"] / result["source"]["episode_to_80"]
     assert result["data_efficiency_ratio"] == pytest.approx(ratio)
+
+
+def test_runs_evaluated_for_different_numbers_of_episodes_are_scored_over_the_shared_ones():
+    # each split derives its own evaluation episodes where episodes end at the goal (MiniGrid)
+    short, long = summary(0, 0, 1.0), summary(1, 0, 1.0, episodes=2 * EPISODES)
+    result = aggregate([short, long])
+    assert result["num_episodes"] == EPISODES and result["episodes_evaluated"] == [20, 40]
+    cut = np.linspace(0.0, 1.0, 2 * EPISODES)[:EPISODES]  # the long run's first 20 episodes
+    runs = result["ad"]["last10_normalised"]["runs"]
+    np.testing.assert_allclose(runs, [short["last10_normalised"], cut[-10:].mean()])
+    assert result["ad"]["last10_return"]["runs"][1] == pytest.approx(10 * cut[-10:].mean())
+    assert len(result["ad"]["normalised_curve"]["mean"]) == EPISODES
+    assert len(result["source"]["normalised_curve"]["mean"]) == EPISODES
+    assert "all are scored over their first 20" in format_aggregate(result)
 
 
 def test_runs_of_different_families_or_too_few_are_refused():

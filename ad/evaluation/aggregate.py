@@ -64,16 +64,46 @@ def _stats(parts: list[dict | None], seed: int) -> dict | None:
     return out
 
 
+def _first_episodes(part: dict | None, n: int) -> dict | None:
+    """``part`` (a summary, its compared run or its source) over its first ``n`` episodes only,
+    its last-10 scores taken there: what an evaluation of ``n`` episodes gives, since each
+    episode sees only the ones before it."""
+    if part is None or len(part["per_episode"]["normalised_mean"]) <= n:
+        return part
+    per_episode = {k: v[:n] if isinstance(v, list) else v for k, v in part["per_episode"].items()}
+    cut = {"num_episodes": n} if "num_episodes" in part else {}
+    return {
+        **part,
+        **cut,
+        "per_episode": per_episode,
+        "last10_normalised": float(np.mean(per_episode["normalised_mean"][-10:])),
+        "last10_return": float(np.mean(per_episode["mean"][-10:])),
+    }
+
+
+def _shortest(parts: list[dict | None]) -> list[dict | None]:
+    """Every part cut to the episodes of the shortest (runs whose evaluation episodes were
+    derived per split, e.g. where episodes end at the goal, differ in length)."""
+    lengths = [len(p["per_episode"]["normalised_mean"]) for p in parts if p is not None]
+    return [_first_episodes(p, min(lengths, default=0)) for p in parts]
+
+
 def aggregate(summaries: list[dict], seed: int = 0, min_runs: int = 2) -> dict:
     """Mean and 95% bootstrap CI over runs of AD, the first compared run (ED) and the source.
 
+    Runs evaluated for different numbers of episodes (each split derives its own,
+    ``ad.defaults``) are compared over the first episodes they share; ``episodes_evaluated``
+    records the numbers.
+
     Raises:
         UserError: fewer than ``min_runs`` summaries, or summaries of different families,
-            splits, episode counts or evaluation settings.
+            splits or evaluation settings.
     """
     if len(summaries) < min_runs:
         raise UserError("--aggregate needs at least two summaries (runs of other seeds)")
-    keys = ("family", "family_kwargs", "split", "num_episodes", "action_mode", "context_mode")
+    evaluated = sorted({s["num_episodes"] for s in summaries})
+    summaries = _shortest(summaries)
+    keys = ("family", "family_kwargs", "split", "action_mode", "context_mode")
     first = {k: summaries[0].get(k) for k in keys}
     for s in summaries[1:]:
         other = {k: s.get(k) for k in keys}
@@ -82,13 +112,15 @@ def aggregate(summaries: list[dict], seed: int = 0, min_runs: int = 2) -> dict:
                 f"summaries differ in {[k for k in keys if other[k] != first[k]]}; aggregate "
                 "evaluations of one recipe on one family and split"
             )
-    compare = [s["compare"][0] if s.get("compare") else None for s in summaries]
+    compare = _shortest([s["compare"][0] if s.get("compare") else None for s in summaries])
     # the source's curve depends on the split only: one sample per split seed
     by_split = {s["config"]["env"]["split_seed"]: s.get("source") for s in summaries}
-    source = [c if isinstance(c, dict) else None for c in by_split.values()]
+    source = _shortest([c if isinstance(c, dict) else None for c in by_split.values()])
     ad = _stats(summaries, seed)
     result = {
         **first,
+        "num_episodes": evaluated[0],
+        "episodes_evaluated": evaluated,
         "num_runs": len(summaries),
         "runs": [s["run"] for s in summaries],
         "split_seeds": sorted({s["config"]["env"]["split_seed"] for s in summaries}),
@@ -133,6 +165,11 @@ def format_aggregate(result: dict) -> str:
         f"{seeds_phrase(result, values=True)}, {result['family']} {result['split']} tasks, "
         f"{result['num_episodes']} episodes; mean [95% bootstrap CI over runs]:"
     ]
+    if len(result.get("episodes_evaluated", [])) > 1:
+        lines.append(
+            f"  (runs evaluated {', '.join(map(str, result['episodes_evaluated']))} episodes: all "
+            f"are scored over their first {result['num_episodes']})"
+        )
     rows = [("AD", result["ad"]), (result["compare_label"] or "compare", result["compare"])]
     rows.append(("source", result["source"]))
     for label, stats in rows:
