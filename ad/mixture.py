@@ -252,3 +252,17 @@ def member_rows(batch_size: int, weights: list[float]) -> list[int]:
     for i in by_remainder[: batch_size - sum(rows)]:
         rows[i] += 1
     return rows
+
+
+def specialists(cfg: MixtureConfig) -> list[ExperimentConfig]:
+    """The specialist to compare with each member: that member's experiment with the mixture's
+    model and loop, trained on the member's rows of each batch alone (as many windows per step,
+    for as many steps, as the member gets in the generalist), in its own run folder."""
+    out = []
+    for member, rows in zip(
+        cfg.members, member_rows(cfg.train.batch_size, cfg.weights), strict=True
+    ):
+        exp = member.experiment
+        train = dataclasses.replace(exp.train, batch_size=rows, run_dir=None)
+        out.append(dataclasses.replace(exp, name=f"{cfg.name}-{member.name}", train=train))
+    return out

@@ -1,6 +1,7 @@
 """Tests of the generalist (issue 14): ad/mixture.py, ad/learn/generalist.py,
 ad/learn/mixture_train.py and ad/evaluation/mixture_eval.py, end to end through the CLI on two
-tiny member families (Dark Room and the Bandit)."""
+tiny member families (Dark Room, the Bandit and the point robot: discrete and continuous
+spaces)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from ad.errors import UserError
 from ad.learn.checkpoint import find_checkpoint, load_checkpoint, load_model
 from ad.learn.generalist import GeneralistTransformer
 from ad.learn.mixture_train import member_indices
-from ad.mixture import load_any_config, member_rows
+from ad.mixture import load_any_config, member_rows, specialists
 
 TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 1}
-CONTEXT = 40  # two Dark Room episodes; a whole 40-pull Bandit learning run
+CONTEXT = 40  # two Dark Room or point robot episodes; a whole 40-pull Bandit learning run
+FAMILIES = ["DarkRoom", "Bandit", "PointRobot"]
 
 
 def _darkroom(tmp: Path) -> dict:
@@ -47,13 +49,24 @@ def _bandit(tmp: Path) -> dict:
     }  # fmt: skip
 
 
+def _pointrobot(tmp: Path) -> dict:
+    return {
+        "name": "g_pointrobot",
+        "env": {"family": "PointRobot", "num_train_tasks": 2, "num_validation_tasks": 1,
+                "num_test_tasks": 1},
+        "collect": {"algorithm": "PPO", "algorithm_kwargs": TINY_PPO, "n_envs": 2,
+                    "total_steps": 400, "seeds": [0], "output_dir": str(tmp / "pointrobot")},
+        "eval": {"num_episodes": 3, "num_seeds": 1, "normalise_at": [1, 3]},
+    }  # fmt: skip
+
+
 def _mixture(tmp: Path, members: list[dict], **model) -> dict:
     return {
         "name": "g_mix",
         "mixture": members,
         "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2, "ff_dim": 32,
                   "context_steps": CONTEXT, **model},
-        "train": {"run_dir": str(tmp / "run"), "num_steps": 10, "batch_size": 6,
+        "train": {"run_dir": str(tmp / "run"), "num_steps": 10, "batch_size": 7,
                   "warmup_steps": 2, "log_every": 5, "checkpoint_every": 10},
     }  # fmt: skip
 
@@ -65,49 +78,60 @@ def _write(path: Path, data: dict) -> Path:
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory) -> dict[str, Path]:
-    """Both members collected, a generalist trained (ad-train) and evaluated (ad-eval) through
+    """Every member collected, a generalist trained (ad-train) and evaluated (ad-eval) through
     the CLI; shared by the tests, which must not modify it."""
     tmp = tmp_path_factory.mktemp("generalist")
     darkroom = _write(tmp / "darkroom.yaml", _darkroom(tmp))
     bandit = _write(tmp / "bandit.yaml", _bandit(tmp))
-    members = [{"config": "darkroom.yaml", "weight": 2.0}, {"config": str(bandit)}]
-    mixture = _write(tmp / "mix.yaml", _mixture(tmp, members))
+    robot = _write(tmp / "pointrobot.yaml", _pointrobot(tmp))
+    members = [
+        {"config": "darkroom.yaml", "weight": 2.0},
+        {"config": str(bandit)},
+        {"config": "pointrobot.yaml"},
+    ]
+    mixture = _write(tmp / "mix.yaml", _mixture(tmp, members, action_bins=8))
     codes = [
-        collect_main(["--config", str(darkroom), "--workers", "1", "--no-progress"]),
-        collect_main(["--config", str(bandit), "--workers", "1", "--no-progress"]),
+        *(
+            collect_main(["--config", str(path), "--workers", "1", "--no-progress"])
+            for path in (darkroom, bandit, robot)
+        ),
         train_main(["--config", str(mixture), "--no-progress"]),
         eval_main(["--run", str(tmp / "run"), "--no-progress"]),
     ]
-    assert codes == [0, 0, 0, 0]
+    assert codes == [0] * 5
     return {"tmp": tmp, "mixture": mixture, "run": tmp / "run", "bandit": bandit}
 
 
 def test_checkpoint_records_every_member(mixed) -> None:
     ckpt = load_checkpoint(find_checkpoint(mixed["run"]))
     assert ckpt["step"] == 10
-    assert list(ckpt["members"]) == ["DarkRoom", "Bandit"]
+    assert list(ckpt["members"]) == FAMILIES
     for name, record in ckpt["members"].items():
         assert record["split"]["family"] == name
-        assert record["observation_space"]["type"] in ("MultiDiscrete", "Discrete")
-        assert record["action_space"]["type"] == "Discrete"
+        box = name == "PointRobot"
+        assert record["observation_space"]["type"] in (
+            ("Box",) if box else ("MultiDiscrete", "Discrete")
+        )
+        assert record["action_space"]["type"] == ("Box" if box else "Discrete")
         assert len(record["dataset_fingerprint"]) > 8
         assert record["config"]["model"]["context_steps"] == CONTEXT
-    assert [m["weight"] for m in ckpt["config"]["mixture"]] == [2.0, 1.0]
+    assert [m["weight"] for m in ckpt["config"]["mixture"]] == [2.0, 1.0, 1.0]
     model, _ = load_model(mixed["run"])
     assert isinstance(model, GeneralistTransformer) and not model.training
-    metrics = (mixed["run"] / "metrics.csv").read_text().splitlines()
-    assert "train/loss/DarkRoom" in metrics[0] and "train/loss/Bandit" in metrics[0]
+    assert model.member("PointRobot").head.num_bins == 8  # the continuous member's binned head
+    header = (mixed["run"] / "metrics.csv").read_text().splitlines()[0]
+    assert all(f"train/loss/{name}" in header for name in FAMILIES)
 
 
 def test_eval_writes_a_summary_per_member_and_one_figure(mixed) -> None:
     out = mixed["run"] / "eval-test"
-    for name in ("DarkRoom", "Bandit"):
+    for name in FAMILIES:
         summary = json.loads((out / name / "summary.json").read_text())
         assert summary["family"] == name and summary["split"] == "test"
         assert summary["source"] is not None  # the member's own dataset gave the source curve
         assert (out / name / "return_curves.png").is_file()
     figure = json.loads((out / "figure.json").read_text())
-    assert [f["family"] for f in figure["families"]] == ["DarkRoom", "Bandit"]
+    assert [f["family"] for f in figure["families"]] == FAMILIES
     assert (out / "figure.png").stat().st_size > 0
 
 
@@ -183,10 +207,23 @@ def test_bad_mixtures_are_one_line(mixed, capsys, members: list, message: str) -
 def test_mixture_overrides_and_keys(mixed) -> None:
     cfg = load_any_config(mixed["mixture"], ["train.num_steps=3", "model.embed_dim=8"])
     assert cfg.train.num_steps == 3 and cfg.model.embed_dim == 8
-    assert [m.experiment.model.embed_dim for m in cfg.members] == [8, 8]
+    assert [m.experiment.model.embed_dim for m in cfg.members] == [8, 8, 8]
     assert cfg.members[1].experiment.train.subsample_every == 1  # the member's own windowing
     with pytest.raises(UserError, match="a mixture takes name, model"):
         load_any_config(mixed["mixture"], ["env.split_seed=1"])
+
+
+def test_specialists_share_the_model_and_steps_and_take_each_members_rows(mixed) -> None:
+    cfg = load_any_config(mixed["mixture"])
+    specs = specialists(cfg)
+    assert [s.env.family for s in specs] == FAMILIES
+    assert [s.train.batch_size for s in specs] == member_rows(7, [2.0, 1.0, 1.0]) == [3, 2, 2]
+    for spec, member in zip(specs, cfg.members, strict=True):
+        assert spec.model == cfg.model and spec.train.num_steps == cfg.train.num_steps
+        assert spec.train.dataset == member.experiment.train.dataset  # its own data and windows
+        assert spec.train.subsample_every == member.experiment.train.subsample_every
+        assert spec.eval == member.experiment.eval
+        assert spec.run_dir == Path("runs") / f"g_mix-{spec.env.family}"
 
 
 # --------------------------------------------------------------------------- model and batches
