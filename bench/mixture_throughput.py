@@ -1,10 +1,12 @@
-"""Training throughput of the generalist (two families in every batch) against a specialist of the
+"""Training throughput of the generalist (four families in every batch) against a specialist of the
 same size, side by side (issue 14, point 4: mixing must not slow the step by more than 10%).
 
 Both get the same trunk (width, depth, heads, MLP width, context) and the same batch of windows:
-the specialist 32 Dark Room windows, the generalist 16 Dark Room and 16 Bandit windows (the
-batch split by weight as ``ad.learn.mixture_train`` splits it), each member through its own
-encoders and head, the trunk run once on all rows. One training step is forward + backward +
+the specialist 32 Dark Room windows, the generalist 8 windows each of Dark Room, the Bandit,
+Key-to-Door and the point robot (configs/generalist_quick.yaml's members; the batch split by
+weight as ``ad.learn.mixture_train`` splits it), each member through its own encoders and head
+(the point robot's: a Box observation MLP, a Box action input and a binned head), the trunk run
+once on all rows. One training step is forward + backward +
 Adam step, on synthetic windows (the data side is each member's own ``get_batch``, as a
 specialist's). Repetitions alternate between the models in one process; the median tokens/s of
 each is compared.
@@ -26,9 +28,15 @@ from ad.learn.model import ADTransformer
 from ad.mixture import member_rows
 from ad.utils import matmul_gflops
 
-SPACES = {  # the spaces of the two quick members' histories
+BOX_ACTIONS = {"type": "Box", "shape": [2], "low": -0.1, "high": 0.1, "dtype": "float32"}
+SPACES = {  # the spaces of configs/generalist_quick.yaml's members' histories
     "DarkRoom": ({"type": "MultiDiscrete", "nvec": [9, 9]}, {"type": "Discrete", "n": 5}),
     "Bandit": ({"type": "Discrete", "n": 1}, {"type": "Discrete", "n": 10}),
+    "DarkKeyToDoor": ({"type": "MultiDiscrete", "nvec": [9, 9]}, {"type": "Discrete", "n": 5}),
+    "PointRobot": (
+        {"type": "Box", "shape": [2], "low": -2.0, "high": 2.0, "dtype": "float32"},
+        BOX_ACTIONS,
+    ),
 }
 
 
@@ -36,6 +44,12 @@ def make_batch(name: str, rows: int, steps: int, device: torch.device) -> dict[s
     """Synthetic windows of one member: (rows, steps, ...) tensors."""
     gen = torch.Generator().manual_seed(0)
     obs_space, act_space = SPACES[name]
+    if obs_space["type"] == "Box":
+        obs = torch.rand(rows, steps, 2, generator=gen) * 4 - 2
+        actions = (torch.rand(rows, steps, 2, generator=gen) - 0.5) / 5  # inside the Box
+        prev = torch.cat([torch.full((rows, 1, 2), float("nan")), actions[:, :-1]], 1)
+        batch = training_inputs(obs, 1, gen, device)
+        return {**batch, "prev_actions": prev.to(device), "targets": actions.to(device)}
     if obs_space["type"] == "MultiDiscrete":
         obs = torch.randint(0, 9, (rows, steps, 2), generator=gen)
     else:
@@ -71,10 +85,11 @@ def main() -> None:
         num_heads=args.heads,
         ff_dim=args.ff_dim,
         context_steps=args.context,
+        action_bins=64,  # the generalist's (the point robot's recipe)
     )
     specialist = ADTransformer(cfg, *SPACES["DarkRoom"]).to(device).train()
     generalist = GeneralistTransformer(cfg, SPACES).to(device).train()
-    rows = member_rows(args.batch_size, [1.0, 1.0])
+    rows = member_rows(args.batch_size, [1.0] * len(SPACES))
     alone = make_batch("DarkRoom", args.batch_size, args.context, device)
     mixed = {n: make_batch(n, r, args.context, device) for n, r in zip(SPACES, rows, strict=True)}
     steps = {
@@ -84,7 +99,8 @@ def main() -> None:
     optimizers = {n: torch.optim.Adam(m.parameters(), lr=3e-4) for n, (_, m) in steps.items()}
     print(
         f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} "
-        f"(generalist: {rows[0]} Dark Room + {rows[1]} Bandit rows) context={args.context} "
+        f"(generalist: {' + '.join(f'{r} {n}' for n, r in zip(SPACES, rows, strict=True))} rows) "
+        f"context={args.context} "
         f"d={args.embed_dim} layers={args.layers} heads={args.heads} ff={args.ff_dim} "
         f"params: specialist {specialist.num_parameters():,}, generalist "
         f"{generalist.num_parameters():,} torch={torch.__version__}"
