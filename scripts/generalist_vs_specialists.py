@@ -6,17 +6,20 @@ Usage:
   python scripts/generalist_vs_specialists.py specialists MIXTURE.yaml OUT_DIR
       writes OUT_DIR/<name>-<family>.yaml per member: its experiment with the mixture's model and
       loop and its own share of each batch (train each: ad-train --config; ad-eval --run)
-  python scripts/generalist_vs_specialists.py compare GENERALIST_EVAL SPEC_EVAL [SPEC_EVAL ...]
-      --out docs/generalist_quick.png
+  python scripts/generalist_vs_specialists.py compare --generalist GEN_EVAL [GEN_EVAL ...]
+      --specialists SPEC_EVAL [SPEC_EVAL ...] --out docs/generalist_quick.png
 
-GENERALIST_EVAL is ``ad-eval --run GENERALIST``'s folder (one sub-folder per family); each
-SPEC_EVAL is one specialist's eval folder (its summary.json names its family).
+Each GEN_EVAL is ``ad-eval --run GENERALIST``'s folder (one sub-folder per family), one per
+training seed; each SPEC_EVAL is one specialist's eval folder (its summary.json names its
+family; several seeds of a family are averaged).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+import numpy as np
 
 from ad.config import save_config
 from ad.evaluation.aggregate import aggregate, load_summary
@@ -30,9 +33,18 @@ def _curve(result: dict, key: str, label: str, style: str) -> dict:
             "high": curve["ci_high"], "linestyle": style}  # fmt: skip
 
 
-def _score(result: dict, key: str) -> float | None:
-    stats = (result.get(key) or {}).get("last10_normalised")
-    return None if stats is None else stats["mean"]
+def _scores(summaries: list[dict], key: str) -> tuple[float, float, list[float]]:
+    """Mean over runs of the first 10 and last 10 episodes' normalised score, and each run's
+    last 10."""
+    parts = summaries if key == "ad" else [s[key] for s in summaries]  # the AD run's: top level
+    curves = [np.asarray(p["per_episode"]["normalised_mean"], dtype=float) for p in parts]
+    last = [float(c[-10:].mean()) for c in curves]
+    return float(np.mean([c[:10].mean() for c in curves])), float(np.mean(last)), last
+
+
+def _cell(first: float, last: float, runs: list[float]) -> str:
+    each = f" ({' / '.join(f'{r:.2f}' for r in runs)})" if len(runs) > 1 else ""
+    return f"{first:.2f} -> **{last:.2f}**{each}"
 
 
 def write_specialists(mixture: Path, out_dir: Path) -> None:
@@ -44,14 +56,18 @@ def write_specialists(mixture: Path, out_dir: Path) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    panels, rows = [], []
+    specs: dict[str, list[dict]] = {}
     for folder in args.specialists:
-        spec = aggregate([load_summary(folder)], min_runs=1)
-        family = spec["family"]
-        gen = aggregate([load_summary(args.generalist / family)], min_runs=1)
+        summary = load_summary(folder)
+        specs.setdefault(summary["family"], []).append(summary)
+    panels, rows = [], []
+    for family, spec_runs in specs.items():
+        gen_runs = [load_summary(folder / family) for folder in args.generalist]
+        gen, spec = aggregate(gen_runs, min_runs=1), aggregate(spec_runs, min_runs=1)
+        seeds = f"training seeds: generalist {len(gen_runs)}, specialist {len(spec_runs)}"
         panels.append(
             {
-                "title": f"{family}, {gen['split']} tasks (1 training seed)",
+                "title": f"{family}, {gen['split']} tasks ({seeds})",
                 "curves": [
                     _curve(gen, "ad", "generalist (AD, one model)", "-"),
                     _curve(spec, "ad", "specialist (AD, same size and steps)", "-"),
@@ -61,17 +77,18 @@ def compare(args: argparse.Namespace) -> None:
                 "random": 0.0,
             }
         )
-        g, s = _score(gen, "ad"), _score(spec, "ad")
-        first_g = gen["ad"]["normalised_curve"]["mean"][0]
-        first_s = spec["ad"]["normalised_curve"]["mean"][0]
-        ratio = "n/a" if not g or not s or s <= 0 else f"{g / s:.2f}"
+        g_first, g_last, g_runs = _scores(gen_runs, "ad")
+        s_first, s_last, s_runs = _scores(spec_runs, "ad")
+        _, source, _ = _scores(spec_runs[:1], "source")
+        ratio = f"{g_last / s_last:.2f}" if s_last > 0 else "n/a"
+        episodes = len(gen["ad"]["normalised_curve"]["mean"])
         rows.append(
-            f"| {family} | {first_g:.2f} -> **{g:.2f}** | {first_s:.2f} -> **{s:.2f}** | "
-            f"{ratio} | {_score(spec, 'source'):.2f} |"
+            f"| {family} ({episodes} episodes) | {_cell(g_first, g_last, g_runs)} | "
+            f"{_cell(s_first, s_last, s_runs)} | {ratio} | {source:.2f} |"
         )
     plot_return_panels(panels, args.out, "One generalist vs one specialist per family (test tasks)")
-    print("| family | generalist: episode 1 -> last 10 | specialist: episode 1 -> last 10 | "
-          "generalist / specialist | source (last 10) |")  # fmt: skip
+    print("| family | generalist: first 10 episodes -> last 10 (per seed) | specialist: first 10 "
+          "-> last 10 (per seed) | generalist / specialist (last 10) | source (last 10) |")  # fmt: skip
     print("|---|---|---|---|---|")
     print("\n".join(rows))
     print(f"wrote {args.out}")
@@ -84,8 +101,8 @@ def main() -> None:
     spec.add_argument("mixture", type=Path)
     spec.add_argument("out_dir", type=Path)
     cmp = sub.add_parser("compare", help="the README's table and figure")
-    cmp.add_argument("generalist", type=Path)
-    cmp.add_argument("specialists", type=Path, nargs="+")
+    cmp.add_argument("--generalist", type=Path, nargs="+", required=True, help="eval folders")
+    cmp.add_argument("--specialists", type=Path, nargs="+", required=True, help="eval folders")
     cmp.add_argument("--out", type=Path, default=Path("docs/generalist_quick.png"))
     args = parser.parse_args()
     if args.command == "specialists":
