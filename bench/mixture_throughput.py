@@ -6,9 +6,8 @@ the specialist 32 Dark Room windows, the generalist 8 windows each of Dark Room,
 Key-to-Door and the point robot (configs/generalist_quick.yaml's members; the batch split by
 weight as ``ad.learn.mixture_train`` splits it), each member through its own encoders and head
 (the point robot's: a Box observation MLP, a Box action input and a binned head), the trunk run
-once on all rows. One training step is forward + backward +
-Adam step, on synthetic windows (the data side is each member's own ``get_batch``, as a
-specialist's). Repetitions alternate between the models in one process; the median tokens/s of
+once on all rows. One training step is forward + backward + Adam step, on synthetic windows (the
+data side is each member's own ``get_batch``, as a specialist's). Repetitions alternate between the models in one process; the median tokens/s of
 each is compared.
 
 Usage: python bench/mixture_throughput.py [--quick] [--threads N] [--device cuda]

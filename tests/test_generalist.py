@@ -1,5 +1,5 @@
 """Tests of the generalist (issue 14): ad/mixture.py, ad/learn/generalist.py,
-ad/learn/mixture_train.py and ad/evaluation/mixture_eval.py, end to end through the CLI on two
+ad/learn/mixture_train.py and ad/evaluation/mixture_eval.py, end to end through the CLI on three
 tiny member families (Dark Room, the Bandit and the point robot: discrete and continuous
 spaces)."""
 
