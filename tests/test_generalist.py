@@ -26,13 +26,15 @@ CONTEXT = 40  # two Dark Room or point robot episodes; a whole 40-pull Bandit le
 FAMILIES = ["DarkRoom", "Bandit", "PointRobot"]
 
 
-def _darkroom(tmp: Path) -> dict:
+def _ppo_member(tmp: Path, family: str) -> dict:
+    """A tiny PPO-collected member: Dark Room or the point robot."""
+    folder = family.lower()
     return {
-        "name": "g_darkroom",
-        "env": {"family": "DarkRoom", "num_train_tasks": 2, "num_validation_tasks": 1,
+        "name": f"g_{folder}",
+        "env": {"family": family, "num_train_tasks": 2, "num_validation_tasks": 1,
                 "num_test_tasks": 1},
         "collect": {"algorithm": "PPO", "algorithm_kwargs": TINY_PPO, "n_envs": 2,
-                    "total_steps": 400, "seeds": [0], "output_dir": str(tmp / "darkroom")},
+                    "total_steps": 400, "seeds": [0], "output_dir": str(tmp / folder)},
         "eval": {"num_episodes": 3, "num_seeds": 1, "normalise_at": [1, 3]},
     }  # fmt: skip
 
@@ -46,17 +48,6 @@ def _bandit(tmp: Path) -> dict:
                     "seeds": [0], "output_dir": str(tmp / "bandit")},
         "train": {"subsample_every": 1},
         "eval": {"num_episodes": CONTEXT, "num_seeds": 1, "normalise_at": [1, CONTEXT]},
-    }  # fmt: skip
-
-
-def _pointrobot(tmp: Path) -> dict:
-    return {
-        "name": "g_pointrobot",
-        "env": {"family": "PointRobot", "num_train_tasks": 2, "num_validation_tasks": 1,
-                "num_test_tasks": 1},
-        "collect": {"algorithm": "PPO", "algorithm_kwargs": TINY_PPO, "n_envs": 2,
-                    "total_steps": 400, "seeds": [0], "output_dir": str(tmp / "pointrobot")},
-        "eval": {"num_episodes": 3, "num_seeds": 1, "normalise_at": [1, 3]},
     }  # fmt: skip
 
 
@@ -81,9 +72,9 @@ def mixed(tmp_path_factory) -> dict[str, Path]:
     """Every member collected, a generalist trained (ad-train) and evaluated (ad-eval) through
     the CLI; shared by the tests, which must not modify it."""
     tmp = tmp_path_factory.mktemp("generalist")
-    darkroom = _write(tmp / "darkroom.yaml", _darkroom(tmp))
+    darkroom = _write(tmp / "darkroom.yaml", _ppo_member(tmp, "DarkRoom"))
     bandit = _write(tmp / "bandit.yaml", _bandit(tmp))
-    robot = _write(tmp / "pointrobot.yaml", _pointrobot(tmp))
+    robot = _write(tmp / "pointrobot.yaml", _ppo_member(tmp, "PointRobot"))
     members = [
         {"config": "darkroom.yaml", "weight": 2.0},
         {"config": str(bandit)},
