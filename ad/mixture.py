@@ -134,7 +134,7 @@ def mixture_from_dict(
 
     Raises:
         UserError: a missing or bad member config, a family given twice, a weight <= 0, a
-            mixture of one member, unknown keys.
+            mixture of one member, unknown keys, periodic evaluation (``train.eval_every``).
     """
     unknown = sorted(set(data) - set(MIXTURE_KEYS))
     if unknown:
@@ -180,6 +180,11 @@ def mixture_from_dict(
         raise UserError(
             "a mixture's train.dataset and train.mode are per member: each member reads its own "
             "dataset (its collect output or train.dataset) in AD mode; remove them"
+        )
+    if train.eval_every:
+        raise UserError(
+            f"train.eval_every={train.eval_every}: a mixture does not run in-context evaluations "
+            "during training; set it to 0 and evaluate each member with ad-eval --run RUN"
         )
     run_dir = Path(train.run_dir) if train.run_dir is not None else Path("runs") / name
     members = tuple(

@@ -202,6 +202,8 @@ def test_mixture_overrides_and_keys(mixed) -> None:
     assert cfg.members[1].experiment.train.subsample_every == 1  # the member's own windowing
     with pytest.raises(UserError, match="a mixture takes name, model"):
         load_any_config(mixed["mixture"], ["env.split_seed=1"])
+    with pytest.raises(UserError, match="a mixture does not run in-context evaluations"):
+        load_any_config(mixed["mixture"], ["train.eval_every=100"])  # not silently ignored
 
 
 def test_specialists_share_the_model_and_steps_and_take_each_members_rows(mixed) -> None:
