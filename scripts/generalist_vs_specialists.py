@@ -33,13 +33,13 @@ def _curve(result: dict, key: str, label: str, style: str) -> dict:
             "high": curve["ci_high"], "linestyle": style}  # fmt: skip
 
 
-def _scores(summaries: list[dict], key: str) -> tuple[float, float, list[float]]:
-    """Mean over runs of the first 10 and last 10 episodes' normalised score, and each run's
-    last 10."""
-    parts = summaries if key == "ad" else [s[key] for s in summaries]  # the AD run's: top level
-    curves = [np.asarray(p["per_episode"]["normalised_mean"], dtype=float) for p in parts]
-    last = [float(c[-10:].mean()) for c in curves]
-    return float(np.mean([c[:10].mean() for c in curves])), float(np.mean(last)), last
+def _scores(result: dict, key: str) -> tuple[float, float, list[float]]:
+    """An aggregate's mean normalised score over the first 10 and the last 10 episodes, and each
+    run's last 10."""
+    stats = result[key]
+    last = stats["last10_normalised"]
+    first = float(np.mean(stats["normalised_curve"]["mean"][:10]))
+    return first, float(last["mean"]), [float(r) for r in last["runs"]]
 
 
 def _cell(first: float, last: float, runs: list[float]) -> str:
@@ -77,9 +77,9 @@ def compare(args: argparse.Namespace) -> None:
                 "random": 0.0,
             }
         )
-        g_first, g_last, g_runs = _scores(gen_runs, "ad")
-        s_first, s_last, s_runs = _scores(spec_runs, "ad")
-        _, source, _ = _scores(spec_runs[:1], "source")
+        g_first, g_last, g_runs = _scores(gen, "ad")
+        s_first, s_last, s_runs = _scores(spec, "ad")
+        _, source, _ = _scores(spec, "source")  # one curve per split: the same data
         ratio = f"{g_last / s_last:.2f}" if s_last > 0 else "n/a"
         episodes = len(gen["ad"]["normalised_curve"]["mean"])
         rows.append(
