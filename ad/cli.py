@@ -190,16 +190,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             return _help_config()
         if args.config is None:
             raise UserError("ad-train needs --config FILE")
-        from ad.mixture import MixtureConfig, load_any_config
+        from ad.mixture import load_any_config
         from ad.pipeline import train_run
 
         cfg = load_any_config(args.config, args.overrides)
-        if isinstance(cfg, MixtureConfig):  # a generalist over several families (issue 14)
-            from ad.learn.mixture_train import train_mixture
-
-            run_dir = train_mixture(cfg, resume=args.resume, progress=not args.no_progress)
-        else:
-            run_dir = train_run(cfg, resume=args.resume, progress=not args.no_progress)
+        run_dir = train_run(cfg, resume=args.resume, progress=not args.no_progress)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks
             print(f"run folder: {run_dir}")
         return 0
@@ -207,11 +202,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return _run(go)
 
 
-def eval_main(argv: Sequence[str] | None = None) -> int:
+def _eval_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ad-eval",
         description="Roll the frozen model out on test tasks (eval.tasks); write returns, summary "
-        "and figure (a generalist: per member family, and one figure with a panel per family).",
+        "and figure (several families: one each, and one figure with a panel per family).",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--run", type=Path, help="run folder written by ad-train")
@@ -262,7 +257,11 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     )
     _add_ray_args(parser, "eval")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    args = _eval_parser().parse_args(argv)
 
     def go() -> int:
         if args.aggregate:
@@ -285,17 +284,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         if source is None:
             raise UserError("ad-eval needs --run RUN_DIR, --checkpoint FILE or --compare RUN ...")
         from ad.evaluation.evaluate import evaluate
-        from ad.evaluation.mixture_eval import evaluate_mixture, is_generalist
 
-        if not compare and is_generalist(source):  # one evaluation per member, one figure
-            evaluate_mixture(
-                source,
-                overrides=args.overrides + _ray_overrides(args, "eval"),
-                out_dir=args.out,
-                allow_train_tasks=args.allow_train_tasks,
-                progress=not args.no_progress,
-            )
-            return 0
         evaluate(
             source,
             overrides=args.overrides + _ray_overrides(args, "eval"),
@@ -339,14 +328,11 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def go() -> int:
-        from ad.mixture import MixtureConfig, load_any_config
-        from ad.pipeline import run_mixture_pipeline, run_pipeline
+        from ad.mixture import load_any_config
+        from ad.pipeline import run_pipeline
 
         # No file: the built-in defaults, which are the quick DarkRoom experiment.
         cfg = load_any_config(args.config, args.overrides)
-        if isinstance(cfg, MixtureConfig):
-            run_mixture_pipeline(cfg, workers=args.workers, progress=not args.no_progress)
-            return 0
         run_pipeline(
             cfg,
             workers=args.workers,

@@ -17,7 +17,6 @@ import yaml
 
 from ad.errors import UserError
 from ad.fields import build, check, check_fraction, check_min, describe_fields, is_number, setting
-from ad.model_help import MODEL_HELP
 from ad.retired_keys import refuse_retired_keys
 from envs.base import is_int
 from envs.split import SPLITS
@@ -141,19 +140,29 @@ class ModelConfig:
     num_heads: int = setting(4, "Attention heads.")
     ff_dim: int = setting(256, "Feed-forward hidden width (the paper uses 2048).")
     dropout: float = setting(0.1, "Residual and embedding dropout.")
-    attn_dropout: float = setting(0.0, MODEL_HELP["attn_dropout"])
-    input_mask_prob: float = setting(0.3, MODEL_HELP["input_mask_prob"])
-    context_steps: int | None = setting(None, MODEL_HELP["context_steps"])
-    norm: Literal["pre", "post"] = setting("pre", MODEL_HELP["norm"])
+    attn_dropout: float = setting(0.0, "Attention dropout (the paper: 0.5, 0 on DarkRoomHard).")
+    input_mask_prob: float = setting(
+        0.3, "Training: chance an input token is replaced by a learned mask token (the paper)."
+    )
+    context_steps: int | None = setting(
+        None, "Context length in environment steps, one token each; None: derived (the rule)."
+    )
+    norm: Literal["pre", "post"] = setting("pre", "Pre-norm (stabler) or post-norm (the paper).")
     action_head: Literal["auto", "categorical", "bins", "gaussian"] = setting(
-        "auto", MODEL_HELP["action_head"]
+        "auto", "Action head; auto: categorical for Discrete, bins for Box (ad/learn/action_heads)."
     )
     action_bins: int = setting(256, "Bins per action dimension of the bins head.")
-    vector_encoder: Literal["linear", "tokens"] = setting("linear", MODEL_HELP["vector_encoder"])
-    token_bins: int = setting(1024, MODEL_HELP["token_bins"])
-    token_mu: float = setting(100.0, MODEL_HELP["token_mu"])
-    token_max: float = setting(256.0, MODEL_HELP["token_max"])
-    image_encoder: Literal["cnn", "codes", "patches"] = setting("cnn", MODEL_HELP["image_encoder"])
+    vector_encoder: Literal["linear", "tokens"] = setting(
+        "linear", "1-D Box observations: an MLP, or Gato's mu-law tokens (ad/learn/tokens)."
+    )
+    token_bins: int = setting(1024, "vector_encoder=tokens: uniform bins on [-1, 1] (Gato: 1024).")
+    token_mu: float = setting(100.0, "vector_encoder=tokens: mu-law strength mu (Gato: 100).")
+    token_max: float = setting(
+        256.0, "vector_encoder=tokens: the magnitude that compands to 1 (Gato: 256)."
+    )
+    image_encoder: Literal["cnn", "codes", "patches"] = setting(
+        "cnn", "(H, W, C) observations: a small CNN, codes per cell, or Gato's 16x16 patches."
+    )
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "num_layers", "num_heads", "ff_dim"):

@@ -64,9 +64,10 @@ class MixtureConfig:
 
     @property
     def run_dir(self) -> Path:
-        return (
-            Path(self.train.run_dir) if self.train.run_dir is not None else Path("runs") / self.name
-        )
+        """Where ``ad-train`` writes: train.run_dir, or runs/<name> (runs/<name>-ed for ED)."""
+        if self.train.run_dir is not None:
+            return Path(self.train.run_dir)
+        return Path("runs") / (self.name + ("-ed" if self.train.mode == "ed" else ""))
 
     @property
     def names(self) -> list[str]:
@@ -89,11 +90,7 @@ def _member_experiment(
     member's own dataset, windowing (when the mixture leaves it null) and eval section."""
     subsample = train.subsample_every or base.train.subsample_every
     member_train = dataclasses.replace(
-        train,
-        dataset=str(base.dataset_dir),
-        run_dir=str(run_dir),
-        mode="ad",
-        subsample_every=subsample,
+        train, dataset=str(base.dataset_dir), run_dir=str(run_dir), subsample_every=subsample
     )
     return dataclasses.replace(base, model=model, train=member_train)
 
@@ -134,7 +131,7 @@ def mixture_from_dict(
 
     Raises:
         UserError: a missing or bad member config, a family given twice, a weight <= 0, a
-            mixture of one member, unknown keys, periodic evaluation (``train.eval_every``).
+            mixture of one member, unknown keys, a train.dataset.
     """
     unknown = sorted(set(data) - set(MIXTURE_KEYS))
     if unknown:
@@ -176,17 +173,12 @@ def mixture_from_dict(
         raise UserError(f"mixture name must be a non-empty string, got {name!r}")
     model = build(ModelConfig, data.get("model"), "model")
     train = build(TrainConfig, data.get("train"), "train")
-    if train.dataset is not None or train.mode != "ad":
+    if train.dataset is not None:
         raise UserError(
-            "a mixture's train.dataset and train.mode are per member: each member reads its own "
-            "dataset (its collect output or train.dataset) in AD mode; remove them"
+            "a mixture's train.dataset is per member: each member reads its own dataset (its "
+            "collect output or train.dataset); remove it"
         )
-    if train.eval_every:
-        raise UserError(
-            f"train.eval_every={train.eval_every}: a mixture does not run in-context evaluations "
-            "during training; set it to 0 and evaluate each member with ad-eval --run RUN"
-        )
-    run_dir = Path(train.run_dir) if train.run_dir is not None else Path("runs") / name
+    run_dir = MixtureConfig(name, (), model, train).run_dir
     members = tuple(
         MixtureMember(path, weight, tuple(sets), _member_experiment(base, model, train, run_dir))
         for path, weight, sets, base in loaded
@@ -235,6 +227,53 @@ def mixture_from_checkpoint(data: dict) -> MixtureConfig:
         for m in data["mixture"]
     )
     return MixtureConfig(data["name"], members, model, train)
+
+
+def members_of(cfg: ExperimentConfig | MixtureConfig) -> tuple[MixtureMember, ...]:
+    """The families a config trains: a mixture's members, or a specialist's one family."""
+    if isinstance(cfg, MixtureConfig):
+        return cfg.members
+    return (MixtureMember("", 1.0, (), cfg),)
+
+
+def with_members(
+    cfg: ExperimentConfig | MixtureConfig, experiments: list[ExperimentConfig]
+) -> ExperimentConfig | MixtureConfig:
+    """``cfg`` with its families' experiments replaced (by their resolved configs), and the
+    shared model section taken from the first (all members share one)."""
+    if isinstance(cfg, ExperimentConfig):
+        (experiment,) = experiments
+        return experiment
+    members = tuple(
+        dataclasses.replace(m, experiment=e) for m, e in zip(cfg.members, experiments, strict=True)
+    )
+    return dataclasses.replace(cfg, members=members, model=experiments[0].model)
+
+
+def replace_train(
+    cfg: ExperimentConfig | MixtureConfig, **changes: Any
+) -> ExperimentConfig | MixtureConfig:
+    """``cfg`` with train settings changed, in each member's experiment too."""
+    if isinstance(cfg, ExperimentConfig):
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
+    run_dir = str(cfg.run_dir)  # a member records the generalist's run folder as its own
+    members = tuple(
+        dataclasses.replace(
+            m,
+            experiment=dataclasses.replace(
+                m.experiment,
+                train=dataclasses.replace(m.experiment.train, **{**changes, "run_dir": run_dir}),
+            ),
+        )
+        for m in cfg.members
+    )
+    return dataclasses.replace(cfg, members=members)
+
+
+def config_record(cfg: ExperimentConfig | MixtureConfig) -> dict:
+    """Plain types, as a run's config.yaml and its checkpoints hold the config."""
+    return mixture_to_dict(cfg) if isinstance(cfg, MixtureConfig) else config_to_dict(cfg)
 
 
 def member_rows(batch_size: int, weights: list[float]) -> list[int]:

@@ -7,7 +7,6 @@ command twice gives the same numbers without redoing the work.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from ad.config import ExperimentConfig
 from ad.errors import UserError
+from ad.mixture import MixtureConfig, members_of, replace_train
 from ad.utils import atomic_write_text, matmul_gflops
 
 
@@ -27,29 +27,35 @@ def _stage(name: str, overall: OverallProgress) -> float:
 
 
 def run_pipeline(
-    cfg: ExperimentConfig,
+    cfg: ExperimentConfig | MixtureConfig,
     workers: int | None = None,
     with_ed: bool = True,
     report_dir: Path | None = None,
     progress: bool = True,
-) -> dict:
+) -> list[dict]:
     """Run collect, AD training, ED training and evaluation; write ``REPORT.md``.
 
     Args:
-        cfg: the experiment config (its ``train.mode`` is ignored: AD and ED are both trained).
+        cfg: the experiment or mixture config (its ``train.mode`` is ignored: AD and ED are
+            both trained).
         workers: collection processes (None: one per core).
         with_ed: also train the expert-distillation control and overlay it.
         report_dir: where the report goes (default ``runs/<name>/report``).
         progress: show progress bars.
 
     Returns:
-        The evaluation summary of the AD run (with the ED comparison when trained).
+        The evaluation summary of the AD run in each family (with the ED comparison when
+        trained).
     """
-    if cfg.dataset_dir.resolve() != cfg.collect_dir.resolve():
-        raise UserError(
-            f"ad-run collects into {cfg.collect_dir} but train.dataset is {cfg.train.dataset}; "
-            "unset train.dataset (or set collect.output_dir to the same folder)"
-        )
+    for m in members_of(cfg):
+        mcfg = m.experiment
+        if mcfg.dataset_dir.resolve() != mcfg.collect_dir.resolve():
+            where = f" member {m.name}" if isinstance(cfg, MixtureConfig) else ""
+            raise UserError(
+                f"ad-run collects{where} into {mcfg.collect_dir} but train.dataset is "
+                f"{mcfg.dataset_dir}; unset train.dataset (or set collect.output_dir to the same "
+                "folder)"
+            )
     overall = OverallProgress(stage_weights(cfg, with_ed), enabled=progress)
     try:
         return _stages(cfg, workers, with_ed, report_dir, progress, overall)
@@ -58,35 +64,35 @@ def run_pipeline(
 
 
 def _stages(
-    cfg: ExperimentConfig,
+    cfg: ExperimentConfig | MixtureConfig,
     workers: int | None,
     with_ed: bool,
     report_dir: Path | None,
     progress: bool,
     overall: OverallProgress,
-) -> dict:
+) -> list[dict]:
     from ad.data.collect import collect
     from ad.evaluation.evaluate import evaluate
 
     timings: dict[str, float] = {}
     start = _stage("collect", overall)
-    collect(cfg, workers=workers, progress=progress)
+    for m in members_of(cfg):
+        collect(m.experiment, workers=workers, progress=progress)
     timings["collect"] = time.perf_counter() - start
 
-    ad_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mode="ad"))
+    ad_cfg = replace_train(cfg, mode="ad")
     start = _stage("train AD", overall)
     ad_run = train_run(ad_cfg, resume=_has_checkpoints(ad_cfg.run_dir), progress=progress)
     timings["train_ad"] = time.perf_counter() - start
 
     compare = []
     if with_ed:
-        ed_train = dataclasses.replace(
-            cfg.train,
+        ed_cfg = replace_train(
+            cfg,
             mode="ed",
             run_dir=f"{ad_cfg.run_dir}-ed",
             num_steps=cfg.train.ed_num_steps or cfg.train.num_steps,
         )
-        ed_cfg = dataclasses.replace(cfg, train=ed_train)
         start = _stage("train ED", overall)
         compare.append(
             train_run(ed_cfg, resume=_has_checkpoints(ed_cfg.run_dir), progress=progress)
@@ -95,14 +101,14 @@ def _stages(
 
     report_dir = Path(report_dir) if report_dir is not None else ad_run / "report"
     start = _stage("evaluate", overall)
-    summary = evaluate(ad_run, out_dir=report_dir, compare=compare, progress=progress)
+    summaries = evaluate(ad_run, out_dir=report_dir, compare=compare, progress=progress)
     timings["evaluate"] = time.perf_counter() - start
 
     timings["machine_matmul_gflops"] = matmul_gflops()  # the speed these seconds were taken at
-    write_report(report_dir, cfg, summary, timings)
+    write_report(report_dir, cfg.name, summaries, timings)
     overall.begin(None)
     print(f"\nreport: {report_dir / 'REPORT.md'}")
-    return summary
+    return summaries
 
 
 # Seconds per unit of work of each stage, measured on the default recipe on 2 cores (collect 106 s
@@ -114,30 +120,29 @@ STAGE_COST = {"collect": 1.6e-4, "train": 2.6e-5, "evaluate": 1e-4}
 STAGE_BAR = {"collect": "env steps", "train AD": "train", "train ED": "train", "evaluate": "eval"}
 
 
-def stage_weights(cfg: ExperimentConfig, with_ed: bool) -> dict[str, float]:
+def stage_weights(cfg: ExperimentConfig | MixtureConfig, with_ed: bool) -> dict[str, float]:
     """Each stage's expected share of ``ad-run``'s time, from the config's amounts of work."""
-    split = cfg.env.task_split()
-    num_tasks = sum(len(split.tasks(name)) for name in cfg.collect.splits)
-    tc, family = cfg.train, cfg.env.make_family()
-    # settings left null are derived at training; a rough stand-in is enough for a weight
-    window = tc.window_steps or cfg.model.context_steps or 10 * family.episode_length
-    eval_tasks = len(split.tasks(cfg.eval.tasks))
-    if cfg.eval.max_tasks is not None:
-        eval_tasks = min(eval_tasks, cfg.eval.max_tasks)
-    episodes = cfg.eval.num_episodes or 100
-    eval_steps = eval_tasks * cfg.eval.num_seeds * episodes * family.episode_length
+    tc, collect, tokens, eval_steps = cfg.train, 0.0, 0.0, 0.0
+    for m in members_of(cfg):
+        mcfg = m.experiment
+        split, family = mcfg.env.task_split(), mcfg.env.make_family()
+        num_tasks = sum(len(split.tasks(name)) for name in mcfg.collect.splits)
+        collect += num_tasks * len(mcfg.collect.seeds) * mcfg.collect.total_steps
+        # settings left null are derived at training; a rough stand-in is enough for a weight
+        window = tc.window_steps or cfg.model.context_steps or 10 * family.episode_length
+        tokens = max(tokens, tc.batch_size * window)
+        eval_tasks = len(split.tasks(mcfg.eval.tasks))
+        if mcfg.eval.max_tasks is not None:
+            eval_tasks = min(eval_tasks, mcfg.eval.max_tasks)
+        episodes = mcfg.eval.num_episodes or 100
+        eval_steps += eval_tasks * mcfg.eval.num_seeds * episodes * family.episode_length
     weights = {
-        "collect": STAGE_COST["collect"]
-        * num_tasks
-        * len(cfg.collect.seeds)
-        * cfg.collect.total_steps,
-        "train AD": STAGE_COST["train"] * tc.num_steps * tc.batch_size * window,
+        "collect": STAGE_COST["collect"] * collect,
+        "train AD": STAGE_COST["train"] * tc.num_steps * tokens,
         "evaluate": STAGE_COST["evaluate"] * eval_steps * (2 if with_ed else 1),
     }
     if with_ed:
-        weights["train ED"] = (
-            STAGE_COST["train"] * (tc.ed_num_steps or tc.num_steps) * tc.batch_size * window
-        )
+        weights["train ED"] = STAGE_COST["train"] * (tc.ed_num_steps or tc.num_steps) * tokens
     total = sum(weights.values())
     return {name: weight / total for name, weight in weights.items()}
 
@@ -208,37 +213,16 @@ def _minutes(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def train_run(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> Path:
+def train_run(
+    cfg: ExperimentConfig | MixtureConfig, resume: bool = False, progress: bool = True
+) -> Path:
     """``ad.learn.train.train`` with the periodic in-context evaluation of ``train.eval_every``
     wired in (training does not import the evaluation stage; this entry point joins them)."""
-    from ad.evaluation.rollout import periodic_evaluator
+    from ad.evaluation.rollout import periodic_evaluation
     from ad.learn.train import train
 
-    evaluator = periodic_evaluator(cfg) if cfg.train.eval_every else None
+    evaluator = periodic_evaluation if cfg.train.eval_every else None
     return train(cfg, resume=resume, progress=progress, evaluator=evaluator)
-
-
-def run_mixture_pipeline(cfg, workers: int | None = None, progress: bool = True) -> dict:
-    """``ad-run`` on a mixture config (issue 14): collect each member whose dataset is not
-    complete (collection skips finished runs), train the generalist (resuming a finished run is
-    a no-op), and evaluate it on every member's tasks (one summary per member, one figure)."""
-    from ad.data.collect import collect
-    from ad.evaluation.mixture_eval import evaluate_mixture
-    from ad.learn.mixture_train import train_mixture
-
-    for member in cfg.members:
-        mcfg = member.experiment
-        if mcfg.dataset_dir.resolve() != mcfg.collect_dir.resolve():
-            raise UserError(
-                f"ad-run collects member {member.name} into {mcfg.collect_dir} but its "
-                f"train.dataset is {mcfg.dataset_dir}; unset train.dataset in {member.config}"
-            )
-        print(f"\n=== collect {member.name} ===", flush=True)
-        collect(mcfg, workers=workers, progress=progress)
-    print("\n=== train generalist ===", flush=True)
-    run_dir = train_mixture(cfg, resume=_has_checkpoints(cfg.run_dir), progress=progress)
-    print("\n=== evaluate ===", flush=True)
-    return evaluate_mixture(run_dir, progress=progress)
 
 
 def _has_checkpoints(run_dir: Path) -> bool:
@@ -253,28 +237,29 @@ def _fmt(value: object, digits: int = 2, missing: str = "never") -> str:
     return str(value)
 
 
-def write_report(report_dir: Path, cfg: ExperimentConfig, summary: dict, timings: dict) -> None:
-    """A short REPORT.md stating the numbers behind the figure."""
+def write_report(report_dir: Path, name: str, summaries: list[dict], timings: dict) -> None:
+    """A short REPORT.md stating the numbers behind the figures, a section per family."""
     stages = {name: seconds for name, seconds in timings.items() if name != "machine_matmul_gflops"}
-    lines = [
-        f"# {cfg.name}: in-context RL on {summary['split']} {cfg.env.family} tasks",
-        "",
-        "![return curves](return_curves.png)",
-        "",
-    ]
-    # Warnings first: a missing source curve or a borrowed optimum changes what numbers mean.
-    lines += [f"**Warning:** {line}" for line in summary.get("warnings", [])]
-    lines += [""] if summary.get("warnings") else []
-    lines += _report_table(summary)
+    split = summaries[0]["split"]
+    families = [s["family"] for s in summaries]
+    lines = [f"# {name}: in-context RL on {split} {', '.join(families)} tasks", ""]
+    for summary in summaries:
+        folder = f"{summary['family']}/" if len(summaries) > 1 else ""
+        if len(summaries) > 1:
+            lines += [f"## {summary['family']}", ""]
+        lines += [f"![return curves]({folder}return_curves.png)", ""]
+        # Warnings first: a missing source curve or a borrowed optimum changes what numbers mean.
+        lines += [f"**Warning:** {line}" for line in summary.get("warnings", [])]
+        lines += [""] if summary.get("warnings") else []
+        lines += _report_table(summary) + [""]
     lines += [
-        "",
         "Wall clock of this invocation (s; finished stages are skipped on a rerun): "
         + ", ".join(f"{name} {seconds:.0f}" for name, seconds in stages.items())
         + f", total {sum(stages.values()):.0f}; this machine's single-thread matmul speed "
         f"{timings['machine_matmul_gflops']:.1f} GFLOP/s (machines of one kind differ "
         "several-fold; compare times at equal speed).",
         "",
-        f"All numbers are means over {summary['split']} tasks x evaluation seeds (settings are",
+        f"All numbers are means over {split} tasks x evaluation seeds (settings are",
         "chosen on validation tasks; the periodic evaluation during training runs on them);",
         "summary.json has the per-episode curves, 95% bootstrap intervals and IQMs.",
     ]

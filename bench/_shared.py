@@ -9,6 +9,9 @@ from collections.abc import Callable
 
 import torch
 
+from ad.config import ModelConfig
+from ad.learn.model import ADTransformer, FamilyPolicy
+
 
 def sync(device: torch.device | str) -> None:
     """Wait for the device's queued kernels, so that a timer reads finished work (CPU: no-op)."""
@@ -46,3 +49,10 @@ def time_training(
         opt.step()
     sync(device)
     return time.perf_counter() - start
+
+
+def one_family(cfg: ModelConfig, observation_space: dict, action_space: dict | int) -> FamilyPolicy:
+    """A fresh one-family model's policy; an int action space is Discrete(n)."""
+    if isinstance(action_space, int):
+        action_space = {"type": "Discrete", "n": action_space}
+    return ADTransformer(cfg, {"F": (observation_space, action_space)}).policy()

@@ -24,26 +24,24 @@ import time
 
 import numpy as np
 import torch
-from _shared import sync
+from _shared import one_family, sync
 
 import envs
 from ad.config import ModelConfig
 from ad.data.spaces import space_to_json
 from ad.evaluation.rollout import rollout
-from ad.learn.model import ADTransformer
+from ad.learn.model import FamilyPolicy
 from ad.utils import matmul_gflops
 
 MODES = ("kv_cache", "window")
 
 
-def make_model(
-    context_steps: int, device: str, seed: int = 0, num_layers: int = 4
-) -> ADTransformer:
+def make_model(context_steps: int, device: str, seed: int = 0, num_layers: int = 4) -> FamilyPolicy:
     torch.manual_seed(seed)
     family = envs.make_family("DarkRoom")
     env = family.make_env(family.all_tasks()[0])
     cfg = ModelConfig(context_steps=context_steps, dropout=0.0, num_layers=num_layers)
-    model = ADTransformer(cfg, space_to_json(env.observation_space), int(env.action_space.n))
+    model = one_family(cfg, space_to_json(env.observation_space), int(env.action_space.n))
     return model.to(device).eval()
 
 

@@ -23,10 +23,9 @@ import statistics
 
 import numpy as np
 import torch
-from _shared import time_training, training_inputs
+from _shared import one_family, time_training, training_inputs
 
 from ad.config import ModelConfig
-from ad.learn.model import ADTransformer
 from ad.utils import matmul_gflops
 from envs.darkroom_pixels import draw_frame
 
@@ -93,10 +92,10 @@ def main() -> None:
     models, batches, tokens = {}, {}, {}
     for name in ("cnn", "patches"):
         cfg = ModelConfig(**base, image_encoder=name)
-        models[name] = ADTransformer(cfg, space, NUM_ACTIONS).to(device).train()
+        models[name] = one_family(cfg, space, NUM_ACTIONS).to(device).train()
         batches[name] = make_batch(batch, context, args.cell_pixels, device)
         tokens[name] = batch * context
-    patches = models["patches"].obs_encoder.num_patches
+    patches = models["patches"].encoder.obs_encoder.num_patches
     # Gato's way: every patch a token, plus one for the previous action and reward, per step.
     per_step = patches + 1
     long_context = context * per_step
@@ -106,7 +105,7 @@ def main() -> None:
         ("trunk, 1 token/step", context),
         (f"trunk, {per_step} tokens/step", long_context),
     ):
-        models[name] = ADTransformer(ModelConfig(**trunk_cfg), cell, NUM_ACTIONS).to(device).train()
+        models[name] = one_family(ModelConfig(**trunk_cfg), cell, NUM_ACTIONS).to(device).train()
         gen = torch.Generator().manual_seed(1)
         b = make_batch(batch, length, 1, device)
         b["observations"] = torch.randint(0, 81, (batch, length), generator=gen).to(device)
@@ -114,7 +113,7 @@ def main() -> None:
         tokens[name] = batch * context  # env steps of context per second, whatever the tokens
     rates = compare(models, batches, tokens, steps, repeats, device)
     for name, model in models.items():
-        enc = sum(p.numel() for p in model.obs_encoder.parameters())
+        enc = sum(p.numel() for p in model.encoder.obs_encoder.parameters())
         total = sum(p.numel() for p in model.parameters())
         print(
             f"  {name:22s}: {rates[name]:9.0f} steps of context/s "
@@ -129,12 +128,12 @@ def main() -> None:
     models, batches, tokens = {}, {}, {}
     for name in ("cnn", "codes"):
         cfg = ModelConfig(**base, image_encoder=name)
-        models[name] = ADTransformer(cfg, view, 3).to(device).train()
+        models[name] = one_family(cfg, view, 3).to(device).train()
         batches[name] = make_minigrid_batch(batch, context, device)
         tokens[name] = batch * context
     rates = compare(models, batches, tokens, steps, repeats, device)
     for name, model in models.items():
-        enc = sum(p.numel() for p in model.obs_encoder.parameters())
+        enc = sum(p.numel() for p in model.encoder.obs_encoder.parameters())
         print(f"  {name:22s}: {rates[name]:9.0f} steps of context/s (encoder {enc:,} params)")
     print(f"codes / cnn: {rates['codes'] / rates['cnn']:.2f}x")
 

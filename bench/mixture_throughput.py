@@ -4,7 +4,7 @@ same size, side by side (issue 14, point 4: mixing must not slow the step by mor
 Both get the same trunk (width, depth, heads, MLP width, context) and the same batch of windows:
 the specialist 32 Dark Room windows, the generalist 8 windows each of Dark Room, the Bandit,
 Key-to-Door and the point robot (configs/generalist_quick.yaml's members; the batch split by
-weight as ``ad.learn.mixture_train`` splits it), each member through its own encoders and head
+weight as ``ad.learn.train`` splits it), each member through its own encoders and head
 (the point robot's: a Box observation MLP, a Box action input and a binned head), the trunk run
 once on all rows. One training step is forward + backward + Adam step, on synthetic windows (the
 data side is each member's own ``get_batch``, as a specialist's). Repetitions alternate between the models in one process; the median tokens/s of
@@ -22,7 +22,6 @@ import torch
 from _shared import time_training, training_inputs
 
 from ad.config import ModelConfig
-from ad.learn.generalist import GeneralistTransformer
 from ad.learn.model import ADTransformer
 from ad.mixture import member_rows
 from ad.utils import matmul_gflops
@@ -86,14 +85,14 @@ def main() -> None:
         context_steps=args.context,
         action_bins=64,  # the generalist's (the point robot's recipe)
     )
-    specialist = ADTransformer(cfg, *SPACES["DarkRoom"]).to(device).train()
-    generalist = GeneralistTransformer(cfg, SPACES).to(device).train()
+    specialist = ADTransformer(cfg, {"DarkRoom": SPACES["DarkRoom"]}).to(device).train()
+    generalist = ADTransformer(cfg, SPACES).to(device).train()
     rows = member_rows(args.batch_size, [1.0] * len(SPACES))
     alone = make_batch("DarkRoom", args.batch_size, args.context, device)
     mixed = {n: make_batch(n, r, args.context, device) for n, r in zip(SPACES, rows, strict=True)}
     steps = {
-        "specialist": (lambda: specialist(**alone)[1], specialist),
-        "generalist": (lambda: generalist(mixed)[0], generalist),
+        "specialist": (lambda: specialist({"DarkRoom": alone})[1], specialist),
+        "generalist": (lambda: generalist(mixed)[1], generalist),
     }
     optimizers = {n: torch.optim.Adam(m.parameters(), lr=3e-4) for n, (_, m) in steps.items()}
     print(

@@ -23,12 +23,13 @@ import math
 import time
 
 import torch
+from _shared import one_family
 
 import envs
 from ad.config import ModelConfig
 from ad.data.spaces import space_to_json
 from ad.evaluation.rollout import rollout
-from ad.learn.model import ADTransformer
+from ad.learn.model import FamilyPolicy
 from ad.utils import matmul_gflops
 
 PATHS = {  # name: (family, family kwargs, action head)
@@ -38,13 +39,11 @@ PATHS = {  # name: (family, family kwargs, action head)
 }
 
 
-def make_model(family, head: str, context_steps: int, device: str) -> ADTransformer:
+def make_model(family, head: str, context_steps: int, device: str) -> FamilyPolicy:
     torch.manual_seed(0)
     env = family.make_env(family.split(0).test[0])
     cfg = ModelConfig(context_steps=context_steps, dropout=0.0, action_head=head, action_bins=64)
-    model = ADTransformer(
-        cfg, space_to_json(env.observation_space), space_to_json(env.action_space)
-    )
+    model = one_family(cfg, space_to_json(env.observation_space), space_to_json(env.action_space))
     return model.to(device).eval()
 
 

@@ -30,6 +30,7 @@ from ad.utils import matmul_gflops
 
 DARKROOM = {"type": "MultiDiscrete", "nvec": [9, 9]}
 NUM_ACTIONS = 5
+SPACES = {"DarkRoom": (DARKROOM, {"type": "Discrete", "n": NUM_ACTIONS})}
 
 
 # --------------------------------------------------------------------------- the reference model
@@ -125,7 +126,7 @@ def attention_variants(cfg: ModelConfig, batch: int, device: torch.device, repea
     """Forward + backward time of the attention op alone, for the three ways to write it."""
     nh, T, hs = cfg.num_heads, cfg.context_steps, cfg.embed_dim // cfg.num_heads
     q, k, v = (torch.randn(batch, nh, T, hs, device=device, requires_grad=True) for _ in range(3))
-    model = ADTransformer(cfg, DARKROOM, NUM_ACTIONS).to(device)
+    model = ADTransformer(cfg, SPACES).to(device)
     bias = model._bias(T, device, q.dtype)  # (1, nh, T, T) ALiBi + causal band
 
     def manual():
@@ -185,12 +186,15 @@ def main() -> None:
         context_steps=args.context,
     )
     models = {
-        "ours": ADTransformer(cfg, DARKROOM, NUM_ACTIONS).to(device).train(),
+        "ours": ADTransformer(cfg, SPACES).to(device).train(),
         "reference": RefGPT(cfg).to(device).train(),
     }
     optimizers = {name: torch.optim.Adam(m.parameters(), lr=3e-4) for name, m in models.items()}
     batch = make_batch(args.batch_size, args.context, device)
-    losses = {name: (lambda m=m: m(**batch)[1]) for name, m in models.items()}
+    losses = {  # ours as the trainer calls it: a batch per family
+        "ours": lambda: models["ours"]({"DarkRoom": batch})[1],
+        "reference": lambda: models["reference"](**batch)[1],
+    }
     tokens = args.batch_size * args.context * args.steps
     print(
         f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} "

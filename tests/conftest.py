@@ -59,7 +59,8 @@ def run_reduced(tmp_path, cores):
     def run(config, overrides: list[str], with_ed: bool) -> dict:
         dirs = [f"collect.output_dir={tmp_path / 'h'}", f"train.run_dir={tmp_path / 'r'}"]
         cfg = load_config(config, [*overrides, *dirs])
-        return run_pipeline(cfg, workers=cores, with_ed=with_ed, progress=False)
+        (summary,) = run_pipeline(cfg, workers=cores, with_ed=with_ed, progress=False)
+        return summary
 
     return run
 
@@ -79,3 +80,37 @@ def in_context_margins(tmp_path, run_reduced):
         return first, last10, summary["compare"][0]["last10_return"]
 
     return measure
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    import envs
+    from ad.config import config_from_dict, config_to_dict
+    from tests.factories import make_config, random_model, save_run, write_dataset
+
+    """An AD run, an ED run (another seed) and a dataset with test, validation and train
+    histories."""
+    root = tmp_path_factory.mktemp("eval")
+    family = envs.make_family("DarkRoom")
+    split = family.split(0)
+    cfg = make_config(root)
+    save_run(root / "run", cfg, random_model(cfg, family, seed=0), split)
+    ed_cfg = config_from_dict(
+        {
+            **config_to_dict(cfg),
+            "train": {
+                **config_to_dict(cfg)["train"],
+                "mode": "ed",
+                "run_dir": str(root / "run-ed"),
+            },
+        }
+    )
+    save_run(root / "run-ed", ed_cfg, random_model(ed_cfg, family, seed=1), split)
+    # test tasks 0-2 are evaluated (max_tasks=3); test 5, validation 0, train 0 must be ignored
+    write_dataset(
+        root / "data",
+        family,
+        split,
+        [("test", 0), ("test", 1), ("test", 2), ("test", 5), ("validation", 0), ("train", 0)],
+    )
+    return {"root": root, "family": family, "split": split, "cfg": cfg}

@@ -10,40 +10,7 @@ import pytest
 from ad.cli import eval_main
 from ad.errors import UserError
 from ad.evaluation.aggregate import aggregate, format_aggregate, load_summary
-
-EPISODES = 20
-
-
-def summary(
-    split_seed: int, train_seed: int, level: float, family: str = "DarkRoom", episodes=EPISODES
-) -> dict:
-    """An ad-eval summary.json whose AD curve rises linearly to ``level`` over ``episodes``
-    episodes (ED flat at 0.1); returns are 10x the normalised ones."""
-
-    def part(curve: np.ndarray, label: str) -> dict:
-        return {
-            "label": label,
-            "per_episode": {"normalised_mean": curve.tolist(), "mean": (10 * curve).tolist()},
-            "last10_normalised": float(curve[-10:].mean()),
-            "first_episode_return": float(curve[0]) * 10,
-            "last10_return": float(curve[-10:].mean()) * 10,
-        }
-
-    ad = part(np.linspace(0.0, level, episodes), "AD (run)")
-    source = part(np.linspace(0.0, 1.0 + 0.01 * split_seed, episodes), "source")
-    return {
-        **ad,
-        "run": f"runs/s{split_seed}t{train_seed}",
-        "family": family,
-        "family_kwargs": {},
-        "split": "test",
-        "num_episodes": episodes,
-        "action_mode": "sample",
-        "context_mode": "kv_cache",
-        "config": {"env": {"split_seed": split_seed}, "train": {"seed": train_seed}},
-        "compare": [part(np.full(episodes, 0.1), "ED (run-ed)")],
-        "source": source,
-    }
+from tests.factories import EPISODES, summary
 
 
 def test_mean_and_interval_over_runs():

@@ -53,46 +53,10 @@ from ad.errors import UserError
 from ad.evaluation.plots import plot_dataset_curves
 from ad.fields import yaml_floats
 from envs.base import TaskFamily
+from tests.factories import TINY_PPO, bandit_config, collect_config
 
 ROOT = Path(__file__).resolve().parent.parent
 AD_COLLECT = Path(sys.executable).parent / "ad-collect"  # the installed console script
-TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 2}
-
-
-def _cfg(out: Path, family="DarkRoom", algorithm="PPO", kwargs=None, **collect_fields):
-    collect_fields.setdefault("splits", ["train", "test"])  # 3 runs; test_cli collects all three
-    collect_fields.setdefault("seeds", [0])
-    collect_section = {
-        "algorithm": algorithm,
-        "algorithm_kwargs": kwargs or {},
-        "output_dir": str(out),
-        **collect_fields,
-    }
-    env = {"family": family, "num_train_tasks": 2, "num_validation_tasks": 1, "num_test_tasks": 1}
-    return config_from_dict({"name": "test", "env": env, "collect": collect_section})
-
-
-def _bandit_cfg(out: Path, total_steps=400, **fields):
-    fields.setdefault("splits", ["train"])
-    fields.setdefault("seeds", [0])
-    return config_from_dict(
-        {
-            "name": "bandit",
-            "env": {
-                "family": "Bandit",
-                "num_train_tasks": 3,
-                "num_validation_tasks": 1,
-                "num_test_tasks": 1,
-            },
-            "collect": {
-                "algorithm": "UCB",
-                "n_envs": 4,
-                "total_steps": total_steps,
-                "output_dir": str(out),
-                **fields,
-            },
-        }
-    )
 
 
 def replay(history) -> int:
@@ -116,7 +80,7 @@ def replay(history) -> int:
 
 
 def test_ppo_darkroom_records_every_step_exactly(tmp_path):
-    cfg = _cfg(tmp_path / "ds", kwargs=TINY_PPO, total_steps=2000)
+    cfg = collect_config(tmp_path / "ds", kwargs=TINY_PPO, total_steps=2000)
     summary = collect(cfg, workers=1, progress=False)
     assert (summary["runs_done"], summary["runs_skipped"], summary["runs_failed"]) == (3, 0, 0)
     assert summary["env_steps"] == 3 * 2000 and summary["bytes_written"] > 0
@@ -160,7 +124,7 @@ def test_recording_does_not_change_what_sb3_does(tmp_path):
     """The same seeded PPO learns the same parameters through the recorder as on a plain
     DummyVecEnv, and the recorder holds exactly what PPO's rollout buffer saw."""
     rollout = 4 * TINY_PPO["n_steps"]  # env steps per PPO rollout (4 streams)
-    cfg = _cfg(tmp_path, kwargs=TINY_PPO, total_steps=5 * rollout)
+    cfg = collect_config(tmp_path, kwargs=TINY_PPO, total_steps=5 * rollout)
     family = envs.make_family("DarkRoom")
     task = cfg_split(cfg).train[1]
     source, recorder = record_run(cfg, family, task, seed=3)
@@ -224,7 +188,7 @@ def test_collect_makes_no_sb3_log_folders(tmp_path, monkeypatch):
     assert [p.name[:4] for p in temp.iterdir()] == ["SB3-"]  # plain SB3 makes one per run
     for folder in temp.iterdir():
         folder.rmdir()
-    cfg = _cfg(tmp_path / "ds", kwargs=TINY_PPO, total_steps=256, splits=["test"])
+    cfg = collect_config(tmp_path / "ds", kwargs=TINY_PPO, total_steps=256, splits=["test"])
     assert collect(cfg, workers=1, progress=False)["runs_done"] == 1
     assert not list(temp.iterdir())
 
@@ -243,7 +207,9 @@ def cfg_split(cfg):
     ],
 )
 def test_a2c_dqn_and_sb3_classes_collect(tmp_path, algorithm, kwargs):
-    cfg = _cfg(tmp_path, algorithm=algorithm, kwargs=kwargs, total_steps=800, splits=["train"])
+    cfg = collect_config(
+        tmp_path, algorithm=algorithm, kwargs=kwargs, total_steps=800, splits=["train"]
+    )
     assert collect(cfg, workers=1, progress=False)["runs_done"] == 2
     history = read_history(tmp_path / "train-task0000-seed0.h5")
     assert history.metadata["algorithm"] == algorithm
@@ -251,7 +217,7 @@ def test_a2c_dqn_and_sb3_classes_collect(tmp_path, algorithm, kwargs):
 
 
 def test_ppo_minigrid_images_use_the_small_cnn(tmp_path):
-    cfg = _cfg(
+    cfg = collect_config(
         tmp_path,
         family="MiniGridEmpty",
         kwargs=TINY_PPO,
@@ -310,7 +276,7 @@ def test_observe_return_shows_the_policy_its_return_so_far_and_records_the_env_o
         obs, rewards, dones, _ = box.step(np.zeros((2, 2), dtype=np.float32))
         total = np.where(dones, 0.0, total + rewards)
 
-    cfg = _cfg(
+    cfg = collect_config(
         tmp_path,
         family="DarkKeyToDoor",
         kwargs={"n_steps": 32, "observe_return": 2},
@@ -347,7 +313,7 @@ def test_sb3_policies_from_config_strings():
 
 
 def test_ucb_on_bandit_records_and_learns(tmp_path):
-    cfg = _bandit_cfg(tmp_path, total_steps=4 * 1000)
+    cfg = bandit_config(tmp_path, total_steps=4 * 1000)
     collect(cfg, workers=1, progress=False)
     for path in sorted(tmp_path.glob("*.h5")):
         history = read_history(path)
@@ -364,8 +330,8 @@ def test_ucb_on_bandit_records_and_learns(tmp_path):
 
 
 def test_same_config_and_seed_give_identical_arrays_in_process_and_in_pool(tmp_path):
-    cfg_a = _cfg(tmp_path / "a", kwargs=TINY_PPO, total_steps=1000, seeds=[3])
-    cfg_b = _cfg(tmp_path / "b", kwargs=TINY_PPO, total_steps=1000, seeds=[3])
+    cfg_a = collect_config(tmp_path / "a", kwargs=TINY_PPO, total_steps=1000, seeds=[3])
+    cfg_b = collect_config(tmp_path / "b", kwargs=TINY_PPO, total_steps=1000, seeds=[3])
     collect(cfg_a, workers=1, progress=False)
     summary = collect(cfg_b, workers=2, progress=False)  # spawned worker processes
     assert summary["runs_done"] == 3
@@ -410,7 +376,7 @@ def _wait_until_group_is_dead(pgid: int, timeout: float = 10.0) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_then_rerun_resumes_without_loss_or_duplicates(tmp_path, workers):
     out = tmp_path / "ds"
-    cfg = _bandit_cfg(out, total_steps=4 * 6000, seeds=[0, 1], splits=["train", "test"])
+    cfg = bandit_config(out, total_steps=4 * 6000, seeds=[0, 1], splits=["train", "test"])
     expected = {job["file"] for job in plan_runs(cfg, cfg_split(cfg))}
     assert len(expected) == 8
     (tmp_path / "cfg.json").write_text(json.dumps(config_to_dict(cfg)))
@@ -455,7 +421,7 @@ def test_sigkill_then_rerun_resumes_without_loss_or_duplicates(tmp_path, workers
 
 
 def test_corrupt_file_of_this_shard_is_recollected(tmp_path):
-    cfg = _bandit_cfg(tmp_path)
+    cfg = bandit_config(tmp_path)
     collect(cfg, workers=1, progress=False)
     path = tmp_path / "train-task0001-seed0.h5"
     before = read_history(path).actions
@@ -478,7 +444,7 @@ def _flip_a_data_byte(path: Path, stream: int) -> None:
 
 
 def test_resume_validates_data_not_only_structure(tmp_path):
-    cfg = _bandit_cfg(tmp_path, compression=None)
+    cfg = bandit_config(tmp_path, compression=None)
     for shard in ((0, 2), (1, 2)):  # tasks 0, 2 and task 1
         collect(cfg, workers=1, progress=False, shard=shard)
     path = tmp_path / "train-task0001-seed0.h5"
@@ -503,7 +469,7 @@ def test_resume_validates_data_not_only_structure(tmp_path):
 
 
 def test_manifest_writes_wait_for_the_lock(tmp_path):
-    collect(_bandit_cfg(tmp_path), workers=1, progress=False)
+    collect(bandit_config(tmp_path), workers=1, progress=False)
     (tmp_path / "manifest.json").unlink()
     with manifest_lock(tmp_path):  # another shard scanning and writing
         merging = threading.Thread(target=merge_manifest, args=(tmp_path,))
@@ -516,9 +482,9 @@ def test_manifest_writes_wait_for_the_lock(tmp_path):
 
 
 def test_shards_together_equal_the_unsharded_collection(tmp_path):
-    whole = _bandit_cfg(tmp_path / "whole", seeds=[0, 1], splits=["train", "test"])
+    whole = bandit_config(tmp_path / "whole", seeds=[0, 1], splits=["train", "test"])
     collect(whole, workers=1, progress=False)
-    sharded = _bandit_cfg(tmp_path / "sharded", seeds=[0, 1], splits=["train", "test"])
+    sharded = bandit_config(tmp_path / "sharded", seeds=[0, 1], splits=["train", "test"])
     first = collect(sharded, shard=(0, 2), workers=1, progress=False)
     second = collect(sharded, shard=(1, 2), workers=1, progress=False)
     assert first["runs_planned"] + second["runs_planned"] == 8
@@ -536,13 +502,13 @@ def test_shards_together_equal_the_unsharded_collection(tmp_path):
 
 
 def test_files_of_another_config_are_refused_and_nothing_is_lost(tmp_path):
-    collect(_bandit_cfg(tmp_path), workers=1, progress=False)
+    collect(bandit_config(tmp_path), workers=1, progress=False)
     corrupt = tmp_path / "train-task0000-seed0.h5"  # sorted first: checked before the others
     corrupt.write_bytes(corrupt.read_bytes()[:1000])
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     for changed in (
-        _bandit_cfg(tmp_path, total_steps=800),
-        _bandit_cfg(tmp_path, algorithm_kwargs={"c": 0.5}),
+        bandit_config(tmp_path, total_steps=800),
+        bandit_config(tmp_path, algorithm_kwargs={"c": 0.5}),
     ):
         with pytest.raises(UserError) as excinfo:
             collect(changed, workers=1, progress=False)
@@ -554,7 +520,7 @@ def test_files_of_another_config_are_refused_and_nothing_is_lost(tmp_path):
 
 def test_output_dir_wins_over_train_dataset_and_a_summary_is_printed(tmp_path, capsys):
     cfg = config_from_dict(
-        {**config_to_dict(_bandit_cfg(tmp_path / "out")), "train": {"dataset": str(tmp_path)}}
+        {**config_to_dict(bandit_config(tmp_path / "out")), "train": {"dataset": str(tmp_path)}}
     )
     assert cfg.dataset_dir == tmp_path  # what training reads; collect ignores it
     assert cfg.collect_dir == tmp_path / "out"
@@ -571,7 +537,7 @@ def test_output_dir_wins_over_train_dataset_and_a_summary_is_printed(tmp_path, c
 def test_jobs_and_results_cross_the_executor_seam_as_plain_picklable_data(tmp_path):
     """Another executor (e.g. Ray tasks) plugs in at execute(jobs, workers, progress): it needs
     run_one importable by reference, and jobs and results that pickle."""
-    cfg = _bandit_cfg(tmp_path)
+    cfg = bandit_config(tmp_path)
     common = {"config": config_to_dict(cfg), "dataset_dir": str(tmp_path), "versions": {}}
     jobs = [{**job, **common} for job in plan_runs(cfg, cfg_split(cfg))]
     assert pickle.loads(pickle.dumps(run_one)) is run_one
@@ -653,26 +619,26 @@ def _error(cfg, **kwargs) -> str:
 
 
 def test_bad_input_gives_one_line_errors(tmp_path):
-    assert "unknown source algorithm 'SACX'" in _error(_bandit_cfg(tmp_path, algorithm="SACX"))
-    box = _cfg(tmp_path, family=f"{__name__}:BoxActionFamily", algorithm="DQN")
+    assert "unknown source algorithm 'SACX'" in _error(bandit_config(tmp_path, algorithm="SACX"))
+    box = collect_config(tmp_path, family=f"{__name__}:BoxActionFamily", algorithm="DQN")
     assert "needs a Discrete action space" in _error(box)
-    assert "SAC needs a Box action space" in _error(_bandit_cfg(tmp_path, algorithm="SAC"))
-    typo = _bandit_cfg(tmp_path, algorithm_kwargs={"exploration": 1.0})
+    assert "SAC needs a Box action space" in _error(bandit_config(tmp_path, algorithm="SAC"))
+    typo = bandit_config(tmp_path, algorithm_kwargs={"exploration": 1.0})
     assert "bad collect.algorithm_kwargs for UCB" in _error(typo)
-    ppo_typo = _cfg(tmp_path, kwargs={"learning_rat": 1e-3})
+    ppo_typo = collect_config(tmp_path, kwargs={"learning_rat": 1e-3})
     assert "bad collect.algorithm_kwargs for PPO" in _error(ppo_typo)
-    string_lr = _cfg(tmp_path, kwargs={"learning_rate": "fast"})
+    string_lr = collect_config(tmp_path, kwargs={"learning_rate": "fast"})
     assert "bad collect.algorithm_kwargs for PPO" in _error(string_lr)
-    assert "collect.seeds must be integers" in _error(_bandit_cfg(tmp_path, seeds=["a"]))
+    assert "collect.seeds must be integers" in _error(bandit_config(tmp_path, seeds=["a"]))
     (tmp_path / "file").write_text("a regular file")
-    unwritable = _bandit_cfg(tmp_path / "file" / "ds")
+    unwritable = bandit_config(tmp_path / "file" / "ds")
     assert "choose a writable collect.output_dir" in _error(unwritable)
-    assert "bad shard" in _error(_bandit_cfg(tmp_path), shard=(2, 2))
-    assert "no module named" in _error(_bandit_cfg(tmp_path, algorithm="nope:Algo")).lower()
+    assert "bad shard" in _error(bandit_config(tmp_path), shard=(2, 2))
+    assert "no module named" in _error(bandit_config(tmp_path, algorithm="nope:Algo")).lower()
 
 
 def test_failed_runs_are_reported_after_the_others_finish(tmp_path):
-    cfg = _bandit_cfg(tmp_path, algorithm=f"{__name__}:FlakySource", seeds=[0, 1])
+    cfg = bandit_config(tmp_path, algorithm=f"{__name__}:FlakySource", seeds=[0, 1])
     message = _error(cfg, workers=1)
     assert "3 of 6 runs failed" in message and "flaky source failed on purpose" in message
     assert "re-run the same command" in message
@@ -684,7 +650,7 @@ def test_failed_runs_are_reported_after_the_others_finish(tmp_path):
 
 
 def test_inspect_tabulates_plots_and_refuses_corrupt_files(tmp_path):
-    collect(_bandit_cfg(tmp_path, splits=["train", "test"]), workers=1, progress=False)
+    collect(bandit_config(tmp_path, splits=["train", "test"]), workers=1, progress=False)
     table = inspect(tmp_path)
     plot_dataset_curves(tmp_path)
     lines = table.splitlines()
@@ -751,7 +717,7 @@ def _wrong_episode_shape(path: Path) -> None:
     ids=["truncated", "corrupt-data", "episode-shape", "schema-version"],
 )
 def test_cli_inspect_refuses_bad_files_in_one_line(tmp_path, damage, expected):
-    collect(_bandit_cfg(tmp_path, compression=None), workers=1, progress=False)
+    collect(bandit_config(tmp_path, compression=None), workers=1, progress=False)
     path = tmp_path / "train-task0001-seed0.h5"
     damage(path)
     message = _cli_error("--inspect", str(tmp_path))
@@ -759,16 +725,16 @@ def test_cli_inspect_refuses_bad_files_in_one_line(tmp_path, damage, expected):
 
 
 def test_cli_collect_refuses_bad_input_in_one_line(tmp_path):
-    sac = _bandit_cfg(tmp_path / "a", algorithm="SACX")
+    sac = bandit_config(tmp_path / "a", algorithm="SACX")
     assert "unknown source algorithm 'SACX'" in _cli_error("--config", _config_file(tmp_path, sac))
-    box = _cfg(tmp_path / "b", family=f"{__name__}:BoxActionFamily", algorithm="DQN")
+    box = collect_config(tmp_path / "b", family=f"{__name__}:BoxActionFamily", algorithm="DQN")
     message = _cli_error("--config", _config_file(tmp_path, box))
     assert "DQN needs a Discrete action space" in message
     (tmp_path / "file").write_text("a regular file")
-    unwritable = _bandit_cfg(tmp_path / "file" / "ds")
+    unwritable = bandit_config(tmp_path / "file" / "ds")
     message = _cli_error("--config", _config_file(tmp_path, unwritable))
     assert "choose a writable collect.output_dir" in message
-    versioned = _bandit_cfg(tmp_path / "v")
+    versioned = bandit_config(tmp_path / "v")
     collect(versioned, workers=1, progress=False)
     _other_version(tmp_path / "v" / "train-task0000-seed0.h5")
     message = _cli_error("--config", _config_file(tmp_path, versioned))

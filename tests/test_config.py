@@ -123,7 +123,7 @@ def test_help_lists_every_section_and_field():
     # Gato's tokens for observations, and what the bins head does for Box actions
     for needle in ("model.vector_encoder", "model.token_bins", "model.token_mu", "model.token_max"):
         assert needle in text, needle
-    assert "mu-law" in text and "uniformly over their Box bounds" in text
+    assert "mu-law" in text and "bins for Box" in text
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

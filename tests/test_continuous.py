@@ -18,10 +18,10 @@ from ad.errors import UserError
 from ad.evaluation.rollout import action_rng, rollout
 from ad.learn.action_heads import BinsHead, GaussianHead, make_action_head
 from ad.learn.checkpoint import load_model
-from ad.learn.model import ADTransformer
 from ad.learn.windows import prev_step_inputs
 from ad.pipeline import run_pipeline
 from envs.pointrobot import PointRobot
+from tests.factories import one_family
 
 OBS = {"type": "Box", "shape": [2], "low": -2.0, "high": 2.0, "dtype": "float32"}
 ACT = {"type": "Box", "shape": [2], "low": -0.1, "high": 0.1, "dtype": "float32"}
@@ -60,7 +60,7 @@ def _bounds(space: dict) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("head", ["bins", "gaussian"])
 def test_each_box_head_learns_a_toy_batch(head):
     torch.manual_seed(0)
-    model = ADTransformer(small_config(action_head=head, action_bins=16), OBS, ACT)
+    model = one_family(small_config(action_head=head, action_bins=16), OBS, ACT)
     batch = box_inputs(8, 8)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -82,10 +82,8 @@ def test_each_box_head_learns_a_toy_batch(head):
 
 def test_categorical_head_learns_and_is_the_discrete_default():
     torch.manual_seed(0)
-    model = ADTransformer(small_config(), OBS, 4)
+    model = one_family(small_config(), OBS, 4)
     assert type(model.head).__name__ == "CategoricalHead" and model.num_actions == 4
-    # the state dict keeps the names of checkpoints written before Box actions
-    assert {"head.weight", "head.bias", "action_emb.weight"} <= set(model.state_dict())
     batch = box_inputs(8, 8)
     batch["targets"] = (batch["observations"][..., 0] > 0).long() * 3
     batch["prev_actions"] = torch.cat([torch.full((8, 1), 4), batch["targets"][:, :-1]], 1)
@@ -133,7 +131,7 @@ def test_gaussian_head_samples_around_its_mean_inside_the_box():
 
 def test_box_action_input_is_used_and_none_is_a_nan_row():
     torch.manual_seed(0)
-    model = ADTransformer(small_config(), OBS, ACT).eval()
+    model = one_family(small_config(), OBS, ACT).eval()
     batch = box_inputs(2, 6)
     del batch["targets"]
     with torch.no_grad():
@@ -147,7 +145,7 @@ def test_box_action_input_is_used_and_none_is_a_nan_row():
 
 def test_kv_cache_matches_forward_with_box_actions():
     torch.manual_seed(0)
-    model = ADTransformer(small_config(action_head="gaussian", num_layers=2), OBS, ACT).eval()
+    model = one_family(small_config(action_head="gaussian", num_layers=2), OBS, ACT).eval()
     batch = box_inputs(3, 20)
     with torch.no_grad():
         full, _ = model(*(batch[k] for k in ("observations", "prev_actions")),
@@ -163,7 +161,7 @@ def test_kv_cache_matches_forward_with_box_actions():
 def test_token_window_decodes_box_actions_as_forward_on_the_last_c_steps():
     torch.manual_seed(0)
     cfg = small_config(action_head="bins", num_layers=2, context_steps=8)
-    model = ADTransformer(cfg, OBS, ACT).eval()
+    model = one_family(cfg, OBS, ACT).eval()
     batch = box_inputs(3, 20)
     names = ("observations", "prev_actions", "prev_rewards", "prev_dones")
     window = model.init_cache(3, mode="window")
@@ -205,7 +203,7 @@ def test_refusals_are_one_line():
     assert "finite bounds" in _message(lambda: check_action_space(unbounded, "SAC"))
     check_action_space(box, "PPO"), check_action_space(box, "A2C"), check_action_space(box, "SAC")
     cfg = small_config(action_head="categorical")
-    text = _message(lambda: ADTransformer(cfg, OBS, ACT))
+    text = _message(lambda: one_family(cfg, OBS, ACT))
     assert "action_head=categorical needs Discrete actions" in text and "bins or gaussian" in text
     for head in ("bins", "gaussian"):
         text = _message(lambda h=head: make_action_head(h, 16, {"type": "Discrete", "n": 3}, 8))
@@ -290,17 +288,18 @@ def test_sac_on_the_point_robot_collects_trains_and_evaluates(tmp_path):
         "eval.num_seeds=2", "eval.action_mode=argmax",
         f"collect.output_dir={tmp_path / 'h'}", f"train.run_dir={tmp_path / 'r'}",
     ])  # fmt: skip
-    summary = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
+    (summary,) = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
     history = read_history(tmp_path / "h" / "train-task0000-seed0.h5")
     assert history.actions.shape == (2, 80, 2) and history.metadata["num_actions"] is None
     assert history.metadata["action_space"]["type"] == "Box" and history.actions.dtype == np.float32
     model, ckpt = load_model(tmp_path / "r")  # a Box model reloads from its checkpoint
-    assert ckpt["model_args"]["action_space"]["type"] == "Box"
+    model = model.policy()
+    assert ckpt.families["PointRobot"].action_space["type"] == "Box"
     assert type(model.head).__name__ == "BinsHead" and model.num_actions is None
     returns = np.load(tmp_path / "r" / "report" / "returns.npz")["returns"]
     assert returns.shape == (1, 2, 2) and summary["num_tasks"] == 1
     # deterministic (argmax) rollouts repeat exactly, and actions stay inside the box
-    family, task = PointRobot(), ckpt["split"]["test"][0]
+    family, task = PointRobot(), ckpt.families["PointRobot"].split["test"][0]
     trace: dict = {}
     again = rollout(model, family, [task], 2, 2, "argmax", transitions=trace)
     np.testing.assert_array_equal(again, returns)
@@ -321,7 +320,7 @@ def test_help_config_documents_the_box_algorithms_and_heads():
 @pytest.mark.parametrize("head", ["bins", "gaussian"])
 def test_nan_targets_are_left_out_of_the_box_loss(head):
     torch.manual_seed(0)
-    model = ADTransformer(small_config(action_head=head, action_bins=16), OBS, ACT).eval()
+    model = one_family(small_config(action_head=head, action_bins=16), OBS, ACT).eval()
     batch = box_inputs(2, 8)
     with torch.no_grad():
         outputs, _ = model(**batch)

@@ -15,130 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ad.config import ExperimentConfig, config_from_dict
+from ad.config import ExperimentConfig
 from ad.data import histories
-from ad.data.histories import read_history, write_history
-from ad.data.manifest import merge_manifest
-from ad.data.spaces import space_to_json
+from ad.data.histories import read_history
 from ad.errors import UserError
 from ad.learn.batches import iterate_batches, window_indices
 from ad.learn.kept_streams import KeepPolicy, first_window_of_each, kept_segments, plan_stream
 from ad.learn.windows import WINDOW_KEYS, open_windows
 from envs import make_family
-
-CENTRE = (4, 4)  # where every DarkRoom episode starts
-
+from tests.factories import CENTRE, make_dataset, tiny_config, write_run
 
 # --------------------------------------------------------------------------- helpers
-
-
-def write_run(
-    dataset_dir: Path,
-    split_seed: int,
-    split_name: str,
-    task_index: int,
-    seed: int = 0,
-    num_streams: int = 2,
-    num_steps: int = 240,
-    epsilon: float = 0.4,
-    terminate_prob: float = 0.3,
-) -> Path:
-    """One fake-but-valid learning history of DarkRoom (epsilon-greedy towards the goal)."""
-    family = make_family("DarkRoom")
-    split = family.split(split_seed)
-    task = split.tasks(split_name)[task_index]
-    goal = np.array(task["goal"])
-    arrays = {k: [] for k in ("observations", "actions", "rewards", "terminations", "truncations")}
-    for s in range(num_streams):
-        rng = np.random.default_rng([seed, task_index, s])
-        env = family.make_env(task)
-        obs, _ = env.reset(seed=seed + s)
-        rows = {k: [] for k in arrays}
-        for _ in range(num_steps):
-            dx, dy = goal - obs  # greedy: right / left first, then down / up, then stay
-            greedy = 4 if dx > 0 else 3 if dx < 0 else 2 if dy > 0 else 1 if dy < 0 else 0
-            action = int(rng.integers(5)) if rng.random() < epsilon else greedy
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            terminated = bool(reward > 0 and rng.random() < terminate_prob)
-            for key, value in zip(
-                rows, (obs, action, reward, terminated, truncated and not terminated), strict=True
-            ):
-                rows[key].append(value)
-            obs = env.reset()[0] if terminated or truncated else next_obs
-        for key in arrays:
-            arrays[key].append(np.array(rows[key]))
-    metadata = {
-        "env_id": family.env_id,
-        "family": "DarkRoom",
-        "family_kwargs": {},
-        "split_info": split.to_json(),
-        "algorithm": "scripted",
-        "algorithm_kwargs": {"epsilon": epsilon},
-        "task": task,
-        "task_index": task_index,
-        "split": split_name,
-        "seed": seed,
-        "observation_space": space_to_json(family.make_env(task).observation_space),
-        "num_actions": 5,
-        "episode_length": family.episode_length,
-        "optimal_return": family.optimal_return(task),
-        "random_return": 0.0,
-        "package_versions": {},
-        "config": {"name": "test"},
-    }
-    path = dataset_dir / f"{split_name}-task{task_index:04d}-seed{seed}.h5"
-    stacked = {key: np.stack(value) for key, value in arrays.items()}
-    write_history(path, metadata, **stacked, chunk_steps=32)
-    return path
-
-
-def make_dataset(
-    dataset_dir: Path,
-    split_seed: int = 0,
-    train_tasks: tuple[int, ...] = (0, 1, 2),
-    test_tasks: tuple[int, ...] = (0,),
-    validation_tasks: tuple[int, ...] = (),
-    **kwargs,
-) -> Path:
-    """A dataset folder with the given train / validation / test runs and its manifest."""
-    dataset_dir.mkdir(parents=True, exist_ok=True)
-    for index in train_tasks:
-        write_run(dataset_dir, split_seed, "train", index, **kwargs)
-    for index in validation_tasks:
-        write_run(dataset_dir, split_seed, "validation", index, **kwargs)
-    for index in test_tasks:
-        write_run(dataset_dir, split_seed, "test", index, **kwargs)
-    merge_manifest(dataset_dir)
-    return dataset_dir
-
-
-def tiny_config(
-    dataset_dir: Path, run_dir: Path | None = None, *overrides: str
-) -> ExperimentConfig:
-    """A config with a tiny model over ``dataset_dir`` (default DarkRoom split, seed 0)."""
-    data = {
-        "name": "test",
-        "model": {
-            "embed_dim": 16,
-            "num_layers": 1,
-            "num_heads": 2,
-            "ff_dim": 32,
-            "context_steps": 40,
-            "dropout": 0.0,
-            "input_mask_prob": 0.0,
-        },
-        "train": {
-            "dataset": str(dataset_dir),
-            "run_dir": str(run_dir) if run_dir else None,
-            "batch_size": 8,
-            "num_steps": 10,
-            "warmup_steps": 2,
-            "lr": 1e-3,
-            "log_every": 5,
-            "checkpoint_every": 5,
-        },
-    }
-    return config_from_dict(data, list(overrides))
 
 
 def reference_windows(
@@ -215,11 +102,28 @@ def test_plan_stream_numbers_kept_steps_across_segments_and_leaves_out_empty_str
 
 
 def test_window_indices_are_a_function_of_seed_and_step_and_ranks_split_the_batch():
-    full = window_indices(7, 3, 1000, 8)
-    assert np.array_equal(full, window_indices(7, 3, 1000, 8))
-    assert not np.array_equal(full, window_indices(7, 4, 1000, 8))
-    halves = [window_indices(7, 3, 1000, 8, rank=r, world_size=2) for r in range(2)]
+    (full,) = window_indices(7, 3, [1000], [8])
+    # one family: the batch of np.random.default_rng([seed, step]) (what every run drew before)
+    assert np.array_equal(full, np.random.default_rng([7, 3]).integers(0, 1000, size=8))
+    assert not np.array_equal(full, window_indices(7, 4, [1000], [8])[0])
+    halves = [window_indices(7, 3, [1000], [8], rank=r, world_size=2)[0] for r in range(2)]
     assert np.array_equal(np.concatenate(halves), full)
+
+
+def test_families_rows_are_laid_end_to_end_and_ranks_take_contiguous_slices():
+    sizes, rows = [1000, 50, 7], [5, 2, 1]
+    whole = window_indices(7, 3, sizes, rows)
+    assert [len(w) for w in whole] == rows
+    assert all(w.max() < n for w, n in zip(whole, sizes, strict=True))
+    parts = [window_indices(7, 3, sizes, rows, rank=r, world_size=4) for r in range(4)]
+    assert [[len(p) for p in part] for part in parts] == [
+        [2, 0, 0],
+        [2, 0, 0],
+        [1, 1, 0],
+        [0, 1, 1],
+    ]
+    for f in range(3):
+        assert np.array_equal(np.concatenate([part[f] for part in parts]), whole[f])
 
 
 # --------------------------------------------------------------------------- windows
@@ -312,11 +216,11 @@ def test_streamed_equals_in_memory(dataset_dir, mode, k, offsets):
 def test_streamed_dataloader_workers_give_the_same_batches(dataset_dir):
     memory = open_windows(tiny_config(dataset_dir, None, 'train.in_memory="yes"'))
     streamed = open_windows(tiny_config(dataset_dir, None, 'train.in_memory="no"'))
-    args = dict(seed=3, start_step=5, num_steps=9, batch_size=4)
-    expected = list(iterate_batches(memory, **args))
-    got = list(iterate_batches(streamed, **args, num_workers=2))
+    args = dict(rows=[4], seed=3, start_step=5, num_steps=9)
+    expected = list(iterate_batches([memory], **args))
+    got = list(iterate_batches([streamed], **args, num_workers=2))
     assert len(got) == len(expected) == 4
-    for x, y in zip(got, expected, strict=True):
+    for (x,), (y,) in zip(got, expected, strict=True):
         for key in WINDOW_KEYS:
             assert np.array_equal(x[key], y[key]), key
 

@@ -94,7 +94,7 @@ def _tiny_run(name: str, overrides: list[str], tmp_path: Path) -> tuple[Experime
     cfg = load_config(CONFIGS / f"{name}.yaml", [*outputs, *DERIVE, *overrides])
     collect(cfg, workers=1, progress=False)
     run_dir = train_run(cfg, progress=False)
-    summary = evaluate(run_dir, progress=False)
+    (summary,) = evaluate(run_dir, progress=False)
     return cfg, summary
 
 

@@ -12,17 +12,11 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import gymnasium as gym
 import matplotlib.image
 import numpy as np
 import pytest
-import torch
 
 import envs
-from ad.config import ExperimentConfig, config_from_dict, config_to_dict
-from ad.data.histories import write_history
-from ad.data.manifest import MANIFEST_SCHEMA_VERSION, file_sha256
-from ad.data.spaces import space_to_json
 from ad.errors import UserError
 from ad.evaluation import plots
 from ad.evaluation.evaluate import data_efficiency_ratio, evaluate
@@ -36,21 +30,9 @@ from ad.evaluation.metrics import (
     trailing_mean,
 )
 from ad.evaluation.plots import plot_return_curves, plot_source_curves
-from ad.learn.checkpoint import CHECKPOINT_SCHEMA, checkpoint_name, save_checkpoint
-from ad.learn.model import ADTransformer
-from ad.utils import package_versions
-from envs.darkroom import MOVES, DarkRoom
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SMALL_MODEL = {
-    "embed_dim": 32,
-    "num_layers": 2,
-    "num_heads": 2,
-    "ff_dim": 64,
-    "context_steps": 16,
-    "dropout": 0.0,
-}
-
+from ad.learn.checkpoint import checkpoint_name
+from envs.darkroom import DarkRoom
+from tests.factories import PNG_MAGIC, make_config, random_model, save_run
 
 # --------------------------------------------------------------------------- test families
 
@@ -65,187 +47,13 @@ class RecordingDarkRoom(DarkRoom):
         return super().make_env(task)
 
 
-class _EndEarly(gym.Wrapper):
-    """Terminates each episode after a task-dependent number of steps (like Key-to-Door), and
-    adds 0.5 on every step in the goal's column, so that rewards are frequent."""
-
-    def __init__(self, env: gym.Env, length: int, column: int) -> None:
-        super().__init__(env)
-        self.length, self.column, self.t = length, column, 0
-
-    def reset(self, **kwargs):
-        self.t = 0
-        return self.env.reset(**kwargs)
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.t += 1
-        reward += 0.5 * float(obs[0] == self.column)
-        return obs, reward, terminated or self.t >= self.length, truncated, info
-
-
-class VariableLengthDarkRoom(DarkRoom):
-    """Episodes of 5..11 steps depending on the goal, so envs in one batch end at different steps."""
-
-    def make_env(self, task):
-        x, y = task["goal"]
-        return _EndEarly(super().make_env(task), length=5 + (x + 2 * y) % 7, column=x)
-
-
-# --------------------------------------------------------------------------- builders
-
-
-def make_config(tmp_path: Path, family: str = "DarkRoom", **eval_settings) -> ExperimentConfig:
-    eval_cfg = {"num_episodes": 3, "num_seeds": 2, "max_tasks": 3, "action_mode": "argmax"}
-    return config_from_dict(
-        {
-            "name": "evaltest",
-            "env": {"family": family},
-            "model": SMALL_MODEL,
-            "train": {"dataset": str(tmp_path / "data"), "run_dir": str(tmp_path / "run")},
-            "eval": {**eval_cfg, **eval_settings},
-        }
-    )
-
-
-def random_model(cfg: ExperimentConfig, family: envs.TaskFamily, seed: int = 0) -> ADTransformer:
-    env = family.make_env(family.all_tasks()[0])
-    torch.manual_seed(seed)
-    model = ADTransformer(cfg.model, space_to_json(env.observation_space), env.action_space.n)
-    with torch.no_grad():  # weights 10x the N(0, 0.02) init, so that actions vary with inputs
-        for p in model.parameters():
-            if p.ndim >= 2:
-                p.mul_(10.0)
-    return model.eval()
-
-
-def save_run(run_dir: Path, cfg: ExperimentConfig, model: ADTransformer, split, **extra) -> Path:
-    state = {
-        "schema_version": CHECKPOINT_SCHEMA,
-        "model": model.state_dict(),
-        "optimizer": {},
-        "step": 7,
-        "rng": {},
-        "config": config_to_dict(cfg),
-        "model_args": {"observation_space": model.observation_space, "num_actions": 5},
-        "dataset_fingerprint": "test",
-        "split": split.to_json(),
-        "versions": package_versions(),
-        **extra,
-    }
-    save_checkpoint(run_dir / "checkpoints" / checkpoint_name(7), state)
-    return run_dir
-
-
-def scripted_learner(family, task, num_streams: int, num_episodes: int, seed: int) -> dict:
-    """Real Dark Room episodes of an epsilon-greedy walker whose epsilon decays to 0: a learner."""
-    rng = np.random.default_rng(seed)
-    env = family.make_env(task)
-    goal = np.asarray(task["goal"])
-    arrays = {k: [] for k in ("observations", "actions", "rewards", "terminations", "truncations")}
-    for _ in range(num_streams):
-        rows = {k: [] for k in arrays}
-        for episode in range(num_episodes):
-            epsilon = max(0.0, 1.0 - episode / (0.6 * num_episodes))
-            obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
-            done = False
-            while not done:
-                greedy = int(np.argmin([np.abs(obs + m - goal).sum() for m in MOVES]))
-                action = int(rng.integers(5)) if rng.random() < epsilon else greedy
-                next_obs, reward, terminated, truncated, _ = env.step(action)
-                for key, value in zip(
-                    arrays, (obs, action, reward, terminated, truncated), strict=True
-                ):
-                    rows[key].append(value)
-                obs, done = next_obs, terminated or truncated
-        for key in arrays:
-            arrays[key].append(np.asarray(rows[key]))
-    return {key: np.stack(value) for key, value in arrays.items()}
-
-
-def write_dataset(dataset_dir: Path, family, split, runs: list[tuple[str, int]]) -> None:
-    """Histories of (split, task index) runs and the dataset's manifest.json."""
-    entries = []
-    for label, index in runs:
-        task = split.tasks(label)[index]
-        arrays = scripted_learner(family, task, num_streams=2, num_episodes=12, seed=index)
-        path = dataset_dir / f"{label}-task{index:04d}-seed0.h5"
-        metadata = {
-            "env_id": family.env_id,
-            "family": split.family,
-            "family_kwargs": split.family_kwargs,
-            "task": task,
-            "task_index": index,
-            "split": label,
-            "split_info": split.to_json(),
-            "algorithm": "scripted",
-            "algorithm_kwargs": {},
-            "seed": 0,
-            "observation_space": {"type": "MultiDiscrete", "nvec": [9, 9]},
-            "num_actions": 5,
-            "episode_length": 20,
-            "optimal_return": family.optimal_return(task),
-            "random_return": family.random_return(task),
-        }
-        write_history(path, metadata, **arrays)
-        entries.append(
-            {
-                "file": path.name,
-                "split": label,
-                "task_index": index,
-                "task": task,
-                "seed": 0,
-                "sha256": file_sha256(path),
-            }
-        )
-    manifest = {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "name": "evaltest",
-        "family": split.family,
-        "family_kwargs": split.family_kwargs,
-        "split": split.to_json(),
-        "runs": entries,
-    }
-    (dataset_dir / "manifest.json").write_text(json.dumps(manifest))
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """An AD run, an ED run (another seed) and a dataset with test, validation and train
-    histories."""
-    root = tmp_path_factory.mktemp("eval")
-    family = envs.make_family("DarkRoom")
-    split = family.split(0)
-    cfg = make_config(root)
-    save_run(root / "run", cfg, random_model(cfg, family, seed=0), split)
-    ed_cfg = config_from_dict(
-        {
-            **config_to_dict(cfg),
-            "train": {
-                **config_to_dict(cfg)["train"],
-                "mode": "ed",
-                "run_dir": str(root / "run-ed"),
-            },
-        }
-    )
-    save_run(root / "run-ed", ed_cfg, random_model(ed_cfg, family, seed=1), split)
-    # test tasks 0-2 are evaluated (max_tasks=3); test 5, validation 0, train 0 must be ignored
-    write_dataset(
-        root / "data",
-        family,
-        split,
-        [("test", 0), ("test", 1), ("test", 2), ("test", 5), ("validation", 0), ("train", 0)],
-    )
-    return {"root": root, "family": family, "split": split, "cfg": cfg}
-
-
 # --------------------------------------------------------------------------- evaluate
 
 
 def test_evaluate_writes_returns_summary_figure_and_compares(project, capsys):
     root, split = project["root"], project["split"]
     out = root / "out"
-    summary = evaluate(root / "run", out_dir=out, compare=[root / "run-ed"], progress=False)
+    (summary,) = evaluate(root / "run", out_dir=out, compare=[root / "run-ed"], progress=False)
     data = np.load(out / "returns.npz", allow_pickle=False)
     assert data["returns"].shape == (3, 2, 3)
     assert json.loads(str(data["tasks"])) == list(split.test[:3])
@@ -313,7 +121,7 @@ def test_evaluation_touches_only_test_tasks_unless_asked(tmp_path, monkeypatch):
     titles = []
     monkeypatch.setattr(plots, "plot_return_curves", lambda *args: titles.append(args[2]))
     RecordingDarkRoom.made.clear()
-    summary = evaluate(run, progress=False)  # the default: test tasks, into <run>/eval-test
+    (summary,) = evaluate(run, progress=False)  # the default: test tasks, into <run>/eval-test
     assert RecordingDarkRoom.made and all(
         split.split_of(t) == "test" for t in RecordingDarkRoom.made
     )
@@ -323,7 +131,7 @@ def test_evaluation_touches_only_test_tasks_unless_asked(tmp_path, monkeypatch):
 
     # Validation tasks (to choose settings on) are asked for by name and written apart.
     RecordingDarkRoom.made.clear()
-    summary = evaluate(run, overrides=["eval.tasks=validation"], progress=False)
+    (summary,) = evaluate(run, overrides=["eval.tasks=validation"], progress=False)
     assert {json.dumps(t) for t in RecordingDarkRoom.made} == {
         json.dumps(t) for t in split.validation
     }
@@ -335,7 +143,7 @@ def test_evaluation_touches_only_test_tasks_unless_asked(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="allow-train-tasks"):
         evaluate(run, overrides=["eval.tasks=train"], out_dir=tmp_path / "x", progress=False)
     RecordingDarkRoom.made.clear()
-    summary = evaluate(
+    (summary,) = evaluate(
         run,
         overrides=["eval.tasks=train", "eval.max_tasks=2"],
         out_dir=tmp_path / "train",

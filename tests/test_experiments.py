@@ -153,7 +153,7 @@ def test_reduced_experiment_runs_end_to_end(name, tmp_path):
     from ad.pipeline import run_pipeline
 
     cfg = _load(f"{name}_ci", tmp_path)
-    summary = run_pipeline(cfg, workers=1, with_ed=True, progress=False)
+    (summary,) = run_pipeline(cfg, workers=1, with_ed=True, progress=False)
     _check_outputs(cfg, summary, with_ed=True)
 
 
@@ -165,7 +165,7 @@ def test_bandit_learns_in_context_on_even_arms(tmp_path):
     from ad.pipeline import run_pipeline
 
     cfg = _load("bandit_ci", tmp_path)
-    summary = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
+    (summary,) = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
     report = _check_outputs(cfg, summary, with_ed=False)
 
     # One-step episodes all the way: one window per stream (a whole 100-pull run), every
@@ -189,7 +189,7 @@ def test_bandit_learns_in_context_on_even_arms(tmp_path):
     assert ucb_score(summary) > MIN_BANDIT_UCB_SCORE, f"UCB-normalised {ucb_score(summary):.3f}"
 
     # Seen (odd-arm) training tasks, the paper's other column: labelled "train" everywhere.
-    seen = evaluate(
+    (seen,) = evaluate(
         cfg.run_dir,
         overrides=["eval.tasks=train", f"eval.max_tasks={cfg.env.num_test_tasks}"],
         out_dir=tmp_path / "seen",

@@ -17,7 +17,7 @@ from ad.evaluation.exploration import (
     write_exploration,
 )
 from ad.evaluation.rollout import rollout
-from tests.test_evaluate import PNG_MAGIC, make_config, random_model, save_run, write_dataset
+from tests.factories import PNG_MAGIC, make_config, random_model, save_run, write_dataset
 
 
 def test_dark_room_eval_draws_the_cells_of_row_0(tmp_path):

@@ -15,7 +15,7 @@ from ad.cli import eval_main
 from ad.errors import UserError
 from ad.evaluation.aggregate import aggregate
 from ad.evaluation.figure import figure_table, load_result, write_figure
-from tests.test_aggregate import summary
+from tests.factories import summary
 
 
 def _write(path, data) -> str:

@@ -1,14 +1,12 @@
-"""Tests of the generalist (issue 14): ad/mixture.py, ad/learn/generalist.py,
-ad/learn/mixture_train.py and ad/evaluation/mixture_eval.py, end to end through the CLI on three
-tiny member families (Dark Room, the Bandit and the point robot: discrete and continuous
-spaces)."""
+"""Tests of the generalist: ad/mixture.py and the several-family case of the one model, trainer
+and evaluator, end to end through the CLI on three tiny member families (Dark Room, the Bandit and
+the point robot: discrete and continuous spaces)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -17,8 +15,7 @@ from ad.cli import collect_main, eval_main, run_main, train_main
 from ad.config import ModelConfig
 from ad.errors import UserError
 from ad.learn.checkpoint import find_checkpoint, load_checkpoint, load_model
-from ad.learn.generalist import GeneralistTransformer
-from ad.learn.mixture_train import member_indices
+from ad.learn.model import ADTransformer
 from ad.mixture import load_any_config, member_rows, specialists
 
 TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 1}
@@ -58,7 +55,8 @@ def _mixture(tmp: Path, members: list[dict], **model) -> dict:
         "model": {"embed_dim": 16, "num_layers": 1, "num_heads": 2, "ff_dim": 32,
                   "context_steps": CONTEXT, **model},
         "train": {"run_dir": str(tmp / "run"), "num_steps": 10, "batch_size": 7,
-                  "warmup_steps": 2, "log_every": 5, "checkpoint_every": 10},
+                  "warmup_steps": 2, "log_every": 5, "checkpoint_every": 10,
+                  "eval_every": 10, "eval_tasks": 1, "eval_episodes": 2},
     }  # fmt: skip
 
 
@@ -95,23 +93,35 @@ def mixed(tmp_path_factory) -> dict[str, Path]:
 
 def test_checkpoint_records_every_member(mixed) -> None:
     ckpt = load_checkpoint(find_checkpoint(mixed["run"]))
-    assert ckpt["step"] == 10
-    assert list(ckpt["members"]) == FAMILIES
-    for name, record in ckpt["members"].items():
-        assert record["split"]["family"] == name
+    assert ckpt.step == 10
+    assert list(ckpt.families) == FAMILIES
+    for name, record in ckpt.families.items():
+        assert record.split["family"] == name
         box = name == "PointRobot"
-        assert record["observation_space"]["type"] in (
+        assert record.observation_space["type"] in (
             ("Box",) if box else ("MultiDiscrete", "Discrete")
         )
-        assert record["action_space"]["type"] == ("Box" if box else "Discrete")
-        assert len(record["dataset_fingerprint"]) > 8
-        assert record["config"]["model"]["context_steps"] == CONTEXT
-    assert [m["weight"] for m in ckpt["config"]["mixture"]] == [2.0, 1.0, 1.0]
+        assert record.action_space["type"] == ("Box" if box else "Discrete")
+        assert len(record.dataset_fingerprint) > 8
+        assert record.config["model"]["context_steps"] == CONTEXT
+    assert [m["weight"] for m in ckpt.config["mixture"]] == [2.0, 1.0, 1.0]
     model, _ = load_model(mixed["run"])
-    assert isinstance(model, GeneralistTransformer) and not model.training
-    assert model.member("PointRobot").head.num_bins == 8  # the continuous member's binned head
-    header = (mixed["run"] / "metrics.csv").read_text().splitlines()[0]
+    assert isinstance(model, ADTransformer) and not model.training
+    assert model.family_emb.shape == (3, 16)  # several families: each has its embedding
+    assert model.head("PointRobot").num_bins == 8  # the continuous member's binned head
+
+
+def test_periodic_evaluation_and_losses_per_family(mixed) -> None:
+    lines = (mixed["run"] / "metrics.csv").read_text().splitlines()
+    header, last = (
+        lines[0].split(","),
+        dict(zip(lines[0].split(","), lines[-1].split(","), strict=True)),
+    )
     assert all(f"train/loss/{name}" in header for name in FAMILIES)
+    assert last["step"] == "10"
+    for name in FAMILIES:
+        assert float(last[f"train/loss/{name}"]) > 0
+        assert last[f"validation/{name}/return_first"] != ""  # each family on its validation tasks
 
 
 def test_eval_writes_a_summary_per_member_and_one_figure(mixed) -> None:
@@ -126,11 +136,14 @@ def test_eval_writes_a_summary_per_member_and_one_figure(mixed) -> None:
     assert (out / "figure.png").stat().st_size > 0
 
 
-def test_compare_with_a_generalist_is_one_line(mixed, capsys) -> None:
-    run = str(mixed["run"])
-    assert eval_main(["--run", run, "--compare", run, "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "is a generalist's; evaluate it with ad-eval --run" in err and "\n" not in err
+def test_compare_runs_family_by_family(mixed, capsys) -> None:
+    run, out = str(mixed["run"]), mixed["tmp"] / "compared"
+    argv = ["--run", run, "--compare", run, "--out", str(out), "--set", "eval.num_episodes=2"]
+    assert eval_main([*argv, "--no-progress"]) == 0
+    for name in FAMILIES:
+        summary = json.loads((out / name / "summary.json").read_text())
+        assert [c["run"] for c in summary["compare"]] == [run]
+        assert len(list((out / name).glob("compare-1-*/summary.json"))) == 1
 
 
 def test_ad_run_on_a_mixture_skips_collected_members(mixed) -> None:
@@ -138,17 +151,23 @@ def test_ad_run_on_a_mixture_skips_collected_members(mixed) -> None:
     files = sorted(mixed["tmp"].glob("*/*.h5"))
     written = [f.stat().st_mtime_ns for f in files]
     argv = [str(mixed["mixture"]), "--set", f"train.run_dir={run_dir}", "--no-progress"]
-    assert run_main(argv) == 0
+    # the ED control keeps the last episodes: the Bandit's 1-step ones fill a context at 40
+    assert run_main([*argv, "--set", "train.ed_last_episodes=40"]) == 0
     assert [f.stat().st_mtime_ns for f in files] == written  # nothing collected again
-    assert (run_dir / "eval-test" / "DarkRoom" / "summary.json").is_file()
-    assert (run_dir / "eval-test" / "figure.png").is_file()
+    report = run_dir / "report"
+    summary = json.loads((report / "DarkRoom" / "summary.json").read_text())
+    assert summary["compare"][0]["label"] == "ED (run2-ed)"  # the generalist's ED control
+    assert (report / "figure.png").is_file()
+    text = (report / "REPORT.md").read_text()
+    assert all(f"## {name}" in text for name in FAMILIES)
+    assert "(PointRobot/return_curves.png)" in text
     # the same seed and data: the same weights as ad-train's run
     ours, theirs = (
         load_checkpoint(find_checkpoint(run_dir)),
         load_checkpoint(find_checkpoint(mixed["run"])),
     )
-    for key, value in theirs["model"].items():
-        assert torch.equal(ours["model"][key], value), key
+    for key, value in theirs.model.items():
+        assert torch.equal(ours.model[key], value), key
 
 
 def test_a_generalist_resumes_and_refuses_another_model(mixed, tmp_path, capsys) -> None:
@@ -162,7 +181,7 @@ def test_a_generalist_resumes_and_refuses_another_model(mixed, tmp_path, capsys)
     assert train_main([*argv, "--set", "model.embed_dim=8", "--resume"]) == 2
     assert "cannot resume" in capsys.readouterr().err
     assert train_main([*argv, "--set", "train.num_steps=12", "--resume"]) == 0
-    assert load_checkpoint(find_checkpoint(run_dir))["step"] == 12
+    assert load_checkpoint(find_checkpoint(run_dir)).step == 12
 
 
 def test_mismatched_context_steps_is_one_line(mixed, capsys) -> None:
@@ -173,7 +192,9 @@ def test_mismatched_context_steps_is_one_line(mixed, capsys) -> None:
     path = _write(tmp / "mix_null.yaml", data)
     assert train_main(["--config", str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: the members' model.context_steps differ (DarkRoom ")
+    assert err.startswith(
+        "error: the members' model.context_steps / window steps differ (DarkRoom "
+    )
     assert "\n" not in err and "set model.context_steps (and train.window_steps) in the" in err
 
 
@@ -202,8 +223,9 @@ def test_mixture_overrides_and_keys(mixed) -> None:
     assert cfg.members[1].experiment.train.subsample_every == 1  # the member's own windowing
     with pytest.raises(UserError, match="a mixture takes name, model"):
         load_any_config(mixed["mixture"], ["env.split_seed=1"])
-    with pytest.raises(UserError, match="a mixture does not run in-context evaluations"):
-        load_any_config(mixed["mixture"], ["train.eval_every=100"])  # not silently ignored
+    ed = load_any_config(mixed["mixture"], ["train.mode=ed", "train.eval_every=100"])
+    assert [m.experiment.train.mode for m in ed.members] == ["ed"] * 3
+    assert [m.experiment.train.eval_every for m in ed.members] == [100] * 3
 
 
 def test_specialists_share_the_model_and_steps_and_take_each_members_rows(mixed) -> None:
@@ -232,10 +254,6 @@ def test_member_rows_follow_weights_deterministically() -> None:
         assert rows == member_rows(batch, weights)
     with pytest.raises(UserError, match="smaller than the 3 mixture members"):
         member_rows(2, [1, 1, 1])
-    first = member_indices(0, 5, 1, 100, 8)
-    assert np.array_equal(first, member_indices(0, 5, 1, 100, 8))
-    assert not np.array_equal(first, member_indices(0, 6, 1, 100, 8))
-    assert not np.array_equal(first, member_indices(0, 5, 0, 100, 8))
 
 
 SPACES = {
@@ -261,45 +279,46 @@ def _batch(name: str, rows: int, steps: int, seed: int) -> dict[str, torch.Tenso
     }
 
 
-def _generalist(layers: int = 1, context: int = 8) -> GeneralistTransformer:
+def _generalist(layers: int = 1, context: int = 8) -> ADTransformer:
     torch.manual_seed(0)
     cfg = ModelConfig(embed_dim=16, num_layers=layers, num_heads=2, ff_dim=32,
                       context_steps=context, dropout=0.0, input_mask_prob=0.0)  # fmt: skip
-    return GeneralistTransformer(cfg, SPACES)
+    return ADTransformer(cfg, SPACES)
 
 
 def test_each_member_has_its_own_encoders_and_head_around_one_trunk() -> None:
     model = _generalist()
-    a, b = model.member("A"), model.member("B")
-    assert a.blocks is b.blocks and a.ln_f is b.ln_f
-    assert a.head is not b.head and a.obs_encoder is not b.obs_encoder
+    assert model.head("A") is not model.head("B")
+    assert model.encoder("A") is not model.encoder("B")
     batches = {"A": _batch("A", 3, 8, 0), "B": _batch("B", 2, 8, 1)}
     with torch.no_grad():
-        total, losses = model(batches)
+        _, total, losses = model(batches)
         # the trunk run once on both members' rows equals each member alone
-        _, alone = b(**batches["B"])
+        _, alone = model.policy("B")(**batches["B"])
         torch.testing.assert_close(losses["B"], alone)
         torch.testing.assert_close(total, (3 * losses["A"] + 2 * losses["B"]) / 5)
-        a.head.weight.add_(1.0)
-        a.obs_encoder.embedding.weight.add_(1.0)
-        _, after = model(batches)
+        model.head("A").proj.weight.mul_(2.0)
+        model.encoder("A").obs_encoder.embedding.weight.mul_(2.0)
+        _, _, after = model(batches)
     assert torch.equal(after["B"], losses["B"])  # B's rows never pass A's encoder or head
     assert not torch.equal(after["A"], losses["A"])
-    with pytest.raises(UserError, match="no member 'C'"):
-        model.member("C")
+    with pytest.raises(UserError, match="no family 'C'"):
+        model.policy("C")
+    with pytest.raises(UserError, match="name the one to act in"):
+        model.policy()
 
 
 def test_kv_cache_step_equals_forward_for_each_member() -> None:
     model = _generalist(layers=1, context=8).eval()
     for name, seed in (("A", 2), ("B", 3)):
-        member = model.member(name)
+        policy = model.policy(name)
         inputs = _batch(name, 2, 20, seed)
         inputs.pop("targets")
         with torch.no_grad():
-            full, _ = member(**inputs)
-        cache = member.init_cache(2)
+            full, _ = policy(**inputs)
+        cache = policy.init_cache(2)
         keys = ("observations", "prev_actions", "prev_rewards", "prev_dones")
         stepped = torch.stack(
-            [member.step(cache, *(inputs[k][:, t] for k in keys)) for t in range(20)], 1
+            [policy.step(cache, *(inputs[k][:, t] for k in keys)) for t in range(20)], 1
         )
         torch.testing.assert_close(stepped, full, atol=1e-5, rtol=0)

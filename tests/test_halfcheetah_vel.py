@@ -89,7 +89,7 @@ def test_halfcheetah_vel_collects_trains_and_evaluates(tmp_path):
         "train.subsample_every=1", "train.checkpoint_every=4", "eval.num_episodes=2",
         "eval.num_seeds=1", f"collect.output_dir={tmp_path / 'h'}", f"train.run_dir={tmp_path / 'r'}",
     ])  # fmt: skip
-    summary = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
+    (summary,) = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
     history = read_history(tmp_path / "h" / "train-task0000-seed0.h5")
     assert history.actions.shape == (2, 40, 6) and history.observations.shape == (2, 40, 17)
     assert np.abs(history.actions).max() <= 1.0

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from ad.config import ModelConfig, config_from_dict
 from ad.errors import UserError
-from ad.learn.model import ADTransformer, alibi_slopes
+from ad.learn.model import alibi_slopes
+from tests.factories import one_family
 
 torch.set_num_threads(1)
 
@@ -81,7 +82,7 @@ def test_causality(kind: str, stream: str) -> None:
     """Changing a stream at positions > t leaves logits <= t unchanged, and changes logits > t."""
     space = SPACES[kind]
     torch.manual_seed(0)
-    model = ADTransformer(small_config(), space, NUM_ACTIONS).eval()
+    model = one_family(small_config(), space, NUM_ACTIONS).eval()
     inputs = random_inputs(space, batch=2, steps=12)
     t = 5
     edited = dict(inputs)
@@ -111,7 +112,7 @@ def test_kv_cache_matches_forward(kind: str, norm: str, batch: int, steps: int, 
     space = SPACES[kind]
     torch.manual_seed(0)
     cfg = small_config(embed_dim=64, num_layers=4, ff_dim=128, context_steps=context, norm=norm)
-    model = ADTransformer(cfg, space, NUM_ACTIONS).eval()
+    model = one_family(cfg, space, NUM_ACTIONS).eval()
     inputs = random_inputs(space, batch, steps, seed=2)
     with torch.no_grad():
         full, _ = model(**inputs)
@@ -131,7 +132,7 @@ def test_token_window_equals_forward_on_the_last_c_tokens(layers: int) -> None:
     space = SPACES["multidiscrete"]
     torch.manual_seed(0)
     c, steps = 8, 30
-    model = ADTransformer(small_config(num_layers=layers, context_steps=c), space, NUM_ACTIONS)
+    model = one_family(small_config(num_layers=layers, context_steps=c), space, NUM_ACTIONS)
     model.eval()
     inputs = random_inputs(space, batch=2, steps=steps, seed=3)
     window, cache = model.init_cache(2, mode="window"), model.init_cache(2)
@@ -144,19 +145,19 @@ def test_token_window_equals_forward_on_the_last_c_tokens(layers: int) -> None:
         torch.testing.assert_close(by_window, alone[:, -1], atol=1e-5, rtol=0)
         if t < c or layers == 1:  # no token has left the window yet, or no deeper reach
             torch.testing.assert_close(by_cache, by_window, atol=1e-5, rtol=0)
-    assert window.inputs[0].shape[1] == c
+    assert window.inputs["prev_dones"].shape[1] == c
     if layers > 1:  # the last step: the cache reaches further back than the window
         assert not torch.allclose(by_cache, by_window, atol=1e-4)
 
 
 def test_unknown_decoding_mode_is_refused() -> None:
-    model = ADTransformer(small_config(), SPACES["discrete"], NUM_ACTIONS)
+    model = one_family(small_config(), SPACES["discrete"], NUM_ACTIONS)
     with pytest.raises(UserError, match="decoding mode 'beam'"):
         model.init_cache(2, mode="beam")
 
 
 def test_step_requires_eval_mode() -> None:
-    model = ADTransformer(small_config(), SPACES["discrete"], NUM_ACTIONS)
+    model = one_family(small_config(), SPACES["discrete"], NUM_ACTIONS)
     inputs = random_inputs(SPACES["discrete"], batch=2, steps=1)
     with pytest.raises(RuntimeError, match="eval"):
         model.step(model.init_cache(2), *(inputs[name][:, 0] for name in STREAMS))
@@ -167,7 +168,7 @@ def test_overfits_one_batch() -> None:
     space = SPACES["multidiscrete"]
     torch.manual_seed(0)
     cfg = small_config(embed_dim=64, num_layers=2, ff_dim=128, dropout=0.0, context_steps=16)
-    model = ADTransformer(cfg, space, NUM_ACTIONS)
+    model = one_family(cfg, space, NUM_ACTIONS)
     inputs = random_inputs(space, batch=4, steps=16, seed=4)
     targets = torch.randint(0, NUM_ACTIONS, (4, 16), generator=torch.Generator().manual_seed(5))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -191,22 +192,22 @@ def expected_parameters(cfg: ModelConfig, obs_table_rows: int, num_actions: int)
 
 @pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(ff_dim=2048), small_config()])
 def test_parameter_count(cfg: ModelConfig) -> None:
-    model = ADTransformer(cfg, SPACES["multidiscrete"], NUM_ACTIONS)
-    assert model.num_parameters() == expected_parameters(cfg, 9 + 9, NUM_ACTIONS)
-    assert model.num_parameters() == sum(p.numel() for p in model.state_dict().values())
+    model = one_family(cfg, SPACES["multidiscrete"], NUM_ACTIONS)
+    assert model.model.num_parameters() == expected_parameters(cfg, 9 + 9, NUM_ACTIONS)
+    assert model.model.num_parameters() == sum(p.numel() for p in model.model.state_dict().values())
 
 
 def test_post_norm_has_no_final_norm() -> None:
-    pre = ADTransformer(small_config(norm="pre"), SPACES["discrete"], NUM_ACTIONS)
-    post = ADTransformer(small_config(norm="post"), SPACES["discrete"], NUM_ACTIONS)
+    pre = one_family(small_config(norm="pre"), SPACES["discrete"], NUM_ACTIONS)
+    post = one_family(small_config(norm="post"), SPACES["discrete"], NUM_ACTIONS)
     d = pre.cfg.embed_dim
-    assert pre.num_parameters() - post.num_parameters() == 2 * d
+    assert pre.model.num_parameters() - post.model.num_parameters() == 2 * d
 
 
 def test_label_smoothing_and_ignored_targets() -> None:
     space = SPACES["multidiscrete"]
     torch.manual_seed(0)
-    model = ADTransformer(small_config(), space, NUM_ACTIONS).eval()
+    model = one_family(small_config(), space, NUM_ACTIONS).eval()
     inputs = random_inputs(space, batch=2, steps=8)
     targets = torch.randint(0, NUM_ACTIONS, (2, 8))
     with torch.no_grad():
@@ -227,9 +228,9 @@ def test_label_smoothing_and_ignored_targets() -> None:
 def test_input_masking_only_in_training() -> None:
     space = SPACES["multidiscrete"]
     torch.manual_seed(0)
-    masked = ADTransformer(small_config(dropout=0.0, input_mask_prob=0.5), space, NUM_ACTIONS)
-    plain = ADTransformer(small_config(dropout=0.0), space, NUM_ACTIONS)
-    plain.load_state_dict(masked.state_dict())
+    masked = one_family(small_config(dropout=0.0, input_mask_prob=0.5), space, NUM_ACTIONS)
+    plain = one_family(small_config(dropout=0.0), space, NUM_ACTIONS)
+    plain.model.load_state_dict(masked.model.state_dict())
     inputs = random_inputs(space, batch=2, steps=8)
     with torch.no_grad():
         masked.eval(), plain.eval()
@@ -246,17 +247,17 @@ def test_input_masking_only_in_training() -> None:
 def test_state_dict_round_trip_and_wrapped_keys() -> None:
     space = SPACES["box_image"]
     torch.manual_seed(0)
-    model = ADTransformer(small_config(), space, NUM_ACTIONS).eval()
-    state = model.state_dict()
+    model = one_family(small_config(), space, NUM_ACTIONS).eval()
+    state = model.model.state_dict()
     assert not any("slopes" in key or "offsets" in key for key in state)  # derived, not stored
     torch.manual_seed(1)
-    fresh = ADTransformer(small_config(), space, NUM_ACTIONS).eval()
+    fresh = one_family(small_config(), space, NUM_ACTIONS).eval()
     # a torch.compile'd or DDP module prefixes every key; loading still works
-    fresh.load_state_dict({f"_orig_mod.{key}": value for key, value in state.items()})
+    fresh.model.load_state_dict({f"_orig_mod.{key}": value for key, value in state.items()})
     inputs = random_inputs(space, batch=2, steps=6)
     with torch.no_grad():
         assert torch.equal(fresh(**inputs)[0], model(**inputs)[0])
-    fresh.load_state_dict({f"module.{key}": value for key, value in state.items()})
+    fresh.model.load_state_dict({f"module.{key}": value for key, value in state.items()})
 
 
 def test_alibi_slopes() -> None:
@@ -275,8 +276,8 @@ def test_bad_inputs() -> None:
         "Discrete(5)",
     ):
         with pytest.raises(UserError, match="unsupported"):
-            ADTransformer(small_config(), space, NUM_ACTIONS)
-    model = ADTransformer(small_config(), SPACES["multidiscrete"], NUM_ACTIONS)
+            one_family(small_config(), space, NUM_ACTIONS)
+    model = one_family(small_config(), SPACES["multidiscrete"], NUM_ACTIONS)
     inputs = random_inputs(SPACES["discrete"], batch=2, steps=4)  # observations of the wrong shape
     with pytest.raises(ValueError, match="observation shape"):
         model(**inputs)
@@ -288,11 +289,11 @@ def test_config_fields_are_used() -> None:
     base = small_config()
     for name, value in [("embed_dim", 64), ("num_layers", 3), ("ff_dim", 96), ("num_heads", 2)]:
         torch.manual_seed(0)
-        a = ADTransformer(base, space, NUM_ACTIONS)
+        a = one_family(base, space, NUM_ACTIONS)
         torch.manual_seed(0)
-        b = ADTransformer(dataclasses.replace(base, **{name: value}), space, NUM_ACTIONS)
-        sizes_differ = a.num_parameters() != b.num_parameters()
-        slopes_differ = a.slopes.shape != b.slopes.shape
+        b = one_family(dataclasses.replace(base, **{name: value}), space, NUM_ACTIONS)
+        sizes_differ = a.model.num_parameters() != b.model.num_parameters()
+        slopes_differ = a.model.slopes.shape != b.model.slopes.shape
         assert sizes_differ or slopes_differ, name
 
 
@@ -300,7 +301,7 @@ def test_config_fields_are_used() -> None:
 def test_kv_cache_matches_forward_on_cuda() -> None:
     space = SPACES["multidiscrete"]
     torch.manual_seed(0)
-    model = ADTransformer(small_config(context_steps=16), space, NUM_ACTIONS).cuda().eval()
+    model = one_family(small_config(context_steps=16), space, NUM_ACTIONS).cuda().eval()
     inputs = {k: v.cuda() for k, v in random_inputs(space, batch=3, steps=60).items()}
     with torch.no_grad():
         full, _ = model(**inputs)

@@ -132,7 +132,7 @@ def test_codes_encoder_sums_one_embedding_per_cell_channel_and_code():
 def test_bad_image_encoder_setting_is_one_line_and_the_help_explains_it():
     _one_line(lambda: load_config(None, ["model.image_encoder=vit"]), "model.image_encoder")
     text = help_text()
-    assert "model.image_encoder" in text and "16x16 patches" in text and "divided by 4" in text
+    assert "model.image_encoder" in text and "16x16 patches" in text
 
 
 # --------------------------------------------------------------------------- the pixel family
@@ -183,12 +183,16 @@ def test_pixels_collect_train_evaluate_and_reload_with_patches(tmp_path):
         "eval.num_episodes=2", "eval.num_seeds=2", "eval.action_mode=argmax",
         f"collect.output_dir={tmp_path / 'h'}", f"train.run_dir={tmp_path / 'r'}",
     ])  # fmt: skip
-    summary = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
+    (summary,) = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
     model, ckpt = load_model(tmp_path / "r")
-    assert ckpt["config"]["model"]["image_encoder"] == "patches"
-    assert isinstance(model.obs_encoder, PatchEncoder) and model.obs_encoder.num_patches == 4
+    model = model.policy()
+    assert ckpt.model_config["image_encoder"] == "patches"
+    encoder = model.encoder.obs_encoder
+    assert isinstance(encoder, PatchEncoder) and encoder.num_patches == 4
     returns = np.load(tmp_path / "r" / "report" / "returns.npz")["returns"]
     assert returns.shape == (1, 2, 2) and summary["num_tasks"] == 1
     family = make_family("DarkRoomPixels")
-    again = rollout(model, family, [ckpt["split"]["test"][0]], 2, 2, "argmax")
+    again = rollout(
+        model, family, [ckpt.families["DarkRoomPixels"].split["test"][0]], 2, 2, "argmax"
+    )
     np.testing.assert_array_equal(again, returns)  # the reloaded model is the one evaluated

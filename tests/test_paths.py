@@ -14,16 +14,16 @@ from ad.data.spaces import space_to_json
 from ad.evaluation.evaluate import evaluate
 from ad.evaluation.paths import draws_paths, episode_paths, write_paths
 from ad.evaluation.rollout import rollout
-from ad.learn.model import ADTransformer
+from ad.learn.model import ADTransformer, FamilyPolicy
 from envs.pointrobot import PointRobot
-from tests.test_evaluate import PNG_MAGIC, make_config, random_model, save_run, write_dataset
+from tests.factories import PNG_MAGIC, make_config, random_model, save_run, write_dataset
 
 
-def box_model(cfg, family) -> ADTransformer:
+def box_model(cfg, family) -> FamilyPolicy:
     env = family.make_env(family.sample_tasks(np.random.default_rng(0), 1, "test")[0])
     torch.manual_seed(0)
     obs, act = space_to_json(env.observation_space), space_to_json(env.action_space)
-    return ADTransformer(cfg.model, obs, act).eval()
+    return ADTransformer(cfg.model, {"PointRobot": (obs, act)}).policy().eval()
 
 
 def test_point_robot_eval_draws_the_paths_of_row_0(tmp_path):
@@ -33,8 +33,7 @@ def test_point_robot_eval_draws_the_paths_of_row_0(tmp_path):
     raw = config_to_dict(cfg)
     cfg = config_from_dict({**raw, "env": {**raw["env"], "family_kwargs": family.kwargs}})
     model = box_model(cfg, family)
-    args = {"observation_space": model.observation_space, "action_space": model.action_space}
-    save_run(tmp_path / "run", cfg, model, split, model_args=args)
+    save_run(tmp_path / "run", cfg, model, split)
     out = tmp_path / "out"
     evaluate(tmp_path / "run", out_dir=out, progress=False)
 

@@ -64,7 +64,7 @@ def test_the_same_command_twice_gives_the_same_numbers(tmp_path):
             f"train.run_dir={tmp_path / name / 'r'}",
         ]
         cfg = load_config(None, TINY + folders)
-        summaries.append(run_pipeline(cfg, workers=2, with_ed=True, progress=False))
+        summaries.extend(run_pipeline(cfg, workers=2, with_ed=True, progress=False))
     returns = [
         np.load(tmp_path / name / "r" / "report" / "returns.npz")["returns"]
         for name in ("first", "second")

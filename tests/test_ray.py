@@ -26,8 +26,7 @@ from ad.evaluation.evaluate import evaluate
 from ad.evaluation.ray_rollout import plan_batches, rollout_on_ray
 from ad.evaluation.rollout import rollout
 from ad.learn.checkpoint import load_model
-from tests.test_collect import TINY_PPO, _bandit_cfg, _cfg
-from tests.test_evaluate import project  # noqa: F401  (the module-scoped fixture)
+from tests.factories import TINY_PPO, bandit_config, collect_config
 
 ROOT = Path(__file__).resolve().parent.parent
 ARRAYS = ("observations", "actions", "rewards", "terminations", "truncations")
@@ -91,7 +90,7 @@ def _assert_complete(out: Path, cfg) -> None:
 @needs_ray
 @pytest.mark.parametrize("storage", ["driver", "shared"])
 def test_ray_collection_equals_the_pools(tmp_path, ray_instance, storage):
-    pool_cfg = _cfg(tmp_path / "pool", kwargs=TINY_PPO, total_steps=1000, seeds=[3])
+    pool_cfg = collect_config(tmp_path / "pool", kwargs=TINY_PPO, total_steps=1000, seeds=[3])
     ray_cfg = _with(pool_cfg, output_dir=str(tmp_path / "ray"), backend="ray", ray_storage=storage)
     collect(pool_cfg, workers=2, progress=False)
     summary = collect(ray_cfg, progress=False)
@@ -108,7 +107,7 @@ def test_ray_collection_equals_the_pools(tmp_path, ray_instance, storage):
 @needs_ray
 def test_ray_collection_resumes_and_skips_complete_runs(tmp_path, ray_instance):
     out = tmp_path / "ds"
-    cfg = _bandit_cfg(out, seeds=[0, 1], backend="ray")
+    cfg = bandit_config(out, seeds=[0, 1], backend="ray")
     # half of it collected by the local pool: the backends share the dataset folder
     collect(_with(cfg, backend="local"), workers=1, shard=(0, 2), progress=False)
     before = {p.name: p.read_bytes() for p in out.glob("*.h5")}
@@ -151,7 +150,9 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost_or_duplicated(
     flag = tmp_path / "killed"
     kwargs = {"kill_flag": str(flag)}
     algorithm = f"{__name__}:KillOnceUCB"
-    cfg = _bandit_cfg(tmp_path / "ray", seeds=[0, 1], algorithm=algorithm, algorithm_kwargs=kwargs)
+    cfg = bandit_config(
+        tmp_path / "ray", seeds=[0, 1], algorithm=algorithm, algorithm_kwargs=kwargs
+    )
     cfg = _with(cfg, backend="ray", ray_storage=storage)
     summary = collect(cfg, progress=False)
     assert flag.is_file() and int(flag.read_text()) != os.getpid()  # a worker was killed
@@ -178,7 +179,7 @@ def test_split_rows_seed_as_one_batch(project):  # noqa: F811
     """Why Ray batches can be gathered: rows seeded by their index in the whole evaluation."""
     import torch
 
-    model, _ = load_model(next((project["root"] / "run" / "checkpoints").iterdir()), "cpu")
+    model = load_model(next((project["root"] / "run" / "checkpoints").iterdir()), "cpu")[0].policy()
     family, tasks = project["family"], list(project["split"].test[:3])
     kwargs = {"num_episodes": 2, "action_mode": "sample", "seed": 5}
     torch.manual_seed(0)
@@ -200,9 +201,9 @@ def test_split_rows_seed_as_one_batch(project):  # noqa: F811
 def test_ray_evaluation_equals_the_local_one(project, ray_instance, batch_rows):  # noqa: F811
     root = project["root"]
     settings = ["eval.action_mode=sample", "eval.num_seeds=4", "eval.seed=2"]
-    local = evaluate(root / "run", settings, out_dir=root / f"local{batch_rows}", progress=False)
+    (local,) = evaluate(root / "run", settings, out_dir=root / f"local{batch_rows}", progress=False)
     on_ray = settings + ["eval.backend=ray", f"eval.ray_batch_rows={batch_rows}"]
-    remote = evaluate(root / "run", on_ray, out_dir=root / f"ray{batch_rows}", progress=False)
+    (remote,) = evaluate(root / "run", on_ray, out_dir=root / f"ray{batch_rows}", progress=False)
     a = np.load(root / f"local{batch_rows}" / "returns.npz")["returns"]
     b = np.load(root / f"ray{batch_rows}" / "returns.npz")["returns"]
     assert a.shape == (3, 4, 3)
@@ -220,7 +221,7 @@ def test_a_gpu_evaluation_on_a_cluster_without_gpus_is_refused(project, ray_inst
     if ray_instance.cluster_resources().get("GPU", 0):
         pytest.skip("this Ray instance has a GPU")
     cfg = config_from_dict({"eval": {"device": "cuda", "backend": "ray", "num_episodes": 2}})
-    model, _ = load_model(next((project["root"] / "run" / "checkpoints").iterdir()), "cpu")
+    model = load_model(next((project["root"] / "run" / "checkpoints").iterdir()), "cpu")[0].policy()
     tasks = list(project["split"].test[:2])
     with pytest.raises(UserError, match="the Ray cluster has no GPU") as excinfo:
         rollout_on_ray(model, project["family"], tasks, cfg.eval)
@@ -230,7 +231,7 @@ def test_a_gpu_evaluation_on_a_cluster_without_gpus_is_refused(project, ray_inst
 def test_missing_ray_is_a_one_line_error_with_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(UserError) as excinfo:
-        collect(_bandit_cfg(tmp_path, backend="ray"), progress=False)
+        collect(bandit_config(tmp_path, backend="ray"), progress=False)
     message = str(excinfo.value)
     assert '".[ray]"' in message and "\n" not in message
     # nothing was collected, and the folder has no half-written runs
@@ -239,7 +240,7 @@ def test_missing_ray_is_a_one_line_error_with_the_install_command(tmp_path, monk
 
 def test_cli_backend_flags(tmp_path, capsys):
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(config_to_dict(_bandit_cfg(tmp_path / "ds"))))
+    path.write_text(yaml.safe_dump(config_to_dict(bandit_config(tmp_path / "ds"))))
     code = collect_main(["--config", str(path), "--backend", "ray", "--workers", "2"])
     err = capsys.readouterr().err
     assert code == 2 and "--workers sizes the local pool" in err and err.count("\n") == 1

@@ -13,7 +13,7 @@ from ad.errors import UserError
 from ad.evaluation.rollout import eval_env_seed, rollout
 from ad.learn.windows import prev_step_inputs
 from envs.darkroom import DarkRoom
-from tests.test_evaluate import VariableLengthDarkRoom, make_config, random_model
+from tests.factories import VariableLengthDarkRoom, make_config, random_model
 
 
 def reference_rollout(model, family, task, env_seed, num_episodes, window=None):

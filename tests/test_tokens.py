@@ -14,10 +14,10 @@ from ad.errors import UserError
 from ad.evaluation.rollout import rollout
 from ad.learn.checkpoint import load_model
 from ad.learn.encoders import TokenVectorEncoder, VectorEncoder, make_observation_encoder
-from ad.learn.model import ADTransformer
 from ad.learn.tokens import MuLawTokenizer
 from ad.pipeline import run_pipeline
 from envs.pointrobot import PointRobot
+from tests.factories import one_family
 
 GATO = MuLawTokenizer()  # mu = 100, M = 256, 1024 bins
 
@@ -262,14 +262,13 @@ def test_default_model_keeps_the_linear_vector_encoder():
         256.0,
     )
     torch.manual_seed(0)
-    model = ADTransformer(_model_config(vector_encoder="linear"), OBS, ACT)
+    model = one_family(_model_config(vector_encoder="linear"), OBS, ACT)
     torch.manual_seed(0)
     reference = VectorEncoder(3, -300.0, 300.0, 16)
-    assert type(model.obs_encoder) is VectorEncoder
-    shapes = {k: v.shape for k, v in model.obs_encoder.state_dict().items()}
+    encoder = model.encoder.obs_encoder
+    assert type(encoder) is VectorEncoder
+    shapes = {k: v.shape for k, v in encoder.state_dict().items()}
     assert shapes == {k: v.shape for k, v in reference.state_dict().items()}
-    ours = [key for key in model.state_dict() if key.startswith("obs_encoder.")]
-    assert ours == ["obs_encoder." + key for key in reference.state_dict()]
 
 
 def test_point_robot_with_observation_tokens_collects_trains_evaluates_and_reloads(tmp_path):
@@ -287,13 +286,17 @@ def test_point_robot_with_observation_tokens_collects_trains_evaluates_and_reloa
         "eval.num_seeds=2", "eval.action_mode=argmax",
         f"collect.output_dir={tmp_path / 'h'}", f"train.run_dir={tmp_path / 'r'}",
     ])  # fmt: skip
-    summary = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
+    (summary,) = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
     model, ckpt = load_model(tmp_path / "r")  # the checkpoint's config rebuilds the tokens model
-    assert ckpt["config"]["model"]["vector_encoder"] == "tokens"
-    assert isinstance(model.obs_encoder, TokenVectorEncoder)
-    assert model.obs_encoder.embedding.num_embeddings == 128
-    assert model.obs_encoder.tokenizer == MuLawTokenizer(100.0, 256.0, 128)
+    model = model.policy()
+    assert ckpt.model_config["vector_encoder"] == "tokens"
+    encoder = model.encoder.obs_encoder
+    assert isinstance(encoder, TokenVectorEncoder)
+    assert encoder.embedding.num_embeddings == 128
+    assert encoder.tokenizer == MuLawTokenizer(100.0, 256.0, 128)
     returns = np.load(tmp_path / "r" / "report" / "returns.npz")["returns"]
     assert returns.shape == (1, 2, 2) and summary["num_tasks"] == 1
-    again = rollout(model, PointRobot(), [ckpt["split"]["test"][0]], 2, 2, "argmax")
+    again = rollout(
+        model, PointRobot(), [ckpt.families["PointRobot"].split["test"][0]], 2, 2, "argmax"
+    )
     np.testing.assert_array_equal(again, returns)  # the reloaded model is the one evaluated

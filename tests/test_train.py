@@ -18,12 +18,12 @@ from ad.cli import main
 from ad.config import save_config
 from ad.errors import UserError
 from ad.evaluation import rollout as rollout_module
-from ad.evaluation.rollout import periodic_evaluator
+from ad.evaluation.rollout import periodic_evaluation
 from ad.learn.checkpoint import list_checkpoints, load_checkpoint, load_model
 from ad.learn.model import ADTransformer
 from ad.learn.train import lr_at, train
 from ad.learn.windows import open_windows
-from tests.test_dataset import make_dataset, tiny_config
+from tests.factories import make_dataset, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +79,9 @@ def test_periodic_evaluation_runs_on_validation_tasks_only(dataset_dir, tmp_path
         return np.zeros((len(tasks), 1, kwargs["num_episodes"]))
 
     monkeypatch.setattr(rollout_module, "rollout", recording_rollout)
-    metrics = periodic_evaluator(cfg)(None, split, torch.device("cpu"))
+    metrics = periodic_evaluation(None, cfg, split, torch.device("cpu"))
     assert seen == list(split.validation[:3])
-    assert set(metrics) == {"validation/return_first", "validation/return_last"}
+    assert set(metrics) == {"return_first", "return_last"}
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_resume_continues_exactly_and_logs_run_folder(dataset_dir, tmp_path, dat
         *("train.eval_every=5", "train.eval_tasks=1", "train.eval_episodes=2"),
     )
     cfg = tiny_config(dataset_dir, tmp_path / "straight", *overrides)
-    evaluator = periodic_evaluator(cfg)
+    evaluator = periodic_evaluation
     straight = train(cfg, progress=False, evaluator=evaluator)
     assert [p.name for p in list_checkpoints(straight)] == ["step-000005.pt", "step-000010.pt"]
     for name in ("config.yaml", "versions.json", "metrics.csv"):
@@ -121,10 +121,8 @@ def test_resume_continues_exactly_and_logs_run_folder(dataset_dir, tmp_path, dat
     )
     a = load_checkpoint(straight / "checkpoints" / "step-000010.pt")
     b = load_checkpoint(resumed / "checkpoints" / "step-000010.pt")
-    _assert_same_state(a["model"], b["model"])
-    for x, y in zip(
-        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
-    ):
+    _assert_same_state(a.model, b.model)
+    for x, y in zip(a.optimizer["state"].values(), b.optimizer["state"].values(), strict=True):
         _assert_same_state(x, y)
     assert [r["step"] for r in _metrics(resumed)] == ["5", "10"]  # rows past step 5 rewritten
     assert _metrics(resumed)[1]["train/loss"] == rows[1]["train/loss"]
@@ -134,12 +132,14 @@ def test_checkpoint_loads_with_weights_only_and_gives_identical_logits(dataset_d
     run = train(tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=3"), progress=False)
     path = list_checkpoints(run)[-1]
     raw = torch.load(path, weights_only=True)
-    assert raw["step"] == 3 and raw["dataset_fingerprint"] and raw["split"]["test"]
+    assert raw["step"] == 3 and raw["dataset_fingerprint"]
+    assert raw["families"]["DarkRoom"]["split"]["test"]
     model, ckpt = load_model(run)
-    assert not model.training and ckpt["step"] == 3
-    fresh = ADTransformer(model.cfg, **raw["model_args"])
+    assert not model.training and ckpt.step == 3 and model.family_emb is None
+    fresh = ADTransformer(model.cfg, {"DarkRoom": (ckpt.families["DarkRoom"].observation_space,
+                                                   ckpt.families["DarkRoom"].action_space)})  # fmt: skip
     fresh.load_state_dict(raw["model"])
-    fresh.eval()
+    model, fresh = model.policy(), fresh.policy().eval()
     obs = torch.randint(0, 9, (2, 40, 2))
     inputs = (obs, torch.randint(0, 6, (2, 40)), torch.rand(2, 40), torch.rand(2, 40) < 0.1)
     with torch.no_grad():
@@ -157,7 +157,7 @@ def test_refuses_to_overwrite_a_run_and_to_resume_with_other_config_or_data(data
     # Growing num_steps is what resume is for.
     longer = tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=7")
     train(longer, resume=True, progress=False)
-    assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["step"] == 7
+    assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1]).step == 7
     # The same config over changed data (another run checksum) is refused.
     changed = tmp_path / "changed"
     shutil.copytree(dataset_dir, changed)
@@ -183,8 +183,9 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(dataset_dir, tmp_pa
     # gave the non-finite loss is set aside, so --resume does not start from it.
     assert list((tmp_path / "run" / "checkpoints").glob("*.pt.nonfinite"))
     ckpt = load_checkpoint(saved[-1])
-    model = ADTransformer(cfg.model, **ckpt["model_args"])
-    model.load_state_dict(ckpt["model"])
+    model = ADTransformer(ckpt.model_cfg(), ckpt.spaces())
+    model.load_state_dict(ckpt.model)
+    model = model.policy()
     batch = open_windows(cfg).get_batch(np.arange(4))
     _, loss = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
     assert torch.isfinite(loss)
@@ -216,8 +217,8 @@ def test_ddp_two_processes_match_single_process(dataset_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     a = load_checkpoint(single / "checkpoints" / "step-000020.pt")
     b = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "step-000020.pt")
-    assert len(b["rng"]) == 2  # one RNG state per rank
-    _assert_same_state(a["model"], b["model"], exact=False)
+    assert len(b.rng) == 2  # one RNG state per rank
+    _assert_same_state(a.model, b.model, exact=False)
     losses = [float(r["train/loss"]) for r in _metrics(tmp_path / "ddp")]
     expected = [float(r["train/loss"]) for r in _metrics(single)]
     assert losses == pytest.approx(expected, rel=1e-4)
@@ -226,5 +227,5 @@ def test_ddp_two_processes_match_single_process(dataset_dir, tmp_path):
 def test_an_evaluator_key_the_metrics_list_does_not_know_raises(dataset_dir, tmp_path):
     """metrics.csv has fixed columns: an unknown key must not vanish from the log silently."""
     cfg = tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=2", "train.eval_every=1")
-    with pytest.raises(ValueError, match=r"metric keys \['eval/typo'\] are not in METRICS"):
-        train(cfg, progress=False, evaluator=lambda model, split, device: {"eval/typo": 1.0})
+    with pytest.raises(ValueError, match=r"metric keys \['validation/typo'\] are not in METRICS"):
+        train(cfg, progress=False, evaluator=lambda *args: {"typo": 1.0})

@@ -210,8 +210,8 @@ def aggregate_curves(result: dict) -> list[dict]:
 
 def write_aggregate(paths: list[str | Path], out_dir: str | Path, seed: int = 0) -> dict:
     """Aggregate the summaries at ``paths`` into ``out_dir``/aggregate.json and aggregate.png."""
-    from ad.evaluation.evaluate import to_json
     from ad.evaluation.plots import plot_return_curves
+    from ad.utils import to_json
 
     result = aggregate([load_summary(p) for p in paths], seed)
     out_dir = Path(out_dir)

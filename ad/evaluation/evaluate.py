@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ad.config import ExperimentConfig, config_from_dict, config_to_dict, parse_override
 from ad.errors import UserError
@@ -31,33 +30,29 @@ from ad.evaluation.references import (
     task_references,
 )
 from ad.evaluation.rollout import rollout
-from ad.utils import atomic_write_bytes, atomic_write_json, package_versions, resolve_device
+from ad.learn.checkpoint import Checkpoint, FamilyRecord, find_checkpoint, load_model
+from ad.learn.model import FamilyPolicy
+from ad.utils import (
+    atomic_write_bytes,
+    atomic_write_json,
+    package_versions,
+    resolve_device,
+    to_json,
+)
 from envs.base import Task, TaskError, canonical_json, family_of_split, make_family
 from envs.split import TaskSplit
-
-
-def to_json(value: Any) -> Any:
-    """numpy values -> plain JSON types; NaN and inf -> null (JSON has neither)."""
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [to_json(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    return value
-
 
 # --------------------------------------------------------------------------- runs and tasks
 
 
 @dataclass
 class LoadedRun:
-    """A checkpoint ready to evaluate: the model, its resolved config and its task split."""
+    """One family of a checkpoint, ready to evaluate: the model's policy in that family, the
+    family's record and resolved config, and its task split."""
 
-    model: torch.nn.Module
-    checkpoint: dict
+    model: FamilyPolicy
+    checkpoint: Checkpoint
+    record: FamilyRecord
     config: ExperimentConfig
     split: TaskSplit
     checkpoint_path: Path
@@ -88,46 +83,39 @@ def check_eval_overrides(overrides: list[str] | tuple[str, ...]) -> None:
             )
 
 
-def load_run(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRun:
-    """A run folder (its latest checkpoint) or a checkpoint file, with its config and split.
+def load_run(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> list[LoadedRun]:
+    """A run folder (its latest checkpoint) or a checkpoint file: one loaded run per family the
+    model was trained on (a specialist: one), each with its config and split.
 
     Raises:
         UserError: missing source or checkpoint, unreadable or unknown-schema checkpoint, an
-            override outside ``eval.*``, a config family that does not match the split.
+            override outside ``eval.*``, a config family that does not match its split.
     """
-    from ad.learn.checkpoint import find_checkpoint, load_model
-
     check_eval_overrides(overrides)
     checkpoint_path = find_checkpoint(source)
     model, ckpt = load_model(checkpoint_path, device="cpu")
-    if "members" in ckpt["model_args"]:
-        raise UserError(
-            f"checkpoint {checkpoint_path} is a generalist's; evaluate it with ad-eval --run "
-            "(ad.evaluation.mixture_eval.evaluate_mixture), without --compare"
-        )
-    if "split" not in ckpt:
-        raise UserError(f"checkpoint {checkpoint_path} has no task split; it is damaged, retrain")
-    cfg = config_from_dict(ckpt["config"], overrides)
-    if cfg.eval.num_episodes is None or cfg.model.context_steps is None:
-        raise UserError(
-            f"checkpoint {checkpoint_path} does not record the derived eval.num_episodes or "
-            "model.context_steps (ad-train writes them); give --set eval.num_episodes=N, or "
-            "retrain with this version"
-        )
-    try:
-        split = TaskSplit.from_json(ckpt["split"])
-    except TaskError as e:
-        raise UserError(f"checkpoint {checkpoint_path}: {e}") from None
-    if not same_family(cfg.env.family, cfg.env.family_kwargs, split):
-        raise UserError(
-            f"env family {cfg.env.family} {cfg.env.family_kwargs} does not match the "
-            f"checkpoint's split ({split.family} {split.family_kwargs}); evaluate the family "
-            "the model was trained on"
-        )
-    model.to(resolve_device(cfg.eval.device, "eval.device"))
     parent = checkpoint_path.parent
     run_dir = parent.parent if parent.name == "checkpoints" else parent
-    return LoadedRun(model, ckpt, cfg, split, checkpoint_path, run_dir)
+    runs = []
+    for name, record in ckpt.families.items():
+        where = f"checkpoint {checkpoint_path}" + (
+            f", family {name}" if len(ckpt.families) > 1 else ""
+        )
+        cfg = config_from_dict(record.config, overrides)
+        try:
+            split = TaskSplit.from_json(record.split)
+        except TaskError as e:
+            raise UserError(f"{where}: {e}") from None
+        if not same_family(cfg.env.family, cfg.env.family_kwargs, split):
+            raise UserError(
+                f"{where}: env family {cfg.env.family} {cfg.env.family_kwargs} does not match "
+                f"its split ({split.family} {split.family_kwargs}); it is damaged, retrain"
+            )
+        runs.append(
+            LoadedRun(model.policy(name), ckpt, record, cfg, split, checkpoint_path, run_dir)
+        )
+    model.to(resolve_device(runs[0].config.eval.device, "eval.device"))
+    return runs
 
 
 def select_tasks(run: LoadedRun, allow_train_tasks: bool) -> tuple[list[Task], str]:
@@ -145,9 +133,17 @@ def select_tasks(run: LoadedRun, allow_train_tasks: bool) -> tuple[list[Task], s
     return list(run.split.tasks(label))[:max_tasks], label
 
 
-def check_comparable(other: LoadedRun, run: LoadedRun, tasks: list[Task], label: str) -> None:
-    """A compared run must be of the same family and must not have trained on the evaluated
-    (test or validation) tasks."""
+def compared_family(
+    others: list[LoadedRun], run: LoadedRun, tasks: list[Task], label: str
+) -> LoadedRun:
+    """The family of a compared run that ``run`` is evaluated in: the same family, which must
+    not have trained on the evaluated (test or validation) tasks."""
+    other = next((o for o in others if o.split.family == run.split.family), None)
+    if other is None:
+        raise UserError(
+            f"compared run {others[0].run_dir} has no family {run.split.family} (it has "
+            f"{', '.join(o.split.family for o in others)}); compare runs of the same family"
+        )
     if not same_family(other.split.family, other.split.family_kwargs, run.split):
         raise UserError(
             f"compared run {other.run_dir} is of family {other.split.family} "
@@ -160,6 +156,7 @@ def check_comparable(other: LoadedRun, run: LoadedRun, tasks: list[Task], label:
             f"compared run {other.run_dir} trained on {len(seen)} of the {label} tasks (e.g. "
             f"{seen[0]}); compare runs that share the task split"
         )
+    return other
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -198,7 +195,7 @@ def _run_summary(
     return {
         "run": str(run.run_dir),
         "checkpoint": str(run.checkpoint_path),
-        "step": run.checkpoint.get("step"),
+        "step": run.checkpoint.step,
         "label": run.label,
         "split": label,
         "family": run.split.family,
@@ -312,25 +309,47 @@ def evaluate(
     compare: list[Path] | tuple[Path, ...] = (),
     allow_train_tasks: bool = False,
     progress: bool = True,
-) -> dict:
-    """Evaluate a run in context (and runs to compare); write returns, summary and the figure.
+) -> list[dict]:
+    """Evaluate a run in context (and runs to compare) in each family it was trained on; write
+    returns, summary and the figure of each.
 
     Args:
         source: a run folder (its latest checkpoint is used) or a checkpoint file.
-        overrides: ``eval.key=value`` strings; other sections are refused.
-        out_dir: output folder (default ``<run>/eval-<split>``, e.g. ``eval-test``); compared
-            runs: ``compare-<i>-<run>/`` inside it.
-        compare: other runs (ED, other sizes) evaluated on the same tasks, seeds and episodes.
+        overrides: ``eval.key=value`` strings, applied to every family; other sections are
+            refused.
+        out_dir: output folder (default ``<run>/eval-<split>``, e.g. ``eval-test``); with several
+            families, family ``f``'s outputs in ``out_dir/f`` and one figure with a panel per
+            family in ``out_dir``; compared runs: ``compare-<i>-<run>/`` inside a family's.
+        compare: other runs (ED, other sizes) evaluated on the same tasks, seeds and episodes,
+            in the same families.
         allow_train_tasks: permit ``eval.tasks=train``, then labelled "train" in every output.
         progress: show progress bars.
 
     Returns:
-        The summary written to ``out_dir/summary.json``.
+        The summary of each family, as written to its ``summary.json``.
     """
-    run = load_run(source, overrides)
-    tasks, label = select_tasks(run, allow_train_tasks)
+    runs = load_run(source, overrides)
+    chosen = [select_tasks(run, allow_train_tasks) for run in runs]  # all checked first
     others = [load_run(p, overrides) for p in compare]  # all loaded before any rollout: fail fast
-    return evaluate_loaded(run, others, tasks, label, out_dir, progress)
+    compared = [
+        [compared_family(o, run, tasks, label) for o in others]
+        for run, (tasks, label) in zip(runs, chosen, strict=True)
+    ]
+    label = chosen[0][1]  # eval.tasks applies to every family
+    out_dir = Path(out_dir) if out_dir is not None else default_eval_dir(runs[0].run_dir, label)
+    if len(runs) == 1:
+        return [evaluate_loaded(runs[0], compared[0], *chosen[0], out_dir, progress)]
+    summaries = []
+    for run, (tasks, _), others_here in zip(runs, chosen, compared, strict=True):
+        print(f"\n--- {run.split.family} ---", flush=True)
+        folder = out_dir / run.split.family
+        summaries.append(evaluate_loaded(run, others_here, tasks, label, folder, progress))
+    from ad.evaluation.figure import figure_table, write_figure
+
+    results = write_figure([out_dir / run.split.family / "summary.json" for run in runs], out_dir)
+    print(figure_table(results))
+    print(f"written: {out_dir / 'figure.png'}, {out_dir / 'figure.json'}")
+    return summaries
 
 
 def evaluate_loaded(
@@ -338,14 +357,13 @@ def evaluate_loaded(
     others: list[LoadedRun],
     tasks: list[Task],
     label: str,
-    out_dir: Path | None,
+    out_dir: Path,
     progress: bool,
 ) -> dict:
-    """:func:`evaluate` once its runs are loaded and its tasks chosen."""
+    """One family of :func:`evaluate` once its runs are loaded and its tasks chosen."""
     ecfg = run.config.eval
     device = resolve_device(ecfg.device, "eval.device")
     for other in others:
-        check_comparable(other, run, tasks, label)
         other.config = dataclasses.replace(other.config, eval=ecfg)  # evaluated the same way
         other.model.to(device)
     family = family_of_split(run.split)
@@ -353,7 +371,6 @@ def evaluate_loaded(
     streams = source_streams(source_dataset_dir(run), tasks, label, warnings)
     references = task_references(family, tasks, streams, warnings)
     source_stats = source_summary(streams, tasks, references[:2], ecfg.seed)
-    out_dir = Path(out_dir) if out_dir is not None else default_eval_dir(run.run_dir, label)
     summaries: list[dict] = []
     all_returns: list[np.ndarray] = []
     # Row 0 (first task, first seed) of the main run, traced for the exploration maps or paths.

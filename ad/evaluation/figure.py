@@ -92,8 +92,8 @@ def write_figure(paths: list[str | Path], out_dir: str | Path) -> list[dict]:
     Raises:
         UserError: a path is not a result, or two results are of the same family.
     """
-    from ad.evaluation.evaluate import to_json
     from ad.evaluation.plots import plot_return_panels
+    from ad.utils import to_json
 
     results = [load_result(p) for p in paths]
     families = [r["family"] for r in results]

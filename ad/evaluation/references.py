@@ -21,13 +21,12 @@ def source_dataset_dir(run: Any) -> Path:
     """The run's history dataset, found from any working directory.
 
     Training stores the dataset's path relative to the run folder and absolute in the checkpoint
-    (``dataset_dir``); the first of those holding a manifest wins, so a moved project tree (run
-    and data together) and a moved run both work. Checkpoints from before have only the
-    config's path, relative to the directory the run was started from.
+    (the family's ``dataset_dir``), beside the config's path (relative to the directory the run
+    was started from); the first of those holding a manifest wins, so a moved project tree (run
+    and data together) and a moved run both work.
     """
-    stored = run.checkpoint.get("dataset_dir") or {}
-    candidates = [run.run_dir / p for p in (stored.get("from_run"),) if p is not None]
-    candidates += [Path(p) for p in (stored.get("absolute"),) if p is not None]
+    stored = run.record.dataset_dir
+    candidates = [run.run_dir / stored["from_run"], Path(stored["absolute"])]
     candidates.append(run.config.dataset_dir)
     for path in candidates:
         if (path / "manifest.json").is_file():

@@ -8,14 +8,13 @@ steps at test time).
 
 Token alignment equals training: at step t the model sees obs_t with action_{t-1}, reward_{t-1} and
 done_{t-1}; the very first token has prev_action = num_actions ("none"; for Box actions a row of
-NaNs), reward 0 and done True. Actions come from the model's action head (``model.head.act``):
+NaNs), reward 0 and done True. Actions come from the model's action head (``policy.head.act``):
 sampled, or its most likely action with ``action_mode="argmax"``; Box actions are clipped to the
 Box.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -79,7 +78,8 @@ def rollout(
     """Run ``num_episodes`` consecutive episodes per (task, seed) with frozen weights.
 
     Args:
-        model: an ADTransformer (unwrapped) on ``device``; its train/eval mode is restored after.
+        model: one family's policy (``ADTransformer.policy(name)``, unwrapped) on ``device``;
+            its train/eval mode is restored after.
         family: the task family of ``tasks``.
         tasks: tasks to evaluate; one batch row per (task, seed).
         num_seeds: evaluation seeds per task; the env of (task i, seed j) is reset with
@@ -177,29 +177,25 @@ def rollout(
     return returns.reshape(len(tasks), num_seeds, num_episodes)
 
 
-def periodic_evaluator(
-    cfg: ExperimentConfig,
-) -> Callable[[torch.nn.Module, TaskSplit, torch.device], dict[str, float]]:
-    """What ``ad-train`` passes to ``ad.learn.train.train`` as its periodic evaluation: one
-    sampled rollout of ``train.eval_episodes`` episodes on the first ``train.eval_tasks``
-    validation tasks (never test tasks: what training looks at must not be what is reported),
-    reported as ``validation/return_first`` and ``validation/return_last``."""
-
-    def evaluate(model: torch.nn.Module, split: TaskSplit, device: torch.device) -> dict:
-        returns = rollout(
-            model,
-            family_of_split(split),  # the family the trained split describes
-            split.validation[: cfg.train.eval_tasks],
-            num_seeds=1,
-            num_episodes=cfg.train.eval_episodes,
-            action_mode="sample",
-            seed=cfg.train.seed,
-            device=device,
-            context_mode=cfg.eval.context_mode,
-        )  # (tasks, 1, episodes)
-        return {
-            "validation/return_first": float(returns[..., 0].mean()),
-            "validation/return_last": float(returns[..., -1].mean()),
-        }
-
-    return evaluate
+def periodic_evaluation(
+    policy: torch.nn.Module, cfg: ExperimentConfig, split: TaskSplit, device: torch.device
+) -> dict[str, float]:
+    """What ``ad-train`` passes to ``ad.learn.train.train`` as its periodic evaluation, for each
+    family: one sampled rollout of ``train.eval_episodes`` episodes on the first
+    ``train.eval_tasks`` validation tasks of its split (never test tasks: what training looks
+    at must not be what is reported), as ``return_first`` and ``return_last``."""
+    returns = rollout(
+        policy,
+        family_of_split(split),  # the family the trained split describes
+        split.validation[: cfg.train.eval_tasks],
+        num_seeds=1,
+        num_episodes=cfg.train.eval_episodes,
+        action_mode="sample",
+        seed=cfg.train.seed,
+        device=device,
+        context_mode=cfg.eval.context_mode,
+    )  # (tasks, 1, episodes)
+    return {
+        "return_first": float(returns[..., 0].mean()),
+        "return_last": float(returns[..., -1].mean()),
+    }

@@ -1,9 +1,8 @@
 """Action heads: what the trunk's output at step t says about the action at t, per action space.
 
-Every head is one linear layer from the trunk's ``d`` features to the head's outputs (so the
-Discrete head's weights keep the ``head.weight`` / ``head.bias`` names of checkpoints written
-before Box actions), plus what those outputs mean: the training loss against the recorded
-actions, and how an action is drawn from them at evaluation (``act``). Chosen by
+Every head is one linear layer from the trunk's ``d`` features to the head's outputs, plus what
+those outputs mean: the training loss against the recorded actions, and how an action is drawn
+from them at evaluation (``act``). Chosen by
 ``model.action_head`` (:func:`make_action_head`):
 
 - ``categorical`` (Discrete(n)): n logits, cross-entropy.
@@ -36,8 +35,15 @@ HEADS = ("auto", "categorical", "bins", "gaussian")
 LOG_STD_RANGE = (-5.0, 2.0)  # of the normalised action: std from 0.007 to 7.4 half-widths
 
 
-class ActionHead(nn.Linear):
+class ActionHead(nn.Module):
     """A linear layer d -> outputs, and the meaning of its outputs (subclasses)."""
+
+    def __init__(self, embed_dim: int, num_outputs: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(embed_dim, num_outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)  # (..., d) -> (..., outputs)
 
     def loss(self, outputs: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
         """The mean training loss of (B, T, outputs) against the actions at t (B, T, ...)."""

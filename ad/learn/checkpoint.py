@@ -1,19 +1,16 @@
-"""Checkpoints: atomic save, validated load, latest-in-run lookup, load-for-eval, RNG states.
+"""Checkpoints: the typed record, atomic save, validated load, latest-in-run lookup, RNG states.
 
-A checkpoint is one ``torch.save`` file holding plain types and tensors only, so that
-``torch.load(weights_only=True)`` reads it without unpickling arbitrary objects. Keys:
-schema_version, model (state dict of the uncompiled, unwrapped module), optimizer, step, rng,
-config (``config_to_dict``), model_args ({"observation_space", "action_space"}; checkpoints from
-before Box actions hold "num_actions" instead of "action_space"),
-dataset_fingerprint, dataset_dir ({"from_run", "absolute"}: where the training data lies), split
-(``TaskSplit.to_json()``: train / validation / test), versions.
+A checkpoint is one ``torch.save`` file of :meth:`Checkpoint.to_state`: plain types and tensors
+only, so that ``torch.load(weights_only=True)`` reads it without unpickling arbitrary objects.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +18,98 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ad.config import ExperimentConfig, config_to_dict
+from ad.config import ModelConfig
 from ad.errors import UserError
+from ad.fields import build
 from ad.utils import atomic_write_bytes, seed_everything
 
-# 2: the stored split is train / validation / test (1: train / heldout).
-CHECKPOINT_SCHEMA = 2
+# 3: one record per family the model was trained on (2: a specialist's model_args, or a
+# generalist's members; 1: a train / heldout split).
+CHECKPOINT_SCHEMA = 3
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d+)\.pt$")
-REQUIRED_KEYS = ("schema_version", "model", "step", "config", "model_args")
+
+
+@dataclass(frozen=True)
+class FamilyRecord:
+    """What a checkpoint keeps of one family the model was trained on.
+
+    Attributes:
+        config: the family's resolved experiment config (``config_to_dict``): its env, eval
+            settings and windowing; evaluation reads it.
+        observation_space, action_space: the family's spaces (``space_to_json``).
+        split: its task split (``TaskSplit.to_json()``: train / validation / test).
+        dataset_fingerprint: of its training data.
+        dataset_dir: where its training data lies, {"from_run": relative to the run folder,
+            "absolute": ...}, for ``ad-eval``'s source curve from any working directory.
+    """
+
+    config: dict
+    observation_space: dict
+    action_space: dict
+    split: dict
+    dataset_fingerprint: str
+    dataset_dir: dict
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One training checkpoint.
+
+    Attributes:
+        model: the state dict of the uncompiled, unwrapped ADTransformer.
+        optimizer: the optimiser's state dict.
+        step: optimiser steps done.
+        rng: the RNG states of every rank (``rng_state``).
+        config: the training config as written to the run's config.yaml (an experiment's, or a
+            mixture's with its resolved members).
+        model_config: the model section the trunk was built from (``context_steps`` resolved).
+        families: family name -> its record, in the order of the model's families.
+        dataset_fingerprint: of all families' data together (checked on resume).
+        versions: package versions.
+    """
+
+    model: dict
+    optimizer: dict
+    step: int
+    rng: list
+    config: dict
+    model_config: dict
+    families: dict[str, FamilyRecord]
+    dataset_fingerprint: str
+    versions: dict
+
+    def to_state(self) -> dict:
+        """Plain types and tensors for ``torch.save``, with the schema version."""
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        state["families"] = {n: dataclasses.asdict(r) for n, r in self.families.items()}
+        return {"schema_version": CHECKPOINT_SCHEMA, **state}
+
+    @classmethod
+    def from_state(cls, state: dict, path: Path) -> Checkpoint:
+        """The record of a loaded state; refuses another schema version or missing keys."""
+        version = state.get("schema_version")
+        if version != CHECKPOINT_SCHEMA:
+            raise UserError(
+                f"checkpoint {path} has schema version {version!r}, this version of ad reads "
+                f"{CHECKPOINT_SCHEMA}; retrain, or use the ad version that wrote it"
+            )
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [key for key in names if key not in state]
+        if missing:
+            raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; it is damaged, retrain")
+        try:
+            families = {n: FamilyRecord(**r) for n, r in state["families"].items()}
+        except (AttributeError, TypeError):
+            raise UserError(f"checkpoint {path} has damaged family records; retrain") from None
+        return cls(**{**{k: state[k] for k in names}, "families": families})
+
+    def model_cfg(self) -> ModelConfig:
+        return build(ModelConfig, self.model_config, "model")
+
+    def spaces(self) -> dict[str, tuple[dict, dict]]:
+        """Family name -> (observation space, action space): the model's constructor argument."""
+        return {n: (r.observation_space, r.action_space) for n, r in self.families.items()}
 
 
 def checkpoint_name(step: int) -> str:
@@ -37,17 +117,17 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:06d}.pt"
 
 
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write ``state`` atomically: a temporary file beside ``path``, fsync, then rename.
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
+    """Write ``ckpt`` atomically: a temporary file beside ``path``, fsync, then rename.
 
     A crash mid-write leaves at most a hidden ``.tmp`` file, never a truncated checkpoint.
     """
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(ckpt.to_state(), buffer)
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Checkpoint:
     """Read a checkpoint with ``torch.load(weights_only=True)`` and check its schema.
 
     Raises:
@@ -70,18 +150,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
             ) from None
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {path} does not hold a dict; it was not written by ad-train")
-    version = state.get("schema_version")
-    if version != CHECKPOINT_SCHEMA:
-        why = " (made before the train / validation / test split)" if version == 1 else ""
-        raise UserError(
-            f"checkpoint {path} has schema version {version!r}{why}, this version of ad reads "
-            f"{CHECKPOINT_SCHEMA}; retrain (on a re-collected dataset) or use the ad version that "
-            "wrote it"
-        )
-    missing = [key for key in REQUIRED_KEYS if key not in state]
-    if missing:
-        raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; it is damaged, retrain")
-    return state
+    return Checkpoint.from_state(state, path)
 
 
 def list_checkpoints(folder: str | Path) -> list[Path]:
@@ -114,25 +183,19 @@ def find_checkpoint(run_or_file: str | Path) -> Path:
     return found[-1]
 
 
-def load_model(run_or_file: str | Path, device: str | torch.device = "cpu") -> tuple[Any, dict]:
+def load_model(
+    run_or_file: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Any, Checkpoint]:
     """The model of a run folder's latest checkpoint (or of a checkpoint file), in eval mode.
 
     Returns:
-        (ADTransformer on ``device`` in eval mode, the checkpoint dict).
+        (ADTransformer on ``device`` in eval mode, the checkpoint).
     """
-    from ad.config import config_from_dict
     from ad.learn.model import ADTransformer
 
     ckpt = load_checkpoint(find_checkpoint(run_or_file))
-    args = ckpt["model_args"]
-    if "members" in args:  # a generalist (ad.learn.mixture_train)
-        from ad.learn.generalist import load_generalist
-
-        return load_generalist(ckpt).to(device).eval(), ckpt
-    cfg = config_from_dict(ckpt["config"])
-    action_space = args["action_space"] if "action_space" in args else int(args["num_actions"])
-    model = ADTransformer(cfg.model, args["observation_space"], action_space)
-    model.load_state_dict(ckpt["model"])
+    model = ADTransformer(ckpt.model_cfg(), ckpt.spaces())
+    model.load_state_dict(ckpt.model)
     return model.to(device).eval(), ckpt
 
 
@@ -181,21 +244,35 @@ RESUMABLE_KEYS = {
 }
 
 
-def _flatten(data: dict, prefix: str = "") -> dict:
+def _flatten(data: dict | list, prefix: str = "") -> dict:
+    """section.key -> value; a mixture's list of members by index (mixture.0.resolved.train...)."""
     flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and key != "family_kwargs" and key != "algorithm_kwargs":
+    for key, value in data.items() if isinstance(data, dict) else enumerate(data):
+        nested = isinstance(value, dict) and key not in ("family_kwargs", "algorithm_kwargs")
+        if nested or (isinstance(value, list) and value and isinstance(value[0], dict)):
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
 
 
-def check_resumable(ckpt: dict, cfg: ExperimentConfig, fingerprint: str, path: Path) -> None:
-    """Refuse to resume with another config (eval.* and RESUMABLE_KEYS aside) or dataset."""
-    theirs, ours = _flatten(ckpt["config"]), _flatten(config_to_dict(cfg))
+def _resumable(key: str) -> bool:
+    parts = key.split(".")
+    return ".".join(parts[-2:]) in RESUMABLE_KEYS or "eval" in parts[:-1]
+
+
+def check_resumable(ckpt: Checkpoint, config: dict, fingerprint: str, path: Path) -> None:
+    """Refuse to resume with another config (eval.* and RESUMABLE_KEYS aside) or dataset.
+
+    Args:
+        ckpt: the checkpoint to resume from.
+        config: the training config as the run writes it (``Checkpoint.config``).
+        fingerprint: the dataset fingerprint of this config's data.
+        path: the checkpoint's path, for the message.
+    """
+    theirs, ours = _flatten(ckpt.config), _flatten(config)
     for key in sorted(set(theirs) | set(ours)):
-        if key in RESUMABLE_KEYS or key.startswith("eval."):
+        if _resumable(key):
             continue
         if theirs.get(key) != ours.get(key):
             raise UserError(
@@ -203,7 +280,7 @@ def check_resumable(ckpt: dict, cfg: ExperimentConfig, fingerprint: str, path: P
                 f"{theirs.get(key)!r}; resume with the run's config (only train.num_steps may "
                 "grow) or choose another train.run_dir"
             )
-    if ckpt.get("dataset_fingerprint") != fingerprint:
+    if ckpt.dataset_fingerprint != fingerprint:
         raise UserError(
             f"cannot resume {path}: the training data changed since it was written (dataset "
             "fingerprint differs); resume on the original dataset or choose another train.run_dir"

@@ -33,9 +33,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ad.config import ModelConfig
-from ad.data.spaces import action_space_json
 from ad.errors import UserError
-from ad.learn.action_heads import make_action_head
+from ad.learn.action_heads import ActionHead, make_action_head
 from ad.learn.encoders import make_action_encoder, make_observation_encoder
 
 # --------------------------------------------------------------------------- ALiBi
@@ -96,15 +95,16 @@ class KVCache:
 class TokenWindow:
     """The inputs of the last <= c steps, re-encoded as one forward pass at every step.
 
-    ``inputs`` holds the four input streams (observations, prev_actions, prev_rewards,
-    prev_dones), each (B, L, ...) with L <= c; None before the first step.
+    ``inputs`` holds the four input streams (``INPUT_KEYS``), each (B, L, ...) with L <= c;
+    None before the first step.
     """
 
-    inputs: list[Tensor] | None = None
+    inputs: dict[str, Tensor] | None = None
     device: torch.device | None = None
 
 
 DECODING_MODES = ("kv_cache", "window")
+INPUT_KEYS = ("observations", "prev_actions", "prev_rewards", "prev_dones")
 
 
 class CausalSelfAttention(nn.Module):
@@ -175,26 +175,18 @@ class Block(nn.Module):
         return self.ln_2(x + self.mlp(x))  # (B, T, C)
 
 
-class ADTransformer(nn.Module):
-    """Causal transformer over one token per environment step that predicts the next action.
+class StepEncoder(nn.Module):
+    """One family's input encoders: a step's observation, previous action, previous reward and
+    episode-start flag, each embedded by its space's encoder and summed into one token."""
 
-    Args:
-        cfg: the model section of the experiment config.
-        observation_space: the observation space as ``ad.data.spaces.space_to_json`` writes it.
-        action_space: the action space as ``space_to_json`` writes it (Discrete or 1-D Box), or
-            the number of Discrete actions (as checkpoints before Box actions store it).
-    """
-
-    def __init__(self, cfg: ModelConfig, observation_space: dict, action_space: dict | int) -> None:
+    def __init__(self, cfg: ModelConfig, observation_space: dict, action_space: dict) -> None:
         super().__init__()
-        action_space = action_space_json(action_space)
         if action_space.get("type") == "Discrete" and int(action_space["n"]) < 1:
             raise UserError(f"num_actions must be >= 1, got {action_space['n']}; check the env")
         d = cfg.embed_dim
         self.obs_encoder, self.obs_shape = make_observation_encoder(observation_space, cfg)
-        self.cfg = cfg
         self.observation_space = dict(observation_space)
-        self.action_space = action_space
+        self.action_space = dict(action_space)
         discrete = action_space.get("type") == "Discrete"
         self.num_actions = int(action_space["n"]) if discrete else None  # None: Box actions
         # Discrete: action id num_actions stands for "no previous action" (a stream's first
@@ -202,12 +194,69 @@ class ADTransformer(nn.Module):
         self.action_emb = make_action_encoder(action_space, d)
         self.reward_emb = nn.Linear(1, d)
         self.done_emb = nn.Embedding(2, d)  # does this step start a new episode?
+
+    def forward(
+        self, observations: Tensor, prev_actions: Tensor, prev_rewards: Tensor, prev_dones: Tensor
+    ) -> Tensor:
+        B, T = prev_actions.shape[:2]
+        if observations.shape != (B, T, *self.obs_shape):
+            raise ValueError(
+                f"observations {tuple(observations.shape)} do not match (B, T) = {(B, T)} and "
+                f"observation shape {self.obs_shape}"
+            )
+        if self.num_actions is not None:  # Discrete: (B, T) ids; Box: (B, T, act_dim) floats
+            prev_actions = prev_actions.long()
+        obs = self.obs_encoder(observations.reshape(B * T, *self.obs_shape)).view(B, T, -1)
+        return (
+            obs  # (B, T, d)
+            + self.action_emb(prev_actions)  # (B, T, d)
+            + self.reward_emb(prev_rewards.to(obs.dtype).unsqueeze(-1))  # (B, T, 1) -> (B, T, d)
+            + self.done_emb(prev_dones.long())  # (B, T, d)
+        )
+
+
+def family_key(name: str) -> str:
+    """A family name as a ModuleDict key (which may hold no dots)."""
+    return name.replace(".", "_")
+
+
+class ADTransformer(nn.Module):
+    """Causal transformer over one token per environment step that predicts the next action.
+
+    One trunk (the blocks with their ALiBi band and the final norm) between per-family input
+    encoders and action heads, chosen by each family's spaces (as huggingface/jat picks an
+    encoder per modality). A specialist is the one-family case; with several families a learned
+    family embedding is added to every token: a window's family is known to the model, its task
+    never is. :meth:`policy` is one family's view, which rollouts act with.
+
+    Args:
+        cfg: the model section of the experiment config.
+        spaces: family name -> (observation space, action space), as
+            ``ad.data.spaces.space_to_json`` writes them; the order is the order of the
+            families' rows in every batch.
+    """
+
+    def __init__(self, cfg: ModelConfig, spaces: Mapping[str, tuple[dict, dict]]) -> None:
+        super().__init__()
+        if not spaces:
+            raise UserError("a model needs at least one family's spaces")
+        d = cfg.embed_dim
+        self.cfg = cfg
+        self.names = list(spaces)
+        self.encoders = nn.ModuleDict(
+            {family_key(n): StepEncoder(cfg, *spaces[n]) for n in self.names}
+        )
         self.mask_token = nn.Parameter(torch.zeros(d))  # replaces masked input tokens in training
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.num_layers)])
         # post-norm blocks already end in a LayerNorm
         self.ln_f = nn.LayerNorm(d) if cfg.norm == "pre" else nn.Identity()
-        self.head = make_action_head(cfg.action_head, cfg.action_bins, action_space, d)
+        self.heads = nn.ModuleDict(
+            {
+                family_key(n): make_action_head(cfg.action_head, cfg.action_bins, act, d)
+                for n, (_, act) in spaces.items()
+            }
+        )
         self.register_buffer("slopes", alibi_slopes(cfg.num_heads), persistent=False)
         self._bias_cache: dict[tuple, Tensor] = {}
 
@@ -217,6 +266,10 @@ class ADTransformer(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.num_layers))
+        # one row per family; none for one family, whose model is exactly a specialist
+        self.family_emb = (
+            nn.Parameter(torch.randn(len(self.names), d) * 0.02) if len(self.names) > 1 else None
+        )
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -231,34 +284,60 @@ class ADTransformer(nn.Module):
         """Number of parameters (there are no position embeddings to leave out)."""
         return sum(p.numel() for p in self.parameters())
 
+    def spaces(self, name: str) -> tuple[dict, dict]:
+        """A family's (observation space, action space)."""
+        encoder = self.encoder(name)
+        return encoder.observation_space, encoder.action_space
+
+    def encoder(self, name: str) -> StepEncoder:
+        self._check_family(name)
+        return self.encoders[family_key(name)]
+
+    def head(self, name: str) -> ActionHead:
+        self._check_family(name)
+        return self.heads[family_key(name)]
+
+    def _check_family(self, name: str) -> None:
+        if name not in self.names:
+            raise UserError(
+                f"the model has no family {name!r}; its families: {', '.join(self.names)}"
+            )
+
+    def policy(self, name: str | None = None) -> FamilyPolicy:
+        """One family's view (its encoders and head around the shared trunk) that rollouts act
+        with; ``name`` may be left out when the model has one family."""
+        if name is None:
+            if len(self.names) > 1:
+                raise UserError(
+                    f"the model has {len(self.names)} families ({', '.join(self.names)}); "
+                    "name the one to act in"
+                )
+            name = self.names[0]
+        self._check_family(name)
+        return FamilyPolicy(self, name)
+
     # ------------------------------------------------------------------ inputs and masks
 
-    def embed(
-        self, observations: Tensor, prev_actions: Tensor, prev_rewards: Tensor, prev_dones: Tensor
-    ) -> Tensor:
-        """Sum of the four input embeddings, (B, T, d); masking and dropout only in training."""
-        B, T = prev_actions.shape[:2]
-        if observations.shape != (B, T, *self.obs_shape):
-            raise ValueError(
-                f"observations {tuple(observations.shape)} do not match (B, T) = {(B, T)} and "
-                f"observation shape {self.obs_shape}"
-            )
-        obs = self.obs_encoder(observations.reshape(B * T, *self.obs_shape)).view(B, T, -1)
-        x = (
-            obs  # (B, T, d)
-            + self.action_emb(self._action_input(prev_actions))  # (B, T, d)
-            + self.reward_emb(prev_rewards.to(obs.dtype).unsqueeze(-1))  # (B, T, 1) -> (B, T, d)
-            + self.done_emb(prev_dones.long())  # (B, T, d)
-        )
+    def embed(self, name: str, inputs: Mapping[str, Tensor]) -> Tensor:
+        """One family's tokens, (B, T, d): the sum of its four input embeddings (``inputs``:
+        observations, prev_actions, prev_rewards, prev_dones), masked and dropped out in training,
+        plus the family embedding."""
+        x = self.encoder(name)(*(inputs[k] for k in INPUT_KEYS))  # (B, T, d)
         if self.training and self.cfg.input_mask_prob > 0:
             # AD appendix: each input token is replaced by a learned mask token with probability p
-            masked = torch.rand(B, T, 1, device=x.device) < self.cfg.input_mask_prob  # (B, T, 1)
-            x = torch.where(masked, self.mask_token.to(x.dtype), x)
-        return self.drop(x)
+            masked = torch.rand(*x.shape[:2], 1, device=x.device) < self.cfg.input_mask_prob
+            x = torch.where(masked, self.mask_token.to(x.dtype), x)  # (B, T, d)
+        x = self.drop(x)
+        if self.family_emb is not None:  # never masked: the family is always known
+            x = x + self.family_emb[self.names.index(name)].to(x.dtype)  # (B, T, d)
+        return x
 
-    def _action_input(self, prev_actions: Tensor) -> Tensor:
-        """Discrete: (B, T) int64 ids; Box: (B, T, act_dim) floats as given (NaN: none)."""
-        return prev_actions.long() if self.num_actions is not None else prev_actions
+    def trunk(self, x: Tensor) -> Tensor:
+        """The shared blocks and final norm over whole sequences, (B, T, d) -> (B, T, d)."""
+        bias = self._bias(x.size(1), x.device, x.dtype)  # (1, nh, T, T)
+        for block in self.blocks:
+            x = block(x, bias)  # (B, T, d)
+        return self.ln_f(x)  # (B, T, d)
 
     def _bias(self, length: int, device: torch.device, dtype: torch.dtype) -> Tensor:
         """The (1, nh, T, T) ALiBi + band bias for forward(), built once per (T, device, dtype)."""
@@ -293,39 +372,40 @@ class ADTransformer(nn.Module):
     # ------------------------------------------------------------------ training / full sequences
 
     def forward(
-        self,
-        observations: Tensor,
-        prev_actions: Tensor,
-        prev_rewards: Tensor,
-        prev_dones: Tensor,
-        targets: Tensor | None = None,
-        label_smoothing: float = 0.0,
-    ) -> tuple[Tensor, Tensor | None]:
-        """The action head's outputs at every step, and its loss when targets are given.
+        self, batches: Mapping[str, Mapping[str, Tensor]], label_smoothing: float = 0.0
+    ) -> tuple[dict[str, Tensor], Tensor | None, dict[str, Tensor]]:
+        """Every family's head outputs at every step, and the losses when targets are given.
 
         Args:
-            observations: (B, T, *obs_shape); int64 for Discrete/MultiDiscrete, uint8/float for Box.
-            prev_actions: Discrete: (B, T) int64 in [0, num_actions], num_actions meaning no
-                previous action; Box: (B, T, act_dim) float, a NaN row meaning none.
-            prev_rewards: (B, T) float, the reward of step t-1.
-            prev_dones: (B, T) bool, True where step t starts a new episode.
-            targets: the actions at t: (B, T) int64 (-1: left out of the loss) or (B, T, act_dim)
-                float.
+            batches: family name -> its rows, each (B_f, T, ...) with one T for all families:
+                observations (int64 for Discrete/MultiDiscrete, uint8/float for Box);
+                prev_actions (Discrete: int64 in [0, num_actions], num_actions meaning no
+                previous action; Box: float, a NaN row meaning none); prev_rewards (float, the
+                reward of step t-1); prev_dones (bool, True where step t starts an episode);
+                optionally targets, the actions at t (int64, -1: left out of the loss; or float).
             label_smoothing: cross-entropy label smoothing (categorical and bins heads).
 
         Returns:
-            outputs (B, T, head outputs: the logits for Discrete) and the head's loss (a scalar)
-            or None.
+            (outputs per family (B_f, T, head outputs: the logits for Discrete), the loss (the
+            row-weighted mean of the families' losses) or None without targets, the loss per
+            family).
         """
-        x = self.embed(observations, prev_actions, prev_rewards, prev_dones)  # (B, T, d)
-        bias = self._bias(x.size(1), x.device, x.dtype)  # (1, nh, T, T)
-        for block in self.blocks:
-            x = block(x, bias)  # (B, T, d)
-        logits = self.head(self.ln_f(x))  # (B, T, outputs)
+        names = [n for n in self.names if n in batches]
+        if len(names) != len(batches):
+            self._check_family(next(n for n in batches if n not in self.names))
+        xs = [self.embed(n, batches[n]) for n in names]
+        rows = [x.size(0) for x in xs]
+        x = self.trunk(xs[0] if len(xs) == 1 else torch.cat(xs, 0))  # (B, T, d), B = sum(rows)
+        outputs, losses = {}, {}
+        for n, part in zip(names, x.split(rows, 0), strict=True):
+            head = self.head(n)
+            outputs[n] = head(part)  # (B_f, T, outputs)
+            if "targets" in batches[n]:
+                losses[n] = head.loss(outputs[n], batches[n]["targets"], label_smoothing)
         loss = None
-        if targets is not None:
-            loss = self.head.loss(logits, targets, label_smoothing)
-        return logits, loss
+        if len(losses) == len(names):
+            loss = sum(losses[n] * (r / sum(rows)) for n, r in zip(names, rows, strict=True))
+        return outputs, loss, losses
 
     # ------------------------------------------------------------------ incremental decoding
 
@@ -352,12 +432,14 @@ class ADTransformer(nn.Module):
     def step(
         self,
         cache: KVCache | TokenWindow,
+        name: str,
         observation: Tensor,
         prev_action: Tensor,
         prev_reward: Tensor,
         prev_done: Tensor,
     ) -> Tensor:
-        """Append one token per stream to the decoding state and return its action head's outputs.
+        """Append one token per stream to the decoding state and return family ``name``'s
+        action head outputs.
 
         Both states keep the last ``context_steps`` tokens, so the model acts indefinitely. With a
         KV cache the result equals ``forward()`` on the whole sequence at its last position; with a
@@ -365,43 +447,43 @@ class ADTransformer(nn.Module):
 
         Args:
             cache: from :meth:`init_cache`, updated in place.
+            name: the family the streams act in.
             observation: (B, *obs_shape). prev_action: (B,) int64 in [0, num_actions], or
             (B, act_dim) float for Box actions. prev_reward: (B,) float. prev_done: (B,) bool,
             True when this step starts an episode.
 
         Returns:
-            outputs (B, head outputs); ``self.head.act`` turns them into actions.
+            outputs (B, head outputs); ``self.head(name).act`` turns them into actions.
         """
         if self.training:
             raise RuntimeError("step() is for inference: call model.eval() first")
+        device = cache.device if isinstance(cache, TokenWindow) else cache.keys[0].device
+        new = {  # each (B, 1, ...)
+            key: torch.as_tensor(x, device=device).unsqueeze(1)
+            for key, x in zip(
+                INPUT_KEYS, (observation, prev_action, prev_reward, prev_done), strict=True
+            )
+        }
         if isinstance(cache, TokenWindow):
-            return self._window_step(cache, observation, prev_action, prev_reward, prev_done)
-        device = cache.keys[0].device
-        x = self.embed(
-            torch.as_tensor(observation, device=device).unsqueeze(1),  # (B, 1, *obs_shape)
-            torch.as_tensor(prev_action, device=device).unsqueeze(1),  # (B, 1)
-            torch.as_tensor(prev_reward, device=device).unsqueeze(1),  # (B, 1)
-            torch.as_tensor(prev_done, device=device).unsqueeze(1),  # (B, 1)
-        )  # (B, 1, d)
+            return self._window_step(cache, name, new)
+        x = self.embed(name, new)  # (B, 1, d)
         cache.length = min(cache.length + 1, self.cfg.context_steps)  # L, counting the new token
         bias = self._step_bias(cache, x.device, x.dtype)  # (1, nh, 1, L)
         for layer, block in enumerate(self.blocks):
             x = block(x, bias, cache, layer)  # (B, 1, d)
         cache.num_tokens += 1
-        return self.head(self.ln_f(x))[:, 0]  # (B, outputs)
+        return self.head(name)(self.ln_f(x))[:, 0]  # (B, outputs)
 
-    def _window_step(self, window: TokenWindow, *inputs: Tensor) -> Tensor:
+    def _window_step(self, window: TokenWindow, name: str, new: dict[str, Tensor]) -> Tensor:
         # copies: the caller may reuse its input buffers (the rollout writes into them in place)
-        new = [torch.as_tensor(x, device=window.device).unsqueeze(1).clone() for x in inputs]
+        new = {key: x.clone() for key, x in new.items()}
         if window.inputs is None:
             window.inputs = new
         else:
-            first = max(window.inputs[0].size(1) - (self.cfg.context_steps - 1), 0)
-            window.inputs = [
-                torch.cat([old[:, first:], x], 1) for old, x in zip(window.inputs, new, strict=True)
-            ]
-        outputs, _ = self.forward(*window.inputs)  # (B, L, head outputs)
-        return outputs[:, -1]  # (B, head outputs)
+            first = max(window.inputs["prev_dones"].size(1) - (self.cfg.context_steps - 1), 0)
+            window.inputs = {k: torch.cat([window.inputs[k][:, first:], new[k]], 1) for k in new}
+        outputs, _, _ = self.forward({name: window.inputs})  # (B, L, head outputs)
+        return outputs[name][:, -1]  # (B, head outputs)
 
     # ------------------------------------------------------------------ loading
 
@@ -416,3 +498,51 @@ class ADTransformer(nn.Module):
                 key = key.split(".", 1)[1]
             cleaned[key] = value
         return super().load_state_dict(cleaned, strict=strict, assign=assign)
+
+
+class FamilyPolicy(nn.Module):
+    """One family's view of an :class:`ADTransformer`: its spaces, head and decoding, around the
+    shared trunk. Rollouts act with it; it holds no weights of its own."""
+
+    def __init__(self, model: ADTransformer, name: str) -> None:
+        super().__init__()
+        self.model, self.name = model, name
+        encoder = model.encoder(name)
+        self.cfg = model.cfg
+        self.observation_space, self.action_space = encoder.observation_space, encoder.action_space
+        self.num_actions, self.obs_shape = encoder.num_actions, encoder.obs_shape
+
+    @property
+    def head(self) -> ActionHead:
+        return self.model.head(self.name)
+
+    @property
+    def encoder(self) -> StepEncoder:
+        return self.model.encoder(self.name)
+
+    def init_cache(
+        self, batch_size: int, device: torch.device | str | None = None, mode: str = "kv_cache"
+    ) -> KVCache | TokenWindow:
+        return self.model.init_cache(batch_size, device, mode)
+
+    def step(self, cache: KVCache | TokenWindow, *inputs: Tensor) -> Tensor:
+        """:meth:`ADTransformer.step` in this family."""
+        return self.model.step(cache, self.name, *inputs)
+
+    def forward(
+        self,
+        observations: Tensor,
+        prev_actions: Tensor,
+        prev_rewards: Tensor,
+        prev_dones: Tensor,
+        targets: Tensor | None = None,
+        label_smoothing: float = 0.0,
+    ) -> tuple[Tensor, Tensor | None]:
+        """(outputs (B, T, head outputs), loss or None) of this family's windows; the inputs as
+        for :meth:`ADTransformer.forward`."""
+        inputs = (observations, prev_actions, prev_rewards, prev_dones)
+        batch = dict(zip(INPUT_KEYS, inputs, strict=True))
+        if targets is not None:
+            batch["targets"] = targets
+        outputs, loss, _ = self.model({self.name: batch}, label_smoothing)
+        return outputs[self.name], loss

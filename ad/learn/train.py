@@ -15,6 +15,7 @@ the same global batch and takes its contiguous slice, and a resumed run continue
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import os
@@ -22,17 +23,20 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 
-from ad.config import ExperimentConfig, TrainConfig, config_to_dict, save_config
+from ad.config import ExperimentConfig, ModelConfig, TrainConfig, config_to_dict
 from ad.errors import UserError
 from ad.learn.batches import iterate_batches
 from ad.learn.checkpoint import (
-    CHECKPOINT_SCHEMA,
+    Checkpoint,
+    FamilyRecord,
     check_resumable,
     checkpoint_name,
     find_resume_checkpoint,
@@ -44,9 +48,10 @@ from ad.learn.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from ad.learn.model import ADTransformer
+from ad.learn.model import ADTransformer, FamilyPolicy
 from ad.learn.training_data import describe_derived, load_training_runs, resolve_config
 from ad.learn.windows import WindowStore, open_windows
+from ad.mixture import MixtureConfig, config_record, member_rows, members_of, with_members
 from ad.utils import (
     atomic_write_text,
     package_versions,
@@ -62,11 +67,9 @@ METRICS = (
     "train/lr",
     "train/grad_norm",
     "train/tokens_per_s",
-    # The periodic evaluation runs on validation tasks; the key says so (test numbers come from
-    # ad-eval only).
-    "validation/return_first",
-    "validation/return_last",
 )
+# The periodic evaluation runs on validation tasks; its keys say so (test numbers come from
+# ad-eval only).
 
 
 def _log(message: str) -> None:
@@ -162,28 +165,100 @@ class MetricsLog:
                 self.writer.close()
 
 
+# --------------------------------------------------------------------------- the families
+
+
+@dataclass
+class FamilyData:
+    """One family of a training run: its config resolved from its data, and its windows."""
+
+    name: str
+    config: ExperimentConfig
+    windows: WindowStore
+    weight: float
+    derived: str  # the log line of the settings derived from the data ("" if none)
+
+
+def open_families(cfg: ExperimentConfig | MixtureConfig) -> list[FamilyData]:
+    """Each family's checked training data, resolved config (null settings derived from its
+    data) and windows; a specialist has one family, a mixture one per member.
+
+    Raises:
+        UserError: a family's data fails its checks, or the families' context or window lengths
+            differ (one trunk, one ``context_steps``).
+    """
+    members = members_of(cfg)
+    families: list[FamilyData] = []
+    try:
+        for m in members:
+            where = f"mixture member {m.name} ({m.config}): " if len(members) > 1 else ""
+            try:
+                training = load_training_runs(m.experiment)
+                resolved = resolve_config(m.experiment, training)
+                windows = open_windows(resolved, training)
+            except UserError as e:
+                raise UserError(f"{where}{e}") from None
+            derived = describe_derived(m.experiment, resolved, training)
+            derived = where + derived if resolved != m.experiment else ""
+            families.append(FamilyData(m.name, resolved, windows, m.weight, derived))
+        lengths = {f.name: (f.config.model.context_steps, f.windows.window_steps) for f in families}
+        if len(set(lengths.values())) > 1:
+            listed = ", ".join(f"{n} {c} / {w}" for n, (c, w) in lengths.items())
+            raise UserError(
+                f"the members' model.context_steps / window steps differ ({listed}); one trunk "
+                "needs one value: set model.context_steps (and train.window_steps) in the mixture "
+                "config"
+            )
+    except UserError:
+        for f in families:
+            f.windows.close()
+        raise
+    return families
+
+
+def data_fingerprint(families: list[FamilyData]) -> str:
+    """One fingerprint of all families' data (checked on resume); a specialist's is its data's."""
+    if len(families) == 1:
+        return families[0].windows.fingerprint
+    text = ";".join(f"{f.name}={f.windows.fingerprint}" for f in families)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 # --------------------------------------------------------------------------- the loop
 
+# A periodic evaluation: (one family's policy, its resolved config, its split, device) ->
+# metrics such as {"return_first": ..., "return_last": ...} on validation tasks, logged as
+# validation/<key> (validation/<family>/<key> with several families).
+Evaluator = Callable[[FamilyPolicy, ExperimentConfig, TaskSplit, torch.device], dict]
+EVAL_KEYS = ("return_first", "return_last")
 
-Evaluator = Callable[[ADTransformer, TaskSplit, torch.device], dict]
+
+def metric_fields(names: list[str]) -> tuple[str, ...]:
+    """metrics.csv's columns: the loss of each family and its periodic evaluation when there
+    are several."""
+    if len(names) == 1:
+        return METRICS + tuple(f"validation/{k}" for k in EVAL_KEYS)
+    per_family = [f"train/loss/{n}" for n in names]
+    per_family += [f"validation/{n}/{k}" for n in names for k in EVAL_KEYS]
+    return METRICS + tuple(per_family)
 
 
 def train(
-    cfg: ExperimentConfig,
+    cfg: ExperimentConfig | MixtureConfig,
     resume: bool = False,
     progress: bool = True,
     evaluator: Evaluator | None = None,
 ) -> Path:
-    """Train the AD (or ED) model on the training split of the config's dataset.
+    """Train a model on the training split of each family's dataset: a specialist on one, a
+    generalist on a mixture's, with one loop.
 
     Args:
-        cfg: the experiment config.
-        resume: continue from the latest checkpoint of ``cfg.run_dir`` (same config and data).
+        cfg: an experiment config (one family, AD or ED) or a mixture config.
+        resume: continue from the latest checkpoint of the run folder (same config and data).
         progress: show a progress bar (rank 0).
-        evaluator: called every ``train.eval_every`` steps on rank 0 with (model, split,
-            device); returns ``validation/*`` metrics (see ``METRICS``). The RNG states are
-            restored after it, so evaluating does not change training. None: no periodic
-            evaluation.
+        evaluator: called every ``train.eval_every`` steps on rank 0 for each family on its
+            validation tasks; the RNG states are restored after it, so evaluating does not
+            change training. None: no periodic evaluation.
 
     Returns:
         The run folder (config.yaml, versions.json, metrics.csv, checkpoints/, tb/).
@@ -202,10 +277,10 @@ def train(
 
 
 def _train(
-    cfg: ExperimentConfig, resume: bool, progress: bool, evaluator: Evaluator | None,
-    device: torch.device, rank: int, world_size: int,
+    cfg: ExperimentConfig | MixtureConfig, resume: bool, progress: bool,
+    evaluator: Evaluator | None, device: torch.device, rank: int, world_size: int,
 ) -> Path:  # fmt: skip
-    tc, master = cfg.train, rank == 0
+    tc = cfg.train
     if tc.batch_size % world_size:
         raise UserError(
             f"train.batch_size={tc.batch_size} does not divide by {world_size} processes; "
@@ -215,157 +290,268 @@ def _train(
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     run_dir = cfg.run_dir
     resume_path = find_resume_checkpoint(run_dir, resume)
-    training = load_training_runs(cfg)
-    cfg, given = resolve_config(cfg, training), cfg  # null settings derived from the data
-    windows = open_windows(cfg, training)
+    families = open_families(cfg)
+    try:
+        return _loop(cfg, families, resume_path, progress, evaluator, device, rank, world_size)
+    finally:
+        for f in families:
+            f.windows.close()
+
+
+def _loop(
+    cfg: ExperimentConfig | MixtureConfig, families: list[FamilyData], resume_path: Path | None,
+    progress: bool, evaluator: Evaluator | None, device: torch.device, rank: int, world_size: int,
+) -> Path:  # fmt: skip
+    tc, master, run_dir = cfg.train, rank == 0, cfg.run_dir
+    cfg = with_members(cfg, [f.config for f in families])
+    checkpoints = Checkpoints(run_dir, config_record(cfg), cfg.model, families, tc)
     ckpt = load_checkpoint(resume_path) if resume_path else None
     if ckpt is not None:
-        check_resumable(ckpt, cfg, windows.fingerprint, resume_path)
+        check_resumable(ckpt, checkpoints.config, checkpoints.fingerprint, resume_path)
     if world_size > 1:  # no rank may see a checkpoint that rank 0 writes later
         dist.barrier()
-
     raw_model, model, optimizer, start_step = build_model(
-        cfg, windows, device, ckpt, rank, world_size
+        cfg.model, families, tc, device, ckpt, rank, world_size
     )
-    use_bf16 = tc.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
-    discrete = windows.observation_space["type"] in ("Discrete", "MultiDiscrete")
-
+    names, rows = (
+        [f.name for f in families],
+        member_rows(tc.batch_size, [f.weight for f in families]),
+    )
     if master:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        write_versions(run_dir)
-        _log(f"{windows.describe()}; {raw_model.num_parameters():,} parameters on {device}")
-        if cfg != given:
-            _log(describe_derived(given, cfg, training))
-        if resume:
-            _log(
-                f"resuming {resume_path} at step {start_step}"
-                if ckpt
-                else "no checkpoint yet: fresh start"
-            )
-    log = MetricsLog(run_dir, start_step, master)
+        _start_run(checkpoints, families, rows, raw_model, device, resume_path, ckpt, start_step)
+    log = MetricsLog(run_dir, start_step, master, metric_fields(names))
+    meter = LossMeter(names, tc.batch_size * families[0].windows.window_steps)
     bar = _progress_bar(tc.num_steps, start_step, progress and master)
     batches = iterate_batches(
-        windows, tc.seed, start_step, tc.num_steps, tc.batch_size, rank, world_size, tc.num_workers
-    )
-    tokens_per_step = tc.batch_size * windows.window_steps
-    losses, timer, timed_steps = [], time.perf_counter(), 0
+        [f.windows for f in families], rows, tc.seed, start_step, tc.num_steps, rank,
+        world_size, tc.num_workers,
+    )  # fmt: skip
     raw_model.train()
     try:
         for step in range(start_step, tc.num_steps):
-            batch = _to_device(next(batches), device, discrete)
+            batch = {
+                f.name: _to_device(b, device, f.windows.observation_space)
+                for f, b in zip(families, next(batches), strict=True)
+                if b is not None  # a rank may hold no rows of a family
+            }
             lr = lr_at(step, tc)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-
-            # forward, backward, clip, check, update
-            with autocast:
-                _, loss = model(**batch, label_smoothing=tc.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_norm)
-            stats = torch.stack([loss.detach().float(), grad_norm.float()])
-            if world_size > 1:  # global mean loss; a NaN on any rank stops all at this step
-                dist.all_reduce(stats)
-                stats /= world_size
-            loss_value, norm_value = stats.tolist()
-            if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-                good = _set_aside_bad_checkpoint(run_dir, step) if master else None
+            loss, norm, per_family = _forward_backward(
+                model, raw_model, batch, names, tc, world_size
+            )
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                good = checkpoints.set_aside(step) if master else None
                 raise UserError(
-                    f"non-finite loss ({loss_value}) or gradient norm ({norm_value}) at step "
-                    f"{step + 1}; training stopped before the update, last good checkpoint: "
+                    f"non-finite loss ({loss}) or gradient norm ({norm}) at step {step + 1}; "
+                    f"training stopped before the update, last good checkpoint: "
                     f"{good or 'none'}; lower train.lr, raise train.warmup_steps or "
                     "set train.grad_clip, and train into a new train.run_dir"
                 )
             optimizer.step()
-            done = step + 1
-            losses.append(loss_value)
-            timed_steps += 1
+            meter.add(loss, per_family)
             bar.update(1)
 
             # logging, evaluation, checkpoints (every rank takes the same branches)
+            done = step + 1
             last = done == tc.num_steps
             log_now, ckpt_now = done % tc.log_every == 0 or last, done % tc.checkpoint_every == 0
             eval_now = (
                 master and evaluator and tc.eval_every and (done % tc.eval_every == 0 or last)
             )
-            row = {}
-            if log_now:
-                mean_loss = float(np.mean(losses))
-                tokens_per_s = tokens_per_step * timed_steps / (time.perf_counter() - timer)
-                row = {"train/loss": mean_loss, "train/lr": lr, "train/grad_norm": norm_value,
-                       "train/tokens_per_s": tokens_per_s}  # fmt: skip
-                bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
-                losses = []
+            row = meter.row(lr, norm, bar) if log_now else {}
             if eval_now:
-                row.update(_evaluate(evaluator, raw_model, windows.split, device))
+                row.update(_evaluate(evaluator, raw_model, families, device))
             if row:
                 log.log(done, row)
             if ckpt_now or last:
                 rng = gather_rng(world_size)  # a collective: all ranks
                 if master:
-                    state = _checkpoint_state(raw_model, optimizer, done, rng, cfg, windows)
-                    save_checkpoint(run_dir / "checkpoints" / checkpoint_name(done), state)
-                    for old in list_checkpoints(run_dir)[: -tc.keep_checkpoints]:
-                        old.unlink()
+                    checkpoints.save(raw_model, optimizer, done, rng)
             if log_now or eval_now or ckpt_now or last:  # tokens/s counts training time only
-                timer, timed_steps = time.perf_counter(), 0
+                meter.restart_clock()
     finally:
         bar.close()
         log.close()
         batches.close()
-        windows.close()
     return run_dir
 
 
-def _evaluate(evaluator: Evaluator, model: ADTransformer, split: TaskSplit, device) -> dict:
-    """The evaluator's metrics; the RNG states are left as they were, so that evaluating does
-    not shift the dropout and masking streams of training (a resumed run stays exact)."""
+def _start_run(
+    checkpoints: Checkpoints, families: list[FamilyData], rows: list[int], model: ADTransformer,
+    device: torch.device, resume_path: Path | None, ckpt: Checkpoint | None, start_step: int,
+) -> None:  # fmt: skip
+    """Rank 0: the run folder's config.yaml and versions.json, and the log's opening lines."""
+    run_dir = checkpoints.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(checkpoints.config, sort_keys=False))
+    write_versions(run_dir)
+    several = len(families) > 1
+    if several:
+        shares = ", ".join(f"{f.name} {r} rows" for f, r in zip(families, rows, strict=True))
+        _log(f"generalist over {shares} per step")
+    for f in families:
+        _log(f"{f.name + ': ' if several else ''}{f.windows.describe()}")
+    _log(f"{model.num_parameters():,} parameters on {device}")
+    for f in families:
+        if f.derived:
+            _log(f.derived)
+    if resume_path is not None:
+        _log(
+            f"resuming {resume_path} at step {start_step}"
+            if ckpt
+            else "no checkpoint yet: fresh start"
+        )
+
+
+def _forward_backward(
+    model: torch.nn.Module, raw_model: ADTransformer, batch: dict, names: list[str],
+    tc: TrainConfig, world_size: int,
+) -> tuple[float, float, list[float]]:  # fmt: skip
+    """Forward, backward and gradient clipping of one step; returns the loss and gradient norm
+    (means over the ranks) and each family's loss over all ranks' rows."""
+    device = next(raw_model.parameters()).device
+    use_bf16 = tc.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    with torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext():
+        _, loss, losses = model(batch, label_smoothing=tc.label_smoothing)
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_norm)
+    # the loss, the gradient norm, each family's loss x rows, and its rows on this rank
+    here = [len(batch[n]["targets"]) if n in batch else 0 for n in names]
+    zero = loss.new_zeros((), dtype=torch.float32)
+    weighted = [
+        losses[n].detach().float() * r if r else zero for n, r in zip(names, here, strict=True)
+    ]
+    stats = torch.stack(
+        [loss.detach().float(), grad_norm.float(), *weighted] + [zero + r for r in here]
+    )
+    if world_size > 1:  # global means; a NaN on any rank stops all at this step
+        dist.all_reduce(stats)
+        stats[:2] /= world_size
+    loss_value, norm_value, *rest = stats.tolist()
+    k = len(names)
+    return loss_value, norm_value, [s / r for s, r in zip(rest[:k], rest[k:], strict=True)]
+
+
+class LossMeter:
+    """Running means of the loss (and each family's) since the last metrics row, and training
+    tokens/s since the clock last restarted (evaluation and checkpoints are not training)."""
+
+    def __init__(self, names: list[str], tokens_per_step: int) -> None:
+        self.names, self.tokens_per_step = names, tokens_per_step
+        self.sums, self.count = np.zeros(1 + len(names)), 0
+        self.restart_clock()
+
+    def add(self, loss: float, per_family: list[float]) -> None:
+        self.sums += [loss, *per_family]
+        self.count += 1
+        self.timed_steps += 1
+
+    def restart_clock(self) -> None:
+        self.timer, self.timed_steps = time.perf_counter(), 0
+
+    def row(self, lr: float, grad_norm: float, bar) -> dict[str, float]:
+        """The metrics row (train/*), shown on the progress bar; the means start over."""
+        means = self.sums / self.count
+        tokens_per_s = self.tokens_per_step * self.timed_steps / (time.perf_counter() - self.timer)
+        row = {"train/loss": means[0], "train/lr": lr, "train/grad_norm": grad_norm,
+               "train/tokens_per_s": tokens_per_s}  # fmt: skip
+        if len(self.names) > 1:
+            row.update({f"train/loss/{n}": v for n, v in zip(self.names, means[1:], strict=True)})
+        bar.set_postfix(loss=f"{means[0]:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+        self.sums, self.count = np.zeros_like(self.sums), 0
+        return row
+
+
+class Checkpoints:
+    """A run's checkpoints (rank 0): each a :class:`Checkpoint` record, written atomically, the
+    ``train.keep_checkpoints`` most recent kept, and one whose weights gave a non-finite loss set
+    aside."""
+
+    def __init__(
+        self, run_dir: Path, config: dict, model_cfg: ModelConfig, families: list[FamilyData],
+        tc: TrainConfig,
+    ) -> None:  # fmt: skip
+        self.run_dir, self.config, self.keep = run_dir, config, tc.keep_checkpoints
+        self.model_config = config_to_dict(model_cfg)
+        self.families = {f.name: family_record(f) for f in families}
+        self.fingerprint = data_fingerprint(families)
+
+    def save(self, model: ADTransformer, optimizer, step: int, rng: list) -> None:
+        ckpt = Checkpoint(
+            model=model.state_dict(),  # the uncompiled, unwrapped module
+            optimizer=optimizer.state_dict(),
+            step=step,
+            rng=rng,  # one state per rank
+            config=self.config,
+            model_config=self.model_config,
+            families=self.families,
+            dataset_fingerprint=self.fingerprint,
+            versions=package_versions(),
+        )
+        save_checkpoint(self.run_dir / "checkpoints" / checkpoint_name(step), ckpt)
+        for old in list_checkpoints(self.run_dir)[: -self.keep]:
+            old.unlink()
+
+    def set_aside(self, step: int) -> Path | None:
+        """After a non-finite loss at ``step``: rename the checkpoint holding the weights that
+        gave it (``step-<step>.pt.nonfinite``, so resuming skips it); return the latest good
+        one."""
+        bad = self.run_dir / "checkpoints" / checkpoint_name(step)
+        if bad.is_file():
+            bad.rename(bad.with_name(bad.name + ".nonfinite"))
+        found = list_checkpoints(self.run_dir)
+        return found[-1] if found else None
+
+
+def _evaluate(
+    evaluator: Evaluator, model: ADTransformer, families: list[FamilyData], device
+) -> dict:
+    """Each family's validation metrics; the RNG states are left as they were, so that
+    evaluating does not shift the dropout and masking streams of training (a resumed run stays
+    exact)."""
     state = rng_state()
+    row = {}
     try:
-        return evaluator(model, split, device)
+        for f in families:
+            prefix = "validation/" + (f"{f.name}/" if len(families) > 1 else "")
+            metrics = evaluator(model.policy(f.name), f.config, f.windows.split, device)
+            row.update({prefix + k: v for k, v in metrics.items()})
     finally:
         set_rng_state(state)
-
-
-def _set_aside_bad_checkpoint(run_dir: Path, step: int) -> Path | None:
-    """After a non-finite loss at ``step``: rename the checkpoint holding the weights that gave
-    it (``step-<step>.pt.nonfinite``, so resuming skips it); return the latest good one."""
-    bad = run_dir / "checkpoints" / checkpoint_name(step)
-    if bad.is_file():
-        bad.rename(bad.with_name(bad.name + ".nonfinite"))
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
+    return row
 
 
 def build_model(
-    cfg: ExperimentConfig, windows: WindowStore, device: torch.device, ckpt: dict | None,
-    rank: int, world_size: int,
+    model_cfg: ModelConfig, families: list[FamilyData], tc: TrainConfig, device: torch.device,
+    ckpt: Checkpoint | None, rank: int, world_size: int,
 ) -> tuple[ADTransformer, torch.nn.Module, torch.optim.Optimizer, int]:  # fmt: skip
     """(raw model, model to call: compiled and/or DDP-wrapped, optimiser, start step).
 
     A fresh model is initialised from train.seed on every rank; a resumed one takes the
     checkpoint's weights, optimiser state, step and RNG states.
     """
-    seed_everything(cfg.train.seed)  # identical initial weights on every rank
-    raw_model = ADTransformer(cfg.model, windows.observation_space, windows.action_space)
+    seed_everything(tc.seed)  # identical initial weights on every rank
+    spaces = {f.name: (f.windows.observation_space, f.windows.action_space) for f in families}
+    raw_model = ADTransformer(model_cfg, spaces)
     raw_model.to(device)
-    optimizer = make_optimizer(raw_model, cfg.train)
+    optimizer = make_optimizer(raw_model, tc)
     start_step = 0
     if ckpt is not None:
-        raw_model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_step = int(ckpt["step"])
-        restore_rng(ckpt["rng"], cfg.train.seed, rank, world_size, start_step)
+        raw_model.load_state_dict(ckpt.model)
+        optimizer.load_state_dict(ckpt.optimizer)
+        start_step = int(ckpt.step)
+        restore_rng(ckpt.rng, tc.seed, rank, world_size, start_step)
     else:
-        seed_everything(cfg.train.seed + rank)  # dropout and masking differ across ranks
-    model = torch.compile(raw_model) if cfg.train.compile else raw_model
+        seed_everything(tc.seed + rank)  # dropout and masking differ across ranks
+    model = torch.compile(raw_model) if tc.compile else raw_model
     if world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
         # static_graph: the same parameters take part every step, and some never do (the mask
-        # token when input_mask_prob is 0), which plain DDP would wait for forever.
+        # token when input_mask_prob is 0; a family with no rows on this rank), which plain
+        # DDP would wait for forever.
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, static_graph=True)
     return raw_model, model, optimizer, start_step
 
@@ -380,35 +566,22 @@ def dataset_paths(cfg: ExperimentConfig) -> dict[str, str]:
     }
 
 
-def _checkpoint_state(
-    model: ADTransformer,
-    optimizer,
-    step: int,
-    rng: list,
-    cfg: ExperimentConfig,
-    windows: WindowStore,
-) -> dict:
-    return {
-        "schema_version": CHECKPOINT_SCHEMA,
-        "model": model.state_dict(),  # the uncompiled, unwrapped module: plain keys
-        "optimizer": optimizer.state_dict(),
-        "step": step,
-        "rng": rng,  # one state per rank
-        "config": config_to_dict(cfg),
-        "model_args": {  # ADTransformer's arguments after the config
-            "observation_space": windows.observation_space,
-            "action_space": windows.action_space,
-        },
-        "dataset_fingerprint": windows.fingerprint,
-        "dataset_dir": dataset_paths(cfg),
-        "split": windows.split.to_json(),
-        "versions": package_versions(),
-    }
+def family_record(family: FamilyData) -> FamilyRecord:
+    """What a checkpoint keeps of one family."""
+    windows = family.windows
+    return FamilyRecord(
+        config=config_to_dict(family.config),
+        observation_space=windows.observation_space,
+        action_space=windows.action_space,
+        split=windows.split.to_json(),
+        dataset_fingerprint=windows.fingerprint,
+        dataset_dir=dataset_paths(family.config),
+    )
 
 
-def _to_device(batch: dict[str, np.ndarray], device: torch.device, discrete: bool) -> dict:
+def _to_device(batch: dict[str, np.ndarray], device: torch.device, space: dict) -> dict:
     tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
-    if discrete:  # the model embeds Discrete / MultiDiscrete observations as int64 ids
+    if space["type"] in ("Discrete", "MultiDiscrete"):  # embedded as int64 ids
         tensors["observations"] = tensors["observations"].long()
     return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
 
