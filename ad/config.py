@@ -17,7 +17,6 @@ import yaml
 
 from ad.errors import UserError
 from ad.fields import build, check, check_fraction, check_min, describe_fields, is_number, setting
-from ad.retired_keys import refuse_retired_keys
 from envs.base import is_int
 from envs.split import SPLITS
 
@@ -404,7 +403,6 @@ def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = ()) ->
             if not isinstance(node, dict):
                 raise UserError(f"override {text!r}: {part} is not a section")
         node[path[-1]] = value
-    refuse_retired_keys(data)
     return build(ExperimentConfig, data, "")
 
 

@@ -31,7 +31,8 @@ import envs
 from ad.config import config_from_dict
 from ad.data.collect import collect
 from ad.data.histories import write_history
-from ad.data.sources import RecordingVecEnv, make_source
+from ad.data.recording import RecordingVecEnv
+from ad.data.sources import make_source
 from ad.utils import matmul_gflops
 
 N_ENVS = 4

@@ -9,7 +9,7 @@ decorated with ``@register_family``, then one ``_register(...)`` line below.
 from gymnasium.envs.registration import register, registry
 
 from envs.bandit import Bandit
-from envs.base import Task, TaskError, TaskFamily, family_names, make_family, task_key
+from envs.base import TaskFamily, family_names, make_family
 from envs.darkroom import DarkRoom, DarkRoomHard
 from envs.darkroom_pixels import DarkRoomPixels
 from envs.halfcheetah_vel import HalfCheetahVel
@@ -17,6 +17,7 @@ from envs.keytodoor import DarkKeyToDoor
 from envs.minigrid_family import MiniGridEmpty
 from envs.pointrobot import PointRobot
 from envs.split import TaskSplit
+from envs.tasks import Task, TaskError, task_key
 
 
 def _register(env_id: str, entry_point: str, **kwargs) -> None:

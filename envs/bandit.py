@@ -8,8 +8,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import Task, TaskError, TaskFamily, check_int, check_task_fields, register_family
+from envs.base import TaskFamily, check_int, check_task_fields, register_family
 from envs.split import check_split_name
+from envs.tasks import Task, TaskError
 
 # Arm means of the registered ``Bandit-v0`` (best arm 9); use the family for sampled tasks.
 DEFAULT_MEANS = tuple(round(0.05 + 0.1 * i, 2) for i in range(10))

@@ -20,13 +20,8 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-# Re-exported: the task basics and the split lived here before envs.tasks and envs.split.
-from envs.split import TaskSplit as TaskSplit
-from envs.split import split_enumerable, split_sampled
-from envs.tasks import Task as Task
-from envs.tasks import TaskError as TaskError
-from envs.tasks import canonical_json as canonical_json
-from envs.tasks import task_key as task_key
+from envs.split import TaskSplit, split_enumerable, split_sampled
+from envs.tasks import Task, TaskError, canonical_json, task_key
 
 
 def is_int(value: Any) -> bool:
@@ -125,11 +120,6 @@ class TaskFamily(ABC):
         super().__init_subclass__(**kwargs)
         if "name" not in vars(cls):  # a subclass that names no family of its own
             cls.name = cls.__name__
-        if "default_num_heldout" in vars(cls):  # written for the two-way split: say so, once
-            raise TaskError(
-                f"{cls.__name__}.default_num_heldout is no longer read; rename it "
-                "default_num_test (the former held-out tasks) and set default_num_validation"
-            )
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = dict(kwargs)

@@ -16,7 +16,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import Task, TaskError, TaskFamily, check_int, check_task_fields, register_family
+from envs.base import TaskFamily, check_int, check_task_fields, register_family
+from envs.tasks import Task, TaskError
 
 MUJOCO_HINT = 'install the MuJoCo extra: pip install -e ".[mujoco]"'
 

@@ -14,7 +14,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import Task, TaskError, TaskFamily, check_int, check_task_fields, register_family
+from envs.base import TaskFamily, check_int, check_task_fields, register_family
+from envs.tasks import Task, TaskError
 
 MAX_STEP = 0.1  # each coordinate of an action is clipped to [-MAX_STEP, MAX_STEP]
 REWARD_TYPES = ("sparse", "dense")

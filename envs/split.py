@@ -20,17 +20,10 @@ from envs.tasks import Task, TaskError, task_key
 SPLITS = ("train", "validation", "test")
 # The splits training must never see: the worst mistake is to evaluate on training data.
 EVALUATION_SPLITS = ("validation", "test")
-RETIRED_SPLIT = "heldout"  # before the validation split existed; its tasks are now "test"
 
 
 def check_split_name(split: str, where: str = "split") -> str:
-    """``split`` if it is one of :data:`SPLITS`, else a one-line TaskError (the retired name
-    ``heldout`` gets its own message: its tasks are now the test tasks)."""
-    if split == RETIRED_SPLIT:
-        raise TaskError(
-            f"{where} 'heldout' no longer exists: tasks are split into train / validation / test "
-            "and the former held-out tasks are 'test'; use 'test' (or 'validation')"
-        )
+    """``split`` if it is one of :data:`SPLITS`, else a one-line TaskError."""
     if split not in SPLITS:
         raise TaskError(f"unknown {where} {split!r}; use 'train', 'validation' or 'test'")
     return split
@@ -76,13 +69,11 @@ class TaskSplit:
         """The split stored as :meth:`to_json`.
 
         Raises:
-            TaskError: a split stored before the validation split existed (train / heldout), or
-                one that lacks a field.
+            TaskError: a stored split that is no mapping or lacks a field.
         """
-        if not isinstance(data, dict) or RETIRED_SPLIT in data:
+        if not isinstance(data, dict):
             raise TaskError(
-                "the stored task split has train / heldout tasks: it was made before the "
-                "train / validation / test split; re-collect the dataset and retrain"
+                "the stored task split is no mapping; re-collect the dataset and retrain"
             )
         missing = [k for k in ("family", "family_kwargs", "seed", *SPLITS) if k not in data]
         if missing:

@@ -1,7 +1,6 @@
 """What a task is: a JSON-serialisable mapping, its canonical key, and the family layer's error.
 
-The lowest module of ``envs``: :mod:`envs.split` and :mod:`envs.base` build on it (``envs.base``
-re-exports every name here, so ``from envs.base import TaskError`` keeps working).
+The lowest module of ``envs``: :mod:`envs.split` and :mod:`envs.base` build on it.
 """
 
 from __future__ import annotations

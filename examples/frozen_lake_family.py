@@ -20,7 +20,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from envs.base import Task, TaskError, TaskFamily, check_int, grid_cell
+from envs.base import TaskFamily, check_int, grid_cell
+from envs.tasks import Task, TaskError
 
 
 class FrozenLakeGoals(TaskFamily):

@@ -3,7 +3,7 @@
 Every module of ``ad`` and ``envs`` is parsed (imports inside functions and ``TYPE_CHECKING``
 blocks count too: a deferred import is still a dependency). The layers, lowest first:
 
-    envs -> ad foundation (ad, ad.errors, ad.utils, ad.fields, ad.retired_keys, ad.defaults,
+    envs -> ad foundation (ad, ad.errors, ad.utils, ad.fields, ad.defaults,
          ad.config, ad.mixture) -> ad.data -> ad.learn
          -> ad.evaluation -> entry points (ad.pipeline, ad.cli)
 
@@ -23,7 +23,6 @@ FOUNDATION = {
     "ad.errors",
     "ad.utils",
     "ad.fields",
-    "ad.retired_keys",
     "ad.defaults",
     "ad.config",
     "ad.mixture",

@@ -179,13 +179,6 @@ def test_train_refuses_test_or_validation_tasks_of_the_configured_split(
     assert not (tmp_path / "run").exists()
 
 
-def test_the_old_split_key_and_name_are_refused_with_one_line(pipeline, tmp_path, capsys):
-    argv = ["--config", str(pipeline["config"]), "--set", "env.num_heldout_tasks=1"]
-    assert "env.num_test_tasks" in _user_error(train_main, argv, capsys)
-    argv = ["--run", str(pipeline["run"]), "--set", "eval.tasks=heldout"]
-    assert "eval.tasks=test" in _user_error(eval_main, argv, capsys)
-
-
 def test_eval_refuses_zero_episodes(pipeline, tmp_path, capsys):
     argv = ["--run", str(pipeline["run"]), "--set", "eval.num_episodes=0"]
     argv += ["--out", str(tmp_path / "eval")]

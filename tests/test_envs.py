@@ -581,7 +581,8 @@ USER_MODULE = '''
 import gymnasium as gym
 from gymnasium import spaces
 
-from envs.base import TaskError, TaskFamily
+from envs.base import TaskFamily
+from envs.tasks import TaskError
 
 
 class LineEnv(gym.Env):

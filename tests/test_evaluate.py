@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import matplotlib.image
 import numpy as np
@@ -187,9 +186,6 @@ def _bad_source(kind: str, tmp_path: Path) -> tuple[Path, dict]:
         return run, {"overrides": ["env.family=DarkRoomHard"]}
     if kind == "zero":
         return run, {"overrides": ["eval.num_episodes=0"]}
-    if kind == "old_split":  # a split stored as train / heldout (before validation existed)
-        old = SimpleNamespace(to_json=lambda: {**split.to_json(), "heldout": list(split.test)})
-        return save_run(run, cfg, random_model(cfg, family), old), {}
     if kind == "compare":  # a run of another split trained on some of these test tasks
         other = save_run(tmp_path / "other", cfg, random_model(cfg, family), family.split(1))
         return run, {"compare": [other]}
@@ -207,7 +203,6 @@ def _bad_source(kind: str, tmp_path: Path) -> tuple[Path, dict]:
         ("spaces", "does not match"),
         ("override", "not an eval"),
         ("zero", "num_episodes"),
-        ("old_split", "made before the train / validation / test split"),
         ("compare", "trained on .* of the test tasks"),
     ],
 )

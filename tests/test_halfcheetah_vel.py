@@ -13,7 +13,7 @@ from ad.config import load_config
 from ad.data.histories import read_history
 from ad.pipeline import run_pipeline
 from envs import make_family
-from envs.base import TaskError
+from envs.tasks import TaskError
 
 
 def test_tasks_are_target_velocities_split_deterministically():

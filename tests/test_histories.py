@@ -23,13 +23,12 @@ from ad.data.histories import (
     read_history,
     read_metadata,
     rewrite_history,
-    stale_temp_files,
-    temp_path_for,
     validate_history,
     write_history,
 )
 from ad.data.history_reader import HistoryReader
 from ad.data.manifest import load_manifest
+from ad.data.temp_files import stale_temp_files, temp_path_for
 from ad.errors import UserError
 from ad.utils import atomic_write_json, current_umask
 

@@ -12,8 +12,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from envs import make_family
-from envs.base import TaskError
 from envs.pointrobot import MAX_STEP, PointRobotEnv, greedy_action
+from envs.tasks import TaskError
 
 GOAL = [0.28, 0.96]  # a 7-24-25 triangle: on the unit circle, no step ends on the disk's rim
 

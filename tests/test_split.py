@@ -164,28 +164,17 @@ def test_bad_split_sizes_are_one_line_errors():
     _one_line_user_error(lambda: make_family("Bandit").split(0, num_validation=0), "validation")
 
 
-def test_the_old_split_name_and_stored_splits_are_refused_with_one_line():
+def test_unknown_split_names_and_incomplete_stored_splits_are_refused_with_one_line():
     split = make_family("DarkRoom").split(0)
-    _one_line_user_error(lambda: split.tasks("heldout"), "'heldout'", "'test'")
+    _one_line_user_error(lambda: split.tasks("heldout"), "'train', 'validation' or 'test'")
     _one_line_user_error(lambda: split.tasks("val"), "'train', 'validation' or 'test'")
-    old = {**{k: v for k, v in split.to_json().items() if k not in ("validation", "test")}}
-    old["heldout"] = old.pop("train")[:16]
-    _one_line_user_error(lambda: TaskSplit.from_json(old), "heldout", "re-collect", "retrain")
-    partial = {k: v for k, v in split.to_json().items() if k != "validation"}
-    _one_line_user_error(lambda: TaskSplit.from_json(partial), "lacks validation")
+    two_way = {k: v for k, v in split.to_json().items() if k not in ("validation", "test")}
+    _one_line_user_error(lambda: TaskSplit.from_json(two_way), "lacks validation, test")
+    _one_line_user_error(lambda: TaskSplit.from_json([]), "no mapping", "re-collect")
     _one_line_user_error(
         lambda: make_family("Bandit").sample_tasks(np.random.default_rng(0), 2, "heldout"),
         "'test'",
     )
-
-
-def test_a_family_written_for_the_two_way_split_is_refused_with_one_line():
-    def define():
-        class OldFamily(envs.DarkRoom):
-            default_num_heldout = 3
-
-    message = _one_line_user_error(define, "default_num_heldout", "default_num_test")
-    assert "default_num_validation" in message
 
 
 def test_a_split_that_would_rebuild_another_family_is_refused():

@@ -19,8 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-# stale_temp_files: imported from here before it moved (issue 13)
-from ad.data.temp_files import commit_temp_file, stale_temp_files, temp_path_for  # noqa: F401
+from ad.data.temp_files import commit_temp_file, temp_path_for
 from ad.errors import UserError, one_line
 
 # 2: the split is train / validation / test (metadata ``split`` and ``split_info``); version 1

@@ -31,18 +31,19 @@ from ad.data.histories import (
     HistoryVersionError,
     read_episodes,
     read_metadata,
-    stale_temp_files,
     stream_returns,
     validate_history,
 )
+from ad.data.temp_files import stale_temp_files
 from ad.errors import UserError, one_line
 from ad.utils import atomic_write_json
-from envs.base import canonical_json
 from envs.split import SPLITS
+from envs.tasks import canonical_json
 
 if TYPE_CHECKING:
     from ad.config import ExperimentConfig
-    from envs.base import TaskFamily, TaskSplit
+    from envs.base import TaskFamily
+    from envs.split import TaskSplit
 
 try:
     import fcntl

@@ -34,10 +34,10 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from torch import nn
 
-from ad.data.recording import RecordingVecEnv  # noqa: F401  (its home before issue 13)
 from ad.errors import UserError
 from ad.fields import yaml_floats
-from envs.base import TaskError, import_user_module, is_int
+from envs.base import import_user_module, is_int
+from envs.tasks import TaskError
 
 # --------------------------------------------------------------------------- the interface
 

@@ -39,8 +39,9 @@ from ad.utils import (
     resolve_device,
     to_json,
 )
-from envs.base import Task, TaskError, canonical_json, family_of_split, make_family
+from envs.base import family_of_split, make_family
 from envs.split import TaskSplit
+from envs.tasks import Task, TaskError, canonical_json
 
 # --------------------------------------------------------------------------- runs and tasks
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ad.utils import atomic_write_bytes
-from envs.base import Task, TaskFamily
+from envs.base import TaskFamily
+from envs.tasks import Task
 
 PANEL_EPISODES = (1, 5, 20)  # and the last
 

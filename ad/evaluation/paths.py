@@ -18,7 +18,8 @@ import numpy as np
 
 from ad.evaluation.exploration import episode_spans, panel_episodes
 from ad.utils import atomic_write_bytes
-from envs.base import Task, TaskFamily
+from envs.base import TaskFamily
+from envs.tasks import Task
 
 PATH_EPISODES = (1, 5)  # and the last
 

@@ -19,7 +19,8 @@ import torch
 from ad.data.ray_backend import MAX_RETRIES, ray_session
 from ad.errors import UserError
 from ad.evaluation.rollout import rollout
-from envs.base import Task, TaskFamily
+from envs.base import TaskFamily
+from envs.tasks import Task
 
 __all__ = ["plan_batches", "rollout_on_ray"]
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from ad.errors import UserError
 from ad.evaluation.metrics import curve_stats, normalise
-from envs.base import Task, TaskFamily, task_key
+from envs.base import TaskFamily
+from envs.tasks import Task, task_key
 
 
 def source_dataset_dir(run: Any) -> Path:

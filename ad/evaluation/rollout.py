@@ -24,8 +24,9 @@ from tqdm import tqdm
 from ad.config import ExperimentConfig
 from ad.data.spaces import space_to_json
 from ad.errors import UserError
-from envs.base import Task, TaskFamily, family_of_split
+from envs.base import TaskFamily, family_of_split
 from envs.split import TaskSplit
+from envs.tasks import Task
 
 
 def eval_env_seed(seed: int, task_index: int, seed_index: int) -> int:

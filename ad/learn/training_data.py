@@ -17,8 +17,8 @@ from pathlib import Path
 from ad.config import ExperimentConfig
 from ad.defaults import DERIVED_FIELDS, SourceShape, derive
 from ad.errors import UserError
-from envs.base import canonical_json, task_key
 from envs.split import EVALUATION_SPLITS, SPLITS, TaskSplit
+from envs.tasks import canonical_json, task_key
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from ad.learn.training_data import (
     load_training_runs,
     resolve_config,
 )
-from envs.base import TaskSplit
+from envs.split import TaskSplit
 
 WINDOW_KEYS = ("observations", "prev_actions", "prev_rewards", "prev_dones", "targets")
 
