@@ -164,9 +164,12 @@ class DarkKeyToDoor(RoomCells, TaskFamily):
     def make_env(self, task: Task) -> DarkKeyToDoorEnv:
         task = self.validate_task(task)
         return DarkKeyToDoorEnv(
-            key=task["key"], door=task["door"], size=self.size,
-            episode_length=self.episode_length, observe_return=self.observe_return,
-        )  # fmt: skip
+            key=task["key"],
+            door=task["door"],
+            size=self.size,
+            episode_length=self.episode_length,
+            observe_return=self.observe_return,
+        )
 
     def optimal_return(self, task: Task) -> float:
         """Mean over the uniform start cell of the best return from that start.

@@ -56,6 +56,12 @@ def is_box(spec: dict) -> bool:
     return isinstance(spec, dict) and spec.get("type") == "Box"
 
 
+def has_integer_ids(spec: dict) -> bool:
+    """Whether observations of a space description are integer ids (Discrete, MultiDiscrete),
+    which the model embeds as int64."""
+    return spec["type"] in ("Discrete", "MultiDiscrete")
+
+
 def box_bounds(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     """The per-dimension (low, high) of a Box description, each a flat float64 array."""
     size = int(np.prod(spec["shape"]))

@@ -114,8 +114,14 @@ def plot_return_panels(
     for ax in axes.flat[: len(panels)]:  # every label once, in order of first appearance
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles),
-               frameon=False, bbox_to_anchor=(0.5, -0.02))  # fmt: skip
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="lower center",
+        ncol=len(handles),
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.02),
+    )
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(fig, out_path)
@@ -279,17 +285,26 @@ def plot_paths(
     ax.plot(np.cos(angles), np.sin(angles), color="0.75", lw=1, ls="--", label="possible goals")
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(len(paths), 2)))
     for path, episode, colour in zip(paths, episodes, colours, strict=False):
-        ax.plot(path[:, 0], path[:, 1], "-o", ms=2.5, lw=1.4, color=colour,
-                label=f"episode {episode} ({len(path) - 1} steps)")  # fmt: skip
-    ax.scatter([0.0], [0.0], marker="o", s=70, c="white", edgecolors="black", zorder=3,
-               label="start")  # fmt: skip
+        ax.plot(
+            path[:, 0],
+            path[:, 1],
+            "-o",
+            ms=2.5,
+            lw=1.4,
+            color=colour,
+            label=f"episode {episode} ({len(path) - 1} steps)",
+        )
+    ax.scatter(
+        [0.0], [0.0], marker="o", s=70, c="white", edgecolors="black", zorder=3, label="start"
+    )
     if "goal" in landmarks:
         gx, gy = landmarks["goal"]
         if "goal_radius" in landmarks:
             circle = plt.Circle((gx, gy), landmarks["goal_radius"], color="gold", alpha=0.3)
             ax.add_patch(circle)
-        ax.scatter([gx], [gy], marker="*", s=220, c="gold", edgecolors="black", zorder=3,
-                   label="goal")  # fmt: skip
+        ax.scatter(
+            [gx], [gy], marker="*", s=220, c="gold", edgecolors="black", zorder=3, label="goal"
+        )
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel("x")
     ax.set_ylabel("y")

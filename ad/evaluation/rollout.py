@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ad.config import ExperimentConfig
-from ad.data.spaces import space_to_json
+from ad.data.spaces import has_integer_ids, space_to_json
 from ad.errors import UserError
 from envs.base import TaskFamily, family_of_split
 from envs.split import TaskSplit
@@ -120,7 +120,7 @@ def rollout(
     rows = [(task_offset + i // num_seeds, seed_offset + i % num_seeds) for i in range(len(envs))]
     _check_compatible(model, envs[0])
     batch = len(envs)
-    discrete = model.observation_space["type"] in ("Discrete", "MultiDiscrete")
+    discrete = has_integer_ids(model.observation_space)
     obs_dtype = np.int64 if discrete else np.dtype(model.observation_space["dtype"])
     first = [env.reset(seed=eval_env_seed(seed, *rows[i]))[0] for i, env in enumerate(envs)]
     observations = np.stack(first).astype(obs_dtype)  # (B, *obs_shape)

@@ -1,15 +1,18 @@
-"""The training loop, nanoGPT style: one flat loop, single process or DDP under torchrun.
+"""The training loop, nanoGPT style: one flat loop for one family (a specialist) or several (a
+generalist), single process or DDP under torchrun.
 
 Single process::
 
-    python -m ad.learn.train --config configs/darkroom.yaml [--set train.num_steps=100] [--resume]
+    ad-train --config configs/darkroom.yaml [--set train.num_steps=100] [--resume]
 
 Distributed (DistributedDataParallel, gloo on CPU, nccl on GPU; logs and checkpoints on rank 0)::
 
-    torchrun --nproc-per-node 2 -m ad.learn.train --config configs/darkroom.yaml
+    torchrun --nproc-per-node 2 -m ad.cli train --config configs/darkroom.yaml
 
-The windows of step s are drawn from ``np.random.default_rng([train.seed, s])``: every rank draws
-the same global batch and takes its contiguous slice, and a resumed run continues exactly.
+The windows of step s are drawn from ``np.random.default_rng([train.seed, s])``, each family's
+rows of the batch in turn (``ad.learn.batches``): every rank draws the same global batch and takes
+its contiguous slice, and a resumed run continues exactly. Periodic evaluation is a hook passed
+in (``evaluator``), so training never imports the evaluation stage.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch.distributed as dist
 import yaml
 
 from ad.config import ExperimentConfig, ModelConfig, TrainConfig, config_to_dict
+from ad.data.spaces import has_integer_ids
 from ad.errors import UserError
 from ad.learn.batches import iterate_batches
 from ad.learn.checkpoint import (
@@ -68,8 +72,6 @@ METRICS = (
     "train/grad_norm",
     "train/tokens_per_s",
 )
-# The periodic evaluation runs on validation tasks; its keys say so (test numbers come from
-# ad-eval only).
 
 
 def _log(message: str) -> None:
@@ -234,8 +236,9 @@ EVAL_KEYS = ("return_first", "return_last")
 
 
 def metric_fields(names: list[str]) -> tuple[str, ...]:
-    """metrics.csv's columns: the loss of each family and its periodic evaluation when there
-    are several."""
+    """metrics.csv's columns; with several families, each family's loss and periodic evaluation.
+    The periodic evaluation runs on validation tasks and its keys say so (test numbers come from
+    ad-eval only)."""
     if len(names) == 1:
         return METRICS + tuple(f"validation/{k}" for k in EVAL_KEYS)
     per_family = [f"train/loss/{n}" for n in names]
@@ -277,9 +280,14 @@ def train(
 
 
 def _train(
-    cfg: ExperimentConfig | MixtureConfig, resume: bool, progress: bool,
-    evaluator: Evaluator | None, device: torch.device, rank: int, world_size: int,
-) -> Path:  # fmt: skip
+    cfg: ExperimentConfig | MixtureConfig,
+    resume: bool,
+    progress: bool,
+    evaluator: Evaluator | None,
+    device: torch.device,
+    rank: int,
+    world_size: int,
+) -> Path:
     tc = cfg.train
     if tc.batch_size % world_size:
         raise UserError(
@@ -299,9 +307,15 @@ def _train(
 
 
 def _loop(
-    cfg: ExperimentConfig | MixtureConfig, families: list[FamilyData], resume_path: Path | None,
-    progress: bool, evaluator: Evaluator | None, device: torch.device, rank: int, world_size: int,
-) -> Path:  # fmt: skip
+    cfg: ExperimentConfig | MixtureConfig,
+    families: list[FamilyData],
+    resume_path: Path | None,
+    progress: bool,
+    evaluator: Evaluator | None,
+    device: torch.device,
+    rank: int,
+    world_size: int,
+) -> Path:
     tc, master, run_dir = cfg.train, rank == 0, cfg.run_dir
     cfg = with_members(cfg, [f.config for f in families])
     checkpoints = Checkpoints(run_dir, config_record(cfg), cfg.model, families, tc)
@@ -323,9 +337,15 @@ def _loop(
     meter = LossMeter(names, tc.batch_size * families[0].windows.window_steps)
     bar = _progress_bar(tc.num_steps, start_step, progress and master)
     batches = iterate_batches(
-        [f.windows for f in families], rows, tc.seed, start_step, tc.num_steps, rank,
-        world_size, tc.num_workers,
-    )  # fmt: skip
+        [f.windows for f in families],
+        rows,
+        tc.seed,
+        start_step,
+        tc.num_steps,
+        rank,
+        world_size,
+        tc.num_workers,
+    )
     raw_model.train()
     try:
         for step in range(start_step, tc.num_steps):
@@ -378,9 +398,15 @@ def _loop(
 
 
 def _start_run(
-    checkpoints: Checkpoints, families: list[FamilyData], rows: list[int], model: ADTransformer,
-    device: torch.device, resume_path: Path | None, ckpt: Checkpoint | None, start_step: int,
-) -> None:  # fmt: skip
+    checkpoints: Checkpoints,
+    families: list[FamilyData],
+    rows: list[int],
+    model: ADTransformer,
+    device: torch.device,
+    resume_path: Path | None,
+    ckpt: Checkpoint | None,
+    start_step: int,
+) -> None:
     """Rank 0: the run folder's config.yaml and versions.json, and the log's opening lines."""
     run_dir = checkpoints.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -405,9 +431,13 @@ def _start_run(
 
 
 def _forward_backward(
-    model: torch.nn.Module, raw_model: ADTransformer, batch: dict, names: list[str],
-    tc: TrainConfig, world_size: int,
-) -> tuple[float, float, list[float]]:  # fmt: skip
+    model: torch.nn.Module,
+    raw_model: ADTransformer,
+    batch: dict,
+    names: list[str],
+    tc: TrainConfig,
+    world_size: int,
+) -> tuple[float, float, list[float]]:
     """Forward, backward and gradient clipping of one step; returns the loss and gradient norm
     (means over the ranks) and each family's loss over all ranks' rows."""
     device = next(raw_model.parameters()).device
@@ -456,8 +486,12 @@ class LossMeter:
         """The metrics row (train/*), shown on the progress bar; the means start over."""
         means = self.sums / self.count
         tokens_per_s = self.tokens_per_step * self.timed_steps / (time.perf_counter() - self.timer)
-        row = {"train/loss": means[0], "train/lr": lr, "train/grad_norm": grad_norm,
-               "train/tokens_per_s": tokens_per_s}  # fmt: skip
+        row = {
+            "train/loss": means[0],
+            "train/lr": lr,
+            "train/grad_norm": grad_norm,
+            "train/tokens_per_s": tokens_per_s,
+        }
         if len(self.names) > 1:
             row.update({f"train/loss/{n}": v for n, v in zip(self.names, means[1:], strict=True)})
         bar.set_postfix(loss=f"{means[0]:.4f}", tok_s=f"{tokens_per_s:,.0f}")
@@ -471,9 +505,13 @@ class Checkpoints:
     aside."""
 
     def __init__(
-        self, run_dir: Path, config: dict, model_cfg: ModelConfig, families: list[FamilyData],
+        self,
+        run_dir: Path,
+        config: dict,
+        model_cfg: ModelConfig,
+        families: list[FamilyData],
         tc: TrainConfig,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.run_dir, self.config, self.keep = run_dir, config, tc.keep_checkpoints
         self.model_config = config_to_dict(model_cfg)
         self.families = {f.name: family_record(f) for f in families}
@@ -525,9 +563,14 @@ def _evaluate(
 
 
 def build_model(
-    model_cfg: ModelConfig, families: list[FamilyData], tc: TrainConfig, device: torch.device,
-    ckpt: Checkpoint | None, rank: int, world_size: int,
-) -> tuple[ADTransformer, torch.nn.Module, torch.optim.Optimizer, int]:  # fmt: skip
+    model_cfg: ModelConfig,
+    families: list[FamilyData],
+    tc: TrainConfig,
+    device: torch.device,
+    ckpt: Checkpoint | None,
+    rank: int,
+    world_size: int,
+) -> tuple[ADTransformer, torch.nn.Module, torch.optim.Optimizer, int]:
     """(raw model, model to call: compiled and/or DDP-wrapped, optimiser, start step).
 
     A fresh model is initialised from train.seed on every rank; a resumed one takes the
@@ -581,7 +624,7 @@ def family_record(family: FamilyData) -> FamilyRecord:
 
 def _to_device(batch: dict[str, np.ndarray], device: torch.device, space: dict) -> dict:
     tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
-    if space["type"] in ("Discrete", "MultiDiscrete"):  # embedded as int64 ids
+    if has_integer_ids(space):
         tensors["observations"] = tensors["observations"].long()
     return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
 
