@@ -336,7 +336,13 @@ def evaluate(
         [compared_family(o, run, tasks, label) for o in others]
         for run, (tasks, label) in zip(runs, chosen, strict=True)
     ]
-    label = chosen[0][1]  # eval.tasks applies to every family
+    labels = sorted({label for _, label in chosen})
+    if len(labels) > 1:
+        raise UserError(
+            f"the families' eval.tasks differ ({', '.join(labels)}); give one with "
+            "--set eval.tasks=..."
+        )
+    label = labels[0]
     out_dir = Path(out_dir) if out_dir is not None else default_eval_dir(runs[0].run_dir, label)
     if len(runs) == 1:
         return [evaluate_loaded(runs[0], compared[0], *chosen[0], out_dir, progress)]
