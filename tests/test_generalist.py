@@ -322,3 +322,37 @@ def test_kv_cache_step_equals_forward_for_each_member() -> None:
             [policy.step(cache, *(inputs[k][:, t] for k in keys)) for t in range(20)], 1
         )
         torch.testing.assert_close(stepped, full, atol=1e-5, rtol=0)
+
+
+def test_a_generalist_under_ddp_matches_one_process(mixed, tmp_path) -> None:
+    """Two ranks, each a contiguous slice of the families' rows (rank 0 holds Dark Room's only,
+    rank 1 the Bandit's and the point robot's), train the weights one process trains."""
+    import os
+    import subprocess
+    import sys
+
+    common = ["model.dropout=0.0", "model.input_mask_prob=0.0", "train.batch_size=8",
+              "train.eval_every=0"]  # fmt: skip
+    runs = {}
+    for name in ("single", "ddp"):
+        runs[name] = tmp_path / name
+        sets = [*common, f"train.run_dir={runs[name]}"]
+        argv = ["--config", str(mixed["mixture"]), *(a for s in sets for a in ("--set", s))]
+        if name == "single":
+            assert train_main([*argv, "--no-progress"]) == 0
+            continue
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   "--nproc-per-node", "2", "-m", "ad.cli", "train", *argv, "--no-progress"]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    single, ddp = (load_checkpoint(find_checkpoint(runs[n])) for n in ("single", "ddp"))
+    assert len(ddp.rng) == 2 and ddp.step == single.step == 10
+    for key, value in single.model.items():
+        torch.testing.assert_close(ddp.model[key], value, rtol=1e-4, atol=1e-5, msg=key)
+    lines = {n: (runs[n] / "metrics.csv").read_text().splitlines() for n in runs}
+    header = lines["single"][0].split(",")
+    for column in ("train/loss", "train/loss/Bandit", "train/loss/PointRobot"):
+        i = header.index(column)
+        values = {n: float(lines[n][-1].split(",")[i]) for n in runs}
+        assert values["ddp"] == pytest.approx(values["single"], rel=1e-4), column
