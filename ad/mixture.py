@@ -218,17 +218,6 @@ def mixture_to_dict(cfg: MixtureConfig) -> dict:
     }
 
 
-def mixture_from_checkpoint(data: dict) -> MixtureConfig:
-    """The mixture a checkpoint recorded (``mixture_to_dict``), rebuilt without its files."""
-    model = build(ModelConfig, data["model"], "model")
-    train = build(TrainConfig, data["train"], "train")
-    members = tuple(
-        MixtureMember(m["config"], m["weight"], tuple(m["set"]), config_from_dict(m["resolved"]))
-        for m in data["mixture"]
-    )
-    return MixtureConfig(data["name"], members, model, train)
-
-
 def members_of(cfg: ExperimentConfig | MixtureConfig) -> tuple[MixtureMember, ...]:
     """The families a config trains: a mixture's members, or a specialist's one family."""
     if isinstance(cfg, MixtureConfig):

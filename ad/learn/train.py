@@ -200,8 +200,9 @@ def open_families(cfg: ExperimentConfig | MixtureConfig) -> list[FamilyData]:
                 windows = open_windows(resolved, training)
             except UserError as e:
                 raise UserError(f"{where}{e}") from None
-            derived = describe_derived(m.experiment, resolved, training)
-            derived = where + derived if resolved != m.experiment else ""
+            derived = ""
+            if resolved != m.experiment:
+                derived = where + describe_derived(m.experiment, resolved, training)
             families.append(FamilyData(m.name, resolved, windows, m.weight, derived))
         lengths = {f.name: (f.config.model.context_steps, f.windows.window_steps) for f in families}
         if len(set(lengths.values())) > 1:
