@@ -87,7 +87,7 @@ def _add_ray_args(parser: argparse.ArgumentParser, section: str) -> None:
     parser.add_argument(
         "--address",
         default=None,
-        help=f"Ray cluster to join (sets {section}.ray_address): auto, HOST:6379 or "
+        help="Ray cluster to join (sets ray.address): auto, HOST:6379 or "
         "ray://HOST:10001; default: Ray's own lookup, else a local instance",
     )
 
@@ -99,7 +99,7 @@ def _ray_overrides(args: argparse.Namespace, section: str) -> list[str]:
         overrides.append(f"{section}.backend={args.backend}")
     if args.address is not None:
         # quoted: YAML would read some HOST:PORT texts as numbers
-        overrides.append(f"{section}.ray_address={json.dumps(args.address)}")
+        overrides.append(f"ray.address={json.dumps(args.address)}")
     return overrides
 
 
@@ -178,7 +178,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ad-train",
         description="Train the across-episode causal transformer on a history dataset, or a "
-        "generalist on the datasets of a mixture config's member families.",
+        "generalist on the datasets of its config's families.",
     )
     _add_config_args(parser, required=False)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -190,7 +190,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             return _help_config()
         if args.config is None:
             raise UserError("ad-train needs --config FILE")
-        from ad.mixture import load_any_config
+        from ad.generalist import load_any_config
         from ad.pipeline import train_run
 
         cfg = load_any_config(args.config, args.overrides)
@@ -328,7 +328,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def go() -> int:
-        from ad.mixture import load_any_config
+        from ad.generalist import load_any_config
         from ad.pipeline import run_pipeline
 
         # No file: the built-in defaults, which are the quick DarkRoom experiment.

@@ -9,14 +9,23 @@ printed by ``ad-<command> --help-config``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from ad.errors import UserError
-from ad.fields import build, check, check_fraction, check_min, describe_fields, is_number, setting
+from ad.fields import (
+    build,
+    check,
+    check_fraction,
+    check_min,
+    describe_fields,
+    is_number,
+    section,
+    setting,
+)
 from envs.base import is_int
 from envs.split import SPLITS
 
@@ -62,11 +71,6 @@ class EnvConfig:
         )
 
 
-RAY_ADDRESS_HELP = (
-    "Ray cluster to join with backend ray: auto, HOST:6379 or ray://HOST:10001 (None: "
-    "RAY_ADDRESS, else a cluster started on this machine, else a new local instance)."
-)
-
 # PPO that learns a Dark Room goal in ~50 episodes per stream (measured; SB3's default
 # n_steps=2048 barely updates within the quick budget).
 QUICK_PPO_KWARGS = {
@@ -86,9 +90,7 @@ class CollectConfig:
         "(Box) or 'module:Class' (a SourceAlgorithm or SB3 algorithm).",
     )
     algorithm_kwargs: dict | None = setting(
-        None,
-        "Keyword arguments of the source algorithm (learning_rate, n_steps, policy_kwargs, ...); "
-        "None: the quick PPO recipe for PPO, {} (the algorithm's own defaults) for the others.",
+        None, "Source algorithm's keyword arguments (None: quick PPO recipe for PPO, else {})."
     )
     n_envs: int = setting(4, "Parallel env streams per run (the S axis of a learning history).")
     total_steps: int = setting(8000, "Environment steps per run, summed over all streams.")
@@ -97,8 +99,7 @@ class CollectConfig:
     )
     splits: list = setting(
         ["train", "validation", "test"],
-        "Which splits' tasks to collect (validation and test histories give the source "
-        "algorithm's curve that evaluation compares with).",
+        "Splits whose tasks to collect (validation and test: the source curves evaluation shows).",
     )
     output_dir: str | None = setting(None, "Dataset folder (None: learning_histories/<name>).")
     chunk_steps: int = setting(256, "HDF5 chunk length along T; about the training context length.")
@@ -106,11 +107,8 @@ class CollectConfig:
     backend: Literal["local", "ray"] = setting(
         "local", "Where the runs execute: local (a process pool) or ray (one Ray task per run)."
     )
-    ray_address: str | None = setting(None, RAY_ADDRESS_HELP)
     ray_storage: Literal["driver", "shared"] = setting(
-        "driver",
-        "With backend ray: driver (workers return each file, this process writes it) or shared "
-        "(workers write into output_dir, which every node must mount at the same path).",
+        "driver", "With backend ray: driver (this process writes files) or shared (workers do)."
     )
 
     def __post_init__(self) -> None:
@@ -184,46 +182,103 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class OptimConfig:
+    lr: float = setting(1e-3, "Peak learning rate (the paper: 3e-4 over far more steps).")
+    min_lr: float = setting(2e-6, "Learning rate at the ends of warm-up and cosine decay.")
+    warmup_steps: int = setting(200, "Linear warm-up steps.")
+    betas: list = setting([0.9, 0.99], "Adam betas.")
+    weight_decay: float = setting(0.0, "AdamW weight decay (0: plain Adam).")
+    grad_clip: float = setting(1.0, "Gradient-norm clip (0: none).")
+
+    def __post_init__(self) -> None:
+        check_min("train.optim", "warmup_steps", self.warmup_steps, 0)
+        check(self.lr > 0, f"train.optim.lr must be > 0, got {self.lr!r}")
+        check(
+            0 <= self.min_lr <= self.lr,
+            f"train.optim.min_lr must be in [0, train.optim.lr], got {self.min_lr!r}",
+        )
+        check(
+            len(self.betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in self.betas),
+            f"train.optim.betas must be two numbers in [0, 1), got {self.betas!r}",
+        )
+        check_min("train.optim", "weight_decay", self.weight_decay, 0)
+        check_min("train.optim", "grad_clip (0: no clipping)", self.grad_clip, 0)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    subsample_every: int | None = setting(
+        None, "Keep every k-th episode of each stream before windowing (None: derived)."
+    )
+    subsample_offsets: Literal["first", "all"] = setting(
+        "all", "all: one kept stream per offset o < k; first: episodes 0, k, 2k, ... (the paper)."
+    )
+    window_steps: int | None = setting(
+        None, "Steps per training window (None: model.context_steps; longer: see the manual)."
+    )
+    in_memory: Literal["auto", "yes", "no"] = setting(
+        "auto", "Decompress the dataset into memory (auto: if it fits in max_memory_gb)."
+    )
+    max_memory_gb: float = setting(4.0, "Memory budget for in_memory=auto.")
+    num_workers: int = setting(0, "DataLoader workers for streamed datasets.")
+
+    def __post_init__(self) -> None:
+        if self.subsample_every is not None:
+            check_min("train.data", "subsample_every", self.subsample_every, 1)
+        if self.window_steps is not None:
+            check_min("train.data", "window_steps", self.window_steps, 2)
+        check_min("train.data", "num_workers", self.num_workers, 0)
+        check(self.max_memory_gb > 0, "train.data.max_memory_gb must be > 0")
+
+
+@dataclass(frozen=True)
+class EDConfig:
+    last_episodes: int = setting(10, "How many final (converged) episodes of each stream to use.")
+    context_steps: int | None = setting(
+        None, "ED's context steps (None: model.context_steps); when its episodes are fewer steps."
+    )
+    num_steps: int | None = setting(
+        1000, "ad-run: optimiser steps of the ED control (None: train.num_steps)."
+    )
+
+    def __post_init__(self) -> None:
+        check_min("train.ed", "last_episodes", self.last_episodes, 1)
+        for name in ("num_steps", "context_steps"):
+            if getattr(self, name) is not None:
+                check_min("train.ed", name, getattr(self, name), 1)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = setting(1000, "Steps between checkpoints.")
+    keep: int = setting(2, "How many recent checkpoints to keep.")
+
+    def __post_init__(self) -> None:
+        check_min("train.checkpoint", "every", self.every, 1)
+        check_min("train.checkpoint", "keep", self.keep, 1)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    every: int = setting(0, "Steps between in-context evaluations during training (0: never).")
+    tasks: int = setting(4, "Validation tasks each of them rolls out.")
+    episodes: int = setting(10, "Episodes each of them rolls out.")
+
+    def __post_init__(self) -> None:
+        check_min("train.validation", "every", self.every, 0)
+        check_min("train.validation", "tasks", self.tasks, 1)
+        check_min("train.validation", "episodes", self.episodes, 1)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     dataset: str | None = setting(None, "History dataset folder (None: the collect output_dir).")
     run_dir: str | None = setting(None, "Run folder (None: runs/<name>, or runs/<name>-ed for ED).")
     mode: Literal["ad", "ed"] = setting(
         "ad", "ad: whole learning histories; ed: expert distillation on the last episodes only."
     )
-    subsample_every: int | None = setting(
-        None,
-        "Keep every k-th episode of each stream before windowing; None: derived from the "
-        "histories' stream length (see the rule at the end; Dark Room: 5).",
-    )
-    subsample_offsets: Literal["first", "all"] = setting(
-        "all",
-        "all: one subsampled stream per offset o < k (episodes o, o + k, ...), k times the "
-        "windows from the same histories; first: only episodes 0, k, 2k, ... (the paper).",
-    )
-    ed_last_episodes: int = setting(
-        10, "ED: how many final (converged) episodes of each stream to use."
-    )
-    ed_context_steps: int | None = setting(
-        None, "ED's context steps (None: model.context_steps); when its episodes are fewer steps."
-    )
-    ed_num_steps: int | None = setting(
-        1000, "ad-run: optimiser steps of the ED control (None: num_steps); its data is small."
-    )
-    window_steps: int | None = setting(
-        None,
-        "Steps per training window (None: model.context_steps). Longer windows run the sliding "
-        "band of model.context_steps inside them, so that later tokens see what a KV-cache "
-        "rollout shows them (cached tokens reach further back through the layers); the loss then "
-        "starts where the band is full, except in a stream's first window.",
-    )
     batch_size: int = setting(32, "Global batch size (windows per optimiser step).")
     num_steps: int = setting(2000, "Optimiser steps.")
-    lr: float = setting(1e-3, "Peak learning rate (the paper: 3e-4 over far more steps).")
-    min_lr: float = setting(2e-6, "Learning rate at the ends of warm-up and cosine decay.")
-    warmup_steps: int = setting(200, "Linear warm-up steps.")
-    betas: list = setting([0.9, 0.99], "Adam betas.")
-    weight_decay: float = setting(0.0, "AdamW weight decay (0: plain Adam).")
-    grad_clip: float = setting(1.0, "Gradient-norm clip.")
     label_smoothing: float = setting(
         0.0, "Cross-entropy label smoothing (the paper: 0.2 on DarkRoomHard)."
     )
@@ -231,84 +286,39 @@ class TrainConfig:
     device: str = setting("cpu", "cpu, cuda, cuda:N or auto.")
     bf16: bool = setting(True, "bf16 autocast where supported (CUDA with bf16); ignored on CPU.")
     compile: bool = setting(False, "torch.compile the model.")
-    in_memory: Literal["auto", "yes", "no"] = setting(
-        "auto", "Decompress the dataset into memory (auto: if it fits in max_memory_gb)."
-    )
-    max_memory_gb: float = setting(4.0, "Memory budget for in_memory=auto.")
-    num_workers: int = setting(0, "DataLoader workers for streamed datasets.")
     log_every: int = setting(100, "Steps between metric rows.")
-    checkpoint_every: int = setting(1000, "Steps between checkpoints.")
-    keep_checkpoints: int = setting(2, "How many recent checkpoints to keep.")
-    eval_every: int = setting(0, "Steps between in-context evaluations during training (0: never).")
-    eval_tasks: int = setting(4, "Validation tasks used by the periodic evaluation.")
-    eval_episodes: int = setting(10, "Episodes per periodic evaluation.")
+    optim: OptimConfig = section(OptimConfig, "Optimiser and learning-rate schedule.")
+    data: DataConfig = section(DataConfig, "Which windows of the histories training sees.")
+    ed: EDConfig = section(EDConfig, "Expert distillation (mode ed, and ad-run's ED control).")
+    checkpoint: CheckpointConfig = section(CheckpointConfig, "Checkpoints in the run folder.")
+    validation: ValidationConfig = section(
+        ValidationConfig, "In-context evaluation on validation tasks during training."
+    )
 
     def __post_init__(self) -> None:
-        if self.subsample_every is not None:
-            check_min("train", "subsample_every", self.subsample_every, 1)
-        minimums = {
-            "ed_last_episodes": 1,
-            "batch_size": 1,
-            "num_steps": 1,
-            "warmup_steps": 0,
-            "num_workers": 0,
-            "log_every": 1,
-            "checkpoint_every": 1,
-            "keep_checkpoints": 1,
-            "eval_every": 0,
-            "eval_tasks": 1,
-            "eval_episodes": 1,
-        }
-        for name, minimum in minimums.items():
-            check_min("train", name, getattr(self, name), minimum)
-        for name in ("ed_num_steps", "ed_context_steps"):
-            if getattr(self, name) is not None:
-                check_min("train", name, getattr(self, name), 1)
-        if self.window_steps is not None:
-            check_min("train", "window_steps", self.window_steps, 2)
-        check(self.lr > 0, f"train.lr must be > 0, got {self.lr!r}")
-        check(
-            0 <= self.min_lr <= self.lr,
-            f"train.min_lr must be in [0, train.lr], got {self.min_lr!r}",
-        )
-        check(
-            len(self.betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in self.betas),
-            f"train.betas must be two numbers in [0, 1), got {self.betas!r}",
-        )
-        check_min("train", "weight_decay", self.weight_decay, 0)
-        check_min("train", "grad_clip (0: no clipping)", self.grad_clip, 0)
+        for name in ("batch_size", "num_steps", "log_every"):
+            check_min("train", name, getattr(self, name), 1)
         check_fraction("train", "label_smoothing", self.label_smoothing)
-        check(self.max_memory_gb > 0, "train.max_memory_gb must be > 0")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     num_episodes: int | None = setting(
-        None,
-        "Consecutive episodes per (task, seed); None: derived at training from the histories' "
-        "episodes per stream (see the rule at the end; Dark Room: 120).",
+        None, "Consecutive episodes per (task, seed) (None: derived from the histories)."
     )
     num_seeds: int = setting(16, "Evaluation seeds per task.")
     seed: int = setting(0, "Base evaluation seed.")
     action_mode: Literal["sample", "argmax"] = setting(
-        "sample",
-        "Sample from the policy, or argmax: its most likely action (Box: each dimension's most "
-        "likely bin centre, or the Gaussian's mean), i.e. deterministic.",
+        "sample", "Sample from the policy, or argmax: its most likely action (deterministic)."
     )
     temperature: float = setting(
         1.0, "Softmax temperature when sampling (gaussian head: scales the std)."
     )
-    context_mode: Literal["kv_cache", "window"] = setting(
-        "kv_cache",
-        "kv_cache: a KV cache of the last model.context_steps tokens, one token's compute a step "
-        "(cached tokens reach further back through the layers, as train.window_steps trains "
-        "for); window: re-encode the last context_steps tokens at every step, exactly what a "
-        "training window of that length computes (context_steps times the compute).",
+    decoding: Literal["kv_cache", "reencode"] = setting(
+        "kv_cache", "kv_cache: one token's compute a step; reencode: the whole band every step."
     )
     tasks: Literal["test", "validation", "train"] = setting(
-        "test",
-        "Which split to evaluate on: test (reported numbers), validation (choosing settings) or "
-        "train (labelled as such in every output).",
+        "test", "Split to evaluate on: test (reports), validation (choosing settings) or train."
     )
     max_tasks: int | None = setting(
         None, "Evaluate at most this many tasks of the split (None: all)."
@@ -317,7 +327,6 @@ class EvalConfig:
     backend: Literal["local", "ray"] = setting(
         "local", "Where rollouts run: local (one batch here) or ray (batches of rows as Ray tasks)."
     )
-    ray_address: str | None = setting(None, RAY_ADDRESS_HELP)
     ray_batch_rows: int = setting(64, "With backend ray: (task, seed) rows per Ray task.")
     normalise_at: list = setting(
         [1, 10, 50, 100], "Episodes at which summary.json reports normalised scores."
@@ -339,16 +348,22 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    address: str | None = setting(
+        None, "Cluster for backend ray: auto, HOST:6379, ray://HOST:10001 (None: Ray's lookup)."
+    )
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = setting("darkroom_quick", "Experiment name; names the dataset and run folders.")
-    env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "Task family and split."})
-    collect: CollectConfig = field(
-        default_factory=CollectConfig, metadata={"help": "Source algorithm runs."}
-    )
-    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The transformer."})
-    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Training loop."})
-    eval: EvalConfig = field(
-        default_factory=EvalConfig, metadata={"help": "In-context evaluation."}
+    env: EnvConfig = section(EnvConfig, "Task family and split.")
+    collect: CollectConfig = section(CollectConfig, "Source algorithm runs.")
+    model: ModelConfig = section(ModelConfig, "The transformer.")
+    train: TrainConfig = section(TrainConfig, "Training loop.")
+    eval: EvalConfig = section(EvalConfig, "In-context evaluation.")
+    ray: RayConfig = section(
+        RayConfig, "The Ray cluster of collect.backend=ray and eval.backend=ray."
     )
 
     @property
@@ -396,14 +411,19 @@ def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = ()) ->
     if not isinstance(data, dict):
         raise UserError("the config must be a YAML mapping of sections (env, collect, ...)")
     for text in overrides:
-        path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"override {text!r}: {part} is not a section")
-        node[path[-1]] = value
+        set_override(data, text)
     return build(ExperimentConfig, data, "")
+
+
+def set_override(data: dict, text: str) -> None:
+    """Apply one ``section.key=value`` override to a config mapping, in place."""
+    path, value = parse_override(text)
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override {text!r}: {part} is not a section")
+    node[path[-1]] = value
 
 
 def load_config(

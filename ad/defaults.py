@@ -1,7 +1,7 @@
 """Defaults derived from a family's episode length and its source histories (issue 11, point 3).
 
 Three settings depend on the family rather than on the model: the context length
-(``model.context_steps``), the subsampling of training streams (``train.subsample_every``) and
+(``model.context_steps``), the subsampling of training streams (``train.data.subsample_every``) and
 the episodes of an evaluation (``eval.num_episodes``). Left null in a config, they are derived
 when training opens its dataset (:func:`ad.learn.training_data.resolve_config`), and the run's
 config.yaml and checkpoints record the derived numbers, so evaluation uses the same ones.
@@ -36,10 +36,10 @@ MIN_CONTEXT_EPISODES = 4  # the paper's contexts span 2-4 episodes; AD learns ac
 CONTEXTS_PER_KEPT_STREAM = 2
 MIN_EVAL_EPISODES = 20  # the first and the last 10 episodes do not overlap
 
-DERIVED_FIELDS = ("model.context_steps", "train.subsample_every", "eval.num_episodes")
+DERIVED_FIELDS = ("model.context_steps", "train.data.subsample_every", "eval.num_episodes")
 
 RULE = (
-    "Null model.context_steps, train.subsample_every and eval.num_episodes are derived when "
+    "Null model.context_steps, train.data.subsample_every and eval.num_episodes are derived when "
     "ad-train opens the dataset (L: the family's episode length; T, E: steps and complete "
     "episodes of one source stream, the fewest over the training runs): context_steps = "
     "max(4, 200 // L) * L, capped by a kept stream's T // k steps; subsample_every k = "
@@ -98,8 +98,8 @@ def derive(
         if c < length:
             raise UserError(
                 f"model.context_steps derives to {c} steps (a kept stream of {steps} // "
-                f"train.subsample_every={k}), shorter than one episode ({length} steps); lower "
-                "train.subsample_every or set model.context_steps"
+                f"train.data.subsample_every={k}), shorter than one episode ({length} steps); lower "
+                "train.data.subsample_every or set model.context_steps"
             )
     e = shape.episodes_per_stream
     n = num_episodes if num_episodes is not None else max(MIN_EVAL_EPISODES, e + e // k)

@@ -25,6 +25,17 @@ def setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def section(cls: type, help: str) -> Any:
+    """A nested config section (a dataclass field defaulting to ``cls()``) with its help text."""
+    return field(default_factory=cls, metadata={"help": help})
+
+
+def replace_section(cfg: Any, name: str, **changes: Any) -> Any:
+    """``cfg`` with fields of its section ``name`` changed (``dataclasses.replace`` one level
+    down), e.g. ``replace_section(cfg.train, "data", subsample_every=5)``."""
+    return dataclasses.replace(cfg, **{name: dataclasses.replace(getattr(cfg, name), **changes)})
+
+
 def check(ok: bool, message: str) -> None:
     """A range check of a config value: a one-line UserError naming the key and the fix."""
     if not ok:
@@ -114,8 +125,15 @@ def build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         prefix = f"{where}." if where else ""
+        inside = [
+            f"{prefix}{name}.{unknown[0]}"
+            for name, hint in typing.get_type_hints(cls).items()
+            if dataclasses.is_dataclass(hint) and unknown[0] in _field_names(hint)
+        ]
+        hint = f" (did you mean {inside[0]}?)" if inside else ""
         raise UserError(
-            f"unknown config key {prefix}{unknown[0]}; valid keys: {', '.join(sorted(fields))}"
+            f"unknown config key {prefix}{unknown[0]}{hint}; valid keys: "
+            + ", ".join(sorted(fields))
         )
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -129,6 +147,10 @@ def build(cls: type, data: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -139,8 +161,8 @@ def describe_fields(cls: type, prefix: str = "") -> str:
     for f in dataclasses.fields(cls):
         hint = typing.get_type_hints(cls)[f.name]
         if dataclasses.is_dataclass(hint):
-            lines.append(f"\n[{f.name}]  {f.metadata.get('help', '')}")
-            lines.append(describe_fields(hint, f"{f.name}."))
+            lines.append(f"\n[{prefix}{f.name}]  {f.metadata.get('help', '')}")
+            lines.append(describe_fields(hint, f"{prefix}{f.name}."))
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         lines.append(f"  {prefix}{f.name} = {default!r}\n      {f.metadata.get('help', '')}")

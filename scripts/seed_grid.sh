@@ -19,13 +19,13 @@ PY=${PY:-python3}; EXTRA=${EXTRA:-}; JOBS=${JOBS:-0}
 AD="$PY -m ad.cli"
 mkdir -p "$OUT/logs" && cd "$OUT"
 NAME=$($PY -c "import sys; from ad.config import load_config; print(load_config(sys.argv[1]).name)" "$CFG")
-# ED's optimiser steps: train.ed_num_steps of the config with EXTRA applied (None: num_steps)
+# ED's optimiser steps: train.ed.num_steps of the config with EXTRA applied (None: num_steps)
 ED_STEPS=$($PY - "$CFG" $EXTRA <<'PYEOF'
 import sys
 from ad.config import load_config
 overrides = [a for a in sys.argv[2:] if a != "--set"]
 train = load_config(sys.argv[1], overrides).train
-print(train.ed_num_steps or train.num_steps)
+print(train.ed.num_steps or train.num_steps)
 PYEOF
 )
 pids=()

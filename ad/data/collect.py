@@ -80,8 +80,7 @@ def collect(
     if cfg.collect.backend == "ray":  # one Ray task per run; see ad.data.ray_backend
         from ad.data import ray_backend
 
-        c = cfg.collect
-        results = ray_backend.execute(todo, c.ray_address, c.ray_storage, progress)
+        results = ray_backend.execute(todo, cfg.ray.address, cfg.collect.ray_storage, progress)
     else:
         results = pool.execute(todo, min(workers, max(len(todo), 1)), progress)
     seconds = time.perf_counter() - start

@@ -176,7 +176,7 @@ def execute(
 
     Args:
         jobs: the jobs that :func:`ad.data.runs.run_one` takes.
-        address: the cluster (``collect.ray_address``); None starts a local instance.
+        address: the cluster (``ray.address``); None starts a local instance.
         storage: ``"driver"`` or ``"shared"`` (``collect.ray_storage``; see the module doc).
         progress: show a bar over runs (with the env steps of the finished ones).
         max_retries: reruns of a task whose worker process died.
@@ -195,7 +195,7 @@ def execute(
         raise UserError(f"collect.ray_storage must be driver or shared, got {storage!r}")
     results, steps = [], 0
     with (
-        ray_session(address, "collect.ray_address") as ray,
+        ray_session(address, "ray.address") as ray,
         tqdm(total=len(jobs), desc="collect (ray)", unit="run", disable=not progress) as bar,
     ):
         task = ray.remote(num_cpus=1, max_retries=max_retries)(_run_on_worker)

@@ -103,6 +103,7 @@ def rollout_on_ray(
     family: TaskFamily,
     tasks: list[Task],
     eval_cfg: Any,
+    address: str | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """:func:`ad.evaluation.rollout.rollout` of ``tasks`` x ``eval_cfg.num_seeds`` rows, in
@@ -114,7 +115,8 @@ def rollout_on_ray(
         family: the task family of ``tasks``.
         tasks: the tasks to evaluate, in order (their indices seed the rows).
         eval_cfg: the ``eval`` config section (num_seeds, num_episodes, action_mode,
-            temperature, context_mode, seed, device, ray_address, ray_batch_rows).
+            temperature, decoding, seed, device, ray_batch_rows).
+        address: the Ray cluster (``ray.address``; None: Ray's own lookup, else a local one).
         progress: show a bar over batches.
 
     Returns:
@@ -130,14 +132,14 @@ def rollout_on_ray(
         "num_episodes": eval_cfg.num_episodes,
         "action_mode": eval_cfg.action_mode,
         "temperature": eval_cfg.temperature,
-        "context_mode": eval_cfg.context_mode,
+        "decoding": eval_cfg.decoding,
         "seed": eval_cfg.seed,
         "device": eval_cfg.device,
     }
     num_gpus = 1 if eval_cfg.device.startswith("cuda") else 0
     returns = np.full((len(tasks), eval_cfg.num_seeds, eval_cfg.num_episodes), np.nan)
     with (
-        ray_session(eval_cfg.ray_address, "eval.ray_address") as ray,
+        ray_session(address, "ray.address") as ray,
         tqdm(total=len(batches), desc="eval (ray)", unit="batch", disable=not progress) as bar,
     ):
         if num_gpus and ray.cluster_resources().get("GPU", 0) < 1:  # its tasks would wait forever

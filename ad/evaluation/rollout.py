@@ -3,7 +3,7 @@
 Every (task, seed) pair is one row of a batch. One evaluation step is one incremental forward pass
 (``model.step``) for the whole batch; the envs are stepped in a plain loop. The model's own
 transitions fill its context, kept as a queue of the last c transitions, either as a KV cache or
-as tokens re-encoded every step (``eval.context_mode``; Laskin et al. 2022, section 3: no gradient
+as tokens re-encoded every step (``eval.decoding``; Laskin et al. 2022, section 3: no gradient
 steps at test time).
 
 Token alignment equals training: at step t the model sees obs_t with action_{t-1}, reward_{t-1} and
@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ad.config import ExperimentConfig
-from ad.data.spaces import has_integer_ids, space_to_json
+from ad.data.spaces import has_integer_ids, same_spaces
 from ad.errors import UserError
 from envs.base import TaskFamily, family_of_split
 from envs.split import TaskSplit
@@ -40,9 +40,11 @@ def action_rng(seed: int, task_index: int, seed_index: int) -> np.random.Generat
 
 
 def _check_compatible(model: torch.nn.Module, env: Any) -> None:
-    obs_space = space_to_json(env.observation_space)
-    act_space = space_to_json(env.action_space)
-    if obs_space != model.observation_space or act_space != model.action_space:
+    obs_space, act_space = env.observation_space, env.action_space
+    if not (
+        same_spaces(obs_space, model.observation_space)
+        and same_spaces(act_space, model.action_space)
+    ):
         raise UserError(
             f"the env family does not match the checkpoint: its env has observations {obs_space} "
             f"and actions {act_space}, the model {model.observation_space} and "
@@ -73,7 +75,7 @@ def rollout(
     transitions: dict | None = None,
     task_offset: int = 0,
     seed_offset: int = 0,
-    context_mode: str = "kv_cache",
+    decoding: str = "kv_cache",
     trace_rows: list[int] | None = None,
 ) -> np.ndarray:
     """Run ``num_episodes`` consecutive episodes per (task, seed) with frozen weights.
@@ -102,7 +104,7 @@ def rollout(
         task_offset: index of ``tasks[0]`` in the whole evaluation's task list.
         seed_offset: index of this call's first seed in the whole evaluation. With both, a part
             of a larger evaluation (split across Ray workers) seeds its rows as one batch would.
-        context_mode: "kv_cache" or "window" (``ADTransformer.init_cache``'s decoding modes).
+        decoding: "kv_cache" or "reencode" (``ADTransformer.init_cache``'s decoding modes).
         trace_rows: the rows whose steps ``transitions`` keeps, in this order (None: every row);
             ``ad-eval`` keeps row 0 for its exploration maps.
 
@@ -121,7 +123,7 @@ def rollout(
     _check_compatible(model, envs[0])
     batch = len(envs)
     discrete = has_integer_ids(model.observation_space)
-    obs_dtype = np.int64 if discrete else np.dtype(model.observation_space["dtype"])
+    obs_dtype = np.int64 if discrete else np.dtype(model.observation_space.dtype)
     first = [env.reset(seed=eval_env_seed(seed, *rows[i]))[0] for i, env in enumerate(envs)]
     observations = np.stack(first).astype(obs_dtype)  # (B, *obs_shape)
     prev_actions = first_prev_actions(model, batch)  # "no previous action"
@@ -140,7 +142,7 @@ def rollout(
     model.eval()
     bar = tqdm(total=num_episodes, desc="eval episodes", disable=not progress, leave=False)
     try:
-        cache = model.init_cache(batch, device=device, mode=context_mode)
+        cache = model.init_cache(batch, device=device, mode=decoding)
         while finished.min() < num_episodes:
             inputs = (observations, prev_actions, prev_rewards, prev_dones)
             outputs = model.step(cache, *(torch.from_numpy(x).to(device) for x in inputs))
@@ -182,19 +184,19 @@ def periodic_evaluation(
     policy: torch.nn.Module, cfg: ExperimentConfig, split: TaskSplit, device: torch.device
 ) -> dict[str, float]:
     """What ``ad-train`` passes to ``ad.learn.train.train`` as its periodic evaluation, for each
-    family: one sampled rollout of ``train.eval_episodes`` episodes on the first
-    ``train.eval_tasks`` validation tasks of its split (never test tasks: what training looks
+    family: one sampled rollout of ``train.validation.episodes`` episodes on the first
+    ``train.validation.tasks`` validation tasks of its split (never test tasks: what training looks
     at must not be what is reported), as ``return_first`` and ``return_last``."""
     returns = rollout(
         policy,
         family_of_split(split),  # the family the trained split describes
-        split.validation[: cfg.train.eval_tasks],
+        split.validation[: cfg.train.validation.tasks],
         num_seeds=1,
-        num_episodes=cfg.train.eval_episodes,
+        num_episodes=cfg.train.validation.episodes,
         action_mode="sample",
         seed=cfg.train.seed,
         device=device,
-        context_mode=cfg.eval.context_mode,
+        decoding=cfg.eval.decoding,
     )  # (tasks, 1, episodes)
     return {
         "return_first": float(returns[..., 0].mean()),

@@ -17,14 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from gymnasium.spaces import Space
 
 from ad.config import ModelConfig
+from ad.data.spaces import space_from_json
 from ad.errors import UserError
 from ad.fields import build
 from ad.utils import atomic_write_bytes, seed_everything
 
 # 3: one record per family the model was trained on (2: a specialist's model_args, or a
-# generalist's members; 1: a train / heldout split).
+# generalist's families; 1: a train / heldout split).
 CHECKPOINT_SCHEMA = 3
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d+)\.pt$")
@@ -37,7 +39,8 @@ class FamilyRecord:
     Attributes:
         config: the family's resolved experiment config (``config_to_dict``): its env, eval
             settings and windowing; evaluation reads it.
-        observation_space, action_space: the family's spaces (``space_to_json``).
+        observation_space, action_space: the family's spaces as the file keeps them
+            (``space_to_json``); :meth:`Checkpoint.spaces` restores them.
         split: its task split (``TaskSplit.to_json()``: train / validation / test).
         dataset_fingerprint: of its training data.
         dataset_dir: where its training data lies, {"from_run": relative to the run folder,
@@ -62,7 +65,7 @@ class Checkpoint:
         step: optimiser steps done.
         rng: the RNG states of every rank (``rng_state``).
         config: the training config as written to the run's config.yaml (an experiment's, or a
-            mixture's with its resolved members).
+            generalist's with its resolved families).
         model_config: the model section the trunk was built from (``context_steps`` resolved).
         families: family name -> its record, in the order of the model's families.
         dataset_fingerprint: of all families' data together (checked on resume).
@@ -107,9 +110,13 @@ class Checkpoint:
     def model_cfg(self) -> ModelConfig:
         return build(ModelConfig, self.model_config, "model")
 
-    def spaces(self) -> dict[str, tuple[dict, dict]]:
-        """Family name -> (observation space, action space): the model's constructor argument."""
-        return {n: (r.observation_space, r.action_space) for n, r in self.families.items()}
+    def spaces(self) -> dict[str, tuple[Space, Space]]:
+        """Family name -> (observation space, action space) as ``gymnasium.spaces``: the model's
+        constructor argument."""
+        return {
+            n: (space_from_json(r.observation_space), space_from_json(r.action_space))
+            for n, r in self.families.items()
+        }
 
 
 def checkpoint_name(step: int) -> str:
@@ -231,12 +238,12 @@ def set_rng_state(state: dict) -> None:
 # Settings that may change on --resume: they do not change what the model learns.
 RESUMABLE_KEYS = {
     "train.num_steps",
-    "train.ed_num_steps",
-    "train.num_workers",
+    "train.ed.num_steps",
+    "train.data.num_workers",
     "train.log_every",
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.eval_every",
+    "train.checkpoint.every",
+    "train.checkpoint.keep",
+    "train.validation.every",
     # Moved folders are fine: the dataset fingerprint is checked instead.
     "train.dataset",
     "train.run_dir",
@@ -245,7 +252,7 @@ RESUMABLE_KEYS = {
 
 
 def _flatten(data: dict | list, prefix: str = "") -> dict:
-    """section.key -> value; a mixture's list of members by index (mixture.0.resolved.train...)."""
+    """section.key -> value; a generalist's list of families by index (families.0.resolved...)."""
     flat = {}
     for key, value in data.items() if isinstance(data, dict) else enumerate(data):
         nested = isinstance(value, dict) and key not in ("family_kwargs", "algorithm_kwargs")

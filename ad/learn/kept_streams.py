@@ -1,9 +1,9 @@
 """The kept streams of training: which steps of each history stream a window may span.
 
-Before windowing, AD keeps every k-th episode of a stream (``train.subsample_every``, as Laskin et
+Before windowing, AD keeps every k-th episode of a stream (``train.data.subsample_every``, as Laskin et
 al. 2022 do to fit more learning progress into one context), counting from each subsample offset
-(the paper: offset 0 only; ``train.subsample_offsets=all``: one kept stream per offset 0..k-1).
-Expert distillation (``train.mode=ed``) keeps the last ``train.ed_last_episodes`` complete
+(the paper: offset 0 only; ``train.data.subsample_offsets=all``: one kept stream per offset 0..k-1).
+Expert distillation (``train.mode=ed``) keeps the last ``train.ed.last_episodes`` complete
 episodes. What is kept is a list of *segments*, ranges of original steps; laid end to end they are
 the kept stream, whose steps are numbered by *kept index*. Pure functions: no file is read here.
 """
@@ -36,12 +36,12 @@ class KeepPolicy:
         Returns:
             The policy; ``subsample_offsets`` is (0,) unless AD uses every offset.
         """
-        every_offset = train.mode == "ad" and train.subsample_offsets == "all"
+        every_offset = train.mode == "ad" and train.data.subsample_offsets == "all"
         return cls(
             mode=train.mode,
-            subsample_every=train.subsample_every,
-            subsample_offsets=tuple(range(train.subsample_every if every_offset else 1)),
-            ed_last_episodes=train.ed_last_episodes,
+            subsample_every=train.data.subsample_every,
+            subsample_offsets=tuple(range(train.data.subsample_every if every_offset else 1)),
+            ed_last_episodes=train.ed.last_episodes,
         )
 
     @property

@@ -33,10 +33,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from gymnasium.spaces import Space
 
 from ad.config import ExperimentConfig, ModelConfig, TrainConfig, config_to_dict
-from ad.data.spaces import has_integer_ids
+from ad.data.spaces import has_integer_ids, space_to_json
 from ad.errors import UserError
+from ad.generalist import (
+    GeneralistConfig,
+    config_record,
+    family_entries,
+    family_rows,
+    with_experiments,
+)
 from ad.learn.batches import iterate_batches
 from ad.learn.checkpoint import (
     Checkpoint,
@@ -55,7 +63,6 @@ from ad.learn.checkpoint import (
 from ad.learn.model import ADTransformer, FamilyPolicy
 from ad.learn.training_data import describe_derived, load_training_runs, resolve_config
 from ad.learn.windows import WindowStore, open_windows
-from ad.mixture import MixtureConfig, config_record, member_rows, members_of, with_members
 from ad.utils import (
     atomic_write_text,
     package_versions,
@@ -83,10 +90,11 @@ def _log(message: str) -> None:
 
 def lr_at(step: int, tc: TrainConfig) -> float:
     """Linear warm-up from min_lr to lr, then cosine decay back to min_lr at num_steps."""
-    if step < tc.warmup_steps:
-        return tc.min_lr + (tc.lr - tc.min_lr) * step / tc.warmup_steps
-    progress = (step - tc.warmup_steps) / max(1, tc.num_steps - tc.warmup_steps)
-    return tc.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (tc.lr - tc.min_lr)
+    o = tc.optim
+    if step < o.warmup_steps:
+        return o.min_lr + (o.lr - o.min_lr) * step / o.warmup_steps
+    progress = (step - o.warmup_steps) / max(1, tc.num_steps - o.warmup_steps)
+    return o.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (o.lr - o.min_lr)
 
 
 def init_distributed(device: torch.device) -> tuple[int, int, bool]:
@@ -108,10 +116,10 @@ def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.Optim
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [
-        {"params": decay, "weight_decay": tc.weight_decay},
+        {"params": decay, "weight_decay": tc.optim.weight_decay},
         {"params": rest, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.betas))
+    return torch.optim.AdamW(groups, lr=tc.optim.lr, betas=tuple(tc.optim.betas))
 
 
 # --------------------------------------------------------------------------- logging
@@ -181,19 +189,19 @@ class FamilyData:
     derived: str  # the log line of the settings derived from the data ("" if none)
 
 
-def open_families(cfg: ExperimentConfig | MixtureConfig) -> list[FamilyData]:
+def open_families(cfg: ExperimentConfig | GeneralistConfig) -> list[FamilyData]:
     """Each family's checked training data, resolved config (null settings derived from its
-    data) and windows; a specialist has one family, a mixture one per member.
+    data) and windows; a specialist has one family, a generalist several.
 
     Raises:
         UserError: a family's data fails its checks, or the families' context or window lengths
             differ (one trunk, one ``context_steps``).
     """
-    members = members_of(cfg)
+    entries = family_entries(cfg)
     families: list[FamilyData] = []
     try:
-        for m in members:
-            where = f"mixture member {m.name} ({m.config}): " if len(members) > 1 else ""
+        for m in entries:
+            where = f"generalist family {m.name} ({m.config}): " if len(entries) > 1 else ""
             try:
                 training = load_training_runs(m.experiment)
                 resolved = resolve_config(m.experiment, training)
@@ -208,9 +216,9 @@ def open_families(cfg: ExperimentConfig | MixtureConfig) -> list[FamilyData]:
         if len(set(lengths.values())) > 1:
             listed = ", ".join(f"{n} {c} / {w}" for n, (c, w) in lengths.items())
             raise UserError(
-                f"the members' model.context_steps / window steps differ ({listed}); one trunk "
-                "needs one value: set model.context_steps (and train.window_steps) in the mixture "
-                "config"
+                f"the families' model.context_steps / window steps differ ({listed}); one trunk "
+                "needs one value: set model.context_steps (and train.data.window_steps) in the "
+                "generalist's config"
             )
     except UserError:
         for f in families:
@@ -248,19 +256,19 @@ def metric_fields(names: list[str]) -> tuple[str, ...]:
 
 
 def train(
-    cfg: ExperimentConfig | MixtureConfig,
+    cfg: ExperimentConfig | GeneralistConfig,
     resume: bool = False,
     progress: bool = True,
     evaluator: Evaluator | None = None,
 ) -> Path:
     """Train a model on the training split of each family's dataset: a specialist on one, a
-    generalist on a mixture's, with one loop.
+    generalist on several families' data, with one loop.
 
     Args:
-        cfg: an experiment config (one family, AD or ED) or a mixture config.
+        cfg: an experiment config (one family, AD or ED) or a generalist config.
         resume: continue from the latest checkpoint of the run folder (same config and data).
         progress: show a progress bar (rank 0).
-        evaluator: called every ``train.eval_every`` steps on rank 0 for each family on its
+        evaluator: called every ``train.validation.every`` steps on rank 0 for each family on its
             validation tasks; the RNG states are restored after it, so evaluating does not
             change training. None: no periodic evaluation.
 
@@ -281,7 +289,7 @@ def train(
 
 
 def _train(
-    cfg: ExperimentConfig | MixtureConfig,
+    cfg: ExperimentConfig | GeneralistConfig,
     resume: bool,
     progress: bool,
     evaluator: Evaluator | None,
@@ -308,7 +316,7 @@ def _train(
 
 
 def _loop(
-    cfg: ExperimentConfig | MixtureConfig,
+    cfg: ExperimentConfig | GeneralistConfig,
     families: list[FamilyData],
     resume_path: Path | None,
     progress: bool,
@@ -318,7 +326,7 @@ def _loop(
     world_size: int,
 ) -> Path:
     tc, master, run_dir = cfg.train, rank == 0, cfg.run_dir
-    cfg = with_members(cfg, [f.config for f in families])
+    cfg = with_experiments(cfg, [f.config for f in families])
     checkpoints = Checkpoints(run_dir, config_record(cfg), cfg.model, families, tc)
     ckpt = load_checkpoint(resume_path) if resume_path else None
     if ckpt is not None:
@@ -328,10 +336,8 @@ def _loop(
     raw_model, model, optimizer, start_step = build_model(
         cfg.model, families, tc, device, ckpt, rank, world_size
     )
-    names, rows = (
-        [f.name for f in families],
-        member_rows(tc.batch_size, [f.weight for f in families]),
-    )
+    names = [f.name for f in families]
+    rows = family_rows(tc.batch_size, [f.weight for f in families])
     if master:
         _start_run(checkpoints, families, rows, raw_model, device, resume_path, ckpt, start_step)
     log = MetricsLog(run_dir, start_step, master, metric_fields(names))
@@ -345,7 +351,7 @@ def _loop(
         tc.num_steps,
         rank,
         world_size,
-        tc.num_workers,
+        tc.data.num_workers,
     )
     raw_model.train()
     try:
@@ -366,8 +372,8 @@ def _loop(
                 raise UserError(
                     f"non-finite loss ({loss}) or gradient norm ({norm}) at step {step + 1}; "
                     f"training stopped before the update, last good checkpoint: "
-                    f"{good or 'none'}; lower train.lr, raise train.warmup_steps or "
-                    "set train.grad_clip, and train into a new train.run_dir"
+                    f"{good or 'none'}; lower train.optim.lr, raise train.optim.warmup_steps or "
+                    "set train.optim.grad_clip, and train into a new train.run_dir"
                 )
             optimizer.step()
             meter.add(loss, per_family)
@@ -376,10 +382,9 @@ def _loop(
             # logging, evaluation, checkpoints (every rank takes the same branches)
             done = step + 1
             last = done == tc.num_steps
-            log_now, ckpt_now = done % tc.log_every == 0 or last, done % tc.checkpoint_every == 0
-            eval_now = (
-                master and evaluator and tc.eval_every and (done % tc.eval_every == 0 or last)
-            )
+            log_now, ckpt_now = done % tc.log_every == 0 or last, done % tc.checkpoint.every == 0
+            every = tc.validation.every
+            eval_now = master and evaluator and every and (done % every == 0 or last)
             row = meter.row(lr, norm, bar) if log_now else {}
             if eval_now:
                 row.update(_evaluate(evaluator, raw_model, families, device))
@@ -447,7 +452,7 @@ def _forward_backward(
         _, loss, losses = model(batch, label_smoothing=tc.label_smoothing)
     model.zero_grad(set_to_none=True)
     loss.backward()
-    max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
+    max_norm = tc.optim.grad_clip if tc.optim.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_norm)
     # the loss, the gradient norm, each family's loss x rows, and its rows on this rank
     here = [len(batch[n]["targets"]) if n in batch else 0 for n in names]
@@ -502,7 +507,7 @@ class LossMeter:
 
 class Checkpoints:
     """A run's checkpoints (rank 0): each a :class:`Checkpoint` record, written atomically, the
-    ``train.keep_checkpoints`` most recent kept, and one whose weights gave a non-finite loss set
+    ``train.checkpoint.keep`` most recent kept, and one whose weights gave a non-finite loss set
     aside."""
 
     def __init__(
@@ -513,7 +518,7 @@ class Checkpoints:
         families: list[FamilyData],
         tc: TrainConfig,
     ) -> None:
-        self.run_dir, self.config, self.keep = run_dir, config, tc.keep_checkpoints
+        self.run_dir, self.config, self.keep = run_dir, config, tc.checkpoint.keep
         self.model_config = config_to_dict(model_cfg)
         self.families = {f.name: family_record(f) for f in families}
         self.fingerprint = data_fingerprint(families)
@@ -615,15 +620,15 @@ def family_record(family: FamilyData) -> FamilyRecord:
     windows = family.windows
     return FamilyRecord(
         config=config_to_dict(family.config),
-        observation_space=windows.observation_space,
-        action_space=windows.action_space,
+        observation_space=space_to_json(windows.observation_space),
+        action_space=space_to_json(windows.action_space),
         split=windows.split.to_json(),
         dataset_fingerprint=windows.fingerprint,
         dataset_dir=dataset_paths(family.config),
     )
 
 
-def _to_device(batch: dict[str, np.ndarray], device: torch.device, space: dict) -> dict:
+def _to_device(batch: dict[str, np.ndarray], device: torch.device, space: Space) -> dict:
     tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
     if has_integer_ids(space):
         tensors["observations"] = tensors["observations"].long()

@@ -12,11 +12,13 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
 
 from ad.config import ExperimentConfig
 from ad.defaults import DERIVED_FIELDS, SourceShape, derive
 from ad.errors import UserError
+from ad.fields import replace_section
 from envs.split import EVALUATION_SPLITS, SPLITS, TaskSplit
 from envs.tasks import canonical_json, task_key
 
@@ -125,12 +127,12 @@ def dataset_fingerprint(entries: list[dict], cfg: ExperimentConfig) -> str:
     payload = {
         "runs": sorted([entry["file"], entry.get("sha256")] for entry in entries),
         "mode": cfg.train.mode,
-        "subsample_every": cfg.train.subsample_every,
-        "subsample_offsets": cfg.train.subsample_offsets,
-        "ed_last_episodes": cfg.train.ed_last_episodes,
+        "subsample_every": cfg.train.data.subsample_every,
+        "subsample_offsets": cfg.train.data.subsample_offsets,
+        "ed_last_episodes": cfg.train.ed.last_episodes,
     }
-    if cfg.train.window_steps is not None:  # windows other than the band (absent: as before)
-        payload["window_steps"] = cfg.train.window_steps
+    if cfg.train.data.window_steps is not None:  # windows other than the band (absent: as before)
+        payload["window_steps"] = cfg.train.data.window_steps
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -146,9 +148,9 @@ def source_shape(training: TrainingRuns) -> SourceShape:
 
 
 def resolve_config(cfg: ExperimentConfig, training: TrainingRuns) -> ExperimentConfig:
-    """``cfg`` with its null ``model.context_steps``, ``train.subsample_every`` and
+    """``cfg`` with its null ``model.context_steps``, ``train.data.subsample_every`` and
     ``eval.num_episodes`` derived from the training runs by the rule of :mod:`ad.defaults`, and
-    in ED mode with ``train.ed_context_steps`` set, that as ``model.context_steps``.
+    in ED mode with ``train.ed.context_steps`` set, that as ``model.context_steps``.
 
     Args:
         cfg: the experiment config.
@@ -160,23 +162,23 @@ def resolve_config(cfg: ExperimentConfig, training: TrainingRuns) -> ExperimentC
     Raises:
         UserError: streams too short to derive a context of at least one episode.
     """
-    ed_context = cfg.train.ed_context_steps
+    ed_context = cfg.train.ed.context_steps
     if cfg.train.mode == "ed" and ed_context is not None:
         cfg = dataclasses.replace(
             cfg, model=dataclasses.replace(cfg.model, context_steps=ed_context)
         )
-    if None not in (cfg.model.context_steps, cfg.train.subsample_every, cfg.eval.num_episodes):
+    if None not in (cfg.model.context_steps, cfg.train.data.subsample_every, cfg.eval.num_episodes):
         return cfg
     context_steps, subsample_every, num_episodes = derive(
         source_shape(training),
         cfg.model.context_steps,
-        cfg.train.subsample_every,
+        cfg.train.data.subsample_every,
         cfg.eval.num_episodes,
     )
     return dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, context_steps=context_steps),
-        train=dataclasses.replace(cfg.train, subsample_every=subsample_every),
+        train=replace_section(cfg.train, "data", subsample_every=subsample_every),
         eval=dataclasses.replace(cfg.eval, num_episodes=num_episodes),
     )
 
@@ -187,14 +189,13 @@ def describe_derived(
     """One log line: which settings were derived, to what, from which numbers."""
     shape = source_shape(training)
     values = []
-    if given.train.mode == "ed" and given.train.ed_context_steps is not None:
+    if given.train.mode == "ed" and given.train.ed.context_steps is not None:
         values.append(
-            f"model.context_steps={given.train.ed_context_steps} (train.ed_context_steps)"
+            f"model.context_steps={given.train.ed.context_steps} (train.ed.context_steps)"
         )
     for key in DERIVED_FIELDS:
-        section, name = key.split(".")
-        if getattr(getattr(given, section), name) is None:
-            values.append(f"{key}={getattr(getattr(resolved, section), name)}")
+        if reduce(getattr, key.split("."), given) is None:
+            values.append(f"{key}={reduce(getattr, key.split('.'), resolved)}")
     return (
         f"derived {', '.join(values)} from episodes of {shape.episode_length} steps and streams "
         f"of {shape.steps_per_stream} steps / {shape.episodes_per_stream} episodes (ad-train "

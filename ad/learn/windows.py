@@ -7,7 +7,7 @@ section 3). Window ``i`` is one start position of one kept stream, numbered stre
 Discrete actions are int64 ids; Box actions float32 vectors (act_dim,), whose "no previous action"
 at a stream's first step is a row of NaNs.
 
-Windows are ``model.context_steps`` long by default. Longer ones (``train.window_steps``) run the
+Windows are ``model.context_steps`` long by default. Longer ones (``train.data.window_steps``) run the
 model's sliding band inside them, as a KV-cache rollout does; their first ``context_steps - 1``
 targets, whose band would be cut by the window's start, are then left out of the loss (-1, or NaN
 for Box actions), except in a stream's first window, where nothing precedes them.
@@ -27,17 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium.spaces import Box, Space
 
 from ad.config import ExperimentConfig
-from ad.data.spaces import action_space_json, is_box
+from ad.data.histories import history_spaces
+from ad.data.spaces import has_integer_ids, num_actions
 from ad.errors import UserError
 from ad.learn.kept_streams import KeepPolicy, KeptStream, first_window_of_each, plan_stream
-from ad.learn.training_data import (
-    TrainingRuns,
-    dataset_fingerprint,
-    load_training_runs,
-    resolve_config,
-)
+from ad.learn.training_data import TrainingRuns, dataset_fingerprint
 from envs.split import TaskSplit
 
 WINDOW_KEYS = ("observations", "prev_actions", "prev_rewards", "prev_dones", "targets")
@@ -131,9 +128,8 @@ class WindowStore(torch.utils.data.Dataset):
         self.loss_from = band - 1 if window_steps > band else 0
         self.fingerprint = fingerprint
         first = training.metadata[0]
-        self.observation_space: dict = first["observation_space"]
-        self.action_space: dict = history_action_space(first)
-        self.num_actions = None if is_box(self.action_space) else int(self.action_space["n"])
+        self.observation_space, self.action_space = history_spaces(first)
+        self.num_actions = num_actions(self.action_space)  # None: Box actions
         self.episode_length = int(first["episode_length"])
         kept_streams = self._load()
         self.streams = [s for s in kept_streams if self._is_windowed(s)]
@@ -141,8 +137,8 @@ class WindowStore(torch.utils.data.Dataset):
         if not self.streams:
             raise UserError(
                 f"no stream of {self.dataset_dir} has {self.window_steps} kept steps; lower "
-                "model.context_steps (or train.window_steps) or train.subsample_every (or raise "
-                "train.ed_last_episodes)"
+                "model.context_steps (or train.data.window_steps) or train.data.subsample_every (or raise "
+                "train.ed.last_episodes)"
             )
         self.first_window = first_window_of_each(self.streams, self.window_steps)
         self.num_windows = int(self.first_window[-1])
@@ -337,22 +333,15 @@ class StreamedWindows(WindowStore):
         return stack_windows([self[int(i)] for i in indices])
 
 
-def history_action_space(metadata: dict) -> dict:
-    """The action space of a history's metadata (older Discrete ones may carry only
-    ``num_actions``)."""
-    return action_space_json(metadata.get("action_space") or metadata["num_actions"])
+def _action_bytes(space: Space) -> int:
+    """Bytes of one action: float32 per dimension of a Box, an int64 id otherwise."""
+    return int(np.prod(space.shape)) * (4 if isinstance(space, Box) else 8)
 
 
-def _action_bytes(space: dict) -> int:
-    return 4 * int(np.prod(space["shape"])) if is_box(space) else 8
-
-
-def _observation_bytes(space: dict) -> int:
-    if space["type"] == "Discrete":
-        return 8
-    if space["type"] == "MultiDiscrete":
-        return 8 * len(space["nvec"])
-    return int(np.prod(space["shape"])) * np.dtype(space.get("dtype", "float32")).itemsize
+def _observation_bytes(space: Space) -> int:
+    """Bytes of one observation: int64 ids per component, or the Box's own dtype."""
+    itemsize = 8 if has_integer_ids(space) else np.dtype(space.dtype).itemsize
+    return int(np.prod(space.shape)) * itemsize
 
 
 def in_memory_bytes(training: TrainingRuns) -> int:
@@ -364,33 +353,33 @@ def in_memory_bytes(training: TrainingRuns) -> int:
     Returns:
         Bytes, an upper bound: every step of every stream, kept or not.
     """
-    first = training.metadata[0]
-    actions = _action_bytes(history_action_space(first))
-    per_step = _observation_bytes(first["observation_space"]) + 2 * (actions + 4 + 1)
+    observation_space, action_space = history_spaces(training.metadata[0])
+    actions = _action_bytes(action_space)
+    per_step = _observation_bytes(observation_space) + 2 * (actions + 4 + 1)
     steps = sum(int(r["num_streams"]) * int(r["num_steps"]) for r in training.entries)
     return steps * per_step
 
 
-def open_windows(cfg: ExperimentConfig, training: TrainingRuns | None = None) -> WindowStore:
+def open_windows(cfg: ExperimentConfig, training: TrainingRuns) -> WindowStore:
     """The training windows of the config's dataset, in memory if the memory policy allows.
 
     Args:
-        cfg: the experiment config (env, model.context_steps and the train section are used:
-            windows are train.window_steps long, model.context_steps if that is None; null
-            derived settings are derived with ``resolve_config`` first);
-            ``train.in_memory`` yes / no, or auto: in memory if :func:`in_memory_bytes` is within
-            ``train.max_memory_gb``.
-        training: the config's training runs, if already loaded (None: load them).
+        cfg: the resolved experiment config (``resolve_config``: no null derived settings); env,
+            model.context_steps and the train section are used. Windows are
+            train.data.window_steps long, model.context_steps if that is None;
+            ``train.data.in_memory`` yes / no, or auto: in memory if :func:`in_memory_bytes` is
+            within ``train.data.max_memory_gb``.
+        training: the config's checked training runs (``load_training_runs``).
 
     Returns:
         An :class:`InMemoryWindows` or a :class:`StreamedWindows`.
 
     Raises:
-        UserError: a dataset that fails the checks of ``load_training_runs``, a context shorter
-            than one episode, no stream long enough for one window, a corrupt episode table.
+        UserError: a context shorter than one episode, no stream long enough for one window, a
+            corrupt episode table.
     """
-    training = load_training_runs(cfg) if training is None else training
-    cfg = resolve_config(cfg, training)
+    if cfg.model.context_steps is None or cfg.train.data.subsample_every is None:
+        raise ValueError("open_windows needs a resolved config (resolve_config)")
     fingerprint = dataset_fingerprint(training.entries, cfg)
     context_steps = cfg.model.context_steps
     episode_length = int(training.metadata[0]["episode_length"])
@@ -400,15 +389,15 @@ def open_windows(cfg: ExperimentConfig, training: TrainingRuns | None = None) ->
             f"({episode_length} steps) of {training.dataset_dir}; AD needs contexts across "
             f"episodes: set model.context_steps >= {episode_length} (paper: 2-4 episodes)"
         )
-    if cfg.train.in_memory == "auto":
-        in_memory = in_memory_bytes(training) <= cfg.train.max_memory_gb * 1e9
+    if cfg.train.data.in_memory == "auto":
+        in_memory = in_memory_bytes(training) <= cfg.train.data.max_memory_gb * 1e9
     else:
-        in_memory = cfg.train.in_memory == "yes"
-    window_steps = cfg.train.window_steps or context_steps
+        in_memory = cfg.train.data.in_memory == "yes"
+    window_steps = cfg.train.data.window_steps or context_steps
     if window_steps < context_steps:
         raise UserError(
-            f"train.window_steps={window_steps} is shorter than model.context_steps="
-            f"{context_steps}: a window must hold a whole band; set train.window_steps >= "
+            f"train.data.window_steps={window_steps} is shorter than model.context_steps="
+            f"{context_steps}: a window must hold a whole band; set train.data.window_steps >= "
             f"{context_steps} (or null)"
         )
     store = InMemoryWindows if in_memory else StreamedWindows
