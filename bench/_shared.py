@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from gymnasium.spaces import Discrete, Space
 
 from ad.config import ModelConfig
 from ad.learn.model import ADTransformer, FamilyPolicy
@@ -51,8 +52,10 @@ def time_training(
     return time.perf_counter() - start
 
 
-def one_family(cfg: ModelConfig, observation_space: dict, action_space: dict | int) -> FamilyPolicy:
+def one_family(
+    cfg: ModelConfig, observation_space: Space, action_space: Space | int
+) -> FamilyPolicy:
     """A fresh one-family model's policy; an int action space is Discrete(n)."""
     if isinstance(action_space, int):
-        action_space = {"type": "Discrete", "n": action_space}
+        action_space = Discrete(action_space)
     return ADTransformer(cfg, {"F": (observation_space, action_space)}).policy()

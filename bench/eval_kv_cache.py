@@ -2,7 +2,7 @@
 
 Two measurements, side by side in one process, on Dark Room with a randomly initialised model:
 
-1. The two decoding modes of ``model.step`` (``eval.context_mode``) on the same token stream:
+1. The two decoding modes of ``model.step`` (``eval.decoding``) on the same token stream:
    ``kv_cache`` (the default: one new token per env and step) and ``window`` (re-encode the last c
    tokens at every step, exactly what a training window of c steps computes). Both see the same
    inputs at every step (the envs follow the cache's argmax actions); each is timed with the
@@ -28,12 +28,11 @@ from _shared import one_family, sync
 
 import envs
 from ad.config import ModelConfig
-from ad.data.spaces import space_to_json
 from ad.evaluation.rollout import rollout
 from ad.learn.model import FamilyPolicy
 from ad.utils import matmul_gflops
 
-MODES = ("kv_cache", "window")
+MODES = ("kv_cache", "reencode")
 
 
 def make_model(context_steps: int, device: str, seed: int = 0, num_layers: int = 4) -> FamilyPolicy:
@@ -41,7 +40,7 @@ def make_model(context_steps: int, device: str, seed: int = 0, num_layers: int =
     family = envs.make_family("DarkRoom")
     env = family.make_env(family.all_tasks()[0])
     cfg = ModelConfig(context_steps=context_steps, dropout=0.0, num_layers=num_layers)
-    model = one_family(cfg, space_to_json(env.observation_space), int(env.action_space.n))
+    model = one_family(cfg, env.observation_space, env.action_space)
     return model.to(device).eval()
 
 
@@ -71,7 +70,7 @@ def cache_vs_window(
             sync(device)
             seconds[mode] += (time.perf_counter() - start) * timed
         if timed:
-            max_diff = max(max_diff, float((logits["kv_cache"] - logits["window"]).abs().max()))
+            max_diff = max(max_diff, float((logits["kv_cache"] - logits["reencode"]).abs().max()))
         start = time.perf_counter()
         act = logits["kv_cache"].argmax(-1).cpu().numpy()
         for b, env in enumerate(env_list):

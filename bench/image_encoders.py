@@ -24,6 +24,7 @@ import statistics
 import numpy as np
 import torch
 from _shared import one_family, time_training, training_inputs
+from gymnasium.spaces import Box, Discrete
 
 from ad.config import ModelConfig
 from ad.utils import matmul_gflops
@@ -83,7 +84,7 @@ def main() -> None:
     batch, context = (4, 40) if args.quick else (16, 200)  # the recipe's batch and context
     steps, repeats = (1, 2) if args.quick else (2, 3)
     side = SIZE * args.cell_pixels
-    space = {"type": "Box", "shape": [side, side, 3], "low": 0, "high": 255, "dtype": "uint8"}
+    space = Box(0, 255, (side, side, 3), np.uint8)
     base = dict(embed_dim=64, num_layers=4, num_heads=4, ff_dim=256, context_steps=context)
     print(
         f"torch threads {torch.get_num_threads()}, device {device}; frames {side}x{side}x3, "
@@ -100,7 +101,7 @@ def main() -> None:
     per_step = patches + 1
     long_context = context * per_step
     trunk_cfg = {**base, "context_steps": long_context}
-    cell = {"type": "Discrete", "n": 81}
+    cell = Discrete(81)
     for name, length in (
         ("trunk, 1 token/step", context),
         (f"trunk, {per_step} tokens/step", long_context),
@@ -124,7 +125,7 @@ def main() -> None:
     print(f"{per_step} tokens per step instead of 1: the trunk {slow:.1f}x slower per env step")
 
     print("MiniGrid (7, 7, 3) code views, 3 actions:")
-    view = {"type": "Box", "shape": [7, 7, 3], "low": 0, "high": 255, "dtype": "uint8"}
+    view = Box(0, 255, (7, 7, 3), np.uint8)
     models, batches, tokens = {}, {}, {}
     for name in ("cnn", "codes"):
         cfg = ModelConfig(**base, image_encoder=name)

@@ -3,11 +3,11 @@ same size, side by side (issue 14, point 4: mixing must not slow the step by mor
 
 Both get the same trunk (width, depth, heads, MLP width, context) and the same batch of windows:
 the specialist 32 Dark Room windows, the generalist 8 windows each of Dark Room, the Bandit,
-Key-to-Door and the point robot (configs/generalist_quick.yaml's members; the batch split by
-weight as ``ad.learn.train`` splits it), each member through its own encoders and head
+Key-to-Door and the point robot (configs/generalist_quick.yaml's families; the batch split by
+weight as ``ad.learn.train`` splits it), each family through its own encoders and head
 (the point robot's: a Box observation MLP, a Box action input and a binned head), the trunk run
 once on all rows. One training step is forward + backward + Adam step, on synthetic windows (the
-data side is each member's own ``get_batch``, as a specialist's). Repetitions alternate between the models in one process; the median tokens/s of
+data side is each family's own ``get_batch``, as a specialist's). Repetitions alternate between the models in one process; the median tokens/s of
 each is compared.
 
 Usage: python bench/mixture_throughput.py [--quick] [--threads N] [--device cuda]
@@ -18,41 +18,39 @@ from __future__ import annotations
 import argparse
 import statistics
 
+import numpy as np
 import torch
 from _shared import time_training, training_inputs
+from gymnasium.spaces import Box, Discrete, MultiDiscrete
 
 from ad.config import ModelConfig
+from ad.generalist import family_rows
 from ad.learn.model import ADTransformer
-from ad.mixture import member_rows
 from ad.utils import matmul_gflops
 
-BOX_ACTIONS = {"type": "Box", "shape": [2], "low": -0.1, "high": 0.1, "dtype": "float32"}
-SPACES = {  # the spaces of configs/generalist_quick.yaml's members' histories
-    "DarkRoom": ({"type": "MultiDiscrete", "nvec": [9, 9]}, {"type": "Discrete", "n": 5}),
-    "Bandit": ({"type": "Discrete", "n": 1}, {"type": "Discrete", "n": 10}),
-    "DarkKeyToDoor": ({"type": "MultiDiscrete", "nvec": [9, 9]}, {"type": "Discrete", "n": 5}),
-    "PointRobot": (
-        {"type": "Box", "shape": [2], "low": -2.0, "high": 2.0, "dtype": "float32"},
-        BOX_ACTIONS,
-    ),
+SPACES = {  # the spaces of configs/generalist_quick.yaml's families' histories
+    "DarkRoom": (MultiDiscrete([9, 9]), Discrete(5)),
+    "Bandit": (Discrete(1), Discrete(10)),
+    "DarkKeyToDoor": (MultiDiscrete([9, 9]), Discrete(5)),
+    "PointRobot": (Box(-2.0, 2.0, (2,), np.float32), Box(-0.1, 0.1, (2,), np.float32)),
 }
 
 
 def make_batch(name: str, rows: int, steps: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Synthetic windows of one member: (rows, steps, ...) tensors."""
+    """Synthetic windows of one family: (rows, steps, ...) tensors."""
     gen = torch.Generator().manual_seed(0)
     obs_space, act_space = SPACES[name]
-    if obs_space["type"] == "Box":
+    if isinstance(obs_space, Box):
         obs = torch.rand(rows, steps, 2, generator=gen) * 4 - 2
         actions = (torch.rand(rows, steps, 2, generator=gen) - 0.5) / 5  # inside the Box
         prev = torch.cat([torch.full((rows, 1, 2), float("nan")), actions[:, :-1]], 1)
         batch = training_inputs(obs, 1, gen, device)
         return {**batch, "prev_actions": prev.to(device), "targets": actions.to(device)}
-    if obs_space["type"] == "MultiDiscrete":
+    if isinstance(obs_space, MultiDiscrete):
         obs = torch.randint(0, 9, (rows, steps, 2), generator=gen)
     else:
         obs = torch.zeros(rows, steps, dtype=torch.long)
-    return training_inputs(obs, act_space["n"], gen, device)
+    return training_inputs(obs, int(act_space.n), gen, device)
 
 
 def main() -> None:
@@ -87,7 +85,7 @@ def main() -> None:
     )
     specialist = ADTransformer(cfg, {"DarkRoom": SPACES["DarkRoom"]}).to(device).train()
     generalist = ADTransformer(cfg, SPACES).to(device).train()
-    rows = member_rows(args.batch_size, [1.0] * len(SPACES))
+    rows = family_rows(args.batch_size, [1.0] * len(SPACES))
     alone = make_batch("DarkRoom", args.batch_size, args.context, device)
     mixed = {n: make_batch(n, r, args.context, device) for n, r in zip(SPACES, rows, strict=True)}
     steps = {

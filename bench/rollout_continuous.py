@@ -27,7 +27,6 @@ from _shared import one_family
 
 import envs
 from ad.config import ModelConfig
-from ad.data.spaces import space_to_json
 from ad.evaluation.rollout import rollout
 from ad.learn.model import FamilyPolicy
 from ad.utils import matmul_gflops
@@ -43,7 +42,7 @@ def make_model(family, head: str, context_steps: int, device: str) -> FamilyPoli
     torch.manual_seed(0)
     env = family.make_env(family.split(0).test[0])
     cfg = ModelConfig(context_steps=context_steps, dropout=0.0, action_head=head, action_bins=64)
-    model = one_family(cfg, space_to_json(env.observation_space), space_to_json(env.action_space))
+    model = one_family(cfg, env.observation_space, env.action_space)
     return model.to(device).eval()
 
 

@@ -22,15 +22,16 @@ import time
 import torch
 import torch.nn as nn
 from _shared import sync, time_training, training_inputs
+from gymnasium.spaces import Discrete, MultiDiscrete
 from torch.nn import functional as F
 
 from ad.config import ModelConfig
 from ad.learn.model import ADTransformer
 from ad.utils import matmul_gflops
 
-DARKROOM = {"type": "MultiDiscrete", "nvec": [9, 9]}
+DARKROOM = MultiDiscrete([9, 9])
 NUM_ACTIONS = 5
-SPACES = {"DarkRoom": (DARKROOM, {"type": "Discrete", "n": NUM_ACTIONS})}
+SPACES = {"DarkRoom": (DARKROOM, Discrete(NUM_ACTIONS))}
 
 
 # --------------------------------------------------------------------------- the reference model

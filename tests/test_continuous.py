@@ -13,7 +13,7 @@ from ad.config import ModelConfig, config_from_dict, load_config
 from ad.data.histories import read_history, write_history
 from ad.data.recording import RecordingVecEnv
 from ad.data.sources import check_action_space, make_source
-from ad.data.spaces import space_from_json, space_to_json
+from ad.data.spaces import space_to_json
 from ad.errors import UserError
 from ad.evaluation.rollout import action_rng, rollout
 from ad.learn.action_heads import BinsHead, GaussianHead, make_action_head
@@ -23,9 +23,9 @@ from ad.pipeline import run_pipeline
 from envs.pointrobot import PointRobot
 from tests.factories import one_family
 
-OBS = {"type": "Box", "shape": [2], "low": -2.0, "high": 2.0, "dtype": "float32"}
-ACT = {"type": "Box", "shape": [2], "low": -0.1, "high": 0.1, "dtype": "float32"}
-UNEVEN = space_to_json(spaces.Box(np.float32([-1.0, 0.0]), np.float32([1.0, 4.0])))
+OBS = spaces.Box(-2.0, 2.0, (2,), np.float32)
+ACT = spaces.Box(-0.1, 0.1, (2,), np.float32)
+UNEVEN = spaces.Box(np.float32([-1.0, 0.0]), np.float32([1.0, 4.0]))
 
 
 def small_config(**kwargs) -> ModelConfig:
@@ -33,10 +33,10 @@ def small_config(**kwargs) -> ModelConfig:
     return ModelConfig(**{**base, "dropout": 0.0, "input_mask_prob": 0.0, **kwargs})
 
 
-def box_inputs(batch: int, steps: int, space: dict = ACT, seed: int = 0) -> dict:
+def box_inputs(batch: int, steps: int, space: spaces.Box = ACT, seed: int = 0) -> dict:
     """Random inputs whose target action is a fixed function of the observation."""
     gen = torch.Generator().manual_seed(seed)
-    low, high = (torch.tensor(b, dtype=torch.float32) for b in _bounds(space))
+    low, high = (torch.tensor(b, dtype=torch.float32) for b in (space.low, space.high))
     observations = torch.rand(batch, steps, 2, generator=gen) * 4 - 2
     targets = low + (high - low) * torch.sigmoid(3 * observations)  # (B, T, 2) inside the box
     prev = torch.cat([torch.full((batch, 1, 2), float("nan")), targets[:, :-1]], dim=1)
@@ -47,11 +47,6 @@ def box_inputs(batch: int, steps: int, space: dict = ACT, seed: int = 0) -> dict
         "prev_dones": torch.rand(batch, steps, generator=gen) < 0.2,
         "targets": targets,
     }
-
-
-def _bounds(space: dict) -> tuple[np.ndarray, np.ndarray]:
-    box = space_from_json(space)
-    return box.low.astype(np.float32), box.high.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- heads
@@ -164,7 +159,7 @@ def test_token_window_decodes_box_actions_as_forward_on_the_last_c_steps():
     model = one_family(cfg, OBS, ACT).eval()
     batch = box_inputs(3, 20)
     names = ("observations", "prev_actions", "prev_rewards", "prev_dones")
-    window = model.init_cache(3, mode="window")
+    window = model.init_cache(3, mode="reencode")
     for t in range(20):
         stepped = model.step(window, *(batch[n][:, t] for n in names))
         with torch.no_grad():
@@ -192,7 +187,7 @@ def _message(call) -> str:
 
 
 def test_refusals_are_one_line():
-    box, discrete = space_from_json(ACT), spaces.Discrete(3)
+    box, discrete = ACT, spaces.Discrete(3)
     assert "DQN needs a Discrete action space" in _message(lambda: check_action_space(box, "DQN"))
     assert "UCB needs a Discrete" in _message(lambda: check_action_space(box, "UCB"))
     assert "SAC needs a Box" in _message(lambda: check_action_space(discrete, "SAC"))
@@ -206,7 +201,7 @@ def test_refusals_are_one_line():
     text = _message(lambda: one_family(cfg, OBS, ACT))
     assert "action_head=categorical needs Discrete actions" in text and "bins or gaussian" in text
     for head in ("bins", "gaussian"):
-        text = _message(lambda h=head: make_action_head(h, 16, {"type": "Discrete", "n": 3}, 8))
+        text = _message(lambda h=head: make_action_head(h, 16, spaces.Discrete(3), 8))
         assert f"action_head={head} needs Box actions" in text
     assert "model.action_head" in _message(
         lambda: config_from_dict({"model": {"action_head": "x"}})
@@ -256,19 +251,18 @@ def test_history_round_trip_of_box_actions(tmp_path):
         "terminations": np.zeros((2, 5), bool),
         "truncations": np.zeros((2, 5), bool),
     }
-    meta = {"num_actions": None, "observation_space": OBS, "action_space": ACT}
+    meta = {
+        "num_actions": None,
+        "observation_space": space_to_json(OBS),
+        "action_space": space_to_json(ACT),
+    }
     write_history(tmp_path / "h.h5", meta, **arrays)
     history = read_history(tmp_path / "h.h5")
     assert history.actions.dtype == np.float32 and history.num_steps == 5
     np.testing.assert_array_equal(history.actions, arrays["actions"].astype(np.float32))
-    write_history(tmp_path / "bad.h5", dict(meta, action_space=UNEVEN | {"shape": [3]}), **arrays)
+    three = space_to_json(spaces.Box(-0.1, 0.1, (3,), np.float32))  # the actions have 2 dims
+    write_history(tmp_path / "bad.h5", dict(meta, action_space=three), **arrays)
     assert "Box actions are not float32" in _message(lambda: read_history(tmp_path / "bad.h5"))
-
-
-def test_uneven_box_bounds_survive_json():
-    box = space_from_json(UNEVEN)
-    np.testing.assert_array_equal(box.high, [1.0, 4.0])
-    assert "lows" not in space_to_json(space_from_json(ACT))  # even bounds: the old description
 
 
 # --------------------------------------------------------------------------- end to end
@@ -283,21 +277,22 @@ def test_sac_on_the_point_robot_collects_trains_and_evaluates(tmp_path):
         "collect.algorithm_kwargs={learning_starts: 20, buffer_size: 500, batch_size: 32}",
         "collect.n_envs=2", "collect.seeds=[0]", "collect.total_steps=160", "model.embed_dim=16",
         "model.num_layers=1", "model.ff_dim=32", "model.context_steps=40", "model.action_bins=8",
-        "train.num_steps=6", "train.warmup_steps=2", "train.batch_size=4",
-        "train.subsample_every=1", "train.checkpoint_every=6", "eval.num_episodes=2",
+        "train.num_steps=6", "train.optim.warmup_steps=2", "train.batch_size=4",
+        "train.data.subsample_every=1", "train.checkpoint.every=6", "eval.num_episodes=2",
         "eval.num_seeds=2", "eval.action_mode=argmax",
         f"collect.output_dir={tmp_path / 'h'}", f"train.run_dir={tmp_path / 'r'}",
     ])  # fmt: skip
     (summary,) = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
     history = read_history(tmp_path / "h" / "train-task0000-seed0.h5")
     assert history.actions.shape == (2, 80, 2) and history.metadata["num_actions"] is None
-    assert history.metadata["action_space"]["type"] == "Box" and history.actions.dtype == np.float32
+    assert history.metadata["action_space"] == space_to_json(ACT)  # the point robot's
+    assert history.actions.dtype == np.float32
     model, ckpt = load_model(tmp_path / "r")  # a Box model reloads from its checkpoint
     model = model.policy()
-    assert ckpt.families["PointRobot"].action_space["type"] == "Box"
+    assert isinstance(ckpt.spaces()["PointRobot"][1], spaces.Box)
     assert type(model.head).__name__ == "BinsHead" and model.num_actions is None
     returns = np.load(tmp_path / "r" / "report" / "returns.npz")["returns"]
-    assert returns.shape == (1, 2, 2) and summary["num_tasks"] == 1
+    assert returns.shape == (1, 2, 2) and summary.num_tasks == 1
     # deterministic (argmax) rollouts repeat exactly, and actions stay inside the box
     family, task = PointRobot(), ckpt.families["PointRobot"].split["test"][0]
     trace: dict = {}

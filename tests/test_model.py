@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from gymnasium.spaces import Box, Dict, Discrete, MultiDiscrete, Space
 
 from ad.config import ModelConfig, config_from_dict
 from ad.errors import UserError
@@ -17,17 +19,11 @@ torch.set_num_threads(1)
 
 NUM_ACTIONS = 5
 SPACES = {
-    "discrete": {"type": "Discrete", "n": 7},
-    "multidiscrete": {"type": "MultiDiscrete", "nvec": [9, 9]},
-    "box_vector": {"type": "Box", "shape": [3], "low": -1.0, "high": 1.0, "dtype": "float32"},
-    "box_image": {"type": "Box", "shape": [7, 7, 3], "low": 0.0, "high": 255.0, "dtype": "uint8"},
-    "box_image_float": {
-        "type": "Box",
-        "shape": [12, 10, 3],
-        "low": 0.0,
-        "high": 1.0,
-        "dtype": "float32",
-    },
+    "discrete": Discrete(7),
+    "multidiscrete": MultiDiscrete([9, 9]),
+    "box_vector": Box(-1.0, 1.0, (3,), np.float32),
+    "box_image": Box(0, 255, (7, 7, 3), np.uint8),
+    "box_image_float": Box(0.0, 1.0, (12, 10, 3), np.float32),
 }
 STREAMS = ("observations", "prev_actions", "prev_rewards", "prev_dones")
 
@@ -38,19 +34,19 @@ def small_config(**kwargs) -> ModelConfig:
     return ModelConfig(**{**base, **kwargs})
 
 
-def random_observations(space: dict, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-    if space["type"] == "Discrete":
-        return torch.randint(0, space["n"], shape, generator=gen)
-    if space["type"] == "MultiDiscrete":
-        cols = [torch.randint(0, n, shape, generator=gen) for n in space["nvec"]]
+def random_observations(space: Space, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    if isinstance(space, Discrete):
+        return torch.randint(0, int(space.n), shape, generator=gen)
+    if isinstance(space, MultiDiscrete):
+        cols = [torch.randint(0, int(n), shape, generator=gen) for n in space.nvec]
         return torch.stack(cols, dim=-1)
-    full = shape + tuple(space["shape"])
-    if space["dtype"] == "uint8":  # MiniGrid-like small integer codes
+    full = shape + space.shape
+    if space.dtype == np.uint8:  # MiniGrid-like small integer codes
         return torch.randint(0, 11, full, generator=gen, dtype=torch.uint8)
     return torch.rand(full, generator=gen) * 2 - 1
 
 
-def random_inputs(space: dict, batch: int, steps: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def random_inputs(space: Space, batch: int, steps: int, seed: int = 0) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return {
         "observations": random_observations(space, (batch, steps), gen),
@@ -60,14 +56,14 @@ def random_inputs(space: dict, batch: int, steps: int, seed: int = 0) -> dict[st
     }
 
 
-def changed(space: dict, name: str, value: torch.Tensor, seed: int) -> torch.Tensor:
+def changed(space: Space, name: str, value: torch.Tensor, seed: int) -> torch.Tensor:
     """A different value for every entry of one input stream."""
     gen = torch.Generator().manual_seed(seed)
     if name == "observations":
-        if space["type"] == "Discrete":
-            return (value + 1) % space["n"]
-        if space["type"] == "MultiDiscrete":
-            return (value + 1) % torch.tensor(space["nvec"])
+        if isinstance(space, Discrete):
+            return (value + 1) % int(space.n)
+        if isinstance(space, MultiDiscrete):
+            return (value + 1) % torch.as_tensor(space.nvec)
         return random_observations(space, value.shape[:2], gen)
     if name == "prev_actions":
         return (value + 1) % (NUM_ACTIONS + 1)
@@ -126,7 +122,7 @@ def test_kv_cache_matches_forward(kind: str, norm: str, batch: int, steps: int, 
 
 @pytest.mark.parametrize("layers", [1, 3, 4])
 def test_token_window_equals_forward_on_the_last_c_tokens(layers: int) -> None:
-    """Decoding mode "window" computes, at every step and as the window slides, exactly what a
+    """Decoding mode "reencode" computes, at every step and as the window slides, exactly what a
     training window of the last c tokens computes at its last position. The KV cache agrees with
     it for one layer only: from layer 2 up, cached tokens carry their own windows' reach."""
     space = SPACES["multidiscrete"]
@@ -135,7 +131,7 @@ def test_token_window_equals_forward_on_the_last_c_tokens(layers: int) -> None:
     model = one_family(small_config(num_layers=layers, context_steps=c), space, NUM_ACTIONS)
     model.eval()
     inputs = random_inputs(space, batch=2, steps=steps, seed=3)
-    window, cache = model.init_cache(2, mode="window"), model.init_cache(2)
+    window, cache = model.init_cache(2, mode="reencode"), model.init_cache(2)
     for t in range(steps):
         step_inputs = [inputs[name][:, t] for name in STREAMS]
         by_window = model.step(window, *step_inputs)
@@ -270,11 +266,7 @@ def test_alibi_slopes() -> None:
 def test_bad_inputs() -> None:
     with pytest.raises(UserError, match="embed_dim"):
         config_from_dict({"model": {"embed_dim": 30, "num_heads": 4}})
-    for space in (
-        {"type": "Dict", "spaces": {}},
-        {"type": "Box", "shape": [4, 4], "low": 0.0, "high": 1.0, "dtype": "float32"},
-        "Discrete(5)",
-    ):
+    for space in (Dict({}), Box(0.0, 1.0, (4, 4), np.float32), "Discrete(5)"):
         with pytest.raises(UserError, match="unsupported"):
             one_family(small_config(), space, NUM_ACTIONS)
     model = one_family(small_config(), SPACES["multidiscrete"], NUM_ACTIONS)

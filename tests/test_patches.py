@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from gymnasium.spaces import Box, MultiDiscrete
 
 from ad.config import ModelConfig, help_text, load_config
 from ad.errors import user_errors
@@ -17,7 +18,7 @@ from ad.pipeline import run_pipeline
 from envs import DarkRoom, make_family
 from envs.darkroom_pixels import DarkRoomPixels, draw_frame
 
-FRAME = {"type": "Box", "shape": [18, 18, 3], "low": 0, "high": 255, "dtype": "uint8"}
+FRAME = Box(0, 255, (18, 18, 3), np.uint8)
 
 
 def _cfg(**kwargs) -> ModelConfig:
@@ -74,13 +75,12 @@ def test_encoder_choice_and_output_shape():
     # the default stays the CNN; spaces that are no image ignore image_encoder
     assert isinstance(make_observation_encoder(FRAME, _cfg(image_encoder="cnn"))[0], ImageEncoder)
     assert ModelConfig().image_encoder == "cnn"
-    grid = {"type": "MultiDiscrete", "nvec": [9, 9]}
-    assert make_observation_encoder(grid, _cfg())[1] == (2,)
+    assert make_observation_encoder(MultiDiscrete([9, 9]), _cfg())[1] == (2,)
 
 
 def test_the_token_sees_which_patch_is_lit():
     torch.manual_seed(0)
-    square = {**FRAME, "shape": [32, 32, 3]}  # 2 x 2 patches, no padding
+    square = Box(0, 255, (32, 32, 3), np.uint8)  # 2 x 2 patches, no padding
     encoder, _ = make_observation_encoder(square, _cfg())
     frame0 = torch.zeros(32, 32, 3, dtype=torch.uint8)
     frame0[5:7, 9:11] = 255  # in patch 0 (top left)
@@ -100,14 +100,14 @@ def test_the_token_sees_which_patch_is_lit():
 
 
 def test_small_or_unbounded_images_are_refused_in_one_line():
-    minigrid = {"type": "Box", "shape": [7, 7, 3], "low": 0, "high": 255, "dtype": "uint8"}
+    minigrid = Box(0, 255, (7, 7, 3), np.uint8)
     _one_line(lambda: make_observation_encoder(minigrid, _cfg()), "7x7", "image_encoder=cnn")
-    inf = {"type": "Box", "shape": [16, 16, 3], "low": "-inf", "high": "inf", "dtype": "float32"}
+    inf = Box(-np.inf, np.inf, (16, 16, 3), np.float32)
     _one_line(lambda: make_observation_encoder(inf, _cfg()), "bounds", "image_encoder=cnn")
 
 
 def test_codes_encoder_sums_one_embedding_per_cell_channel_and_code():
-    minigrid = {"type": "Box", "shape": [7, 7, 3], "low": 0, "high": 255, "dtype": "uint8"}
+    minigrid = Box(0, 255, (7, 7, 3), np.uint8)
     encoder, shape = make_observation_encoder(minigrid, _cfg(image_encoder="codes"))
     assert isinstance(encoder, CodeEncoder) and shape == (7, 7, 3)
     images = torch.zeros(3, 7, 7, 3, dtype=torch.uint8)
@@ -121,7 +121,7 @@ def test_codes_encoder_sums_one_embedding_per_cell_channel_and_code():
         where = (2 * 7 + 3) * 3  # row 2, column 3, channel 0 in raster order
         torch.testing.assert_close(tokens[1], blank - table[where, 0] + table[where, 5])
     assert not torch.allclose(tokens[1], tokens[2])  # where a code is matters
-    floats = {"type": "Box", "shape": [8, 8, 3], "low": 0.0, "high": 1.0, "dtype": "float32"}
+    floats = Box(0.0, 1.0, (8, 8, 3), np.float32)
     _one_line(
         lambda: make_observation_encoder(floats, _cfg(image_encoder="codes")),
         "image_encoder=codes",
@@ -178,8 +178,8 @@ def test_pixels_collect_train_evaluate_and_reload_with_patches(tmp_path):
         "collect.algorithm_kwargs={policy: MlpPolicy, n_steps: 16, batch_size: 16}",
         "collect.n_envs=2", "collect.seeds=[0]", "collect.total_steps=160", "model.embed_dim=16",
         "model.num_layers=1", "model.ff_dim=32", "model.context_steps=40",
-        "model.image_encoder=patches", "train.num_steps=6", "train.warmup_steps=2",
-        "train.batch_size=4", "train.subsample_every=1", "train.checkpoint_every=6",
+        "model.image_encoder=patches", "train.num_steps=6", "train.optim.warmup_steps=2",
+        "train.batch_size=4", "train.data.subsample_every=1", "train.checkpoint.every=6",
         "eval.num_episodes=2", "eval.num_seeds=2", "eval.action_mode=argmax",
         f"collect.output_dir={tmp_path / 'h'}", f"train.run_dir={tmp_path / 'r'}",
     ])  # fmt: skip
@@ -190,7 +190,7 @@ def test_pixels_collect_train_evaluate_and_reload_with_patches(tmp_path):
     encoder = model.encoder.obs_encoder
     assert isinstance(encoder, PatchEncoder) and encoder.num_patches == 4
     returns = np.load(tmp_path / "r" / "report" / "returns.npz")["returns"]
-    assert returns.shape == (1, 2, 2) and summary["num_tasks"] == 1
+    assert returns.shape == (1, 2, 2) and summary.num_tasks == 1
     family = make_family("DarkRoomPixels")
     again = rollout(
         model, family, [ckpt.families["DarkRoomPixels"].split["test"][0]], 2, 2, "argmax"

@@ -10,7 +10,6 @@ import torch
 
 import envs
 from ad.config import config_from_dict, config_to_dict
-from ad.data.spaces import space_to_json
 from ad.evaluation.evaluate import evaluate
 from ad.evaluation.paths import draws_paths, episode_paths, write_paths
 from ad.evaluation.rollout import rollout
@@ -22,8 +21,8 @@ from tests.factories import PNG_MAGIC, make_config, random_model, save_run, writ
 def box_model(cfg, family) -> FamilyPolicy:
     env = family.make_env(family.sample_tasks(np.random.default_rng(0), 1, "test")[0])
     torch.manual_seed(0)
-    obs, act = space_to_json(env.observation_space), space_to_json(env.action_space)
-    return ADTransformer(cfg.model, {"PointRobot": (obs, act)}).policy().eval()
+    spaces = (env.observation_space, env.action_space)
+    return ADTransformer(cfg.model, {"PointRobot": spaces}).policy().eval()
 
 
 def test_point_robot_eval_draws_the_paths_of_row_0(tmp_path):

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from gymnasium.spaces import Box, Space
 
+from ad.data.spaces import space_from_json
 from ad.data.temp_files import commit_temp_file, temp_path_for
 from ad.errors import UserError, one_line
 
@@ -30,7 +32,14 @@ SCHEMA_VERSION = 2
 STEP_ARRAYS = ("observations", "actions", "rewards", "terminations", "truncations")
 # (E,) per-episode datasets, derived from the step datasets when the file is written.
 EPISODE_ARRAYS = ("episode_streams", "episode_ends", "episode_lengths", "episode_returns")
-REQUIRED_METADATA = ("schema_version", "n_envs", "num_steps", "observation_space", "num_actions")
+REQUIRED_METADATA = (
+    "schema_version",
+    "n_envs",
+    "num_steps",
+    "observation_space",
+    "action_space",
+    "num_actions",
+)
 
 
 class HistoryError(UserError):
@@ -287,14 +296,18 @@ def _check_file(f: h5py.File, path: Path) -> dict:
     for name in EPISODE_ARRAYS:
         if not isinstance(f.get(name), h5py.Dataset):
             raise corrupt_history(path, f"dataset {name} is missing")
-    _check_actions(f["actions"], metadata.get("action_space"), path)
+    _check_actions(f["actions"], metadata["action_space"], path)
     return metadata
 
 
-def _check_actions(dataset: h5py.Dataset, space: dict | None, path: Path) -> None:
+def _check_actions(dataset: h5py.Dataset, spec: dict, path: Path) -> None:
     """Box action spaces: actions (S, T, act_dim) float32; otherwise (S, T) integers."""
-    if isinstance(space, dict) and space.get("type") == "Box":
-        size = int(np.prod(space.get("shape", [0])))
+    try:
+        space = space_from_json(spec)
+    except UserError:
+        raise corrupt_history(path, f"its action_space {spec!r} describes no space") from None
+    if isinstance(space, Box):
+        size = int(np.prod(space.shape))
         if dataset.ndim != 3 or dataset.shape[2] != size or dataset.dtype != np.float32:
             raise corrupt_history(
                 path,
@@ -302,6 +315,11 @@ def _check_actions(dataset: h5py.Dataset, space: dict | None, path: Path) -> Non
             )
     elif dataset.ndim != 2 or dataset.dtype.kind not in "iu":
         raise corrupt_history(path, f"its actions are not integers (S, T): {dataset.shape}")
+
+
+def history_spaces(metadata: dict) -> tuple[Space, Space]:
+    """The (observation space, action space) of a history's metadata, as ``gymnasium.spaces``."""
+    return space_from_json(metadata["observation_space"]), space_from_json(metadata["action_space"])
 
 
 def read_metadata(path: str | Path) -> dict:

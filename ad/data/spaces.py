@@ -1,4 +1,9 @@
-"""Gymnasium spaces as JSON, so that histories and checkpoints can describe observations and actions."""
+"""Observation and action spaces: the one converter between ``gymnasium.spaces`` objects and the
+JSON that histories and checkpoints store, and the few questions the rest asks of a space.
+
+Spaces are ``gymnasium.spaces`` objects in memory; JSON exists only in files (as Minari restores
+stored spaces where they are read).
+"""
 
 from __future__ import annotations
 
@@ -18,13 +23,14 @@ def space_to_json(space: spaces.Space) -> dict:
     if isinstance(space, spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n)}
     if isinstance(space, spaces.MultiDiscrete):
-        return {"type": "MultiDiscrete", "nvec": [int(n) for n in np.asarray(space.nvec).ravel()]}
+        return {"type": "MultiDiscrete", "nvec": [int(n) for n in np.ravel(space.nvec)]}
     if isinstance(space, spaces.Box):
+        low, high = box_range(space)
         spec = {
             "type": "Box",
             "shape": list(space.shape),
-            "low": float(np.min(space.low)),
-            "high": float(np.max(space.high)),
+            "low": low,
+            "high": high,
             "dtype": np.dtype(space.dtype).name,
         }
         lows, highs = np.ravel(space.low), np.ravel(space.high)
@@ -35,49 +41,51 @@ def space_to_json(space: spaces.Space) -> dict:
 
 
 def space_from_json(spec: dict) -> spaces.Space:
-    """Inverse of :func:`space_to_json`."""
-    kind = spec.get("type")
-    if kind == "Discrete":
-        return spaces.Discrete(spec["n"])
-    if kind == "MultiDiscrete":
-        return spaces.MultiDiscrete(spec["nvec"])
-    if kind == "Box":
-        shape = tuple(spec["shape"])
-        if "lows" in spec:
-            low = np.asarray(spec["lows"], spec["dtype"]).reshape(shape)
-            high = np.asarray(spec["highs"], spec["dtype"]).reshape(shape)
-            return spaces.Box(low, high, dtype=spec["dtype"])
-        return spaces.Box(spec["low"], spec["high"], shape=shape, dtype=spec["dtype"])
+    """Inverse of :func:`space_to_json`.
+
+    Raises:
+        UserError: not a description :func:`space_to_json` writes.
+    """
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    try:
+        if kind == "Discrete":
+            return spaces.Discrete(spec["n"])
+        if kind == "MultiDiscrete":
+            return spaces.MultiDiscrete(spec["nvec"])
+        if kind == "Box":
+            shape, dtype = tuple(spec["shape"]), spec["dtype"]
+            if "lows" in spec:
+                low = np.asarray(spec["lows"], dtype).reshape(shape)
+                high = np.asarray(spec["highs"], dtype).reshape(shape)
+                return spaces.Box(low, high, dtype=dtype)
+            return spaces.Box(spec["low"], spec["high"], shape=shape, dtype=dtype)
+    except (KeyError, TypeError, ValueError):
+        pass
     raise UserError(f"unknown space description {spec!r}; the file was written by another version")
 
 
-def is_box(spec: dict) -> bool:
-    """Whether a space description (:func:`space_to_json`) is a Box."""
-    return isinstance(spec, dict) and spec.get("type") == "Box"
+def same_spaces(a: spaces.Space, b: spaces.Space) -> bool:
+    """Whether two spaces are equal as histories and checkpoints describe them (an env's own
+    space and one restored from a file may differ in what the files leave out, e.g. a dtype)."""
+    return space_to_json(a) == space_to_json(b)
 
 
-def has_integer_ids(spec: dict) -> bool:
-    """Whether observations of a space description are integer ids (Discrete, MultiDiscrete),
-    which the model embeds as int64."""
-    return spec["type"] in ("Discrete", "MultiDiscrete")
+def has_integer_ids(space: spaces.Space) -> bool:
+    """Whether observations of a space are integer ids (Discrete, MultiDiscrete), which the model
+    embeds as int64."""
+    return isinstance(space, (spaces.Discrete, spaces.MultiDiscrete))
 
 
-def box_bounds(spec: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The per-dimension (low, high) of a Box description, each a flat float64 array."""
-    size = int(np.prod(spec["shape"]))
-    if "lows" in spec:
-        return np.asarray(spec["lows"], np.float64), np.asarray(spec["highs"], np.float64)
-    return np.full(size, float(spec["low"])), np.full(size, float(spec["high"]))
+def box_range(space: spaces.Box) -> tuple[float, float]:
+    """The smallest low and the largest high of a Box, as floats."""
+    return float(np.min(space.low)), float(np.max(space.high))
 
 
-def action_space_json(num_actions_or_space: int | dict) -> dict:
-    """An action space description from a description or, as older checkpoints store it, the
-    number of Discrete actions."""
-    if isinstance(num_actions_or_space, dict):
-        return dict(num_actions_or_space)
-    return {"type": "Discrete", "n": int(num_actions_or_space)}
+def box_bounds(space: spaces.Box) -> tuple[np.ndarray, np.ndarray]:
+    """The per-dimension (low, high) of a Box, each a flat float64 array."""
+    return np.ravel(space.low).astype(np.float64), np.ravel(space.high).astype(np.float64)
 
 
 def num_actions(space: spaces.Space) -> int | None:
-    """A history's ``num_actions``: n of a Discrete action space, None (JSON null) for a Box."""
+    """n of a Discrete action space (a history's ``num_actions``), None (JSON null) for a Box."""
     return int(space.n) if isinstance(space, spaces.Discrete) else None

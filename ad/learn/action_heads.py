@@ -25,6 +25,7 @@ import math
 import numpy as np
 import torch
 import torch.nn as nn
+from gymnasium.spaces import Box, Discrete, Space
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -89,7 +90,7 @@ class BoxHead(ActionHead):
     """A head over a 1-D Box of act_dim dimensions; actions are float32 (..., act_dim). A target
     row of NaNs marks a position left out of the loss (as -1 does for Discrete)."""
 
-    def __init__(self, embed_dim: int, num_outputs: int, space: dict) -> None:
+    def __init__(self, embed_dim: int, num_outputs: int, space: Box) -> None:
         super().__init__(embed_dim, num_outputs)
         centre, half = box_scale(space)
         self.act_dim = centre.numel()
@@ -110,8 +111,8 @@ class BoxHead(ActionHead):
 class BinsHead(BoxHead):
     """Per dimension a categorical over ``num_bins`` uniform bins of [low, high], in parallel."""
 
-    def __init__(self, embed_dim: int, space: dict, num_bins: int) -> None:
-        act_dim = int(space["shape"][0])
+    def __init__(self, embed_dim: int, space: Box, num_bins: int) -> None:
+        act_dim = int(space.shape[0])
         super().__init__(embed_dim, act_dim * num_bins, space)
         self.num_bins = num_bins
 
@@ -148,8 +149,8 @@ class BinsHead(BoxHead):
 class GaussianHead(BoxHead):
     """Per dimension a Gaussian over the action normalised to [-1, 1]: mean and log-std."""
 
-    def __init__(self, embed_dim: int, space: dict) -> None:
-        super().__init__(embed_dim, 2 * int(space["shape"][0]), space)
+    def __init__(self, embed_dim: int, space: Box) -> None:
+        super().__init__(embed_dim, 2 * int(space.shape[0]), space)
 
     def mean_log_std(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
         """(..., 2 act_dim) -> mean and clamped log-std, (..., act_dim) each, float32."""
@@ -179,30 +180,30 @@ def kept_positions(outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     return outputs[kept], targets[kept]
 
 
-def resolve_head(name: str, space: dict) -> str:
+def resolve_head(name: str, space: Space) -> str:
     """The head ``model.action_head`` means for an action space; ``auto``: categorical for
     Discrete, bins for Box.
 
     Raises:
         UserError: a head that does not fit the action space, in one line.
     """
-    kind = space.get("type")
     if name not in HEADS:
         raise UserError(f"model.action_head {name!r} is not one of {', '.join(HEADS)}")
+    discrete = isinstance(space, Discrete)
     if name == "auto":
-        return "categorical" if kind == "Discrete" else "bins"
-    fits = {"categorical": "Discrete", "bins": "Box", "gaussian": "Box"}[name]
-    if kind != fits:
-        use = "categorical (or auto)" if kind == "Discrete" else "bins or gaussian (or auto)"
+        return "categorical" if discrete else "bins"
+    fits = {"categorical": Discrete, "bins": Box, "gaussian": Box}[name]
+    if not isinstance(space, fits):
+        use = "categorical (or auto)" if discrete else "bins or gaussian (or auto)"
         raise UserError(
-            f"model.action_head={name} needs {fits} actions but the data has {kind} actions; "
-            f"set model.action_head to {use}"
+            f"model.action_head={name} needs {fits.__name__} actions but the data has "
+            f"{type(space).__name__} actions; set model.action_head to {use}"
         )
     return name
 
 
-def make_action_head(name: str, num_bins: int, space: dict, embed_dim: int) -> ActionHead:
-    """The action head for an action space (``ad.data.spaces.space_to_json``).
+def make_action_head(name: str, num_bins: int, space: Space, embed_dim: int) -> ActionHead:
+    """The action head for an action space.
 
     Args:
         name: ``model.action_head`` (auto, categorical, bins, gaussian).
@@ -215,9 +216,9 @@ def make_action_head(name: str, num_bins: int, space: dict, embed_dim: int) -> A
     """
     head = resolve_head(name, space)
     if head == "categorical":
-        return CategoricalHead(embed_dim, int(space["n"]))
-    if len(space.get("shape", ())) != 1:
-        raise UserError(f"Box action space {space!r} is not 1-D; flatten it (FlattenAction)")
+        return CategoricalHead(embed_dim, int(space.n))
+    if not isinstance(space, Box) or len(space.shape) != 1:
+        raise UserError(f"Box action space {space} is not 1-D; flatten it (FlattenAction)")
     if head == "bins":
         return BinsHead(embed_dim, space, num_bins)
     return GaussianHead(embed_dim, space)

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from gymnasium.spaces import Box, Discrete, MultiDiscrete, Space
 from torch import Tensor
 
 from ad.config import ModelConfig
-from ad.data.spaces import box_bounds
+from ad.data.spaces import box_bounds, box_range
 from ad.errors import UserError
 from ad.learn.patches import PatchEncoder
 from ad.learn.tokens import MuLawTokenizer
@@ -146,63 +147,67 @@ class ImageEncoder(nn.Module):
         return self.proj(self.cnn(x.contiguous()))  # (N, 32*h*w) -> (N, d)
 
 
-def make_observation_encoder(space: dict, cfg: ModelConfig) -> tuple[nn.Module, tuple[int, ...]]:
-    """The encoder for an observation space (``ad.data.spaces.space_to_json``) and the observation
-    shape; ``cfg.vector_encoder`` chooses linear or tokens for a 1-D Box, ``cfg.image_encoder``
-    the CNN (:class:`ImageEncoder`), per-value code embeddings (:class:`CodeEncoder`) or Gato's
-    patches (:class:`ad.learn.patches.PatchEncoder`) for an (H, W, C) Box.
+def make_observation_encoder(space: Space, cfg: ModelConfig) -> tuple[nn.Module, tuple[int, ...]]:
+    """The encoder for an observation space and the observation shape; ``cfg.vector_encoder``
+    chooses linear or tokens for a 1-D Box, ``cfg.image_encoder`` the CNN
+    (:class:`ImageEncoder`), per-value code embeddings (:class:`CodeEncoder`) or Gato's patches
+    (:class:`ad.learn.patches.PatchEncoder`) for an (H, W, C) Box.
 
     Raises:
         UserError: the space is not Discrete, MultiDiscrete, 1-D Box or (H, W, C) Box,
             vector_encoder is tokens and the space is not a 1-D Box, or image_encoder is codes
             and the images are not integer codes.
     """
-    kind = space.get("type") if isinstance(space, dict) else None
     embed_dim = cfg.embed_dim
     if cfg.vector_encoder == "tokens":
-        if kind != "Box" or len(space.get("shape", ())) != 1:
+        if not isinstance(space, Box) or len(space.shape) != 1:
             raise UserError(
-                f"model.vector_encoder=tokens takes 1-D Box observations, not {space!r}; use "
+                f"model.vector_encoder=tokens takes 1-D Box observations, not {space}; use "
                 "model.vector_encoder=linear for this env"
             )
         tokenizer = MuLawTokenizer(float(cfg.token_mu), float(cfg.token_max), cfg.token_bins)
-        size = int(space["shape"][0])
+        size = int(space.shape[0])
         return TokenVectorEncoder(size, embed_dim, tokenizer), (size,)
-    if kind == "Discrete":
-        return DiscreteEncoder([int(space["n"])], embed_dim, multi=False), ()
-    if kind == "MultiDiscrete":
-        nvec = [int(n) for n in space["nvec"]]
+    if isinstance(space, Discrete):
+        return DiscreteEncoder([int(space.n)], embed_dim, multi=False), ()
+    if isinstance(space, MultiDiscrete):
+        nvec = [int(n) for n in np.ravel(space.nvec)]
         return DiscreteEncoder(nvec, embed_dim, multi=True), (len(nvec),)
-    if kind == "Box":
-        shape = [int(s) for s in space["shape"]]
-        low, high = float(space["low"]), float(space["high"])
-        if len(shape) == 1:
-            return VectorEncoder(shape[0], low, high, embed_dim), tuple(shape)
-        if len(shape) == 3:
-            if cfg.image_encoder == "patches":
-                return PatchEncoder(shape, low, high, embed_dim), tuple(shape)
-            dtype = str(space.get("dtype", "float32"))
-            if cfg.image_encoder == "codes":
-                if not (dtype.startswith(("uint", "int")) and low >= 0 and high <= 255):
-                    raise UserError(
-                        f"model.image_encoder=codes embeds integer codes, but the images are "
-                        f"{dtype} in [{low}, {high}]; use model.image_encoder=cnn or patches"
-                    )
-                return CodeEncoder(shape, int(high) + 1, embed_dim), tuple(shape)
-            return ImageEncoder(shape, low, high, dtype, embed_dim), tuple(shape)
-        raise UserError(
-            f"unsupported Box observation shape {shape}; use a 1-D vector or an (H, W, C) image "
-            "(wrap the env, e.g. with gymnasium.wrappers.FlattenObservation)"
-        )
+    if isinstance(space, Box):
+        return _box_observation_encoder(space, cfg)
     raise UserError(
-        f"unsupported observation space {space!r}; the model takes Discrete, MultiDiscrete or Box"
+        f"unsupported observation space {space}; the model takes Discrete, MultiDiscrete or Box"
+    )
+
+
+def _box_observation_encoder(space: Box, cfg: ModelConfig) -> tuple[nn.Module, tuple[int, ...]]:
+    """A vector's or an image's encoder: see :func:`make_observation_encoder`."""
+    shape = [int(s) for s in space.shape]
+    low, high = box_range(space)
+    if len(shape) == 1:
+        return VectorEncoder(shape[0], low, high, cfg.embed_dim), tuple(shape)
+    if len(shape) == 3:
+        if cfg.image_encoder == "patches":
+            return PatchEncoder(shape, low, high, cfg.embed_dim), tuple(shape)
+        dtype = np.dtype(space.dtype).name
+        if cfg.image_encoder == "codes":
+            if not (dtype.startswith(("uint", "int")) and low >= 0 and high <= 255):
+                raise UserError(
+                    f"model.image_encoder=codes embeds integer codes, but the images are "
+                    f"{dtype} in [{low}, {high}]; use model.image_encoder=cnn or patches"
+                )
+            return CodeEncoder(shape, int(high) + 1, cfg.embed_dim), tuple(shape)
+        return ImageEncoder(shape, low, high, dtype, cfg.embed_dim), tuple(shape)
+    raise UserError(
+        f"unsupported Box observation shape {shape}; use a 1-D vector or an (H, W, C) image "
+        "(wrap the env, e.g. with gymnasium.wrappers.FlattenObservation)"
     )
 
 
 # --------------------------------------------------------------------------- actions
 
 
-def box_scale(space: dict) -> tuple[Tensor, Tensor]:
+def box_scale(space: Box) -> tuple[Tensor, Tensor]:
     """(centre, half width) per dimension of a Box action space, float32 (act_dim,) each: the
     affine map ``(a - centre) / half`` takes the Box to [-1, 1]^act_dim."""
     low, high = box_bounds(space)
@@ -218,7 +223,7 @@ class BoxActionEncoder(nn.Module):
     vector of its own instead.
     """
 
-    def __init__(self, space: dict, embed_dim: int) -> None:
+    def __init__(self, space: Box, embed_dim: int) -> None:
         super().__init__()
         centre, half = box_scale(space)
         self.register_buffer("mid", centre, persistent=False)
@@ -234,8 +239,8 @@ class BoxActionEncoder(nn.Module):
         return torch.where(absent, self.none.to(out.dtype), out)
 
 
-def make_action_encoder(space: dict, embed_dim: int) -> nn.Module:
-    """The previous-action embedding of an action space (``ad.data.spaces.space_to_json``).
+def make_action_encoder(space: Space, embed_dim: int) -> nn.Module:
+    """The previous-action embedding of an action space.
 
     Discrete(n): an embedding of n + 1 ids (id n: no previous action). Box:
     :class:`BoxActionEncoder`.
@@ -243,12 +248,12 @@ def make_action_encoder(space: dict, embed_dim: int) -> nn.Module:
     Raises:
         UserError: any other action space.
     """
-    if space.get("type") == "Discrete":
-        return nn.Embedding(int(space["n"]) + 1, embed_dim)
-    if space.get("type") == "Box" and len(space.get("shape", ())) == 1:
+    if isinstance(space, Discrete):
+        return nn.Embedding(int(space.n) + 1, embed_dim)
+    if isinstance(space, Box) and len(space.shape) == 1:
         if not np.all(np.isfinite(box_scale(space)[1].numpy())):
-            raise UserError(f"Box action space {space!r} has infinite bounds; bound it")
+            raise UserError(f"Box action space {space} has infinite bounds; bound it")
         return BoxActionEncoder(space, embed_dim)
     raise UserError(
-        f"unsupported action space {space!r}; the model takes Discrete or 1-D Box actions"
+        f"unsupported action space {space}; the model takes Discrete or 1-D Box actions"
     )

@@ -15,8 +15,8 @@ stepping token by token equals one forward pass exactly.
 Through the layers, information flows from up to num_layers * (c - 1) steps back, in both: a cached
 token's keys were computed when it had a full band of its own. A training window of exactly c steps
 never shows that reach, so there are two decoding modes (``init_cache(mode=...)``): ``kv_cache``
-(the cache; trained for by windows longer than the band, ``train.window_steps``) and ``window``
-(re-encode the last c tokens at every step: exactly what a c-step training window computes at its
+(the cache; trained for by windows longer than the band, ``train.data.window_steps``) and
+``reencode`` (re-encode the last c tokens at every step: exactly what a c-step training window computes at its
 last position, at c times the cost).
 """
 
@@ -29,10 +29,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from gymnasium.spaces import Discrete, Space
 from torch import Tensor
 from torch.nn import functional as F
 
 from ad.config import ModelConfig
+from ad.data.spaces import num_actions
 from ad.errors import UserError
 from ad.learn.action_heads import ActionHead, make_action_head
 from ad.learn.encoders import make_action_encoder, make_observation_encoder
@@ -92,7 +94,7 @@ class KVCache:
 
 
 @dataclass
-class TokenWindow:
+class RecentTokens:
     """The inputs of the last <= c steps, re-encoded as one forward pass at every step.
 
     ``inputs`` holds the four input streams (``INPUT_KEYS``), each (B, L, ...) with L <= c;
@@ -103,7 +105,7 @@ class TokenWindow:
     device: torch.device | None = None
 
 
-DECODING_MODES = ("kv_cache", "window")
+DECODING_MODES = ("kv_cache", "reencode")
 INPUT_KEYS = ("observations", "prev_actions", "prev_rewards", "prev_dones")
 
 
@@ -179,16 +181,14 @@ class StepEncoder(nn.Module):
     """One family's input encoders: a step's observation, previous action, previous reward and
     episode-start flag, each embedded by its space's encoder and summed into one token."""
 
-    def __init__(self, cfg: ModelConfig, observation_space: dict, action_space: dict) -> None:
+    def __init__(self, cfg: ModelConfig, observation_space: Space, action_space: Space) -> None:
         super().__init__()
-        if action_space.get("type") == "Discrete" and int(action_space["n"]) < 1:
-            raise UserError(f"num_actions must be >= 1, got {action_space['n']}; check the env")
+        if isinstance(action_space, Discrete) and int(action_space.n) < 1:
+            raise UserError(f"num_actions must be >= 1, got {action_space.n}; check the env")
         d = cfg.embed_dim
         self.obs_encoder, self.obs_shape = make_observation_encoder(observation_space, cfg)
-        self.observation_space = dict(observation_space)
-        self.action_space = dict(action_space)
-        discrete = action_space.get("type") == "Discrete"
-        self.num_actions = int(action_space["n"]) if discrete else None  # None: Box actions
+        self.observation_space, self.action_space = observation_space, action_space
+        self.num_actions = num_actions(action_space)  # None: Box actions
         # Discrete: action id num_actions stands for "no previous action" (a stream's first
         # step); Box: a row of NaNs does.
         self.action_emb = make_action_encoder(action_space, d)
@@ -231,12 +231,12 @@ class ADTransformer(nn.Module):
 
     Args:
         cfg: the model section of the experiment config.
-        spaces: family name -> (observation space, action space), as
-            ``ad.data.spaces.space_to_json`` writes them; the order is the order of the
-            families' rows in every batch.
+        spaces: family name -> (observation space, action space), ``gymnasium.spaces``
+            objects (``ad.data.spaces.space_from_json`` restores stored ones); the order is the
+            order of the families' rows in every batch.
     """
 
-    def __init__(self, cfg: ModelConfig, spaces: Mapping[str, tuple[dict, dict]]) -> None:
+    def __init__(self, cfg: ModelConfig, spaces: Mapping[str, tuple[Space, Space]]) -> None:
         super().__init__()
         if not spaces:
             raise UserError("a model needs at least one family's spaces")
@@ -284,7 +284,7 @@ class ADTransformer(nn.Module):
         """Number of parameters (there are no position embeddings to leave out)."""
         return sum(p.numel() for p in self.parameters())
 
-    def spaces(self, name: str) -> tuple[dict, dict]:
+    def spaces(self, name: str) -> tuple[Space, Space]:
         """A family's (observation space, action space)."""
         encoder = self.encoder(name)
         return encoder.observation_space, encoder.action_space
@@ -341,7 +341,7 @@ class ADTransformer(nn.Module):
 
     def _bias(self, length: int, device: torch.device, dtype: torch.dtype) -> Tensor:
         """The (1, nh, T, T) ALiBi + band bias for forward(), built once per (T, device, dtype)."""
-        # a bias made under inference_mode (step() in window mode) can't enter autograd later
+        # a bias made under inference_mode (step() in reencode mode) can't enter autograd later
         key = ("full", length, device, dtype, torch.is_inference_mode_enabled())
         bias = self._bias_cache.get(key)
         if bias is None:
@@ -411,15 +411,15 @@ class ADTransformer(nn.Module):
 
     def init_cache(
         self, batch_size: int, device: torch.device | str | None = None, mode: str = "kv_cache"
-    ) -> KVCache | TokenWindow:
+    ) -> KVCache | RecentTokens:
         """Empty decoding state for ``batch_size`` parallel streams (on the model's device by
-        default): a KV cache (``mode="kv_cache"``) or a token window (``mode="window"``)."""
+        default): a KV cache (``mode="kv_cache"``) or the recent tokens, re-encoded each step (``mode="reencode"``)."""
         p = next(self.parameters())
         device = p.device if device is None else torch.device(device)
         if mode not in DECODING_MODES:
             raise UserError(f"unknown decoding mode {mode!r}; use one of {DECODING_MODES}")
-        if mode == "window":
-            return TokenWindow(device=device)
+        if mode == "reencode":
+            return RecentTokens(device=device)
         hs = self.cfg.embed_dim // self.cfg.num_heads
         shape = (batch_size, self.cfg.num_heads, self.cfg.context_steps, hs)  # (B, nh, c, hs)
         n = self.cfg.num_layers
@@ -431,7 +431,7 @@ class ADTransformer(nn.Module):
     @torch.inference_mode()
     def step(
         self,
-        cache: KVCache | TokenWindow,
+        cache: KVCache | RecentTokens,
         name: str,
         observation: Tensor,
         prev_action: Tensor,
@@ -457,14 +457,14 @@ class ADTransformer(nn.Module):
         """
         if self.training:
             raise RuntimeError("step() is for inference: call model.eval() first")
-        device = cache.device if isinstance(cache, TokenWindow) else cache.keys[0].device
+        device = cache.device if isinstance(cache, RecentTokens) else cache.keys[0].device
         new = {  # each (B, 1, ...)
             key: torch.as_tensor(x, device=device).unsqueeze(1)
             for key, x in zip(
                 INPUT_KEYS, (observation, prev_action, prev_reward, prev_done), strict=True
             )
         }
-        if isinstance(cache, TokenWindow):
+        if isinstance(cache, RecentTokens):
             return self._window_step(cache, name, new)
         x = self.embed(name, new)  # (B, 1, d)
         cache.length = min(cache.length + 1, self.cfg.context_steps)  # L, counting the new token
@@ -474,7 +474,7 @@ class ADTransformer(nn.Module):
         cache.num_tokens += 1
         return self.head(name)(self.ln_f(x))[:, 0]  # (B, outputs)
 
-    def _window_step(self, window: TokenWindow, name: str, new: dict[str, Tensor]) -> Tensor:
+    def _window_step(self, window: RecentTokens, name: str, new: dict[str, Tensor]) -> Tensor:
         # copies: the caller may reuse its input buffers (the rollout writes into them in place)
         new = {key: x.clone() for key, x in new.items()}
         if window.inputs is None:
@@ -522,10 +522,10 @@ class FamilyPolicy(nn.Module):
 
     def init_cache(
         self, batch_size: int, device: torch.device | str | None = None, mode: str = "kv_cache"
-    ) -> KVCache | TokenWindow:
+    ) -> KVCache | RecentTokens:
         return self.model.init_cache(batch_size, device, mode)
 
-    def step(self, cache: KVCache | TokenWindow, *inputs: Tensor) -> Tensor:
+    def step(self, cache: KVCache | RecentTokens, *inputs: Tensor) -> Tensor:
         """:meth:`ADTransformer.step` in this family."""
         return self.model.step(cache, self.name, *inputs)
 
