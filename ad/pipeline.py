@@ -11,13 +11,17 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from ad.config import ExperimentConfig
 from ad.errors import UserError
-from ad.mixture import MixtureConfig, members_of, replace_train
+from ad.generalist import GeneralistConfig, family_entries, replace_train
 from ad.utils import atomic_write_text, matmul_gflops
+
+if TYPE_CHECKING:
+    from ad.evaluation.summary import RunSummary
 
 
 def _stage(name: str, overall: OverallProgress) -> float:
@@ -27,16 +31,16 @@ def _stage(name: str, overall: OverallProgress) -> float:
 
 
 def run_pipeline(
-    cfg: ExperimentConfig | MixtureConfig,
+    cfg: ExperimentConfig | GeneralistConfig,
     workers: int | None = None,
     with_ed: bool = True,
     report_dir: Path | None = None,
     progress: bool = True,
-) -> list[dict]:
+) -> list[RunSummary]:
     """Run collect, AD training, ED training and evaluation; write ``REPORT.md``.
 
     Args:
-        cfg: the experiment or mixture config (its ``train.mode`` is ignored: AD and ED are
+        cfg: the experiment or generalist config (its ``train.mode`` is ignored: AD and ED are
             both trained).
         workers: collection processes (None: one per core).
         with_ed: also train the expert-distillation control and overlay it.
@@ -47,10 +51,10 @@ def run_pipeline(
         The evaluation summary of the AD run in each family (with the ED comparison when
         trained).
     """
-    for m in members_of(cfg):
+    for m in family_entries(cfg):
         mcfg = m.experiment
         if mcfg.dataset_dir.resolve() != mcfg.collect_dir.resolve():
-            where = f" member {m.name}" if isinstance(cfg, MixtureConfig) else ""
+            where = f" family {m.name}" if isinstance(cfg, GeneralistConfig) else ""
             raise UserError(
                 f"ad-run collects{where} into {mcfg.collect_dir} but train.dataset is "
                 f"{mcfg.dataset_dir}; unset train.dataset (or set collect.output_dir to the same "
@@ -64,19 +68,19 @@ def run_pipeline(
 
 
 def _stages(
-    cfg: ExperimentConfig | MixtureConfig,
+    cfg: ExperimentConfig | GeneralistConfig,
     workers: int | None,
     with_ed: bool,
     report_dir: Path | None,
     progress: bool,
     overall: OverallProgress,
-) -> list[dict]:
+) -> list[RunSummary]:
     from ad.data.collect import collect
     from ad.evaluation.evaluate import evaluate
 
     timings: dict[str, float] = {}
     start = _stage("collect", overall)
-    for m in members_of(cfg):
+    for m in family_entries(cfg):
         collect(m.experiment, workers=workers, progress=progress)
     timings["collect"] = time.perf_counter() - start
 
@@ -91,7 +95,7 @@ def _stages(
             cfg,
             mode="ed",
             run_dir=f"{ad_cfg.run_dir}-ed",
-            num_steps=cfg.train.ed_num_steps or cfg.train.num_steps,
+            num_steps=cfg.train.ed.num_steps or cfg.train.num_steps,
         )
         start = _stage("train ED", overall)
         compare.append(
@@ -120,16 +124,16 @@ STAGE_COST = {"collect": 1.6e-4, "train": 2.6e-5, "evaluate": 1e-4}
 STAGE_BAR = {"collect": "env steps", "train AD": "train", "train ED": "train", "evaluate": "eval"}
 
 
-def stage_weights(cfg: ExperimentConfig | MixtureConfig, with_ed: bool) -> dict[str, float]:
+def stage_weights(cfg: ExperimentConfig | GeneralistConfig, with_ed: bool) -> dict[str, float]:
     """Each stage's expected share of ``ad-run``'s time, from the config's amounts of work."""
     tc, collect, tokens, eval_steps = cfg.train, 0.0, 0.0, 0.0
-    for m in members_of(cfg):
+    for m in family_entries(cfg):
         mcfg = m.experiment
         split, family = mcfg.env.task_split(), mcfg.env.make_family()
         num_tasks = sum(len(split.tasks(name)) for name in mcfg.collect.splits)
         collect += num_tasks * len(mcfg.collect.seeds) * mcfg.collect.total_steps
         # settings left null are derived at training; a rough stand-in is enough for a weight
-        window = tc.window_steps or cfg.model.context_steps or 10 * family.episode_length
+        window = tc.data.window_steps or cfg.model.context_steps or 10 * family.episode_length
         tokens = max(tokens, tc.batch_size * window)
         eval_tasks = len(split.tasks(mcfg.eval.tasks))
         if mcfg.eval.max_tasks is not None:
@@ -142,7 +146,7 @@ def stage_weights(cfg: ExperimentConfig | MixtureConfig, with_ed: bool) -> dict[
         "evaluate": STAGE_COST["evaluate"] * eval_steps * (2 if with_ed else 1),
     }
     if with_ed:
-        weights["train ED"] = STAGE_COST["train"] * (tc.ed_num_steps or tc.num_steps) * tokens
+        weights["train ED"] = STAGE_COST["train"] * (tc.ed.num_steps or tc.num_steps) * tokens
     total = sum(weights.values())
     return {name: weight / total for name, weight in weights.items()}
 
@@ -214,14 +218,14 @@ def _minutes(seconds: float) -> str:
 
 
 def train_run(
-    cfg: ExperimentConfig | MixtureConfig, resume: bool = False, progress: bool = True
+    cfg: ExperimentConfig | GeneralistConfig, resume: bool = False, progress: bool = True
 ) -> Path:
-    """``ad.learn.train.train`` with the periodic in-context evaluation of ``train.eval_every``
+    """``ad.learn.train.train`` with the periodic in-context evaluation of ``train.validation.every``
     wired in (training does not import the evaluation stage; this entry point joins them)."""
     from ad.evaluation.rollout import periodic_evaluation
     from ad.learn.train import train
 
-    evaluator = periodic_evaluation if cfg.train.eval_every else None
+    evaluator = periodic_evaluation if cfg.train.validation.every else None
     return train(cfg, resume=resume, progress=progress, evaluator=evaluator)
 
 
@@ -237,20 +241,20 @@ def _fmt(value: object, digits: int = 2, missing: str = "never") -> str:
     return str(value)
 
 
-def write_report(report_dir: Path, name: str, summaries: list[dict], timings: dict) -> None:
+def write_report(report_dir: Path, name: str, summaries: list[RunSummary], timings: dict) -> None:
     """A short REPORT.md stating the numbers behind the figures, a section per family."""
     stages = {name: seconds for name, seconds in timings.items() if name != "machine_matmul_gflops"}
-    split = summaries[0]["split"]
-    families = [s["family"] for s in summaries]
+    split = summaries[0].split
+    families = [s.family for s in summaries]
     lines = [f"# {name}: in-context RL on {split} {', '.join(families)} tasks", ""]
     for summary in summaries:
-        folder = f"{summary['family']}/" if len(summaries) > 1 else ""
+        folder = f"{summary.family}/" if len(summaries) > 1 else ""
         if len(summaries) > 1:
-            lines += [f"## {summary['family']}", ""]
+            lines += [f"## {summary.family}", ""]
         lines += [f"![return curves]({folder}return_curves.png)", ""]
         # Warnings first: a missing source curve or a borrowed optimum changes what numbers mean.
-        lines += [f"**Warning:** {line}" for line in summary.get("warnings", [])]
-        lines += [""] if summary.get("warnings") else []
+        lines += [f"**Warning:** {line}" for line in summary.warnings]
+        lines += [""] if summary.warnings else []
         lines += _report_table(summary) + [""]
     lines += [
         "Wall clock of this invocation (s; finished stages are skipped on a rerun): "
@@ -267,10 +271,15 @@ def write_report(report_dir: Path, name: str, summaries: list[dict], timings: di
     atomic_write_text(Path(report_dir) / "timings.json", json.dumps(timings, indent=2) + "\n")
 
 
-def _report_table(summary: dict) -> list[str]:
-    rows = [("AD", summary)] + [
-        (c.get("label", "compare"), c) for c in summary.get("compare", []) if isinstance(c, dict)
-    ]
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator where both are known and the denominator is positive."""
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def _report_table(summary: RunSummary) -> list[str]:
+    rows = [("AD", summary), *((c.label, c) for c in summary.compare)]
     # The return ratio needs positive returns; the normalised one is the rise for any reward
     # sign (the point robot's dense rewards are negative).
     lines = [
@@ -279,39 +288,33 @@ def _report_table(summary: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, s in rows:
-        first = s.get("first_episode_return")
-        last = s.get("last10_return")
-        ratio = (last / first) if first and last is not None and first > 0 else None
-        curve = (s.get("per_episode") or {}).get("normalised_mean") or [None]
-        first_norm, last_norm = curve[0], s.get("last10_normalised")
-        rise = (
-            last_norm / first_norm
-            if first_norm and last_norm is not None and first_norm > 0
-            else None
-        )
+        first, last = s.first_episode_return, s.last10_return
+        first_norm = (s.per_episode.normalised_mean or [None])[0]
+        last_norm = s.last10_normalised
         lines.append(
-            f"| {label} | {_fmt(first)} | {_fmt(last)} | {_fmt(ratio, 1, 'n/a')} | "
-            f"{_fmt(first_norm, missing='n/a')} | {_fmt(last_norm)} | {_fmt(rise, 1, 'n/a')} | "
-            f"{_fmt(s.get('episode_to_50'))} | {_fmt(s.get('episode_to_80'))} |"
+            f"| {label} | {_fmt(first)} | {_fmt(last)} | {_fmt(_ratio(last, first), 1, 'n/a')} | "
+            f"{_fmt(first_norm, missing='n/a')} | {_fmt(last_norm)} | "
+            f"{_fmt(_ratio(last_norm, first_norm), 1, 'n/a')} | "
+            f"{_fmt(s.episode_to_50)} | {_fmt(s.episode_to_80)} |"
         )
-    source = summary.get("source")
-    if isinstance(source, dict):
+    source = summary.source
+    if source is not None:
         lines += [
             "",
-            f"Source algorithm on the same {summary.get('split')} tasks, learning from scratch: first episode "
-            f"{_fmt(source.get('first_episode_return'))}, reaches 80% normalised at episode "
-            f"{_fmt(source.get('episode_to_80'))}. Data-efficiency ratio (AD / source episodes to "
-            f"80%): {_fmt(summary.get('data_efficiency_ratio'), missing='n/a')}.",
+            f"Source algorithm on the same {summary.split} tasks, learning from scratch: first "
+            f"episode {_fmt(source.first_episode_return)}, reaches 80% normalised at episode "
+            f"{_fmt(source.episode_to_80)}. Data-efficiency ratio (AD / source episodes to "
+            f"80%): {_fmt(summary.data_efficiency_ratio, missing='n/a')}.",
         ]
     reference = (
         "Best return of the source algorithm (the family has no optimal return; normalised "
         "scores use it)"
-        if summary.get("optimal_from") == "source_best"
+        if summary.optimal_from == "source_best"
         else "Optimal return"
     )
     lines += [
         "",
-        f"{reference} {_fmt(summary.get('optimal_return'), missing='n/a')}, random policy "
-        f"{_fmt(summary.get('random_return'))} (means over the evaluated tasks).",
+        f"{reference} {_fmt(summary.optimal_return, missing='n/a')}, random policy "
+        f"{_fmt(summary.random_return)} (means over the evaluated tasks).",
     ]
     return lines

@@ -4,7 +4,7 @@ specialist of the same size and optimiser steps, and the source algorithm, norma
 
 Usage:
   python scripts/generalist_vs_specialists.py specialists MIXTURE.yaml OUT_DIR
-      writes OUT_DIR/<name>-<family>.yaml per member: its experiment with the mixture's model and
+      writes OUT_DIR/<name>-<family>.yaml per family: its experiment with the generalist's model and
       loop and its own share of each batch (train each: ad-train --config; ad-eval --run)
   python scripts/generalist_vs_specialists.py compare --generalist GEN_EVAL [GEN_EVAL ...]
       --specialists SPEC_EVAL [SPEC_EVAL ...] --out docs/generalist_quick.png
@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ad.config import save_config
-from ad.evaluation.aggregate import aggregate, load_summary
+from ad.evaluation.aggregate import aggregate
 from ad.evaluation.plots import plot_return_panels
-from ad.mixture import load_any_config, specialists
+from ad.evaluation.summary import RunSummary, load_summary
+from ad.generalist import load_any_config, specialists
 
 
 def _curve(result: dict, key: str, label: str, style: str) -> dict:
@@ -47,19 +48,19 @@ def _cell(first: float, last: float, runs: list[float]) -> str:
     return f"{first:.2f} -> **{last:.2f}**{each}"
 
 
-def write_specialists(mixture: Path, out_dir: Path) -> None:
+def write_specialists(generalist: Path, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    for cfg in specialists(load_any_config(mixture)):
+    for cfg in specialists(load_any_config(generalist)):
         path = out_dir / f"{cfg.name}.yaml"
         save_config(cfg, path)
         print(f"wrote {path} (batch {cfg.train.batch_size}, {cfg.train.num_steps} steps)")
 
 
 def compare(args: argparse.Namespace) -> None:
-    specs: dict[str, list[dict]] = {}
+    specs: dict[str, list[RunSummary]] = {}
     for folder in args.specialists:
         summary = load_summary(folder)
-        specs.setdefault(summary["family"], []).append(summary)
+        specs.setdefault(summary.family, []).append(summary)
     panels, rows = [], []
     for family, spec_runs in specs.items():
         gen_runs = [load_summary(folder / family) for folder in args.generalist]
@@ -97,8 +98,8 @@ def compare(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    spec = sub.add_parser("specialists", help="write each member's specialist config")
-    spec.add_argument("mixture", type=Path)
+    spec = sub.add_parser("specialists", help="write each family's specialist config")
+    spec.add_argument("generalist", type=Path)
     spec.add_argument("out_dir", type=Path)
     cmp = sub.add_parser("compare", help="the README's table and figure")
     cmp.add_argument("--generalist", type=Path, nargs="+", required=True, help="eval folders")
@@ -106,7 +107,7 @@ def main() -> None:
     cmp.add_argument("--out", type=Path, default=Path("docs/generalist_quick.png"))
     args = parser.parse_args()
     if args.command == "specialists":
-        write_specialists(args.mixture, args.out_dir)
+        write_specialists(args.generalist, args.out_dir)
     else:
         compare(args)
 

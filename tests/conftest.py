@@ -56,7 +56,7 @@ def run_reduced(tmp_path, cores):
     from ad.config import load_config
     from ad.pipeline import run_pipeline
 
-    def run(config, overrides: list[str], with_ed: bool) -> dict:
+    def run(config, overrides: list[str], with_ed: bool):  # -> RunSummary
         dirs = [f"collect.output_dir={tmp_path / 'h'}", f"train.run_dir={tmp_path / 'r'}"]
         cfg = load_config(config, [*overrides, *dirs])
         (summary,) = run_pipeline(cfg, workers=cores, with_ed=with_ed, progress=False)
@@ -75,21 +75,21 @@ def in_context_margins(tmp_path, run_reduced):
     def measure(config, overrides: list[str]) -> tuple[float, float, float]:
         summary = run_reduced(config, overrides, with_ed=True)
         returns = np.load(tmp_path / "r" / "report" / "returns.npz")["returns"]
-        assert returns.shape[:2] == (4, 16) and summary["split"] == "test"  # (tasks, seeds, eps)
+        assert returns.shape[:2] == (4, 16) and summary.split == "test"  # (tasks, seeds, eps)
         first, last10 = returns[..., :5].mean(), returns[..., -10:].mean()
-        return first, last10, summary["compare"][0]["last10_return"]
+        return first, last10, summary.compare[0].last10_return
 
     return measure
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
+    """An AD run, an ED run (another seed) and a dataset with test, validation and train
+    histories."""
     import envs
     from ad.config import config_from_dict, config_to_dict
     from tests.factories import make_config, random_model, save_run, write_dataset
 
-    """An AD run, an ED run (another seed) and a dataset with test, validation and train
-    histories."""
     root = tmp_path_factory.mktemp("eval")
     family = envs.make_family("DarkRoom")
     split = family.split(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,8 +10,9 @@ import pytest
 
 from ad.cli import eval_main
 from ad.errors import UserError
-from ad.evaluation.aggregate import aggregate, format_aggregate, load_summary
-from tests.factories import EPISODES, summary
+from ad.evaluation.aggregate import aggregate, format_aggregate
+from ad.evaluation.summary import load_summary
+from tests.factories import EPISODES, summary, write_json
 
 
 def test_mean_and_interval_over_runs():
@@ -39,26 +41,34 @@ def test_runs_evaluated_for_different_numbers_of_episodes_are_scored_over_the_sh
     assert result["num_episodes"] == EPISODES and result["episodes_evaluated"] == [20, 40]
     cut = np.linspace(0.0, 1.0, 2 * EPISODES)[:EPISODES]  # the long run's first 20 episodes
     runs = result["ad"]["last10_normalised"]["runs"]
-    np.testing.assert_allclose(runs, [short["last10_normalised"], cut[-10:].mean()])
+    np.testing.assert_allclose(runs, [short.last10_normalised, cut[-10:].mean()])
     assert result["ad"]["last10_return"]["runs"][1] == pytest.approx(10 * cut[-10:].mean())
     assert len(result["ad"]["normalised_curve"]["mean"]) == EPISODES
     assert len(result["source"]["normalised_curve"]["mean"]) == EPISODES
     assert "all are scored over their first 20" in format_aggregate(result)
 
 
-def test_runs_of_different_families_or_too_few_are_refused():
-    with pytest.raises(UserError, match="differ in \\['family'\\]"):
-        aggregate([summary(0, 0, 0.5), summary(1, 0, 0.5, family="KeyToDoor")])
-    with pytest.raises(UserError, match="at least two"):
-        aggregate([summary(0, 0, 0.5)])
+@pytest.mark.parametrize(
+    ("runs", "match"),
+    [
+        pytest.param(
+            [summary(0, 0, 0.5), summary(1, 0, 0.5, family="KeyToDoor")],
+            r"differ in \['family'\]",
+            id="two-families",
+        ),
+        pytest.param([summary(0, 0, 0.5)], "at least two", id="one-run"),
+    ],
+)
+def test_runs_of_different_families_or_too_few_are_refused(runs, match):
+    with pytest.raises(UserError, match=match):
+        aggregate(runs)
 
 
 def test_cli_writes_json_and_figure_and_refuses_bad_files(tmp_path, capsys):
     paths = []
     for s in (0, 1, 2):
         folder = tmp_path / f"s{s}" / "eval-test"
-        folder.mkdir(parents=True)
-        (folder / "summary.json").write_text(json.dumps(summary(s, 0, 0.5 + 0.1 * s)))
+        write_json(folder / "summary.json", summary(s, 0, 0.5 + 0.1 * s))
         paths.append(str(folder))
     out = tmp_path / "agg"
     assert eval_main(["--aggregate", *paths, "--out", str(out)]) == 0
@@ -90,7 +100,7 @@ def test_each_curve_keeps_its_colour_when_a_run_lacks_the_compared_one():
     from ad.evaluation.aggregate import aggregate_curves
 
     with_ed = aggregate([summary(s, 0, 0.8) for s in (0, 1)])
-    without = aggregate([{**summary(s, 0, 0.8), "compare": []} for s in (0, 1)])
+    without = aggregate([dataclasses.replace(summary(s, 0, 0.8), compare=[]) for s in (0, 1)])
     assert without["compare"] is None
     colours = {c["label"]: c["color"] for c in aggregate_curves(with_ed)}
     assert len(set(colours.values())) == 3

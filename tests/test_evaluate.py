@@ -29,9 +29,10 @@ from ad.evaluation.metrics import (
     trailing_mean,
 )
 from ad.evaluation.plots import plot_return_curves, plot_source_curves
+from ad.evaluation.summary import CurveStats, RunSummary, load_summary
 from ad.learn.checkpoint import checkpoint_name
 from envs.darkroom import DarkRoom
-from tests.factories import PNG_MAGIC, make_config, random_model, save_run
+from tests.factories import PNG_MAGIC, curve, make_config, random_model, save_run
 
 # --------------------------------------------------------------------------- test families
 
@@ -60,38 +61,26 @@ def test_evaluate_writes_returns_summary_figure_and_compares(project, capsys):
     optimal = [DarkRoom().optimal_return(t) for t in split.test[:3]]
     np.testing.assert_allclose(data["optimal"], optimal)
     on_disk = json.loads((out / "summary.json").read_text())
-    assert on_disk == summary
-    for key in (
-        "per_episode",
-        "normalised_at",
-        "last10_normalised",
-        "episode_to_50",
-        "episode_to_80",
-        "data_efficiency_ratio",
-        "config",
-        "versions",
-        "run",
-    ):
-        assert key in summary, key
-    assert summary["split"] == "test" and summary["num_tasks"] == 3
-    per = summary["per_episode"]
-    assert len(per["mean"]) == 3 and len(per["iqm"]) == 3
-    np.testing.assert_allclose(per["mean"], data["returns"].reshape(6, 3).mean(0))
-    assert all(
-        lo <= m <= hi for lo, m, hi in zip(per["ci_low"], per["mean"], per["ci_high"], strict=True)
-    )
-    assert set(summary["normalised_at"]) == {"1"}  # 10, 50 and 100 are past the 3 episodes
+    assert on_disk == summary.to_json()
+    assert isinstance(summary, RunSummary) and load_summary(out) == summary  # exact round trip
+    assert summary.split == "test" and summary.num_tasks == 3 and summary.run == str(root / "run")
+    per = summary.per_episode
+    assert len(per.mean) == 3 and len(per.iqm) == 3
+    np.testing.assert_allclose(per.mean, data["returns"].reshape(6, 3).mean(0))
+    assert all(lo <= m <= hi for lo, m, hi in zip(per.ci_low, per.mean, per.ci_high, strict=True))
+    assert set(summary.normalised_at) == {"1"}  # 10, 50 and 100 are past the 3 episodes
     # the source curve: test runs of the 3 evaluated tasks only, 2 streams each
-    source = summary["source"]
-    assert (source["num_runs"], source["num_tasks"], source["num_streams"]) == (3, 3, 6)
-    assert source["episode_to_80"] is not None  # the scripted learner gets there
-    expected = summary["episode_to_80"] and summary["episode_to_80"] / source["episode_to_80"]
-    assert summary["data_efficiency_ratio"] == (expected or None)
+    source = summary.source
+    assert (source.num_runs, source.num_tasks, source.num_streams) == (3, 3, 6)
+    assert source.episode_to_80 is not None  # the scripted learner gets there
+    expected = summary.episode_to_80 and summary.episode_to_80 / source.episode_to_80
+    assert summary.data_efficiency_ratio == (expected or None)
     assert "data efficiency" in capsys.readouterr().out
-    # the compared ED run: same tasks, seeds, episodes; its own folder
-    (compared,) = summary["compare"]
-    assert compared["label"] == "ED (run-ed)"
+    # the compared ED run: same tasks, seeds, episodes; its own folder and summary
+    (compared,) = summary.compare
+    assert compared.label == "ED (run-ed)"
     ed_dir = next(out.glob("compare-*"))
+    assert load_summary(ed_dir).compared() == compared
     ed = np.load(ed_dir / "returns.npz")
     assert ed["returns"].shape == (3, 2, 3) and str(ed["tasks"]) == str(data["tasks"])
     for folder in (out, ed_dir):
@@ -124,7 +113,7 @@ def test_evaluation_touches_only_test_tasks_unless_asked(tmp_path, monkeypatch):
     assert RecordingDarkRoom.made and all(
         split.split_of(t) == "test" for t in RecordingDarkRoom.made
     )
-    assert summary["split"] == "test" and summary["tasks"] == list(split.test)
+    assert summary.split == "test" and summary.tasks == list(split.test)
     assert json.loads((run / "eval-test" / "summary.json").read_text())["split"] == "test"
     assert "on 4 test tasks" in titles[-1]
 
@@ -134,7 +123,7 @@ def test_evaluation_touches_only_test_tasks_unless_asked(tmp_path, monkeypatch):
     assert {json.dumps(t) for t in RecordingDarkRoom.made} == {
         json.dumps(t) for t in split.validation
     }
-    assert summary["split"] == "validation" and summary["tasks"] == list(split.validation)
+    assert summary.split == "validation" and summary.tasks == list(split.validation)
     assert str(np.load(run / "eval-validation" / "returns.npz")["split"]) == "validation"
     assert "on 3 validation tasks" in titles[-1]
     assert json.loads((run / "eval-test" / "summary.json").read_text())["split"] == "test"
@@ -152,7 +141,7 @@ def test_evaluation_touches_only_test_tasks_unless_asked(tmp_path, monkeypatch):
     assert {json.dumps(t) for t in RecordingDarkRoom.made} == {
         json.dumps(t) for t in split.train[:2]
     }
-    assert summary["split"] == "train"
+    assert summary.split == "train"
     assert str(np.load(tmp_path / "train" / "returns.npz")["split"]) == "train"
     saved = json.loads((tmp_path / "train" / "summary.json").read_text())
     assert saved["split"] == "train"
@@ -236,21 +225,27 @@ def test_statistics():
     # bands resample tasks: two tasks whose seeds agree give a band as wide as the tasks differ
     rows = np.array([[0.0], [0.0], [0.0], [10.0], [10.0], [10.0]])
     stats = curve_stats(rows, rows / 10, seed=0, groups=np.array([0, 0, 0, 1, 1, 1]))
-    assert stats["per_episode"]["ci_low"][0] == 0.0 and stats["per_episode"]["ci_high"][0] == 10.0
+    assert stats.per_episode.ci_low[0] == 0.0 and stats.per_episode.ci_high[0] == 10.0
     # unequal tasks: rows are resampled, so the band stays around the row mean
     uneven = curve_stats(rows[1:], rows[1:] / 10, seed=0, groups=np.array([0, 0, 1, 1, 1]))
-    assert 0.0 < uneven["per_episode"]["ci_low"][0] < 6.0 < uneven["per_episode"]["ci_high"][0]
-    summary = summarise_returns(
+    assert 0.0 < uneven.per_episode.ci_low[0] < 6.0 < uneven.per_episode.ci_high[0]
+    stats, normalised_at = summarise_returns(
         np.ones((2, 3, 4)), np.full(2, 2.0), np.zeros(2), normalise_at=[1, 4, 100], seed=0
     )
-    assert list(summary["normalised_at"]) == ["1", "4"]  # episodes past E are left out
+    assert normalised_at == {"1": 0.5, "4": 0.5}  # episodes past E are left out
+    assert type(stats.first_episode_return) is float  # plain Python, not numpy
+    assert all(type(v) is float for v in stats.per_episode.mean)
 
 
 def test_data_efficiency_ratio_is_model_over_source_episodes():
-    assert data_efficiency_ratio({"episode_to_80": 20}, {"episode_to_80": 80}) == 0.25
-    assert data_efficiency_ratio({"episode_to_80": None}, {"episode_to_80": 80}) is None
-    assert data_efficiency_ratio({"episode_to_80": 20}, {"episode_to_80": None}) is None
-    assert data_efficiency_ratio({"episode_to_80": 20}, None) is None
+    def stats(episode_to_80: int | None) -> CurveStats:
+        return CurveStats(**curve([0.0, 1.0], episode_to_80))
+
+    assert data_efficiency_ratio(stats(20), stats(80)) == 0.25
+    assert stats(None).episode_to_80 is None  # the curve never stays at 80% for 5 episodes
+    assert data_efficiency_ratio(stats(None), stats(80)) is None
+    assert data_efficiency_ratio(stats(20), stats(None)) is None
+    assert data_efficiency_ratio(stats(20), None) is None
 
 
 def test_plots_write_valid_pngs(tmp_path):

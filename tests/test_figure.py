@@ -15,20 +15,14 @@ from ad.cli import eval_main
 from ad.errors import UserError
 from ad.evaluation.aggregate import aggregate
 from ad.evaluation.figure import figure_table, load_result, write_figure
-from tests.factories import summary
-
-
-def _write(path, data) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-    return str(path)
+from tests.factories import summary, write_json
 
 
 def test_one_panel_per_family_from_an_aggregate_and_a_single_run(tmp_path, capsys):
-    runs = [_write(tmp_path / f"dr{s}{t}/summary.json", summary(s, t, 0.7 + 0.1 * s))
+    runs = [write_json(tmp_path / f"dr{s}{t}/summary.json", summary(s, t, 0.7 + 0.1 * s))
             for s in (0, 1) for t in (0, 1)]  # fmt: skip
     assert eval_main(["--aggregate", *runs, "--out", str(tmp_path / "agg")]) == 0
-    bandit = _write(tmp_path / "bandit/summary.json", summary(0, 0, 0.5, family="Bandit"))
+    bandit = write_json(tmp_path / "bandit/summary.json", summary(0, 0, 0.5, family="Bandit"))
     capsys.readouterr()
     out = tmp_path / "fig"
     assert eval_main(["--figure", str(tmp_path / "agg"), bandit, "--out", str(out)]) == 0
@@ -47,19 +41,35 @@ def test_one_panel_per_family_from_an_aggregate_and_a_single_run(tmp_path, capsy
     assert f"| 1 run | {level:.2f} [{level:.2f}, {level:.2f}] |" in bandit_row  # no width
 
 
-def test_a_family_twice_or_a_file_that_is_not_a_result_is_refused(tmp_path):
-    a = _write(tmp_path / "a/summary.json", summary(0, 0, 0.7))
-    b = _write(tmp_path / "b/summary.json", summary(1, 0, 0.8))
+def test_a_family_twice_is_refused(tmp_path):
+    a = write_json(tmp_path / "a/summary.json", summary(0, 0, 0.7))
+    b = write_json(tmp_path / "b/summary.json", summary(1, 0, 0.8))
     with pytest.raises(UserError, match="two results are of DarkRoom; pass one aggregate"):
         write_figure([a, b], tmp_path / "fig")
     assert not (tmp_path / "fig" / "figure.png").exists()
-    bad = _write(tmp_path / "c/aggregate.json", {"family": "DarkRoom"})
-    with pytest.raises(UserError, match="not an ad-eval --aggregate result"):
-        load_result(bad)
-    with pytest.raises(UserError, match="does not exist"):
-        load_result(tmp_path / "missing" / "summary.json")
-    with pytest.raises(UserError, match="does not exist; run ad-eval --aggregate first"):
-        load_result(tmp_path / "missing" / "aggregate.json")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        pytest.param(
+            "aggregate.json", {"family": "DarkRoom"}, "not an ad-eval --aggregate result",
+            id="not-an-aggregate",
+        ),
+        pytest.param("summary.json", None, "does not exist", id="missing-summary"),
+        pytest.param(
+            "aggregate.json", None, "does not exist; run ad-eval --aggregate first",
+            id="missing-aggregate",
+        ),
+    ],
+)  # fmt: skip
+def test_a_file_that_is_not_a_result_is_refused(tmp_path, name, content, match):
+    path = tmp_path / "result" / name
+    if content is not None:
+        write_json(path, content)
+    with pytest.raises(UserError, match=match) as info:
+        load_result(path)
+    assert "\n" not in str(info.value)
 
 
 def test_table_says_never_when_a_curve_does_not_reach_80_percent():
@@ -75,7 +85,7 @@ def test_paper_figure_script_draws_existing_aggregates_without_rerunning_them(tm
         ("darkroom_quick", "DarkRoom", 0.8),
         ("bandit_quick", "Bandit", 0.6),
     ):
-        runs = [_write(tmp_path / name / f"s{s}/summary.json", summary(s, 0, level, family))
+        runs = [write_json(tmp_path / name / f"s{s}/summary.json", summary(s, 0, level, family))
                 for s in (0, 1)]  # fmt: skip
         assert eval_main(["--aggregate", *runs, "--out", str(out / name / "aggregate")]) == 0
     env = {**os.environ, "PY": sys.executable, "PYTHONPATH": str(repo)}

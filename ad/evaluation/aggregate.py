@@ -1,6 +1,7 @@
 """Numbers that stand across seeds: several evaluations of one recipe as one mean with a CI.
 
-Each evaluation (``summary.json`` of ``ad-eval``) is one training run on one task split. Its
+Each evaluation (``summary.json`` of ``ad-eval``, read as a
+:class:`ad.evaluation.summary.RunSummary`) is one training run on one task split. Its
 per-episode normalised curve (mean over its tasks x evaluation seeds) is one sample; the
 aggregate is the mean over runs with a seeded 95% percentile-bootstrap interval over runs, so
 the interval shows how much the result moves with the split and the training seed, not only with
@@ -10,43 +11,28 @@ curve on each split's tasks (one sample per split seed: it does not depend on th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ad.errors import UserError
 from ad.evaluation.metrics import SMOOTHING, bootstrap_ci, first_episode_reaching
+from ad.evaluation.summary import CurveStats, RunSummary, SourceCurve, load_summary
 from ad.utils import atomic_write_text
 
-
-def load_summary(path: str | Path) -> dict:
-    """A ``summary.json``, given as the file or the evaluation folder that holds it."""
-    path = Path(path)
-    path = path / "summary.json" if path.is_dir() else path
-    try:
-        summary = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(
-            f"{path} does not exist; pass ad-eval's summary.json or its folder"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path} is not valid JSON; re-run ad-eval to rewrite it") from None
-    if "per_episode" not in summary or "config" not in summary:
-        raise UserError(f"{path} is not an ad-eval summary.json (no per_episode or config)")
-    return summary
-
-
 SCALARS = ("last10_normalised", "first_episode_return", "last10_return")
+Curve = TypeVar("Curve", bound=CurveStats)  # a summary, a compared run or a source curve
 
 
-def _stats(parts: list[dict | None], seed: int) -> dict | None:
+def _stats(parts: list[Curve | None], seed: int) -> dict | None:
     """Mean normalised curve with its CI band over runs, and mean / CI of each of ``SCALARS``,
     of one curve per run (a summary, its compared run or its source); None if a run lacks it."""
     if any(p is None for p in parts):
         return None
-    curves = np.array([p["per_episode"]["normalised_mean"] for p in parts], dtype=float)
+    curves = np.array([p.per_episode.normalised_mean for p in parts], dtype=float)
     low, high = bootstrap_ci(curves, seed)
     mean = curves.mean(0)
     out: dict[str, Any] = {
@@ -55,7 +41,7 @@ def _stats(parts: list[dict | None], seed: int) -> dict | None:
         "episode_to_80": first_episode_reaching(mean, 0.8, SMOOTHING),
     }
     for name in SCALARS:
-        values = np.array([np.nan if p.get(name) is None else p[name] for p in parts], float)
+        values = np.array([getattr(p, name) for p in parts], dtype=float)  # None: NaN
         if np.isnan(values).any():
             out[name] = None
             continue
@@ -64,31 +50,53 @@ def _stats(parts: list[dict | None], seed: int) -> dict | None:
     return out
 
 
-def _first_episodes(part: dict | None, n: int) -> dict | None:
+def _first_episodes(part: Curve | None, n: int) -> Curve | None:
     """``part`` (a summary, its compared run or its source) over its first ``n`` episodes only,
     its last-10 scores taken there: what an evaluation of ``n`` episodes gives, since each
     episode sees only the ones before it."""
-    if part is None or len(part["per_episode"]["normalised_mean"]) <= n:
+    if part is None or len(part.per_episode.mean) <= n:
         return part
-    per_episode = {k: v[:n] if isinstance(v, list) else v for k, v in part["per_episode"].items()}
-    cut = {"num_episodes": n} if "num_episodes" in part else {}
-    return {
-        **part,
-        **cut,
-        "per_episode": per_episode,
-        "last10_normalised": float(np.mean(per_episode["normalised_mean"][-10:])),
-        "last10_return": float(np.mean(per_episode["mean"][-10:])),
-    }
+    per = part.per_episode
+    curve = None if per.normalised_mean is None else per.normalised_mean[:n]
+    cut = dataclasses.replace(
+        per,
+        mean=per.mean[:n],
+        ci_low=per.ci_low[:n],
+        ci_high=per.ci_high[:n],
+        iqm=per.iqm[:n],
+        normalised_mean=curve,
+    )
+    episodes = {"num_episodes": n} if isinstance(part, (RunSummary, SourceCurve)) else {}
+    return dataclasses.replace(
+        part,
+        **episodes,
+        per_episode=cut,
+        last10_normalised=None if curve is None else float(np.mean(curve[-10:])),
+        last10_return=float(np.mean(cut.mean[-10:])),
+    )
 
 
-def _shortest(parts: list[dict | None]) -> list[dict | None]:
-    """Every part cut to the episodes of the shortest (runs whose evaluation episodes were
-    derived per split, e.g. where episodes end at the goal, differ in length)."""
-    lengths = [len(p["per_episode"]["normalised_mean"]) for p in parts if p is not None]
+def _shortest(parts: list[Curve | None]) -> list[Curve | None]:
+    """Every part (a summary, a compared run, a source curve or None) cut to the episodes of the
+    shortest (runs whose evaluation episodes were derived per split, e.g. where episodes end at
+    the goal, differ in length)."""
+    lengths = [len(p.per_episode.mean) for p in parts if p is not None]
     return [_first_episodes(p, min(lengths, default=0)) for p in parts]
 
 
-def aggregate(summaries: list[dict], seed: int = 0, min_runs: int = 2) -> dict:
+def _recipe(summary: RunSummary) -> dict[str, Any]:
+    """What must be equal in summaries to aggregate them: family, split and how they were
+    evaluated."""
+    return {
+        "family": summary.family,
+        "family_kwargs": summary.family_kwargs,
+        "split": summary.split,
+        "action_mode": summary.action_mode,
+        "decoding": summary.decoding,
+    }
+
+
+def aggregate(summaries: list[RunSummary], seed: int = 0, min_runs: int = 2) -> dict:
     """Mean and 95% bootstrap CI over runs of AD, the first compared run (ED) and the source.
 
     Runs evaluated for different numbers of episodes (each split derives its own,
@@ -101,32 +109,31 @@ def aggregate(summaries: list[dict], seed: int = 0, min_runs: int = 2) -> dict:
     """
     if len(summaries) < min_runs:
         raise UserError("--aggregate needs at least two summaries (runs of other seeds)")
-    evaluated = sorted({s["num_episodes"] for s in summaries})
+    evaluated = sorted({s.num_episodes for s in summaries})
     summaries = _shortest(summaries)
-    keys = ("family", "family_kwargs", "split", "action_mode", "context_mode")
-    first = {k: summaries[0].get(k) for k in keys}
+    first = _recipe(summaries[0])
     for s in summaries[1:]:
-        other = {k: s.get(k) for k in keys}
+        other = _recipe(s)
         if other != first:
             raise UserError(
-                f"summaries differ in {[k for k in keys if other[k] != first[k]]}; aggregate "
+                f"summaries differ in {[k for k in first if other[k] != first[k]]}; aggregate "
                 "evaluations of one recipe on one family and split"
             )
-    compare = _shortest([s["compare"][0] if s.get("compare") else None for s in summaries])
+    compare = _shortest([s.compare[0] if s.compare else None for s in summaries])
     # the source's curve depends on the split only: one sample per split seed
-    by_split = {s["config"]["env"]["split_seed"]: s.get("source") for s in summaries}
-    source = _shortest([c if isinstance(c, dict) else None for c in by_split.values()])
+    by_split = {s.config["env"]["split_seed"]: s.source for s in summaries}
+    source = _shortest(list(by_split.values()))
     ad = _stats(summaries, seed)
     result = {
         **first,
         "num_episodes": evaluated[0],
         "episodes_evaluated": evaluated,
         "num_runs": len(summaries),
-        "runs": [s["run"] for s in summaries],
-        "split_seeds": sorted({s["config"]["env"]["split_seed"] for s in summaries}),
-        "train_seeds": sorted({s["config"]["train"]["seed"] for s in summaries}),
+        "runs": [s.run for s in summaries],
+        "split_seeds": sorted({s.config["env"]["split_seed"] for s in summaries}),
+        "train_seeds": sorted({s.config["train"]["seed"] for s in summaries}),
         "ad": ad,
-        "compare_label": compare[0]["label"].split(" ")[0] if compare[0] else None,
+        "compare_label": compare[0].label.split(" ")[0] if compare[0] else None,
         "compare": _stats(compare, seed),
         "source": _stats(source, seed),
     }

@@ -2,7 +2,8 @@
 
 ``evaluate`` rolls a checkpoint (and runs to compare) out with :func:`ad.evaluation.rollout.rollout`
 on the test tasks of its split (``eval.tasks``: validation tasks to choose settings on), compares with the source algorithm's learning curves on the same
-tasks from the collected histories, and writes returns.npz, summary.json and return_curves.png
+tasks from the collected histories, and writes returns.npz, summary.json (the record:
+:mod:`ad.evaluation.summary`) and return_curves.png
 (and, for grid families, exploration.png: see :mod:`ad.evaluation.exploration`; for families
 with positions in the plane, paths.png: see :mod:`ad.evaluation.paths`).
 """
@@ -30,15 +31,10 @@ from ad.evaluation.references import (
     task_references,
 )
 from ad.evaluation.rollout import rollout
+from ad.evaluation.summary import CurveStats, RunSummary, SourceCurve, write_summary
 from ad.learn.checkpoint import Checkpoint, FamilyRecord, find_checkpoint, load_model
 from ad.learn.model import FamilyPolicy
-from ad.utils import (
-    atomic_write_bytes,
-    atomic_write_json,
-    package_versions,
-    resolve_device,
-    to_json,
-)
+from ad.utils import atomic_write_bytes, package_versions, resolve_device, to_json
 from envs.base import family_of_split, make_family
 from envs.split import TaskSplit
 from envs.tasks import Task, TaskError, canonical_json
@@ -169,13 +165,13 @@ def default_eval_dir(run_dir: Path, split: str) -> Path:
     return Path(run_dir) / f"eval-{split}"
 
 
-def data_efficiency_ratio(stats: dict, source: dict | None) -> float | None:
+def data_efficiency_ratio(stats: CurveStats, source: CurveStats | None) -> float | None:
     """Episodes the model needs to reach 80% normalised score over those its source algorithm
     needs on the same tasks; < 1: the model is more data-efficient (AD's claim). None when
     either never gets there or there is no source curve."""
-    if source is None or not stats["episode_to_80"] or not source["episode_to_80"]:
+    if source is None or not stats.episode_to_80 or not source.episode_to_80:
         return None
-    return stats["episode_to_80"] / source["episode_to_80"]
+    return stats.episode_to_80 / source.episode_to_80
 
 
 def _run_summary(
@@ -184,41 +180,48 @@ def _run_summary(
     tasks: list[Task],
     label: str,
     eval_cfg: Any,
-    source: dict | None,
+    source: SourceCurve | None,
     references: tuple[np.ndarray, np.ndarray, str],
     warnings: list[str],
-) -> dict:
-    """summary.json of one evaluated run (numpy values; see ``to_json``)."""
+) -> RunSummary:
+    """The summary of one evaluated run (its ``compare`` empty; the caller fills it)."""
     optimal, random, optimal_from = references
-    stats = summarise_returns(returns, optimal, random, eval_cfg.normalise_at, eval_cfg.seed)
-    ratio = data_efficiency_ratio(stats, source)
-    settings = ("num_episodes", "num_seeds", "seed", "action_mode", "temperature", "context_mode")
-    return {
-        "run": str(run.run_dir),
-        "checkpoint": str(run.checkpoint_path),
-        "step": run.checkpoint.step,
-        "label": run.label,
-        "split": label,
-        "family": run.split.family,
-        "family_kwargs": run.split.family_kwargs,
-        "tasks": tasks,
-        "num_tasks": len(tasks),
-        **{k: getattr(eval_cfg, k) for k in settings},
-        "optimal_return": optimal.mean(),
-        "random_return": random.mean(),
-        "optimal_returns": optimal,
-        "random_returns": random,
-        "optimal_from": optimal_from,  # "family", or "source_best" when the family has none
-        **stats,
-        "source": source,
-        "warnings": warnings,
-        "data_efficiency_ratio": ratio,
-        "config": config_to_dict(run.config),
-        "versions": package_versions(),
-    }
+    stats, normalised_at = summarise_returns(
+        returns, optimal, random, eval_cfg.normalise_at, eval_cfg.seed
+    )
+    return RunSummary(
+        **stats.curve_fields(),
+        run=str(run.run_dir),
+        checkpoint=str(run.checkpoint_path),
+        step=int(run.checkpoint.step),
+        label=run.label,
+        split=label,
+        family=run.split.family,
+        family_kwargs=to_json(run.split.family_kwargs),
+        tasks=to_json(list(tasks)),
+        num_tasks=len(tasks),
+        num_episodes=eval_cfg.num_episodes,
+        num_seeds=eval_cfg.num_seeds,
+        seed=eval_cfg.seed,
+        action_mode=eval_cfg.action_mode,
+        temperature=eval_cfg.temperature,
+        decoding=eval_cfg.decoding,
+        optimal_return=to_json(optimal.mean()),
+        random_return=to_json(random.mean()),
+        optimal_returns=to_json(optimal),
+        random_returns=to_json(random),
+        optimal_from=optimal_from,
+        normalised_at=normalised_at,
+        source=source,
+        warnings=list(warnings),
+        data_efficiency_ratio=data_efficiency_ratio(stats, source),
+        compare=[],
+        config=to_json(config_to_dict(run.config)),
+        versions=package_versions(),
+    )
 
 
-def _write_outputs(folder: Path, summary: dict, returns: np.ndarray, run: LoadedRun) -> None:
+def _write_outputs(folder: Path, summary: RunSummary, returns: np.ndarray, run: LoadedRun) -> None:
     """returns.npz, summary.json, config.yaml and versions.json, each written atomically."""
     from ad.config import save_config
     from ad.utils import write_versions
@@ -227,75 +230,77 @@ def _write_outputs(folder: Path, summary: dict, returns: np.ndarray, run: Loaded
     np.savez(
         buffer,
         returns=returns,
-        tasks=np.array(json.dumps(summary["tasks"])),
-        optimal=np.asarray(summary["optimal_returns"]),
-        random=np.asarray(summary["random_returns"]),
-        split=np.array(summary["split"]),
+        tasks=np.array(json.dumps(summary.tasks)),
+        optimal=np.asarray(summary.optimal_returns, dtype=float),  # an unknown optimum: NaN
+        random=np.asarray(summary.random_returns, dtype=float),
+        split=np.array(summary.split),
     )
     atomic_write_bytes(folder / "returns.npz", buffer.getvalue())
-    atomic_write_json(folder / "summary.json", summary)
+    write_summary(folder, summary)
     save_config(run.config, folder / "config.yaml")
     write_versions(folder)
 
 
-def _plot(out_path: Path, summaries: list[dict]) -> None:
+def _plot(out_path: Path, summaries: list[RunSummary]) -> None:
     """The main figure: every evaluated run and the source algorithm over the same episodes."""
     from ad.evaluation.plots import plot_return_curves
 
     main = summaries[0]
-    num_episodes = main["num_episodes"]
-    rows = [(s, s["label"], "-") for s in summaries]
-    if main["source"] is not None:
-        rows.append((main["source"], "source algorithm (from scratch)", "--"))
+    num_episodes = main.num_episodes
+    rows: list[tuple[CurveStats, str, str]] = [(s, s.label, "-") for s in summaries]
+    if main.source is not None:
+        rows.append((main.source, "source algorithm (from scratch)", "--"))
     curves = []
     for stats, label, linestyle in rows:
-        per = {k: v[:num_episodes] for k, v in stats["per_episode"].items() if v is not None}
+        per = stats.per_episode
         curves.append(
             {
                 "label": label,
-                "mean": per["mean"],
-                "low": per["ci_low"],
-                "high": per["ci_high"],
+                "mean": per.mean[:num_episodes],
+                "low": per.ci_low[:num_episodes],
+                "high": per.ci_high[:num_episodes],
                 "linestyle": linestyle,
             }
         )
-    where = f"{main['split']} tasks"
-    if main["split"] == "train":
+    where = f"{main.split} tasks"
+    if main.split == "train":
         where = "TRAINING tasks (not held out)"
     title = (
-        f"{main['family']}: in-context returns on {main['num_tasks']} {where}\n"
-        f"mean over tasks x {main['num_seeds']} seeds, bands: 95% bootstrap CI over tasks"
+        f"{main.family}: in-context returns on {main.num_tasks} {where}\n"
+        f"mean over tasks x {main.num_seeds} seeds, bands: 95% bootstrap CI over tasks"
     )
     # The source's best return is no optimum: its curve is drawn already, so no "optimal" line.
-    optimal = main["optimal_return"] if main.get("optimal_from") == "family" else None
-    plot_return_curves(curves, out_path, title, optimal, main["random_return"])
+    optimal = main.optimal_return if main.optimal_from == "family" else None
+    plot_return_curves(curves, out_path, title, optimal, main.random_return)
 
 
 def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def format_summary(summary: dict) -> str:
+def format_summary(summary: RunSummary) -> str:
     """Lines for the terminal: scores per run and the data-efficiency figure of merit."""
-    lines = [f"warning: {line}" for line in summary.get("warnings", [])]
-    from_source = summary.get("optimal_from") == "source_best"
+    lines = [f"warning: {line}" for line in summary.warnings]
+    from_source = summary.optimal_from == "source_best"
     reference = "source's best return" if from_source else "optimal return"
     lines += [
-        f"{summary['num_tasks']} {summary['split']} tasks x {summary['num_seeds']} seeds x "
-        f"{summary['num_episodes']} episodes ({reference} {_number(summary['optimal_return'])}, "
-        f"random {summary['random_return']:.2f})"
+        f"{summary.num_tasks} {summary.split} tasks x {summary.num_seeds} seeds x "
+        f"{summary.num_episodes} episodes ({reference} {_number(summary.optimal_return)}, "
+        f"random {summary.random_return:.2f})"
     ]
-    source = summary["source"]
-    rows = [summary, *summary.get("compare", [])]
-    for row in rows + ([{"label": "source algorithm", **source}] if source else []):
-        last = row["last10_normalised"]
+    rows: list[tuple[str, CurveStats]] = [(summary.label, summary)]
+    rows += [(c.label, c) for c in summary.compare]
+    if summary.source is not None:
+        rows.append(("source algorithm", summary.source))
+    for label, row in rows:
+        last = row.last10_normalised
         lines.append(
-            f"  {row['label']}: return {row['first_episode_return']:.2f} in episode 1, "
-            f"{row['last10_return']:.2f} over the last 10; normalised (last 10) "
+            f"  {label}: return {row.first_episode_return:.2f} in episode 1, "
+            f"{row.last10_return:.2f} over the last 10; normalised (last 10) "
             + ("n/a" if last is None else f"{last:.3f}")
-            + f"; 80% first at episode {row['episode_to_80'] or 'never'}"
+            + f"; 80% first at episode {row.episode_to_80 or 'never'}"
         )
-    ratio = summary["data_efficiency_ratio"]
+    ratio = summary.data_efficiency_ratio
     lines.append(
         "data efficiency (episodes to 80%: model / source algorithm; < 1 is better): "
         + ("n/a, one of them never reaches 80%" if ratio is None else f"{ratio:.3f}")
@@ -310,7 +315,7 @@ def evaluate(
     compare: list[Path] | tuple[Path, ...] = (),
     allow_train_tasks: bool = False,
     progress: bool = True,
-) -> list[dict]:
+) -> list[RunSummary]:
     """Evaluate a run in context (and runs to compare) in each family it was trained on; write
     returns, summary and the figure of each.
 
@@ -327,7 +332,7 @@ def evaluate(
         progress: show progress bars.
 
     Returns:
-        The summary of each family, as written to its ``summary.json``.
+        The summary of each family, as written to its ``summary.json`` (``RunSummary.to_json``).
     """
     runs = load_run(source, overrides)
     chosen = [select_tasks(run, allow_train_tasks) for run in runs]  # all checked first
@@ -366,7 +371,7 @@ def evaluate_loaded(
     label: str,
     out_dir: Path,
     progress: bool,
-) -> dict:
+) -> RunSummary:
     """One family of :func:`evaluate` once its runs are loaded and its tasks chosen."""
     ecfg = run.config.eval
     device = resolve_device(ecfg.device, "eval.device")
@@ -378,7 +383,7 @@ def evaluate_loaded(
     streams = source_streams(source_dataset_dir(run), tasks, label, warnings)
     references = task_references(family, tasks, streams, warnings)
     source_stats = source_summary(streams, tasks, references[:2], ecfg.seed)
-    summaries: list[dict] = []
+    summaries: list[RunSummary] = []
     all_returns: list[np.ndarray] = []
     # Row 0 (first task, first seed) of the main run, traced for the exploration maps or paths.
     trace: dict | None = {} if draws_exploration(family) or draws_paths(family) else None
@@ -386,7 +391,7 @@ def evaluate_loaded(
         if ecfg.backend == "ray":  # batches of rows as Ray tasks; see ad.evaluation.ray_rollout
             from ad.evaluation.ray_rollout import rollout_on_ray
 
-            returns = rollout_on_ray(r.model, family, tasks, ecfg, progress)
+            returns = rollout_on_ray(r.model, family, tasks, ecfg, run.config.ray.address, progress)
         else:
             returns = rollout(
                 r.model,
@@ -399,31 +404,16 @@ def evaluate_loaded(
                 ecfg.seed,
                 device,
                 progress,
-                context_mode=ecfg.context_mode,
+                decoding=ecfg.decoding,
                 transitions=trace if i == 0 else None,
                 trace_rows=[0],
             )
         summary = _run_summary(r, returns, tasks, label, ecfg, source_stats, references, warnings)
-        summary = to_json(summary)
         if i > 0:  # the main run's outputs are written last, once they list the compared runs
             _write_outputs(out_dir / f"compare-{i}-{r.run_dir.name}", summary, returns, r)
         summaries.append(summary)
         all_returns.append(returns)
-    main = summaries[0]
-    keys = (
-        "label",
-        "run",
-        "checkpoint",
-        "first_episode_return",
-        "last10_return",
-        "last10_normalised",
-        "episode_to_50",
-        "episode_to_80",
-        "normalised_at",
-        "data_efficiency_ratio",
-        "per_episode",
-    )
-    main["compare"] = [{k: s[k] for k in keys} for s in summaries[1:]]
+    main = dataclasses.replace(summaries[0], compare=[s.compared() for s in summaries[1:]])
     _write_outputs(out_dir, main, all_returns[0], run)
 
     _plot(out_dir / "return_curves.png", summaries)

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ad.errors import UserError
-from ad.evaluation.aggregate import aggregate, aggregate_curves, load_summary, seeds_phrase
+from ad.evaluation.aggregate import aggregate, aggregate_curves, seeds_phrase
 from ad.evaluation.metrics import trailing_mean
+from ad.evaluation.summary import load_summary
 from ad.utils import atomic_write_text
 
 

@@ -6,7 +6,9 @@ from typing import Any
 
 import numpy as np
 
-THRESHOLDS = (0.5, 0.8)  # normalised scores whose first episode summary.json reports
+from ad.evaluation.summary import CurveStats, PerEpisode
+from ad.utils import to_json
+
 SMOOTHING = 5  # episodes in the trailing mean that must reach a threshold (one lucky one won't)
 NUM_BOOTSTRAP = 1000
 
@@ -66,7 +68,7 @@ def _nanmean(x: np.ndarray, axis: int | None = None) -> Any:
 
 def curve_stats(
     samples: np.ndarray, normalised: np.ndarray, seed: int, groups: np.ndarray | None = None
-) -> dict:
+) -> CurveStats:
     """Statistics of (N, E) episode returns and their (N, E) normalised scores.
 
     Args:
@@ -82,7 +84,7 @@ def curve_stats(
         ``per_episode`` curves (E,): mean, 95% bootstrap ci_low / ci_high, iqm, normalised_mean;
         scalars first_episode_return, last10_return, last10_normalised, and episode_to_50 /
         episode_to_80: the first 1-based episode at which the trailing 5-episode mean of the
-        mean normalised curve reaches 50% / 80% (None if never).
+        mean normalised curve reaches 50% / 80% (None if never); plain Python values.
     """
     units = samples
     if groups is not None:
@@ -91,35 +93,33 @@ def curve_stats(
             units = np.stack([samples[np.asarray(groups) == g].mean(0) for g in names])  # (G, E)
     low, high = bootstrap_ci(units, seed)
     curve = _nanmean(normalised, axis=0)
-    stats = {
-        "per_episode": {
-            "mean": samples.mean(0),
-            "ci_low": low,
-            "ci_high": high,
-            "iqm": iqm(samples),
-            "normalised_mean": curve,
-        },
-        "first_episode_return": samples[:, 0].mean(),
-        "last10_return": samples[:, -10:].mean(),
-        "last10_normalised": _nanmean(normalised[:, -10:]),
+    per_episode = {
+        "mean": samples.mean(0),
+        "ci_low": low,
+        "ci_high": high,
+        "iqm": iqm(samples),
+        "normalised_mean": curve,
     }
-    for threshold in THRESHOLDS:
-        reached = first_episode_reaching(curve, threshold, SMOOTHING)
-        stats[f"episode_to_{round(threshold * 100)}"] = reached
-    return stats
+    return CurveStats(
+        per_episode=PerEpisode(**to_json(per_episode)),
+        first_episode_return=to_json(samples[:, 0].mean()),
+        last10_return=to_json(samples[:, -10:].mean()),
+        last10_normalised=to_json(_nanmean(normalised[:, -10:])),
+        episode_to_50=first_episode_reaching(curve, 0.5, SMOOTHING),
+        episode_to_80=first_episode_reaching(curve, 0.8, SMOOTHING),
+    )
 
 
 def summarise_returns(
     returns: np.ndarray, optimal: np.ndarray, random: np.ndarray, normalise_at: list, seed: int
-) -> dict:
-    """``curve_stats`` of (T, S, E) returns over their T*S rows (bands resampling tasks), plus
-    ``normalised_at``: the mean normalised score at the 1-based episodes ``normalise_at`` that
-    are <= E."""
+) -> tuple[CurveStats, dict[str, float | None]]:
+    """``curve_stats`` of (T, S, E) returns over their T*S rows (bands resampling tasks), and
+    the mean normalised score at the 1-based episodes ``normalise_at`` that are <= E (keyed by
+    the episode as a string, as summary.json's ``normalised_at``)."""
     num_tasks, num_seeds, num_episodes = returns.shape
     samples = returns.reshape(num_tasks * num_seeds, num_episodes)
     normalised = normalise(returns, optimal, random).reshape(samples.shape)
     stats = curve_stats(samples, normalised, seed, np.repeat(np.arange(num_tasks), num_seeds))
-    curve = stats["per_episode"]["normalised_mean"]
+    curve = stats.per_episode.normalised_mean
     at = sorted({int(k) for k in normalise_at if 1 <= int(k) <= num_episodes})
-    stats["normalised_at"] = {str(k): None if curve is None else curve[k - 1] for k in at}
-    return stats
+    return stats, {str(k): None if curve is None else curve[k - 1] for k in at}

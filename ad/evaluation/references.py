@@ -14,6 +14,7 @@ import numpy as np
 
 from ad.errors import UserError
 from ad.evaluation.metrics import curve_stats, normalise
+from ad.evaluation.summary import SourceCurve
 from envs.base import TaskFamily
 from envs.tasks import Task, task_key
 
@@ -117,7 +118,7 @@ def task_references(
 
 def source_summary(
     streams: list[tuple[str, str, np.ndarray]], tasks: list[Task], references: tuple, seed: int
-) -> dict | None:
+) -> SourceCurve | None:
     """The source algorithm learning the evaluated tasks from scratch (see ``source_streams``).
 
     Every stream is one sample, truncated to the shortest stream. Episodes are counted per
@@ -138,11 +139,10 @@ def source_summary(
     rows = np.array([index[k] for k, _, _ in streams])
     normalised = normalise(samples, optimal[rows], random[rows])
     groups = np.array([k for k, _, _ in streams])
-    stats = curve_stats(samples, normalised, seed, groups)
-    counts = {
-        "num_runs": len({f for _, f, _ in streams}),
-        "num_streams": len(streams),
-        "num_episodes": length,
-        "num_tasks": len(set(groups.tolist())),
-    }
-    return {**counts, **stats}
+    return SourceCurve(
+        **curve_stats(samples, normalised, seed, groups).curve_fields(),
+        num_runs=len({f for _, f, _ in streams}),
+        num_streams=len(streams),
+        num_episodes=length,
+        num_tasks=len(set(groups.tolist())),
+    )
