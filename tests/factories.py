@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
+from gymnasium.spaces import Discrete, Space
 
 import envs
 from ad.config import ExperimentConfig, ModelConfig, config_from_dict, config_to_dict
-from ad.data.histories import write_history
+from ad.data.histories import read_history, read_metadata, rewrite_history, write_history
 from ad.data.manifest import MANIFEST_SCHEMA_VERSION, file_sha256, merge_manifest
 from ad.data.spaces import space_to_json
+from ad.errors import UserError
+from ad.evaluation.metrics import SMOOTHING, first_episode_reaching
+from ad.evaluation.summary import ComparedRun, PerEpisode, RunSummary, SourceCurve
 from ad.learn.checkpoint import Checkpoint, FamilyRecord, checkpoint_name
 from ad.learn.model import ADTransformer, FamilyPolicy
 from ad.utils import package_versions
 from envs import make_family
 from envs.darkroom import MOVES, DarkRoom
 
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+SCRIPTS = Path(sys.executable).parent  # the venv's bin/, where pip put the console scripts
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SMALL_MODEL = {
     "embed_dim": 32,
@@ -33,10 +43,86 @@ SMALL_MODEL = {
 FAMILY = "F"  # the family name of one-family test models
 
 
-def one_family(cfg: ModelConfig, observation_space: dict, action_space: dict | int) -> FamilyPolicy:
+# --------------------------------------------------------------------------- refusals
+
+
+def refused_in_one_line(
+    call: Callable[[], object],
+    *words: str,
+    error: type[BaseException] | tuple[type[BaseException], ...] = UserError,
+) -> str:
+    """``call()`` must raise ``error`` with a one-line message that holds every one of
+    ``words``; returns the message. The project's standard for bad input."""
+    with pytest.raises(error) as info:
+        call()
+    message = str(info.value)
+    assert message and "\n" not in message, message
+    for word in words:
+        assert word in message, (word, message)
+    return message
+
+
+def one_error_line(stderr: str) -> str:
+    """What an entry point printed on bad input: exactly one ``error: ...`` line and no
+    traceback; returns that line."""
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+def checkout_env() -> dict[str, str]:
+    """The environment for an installed console script run in a subprocess, with this checkout
+    first on PYTHONPATH (so that it runs this code and finds the test modules' classes)."""
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path}
+
+
+# --------------------------------------------------------------------------- damaged files
+
+
+def flip_a_data_byte(path: Path, stream: int, dataset: str = "actions") -> None:
+    """Corrupt one stream's stored ``dataset`` values of a history written uncompressed (its
+    chunk is stored verbatim) in place: the structure still reads, only the data tell."""
+    raw = bytearray(path.read_bytes())
+    offset = raw.find(getattr(read_history(path), dataset)[stream].tobytes())
+    assert offset > 0
+    raw[offset + 8] ^= 0x01
+    path.write_bytes(bytes(raw))
+    read_metadata(path)
+
+
+def set_schema_version(path: Path, version: int) -> None:
+    """Rewrite a history's metadata as if another schema version had written it."""
+    rewrite_history(path, metadata={**read_metadata(path), "schema_version": version})
+
+
+def forge_root_schema_version(path: Path, version: int | None) -> None:
+    """Set (None: delete) the root ``schema_version`` attribute of a history; no code of the
+    project writes such a file."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        if version is None:
+            del f.attrs["schema_version"]
+        else:
+            f.attrs["schema_version"] = version
+
+
+def write_json(path: Path, data) -> str:
+    """``data`` (a JSON object, or a record with ``to_json()`` such as a summary) written at
+    ``path``, its folders made; returns the path as a string, as a command line takes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data if isinstance(data, dict) else data.to_json()))
+    return str(path)
+
+
+def one_family(
+    cfg: ModelConfig, observation_space: Space, action_space: Space | int
+) -> FamilyPolicy:
     """A fresh one-family model's policy; an int action space is Discrete(n)."""
     if isinstance(action_space, int):
-        action_space = {"type": "Discrete", "n": action_space}
+        action_space = Discrete(action_space)
     return ADTransformer(cfg, {FAMILY: (observation_space, action_space)}).policy()
 
 
@@ -88,8 +174,8 @@ def random_model(cfg: ExperimentConfig, family: envs.TaskFamily, seed: int = 0) 
     that its actions vary with its inputs."""
     env = family.make_env(family.all_tasks()[0])
     torch.manual_seed(seed)
-    obs, act = space_to_json(env.observation_space), space_to_json(env.action_space)
-    policy = ADTransformer(cfg.model, {family_name(family): (obs, act)}).policy()
+    spaces = (env.observation_space, env.action_space)
+    policy = ADTransformer(cfg.model, {family_name(family): spaces}).policy()
     with torch.no_grad():
         for p in policy.parameters():
             if p.ndim >= 2:
@@ -109,8 +195,8 @@ def save_run(
     replace keys of the saved state (to write damaged ones)."""
     record = FamilyRecord(
         config=config_to_dict(cfg),
-        observation_space=policy.observation_space,
-        action_space=policy.action_space,
+        observation_space=space_to_json(policy.observation_space),
+        action_space=space_to_json(policy.action_space),
         split=split.to_json(),
         dataset_fingerprint="test",
         dataset_dir={"from_run": "../data", "absolute": str(cfg.dataset_dir.resolve())},
@@ -177,6 +263,7 @@ def write_dataset(dataset_dir: Path, family, split, runs: list[tuple[str, int]])
             "algorithm_kwargs": {},
             "seed": 0,
             "observation_space": {"type": "MultiDiscrete", "nvec": [9, 9]},
+            "action_space": {"type": "Discrete", "n": 5},
             "num_actions": 5,
             "episode_length": 20,
             "optimal_return": family.optimal_return(task),
@@ -256,7 +343,8 @@ def write_run(
         "task_index": task_index,
         "split": split_name,
         "seed": seed,
-        "observation_space": space_to_json(family.make_env(task).observation_space),
+        "observation_space": space_to_json(env.observation_space),
+        "action_space": space_to_json(env.action_space),
         "num_actions": 5,
         "episode_length": family.episode_length,
         "optimal_return": family.optimal_return(task),
@@ -310,10 +398,9 @@ def tiny_config(
             "run_dir": str(run_dir) if run_dir else None,
             "batch_size": 8,
             "num_steps": 10,
-            "warmup_steps": 2,
-            "lr": 1e-3,
             "log_every": 5,
-            "checkpoint_every": 5,
+            "optim": {"warmup_steps": 2, "lr": 1e-3},
+            "checkpoint": {"every": 5},
         },
     }
     return config_from_dict(data, list(overrides))
@@ -323,6 +410,13 @@ def tiny_config(
 
 
 TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 2}
+
+
+def windows_of(cfg: ExperimentConfig):
+    """The training windows of a specialist's config, opened as training opens them."""
+    from ad.learn.train import open_families
+
+    return open_families(cfg)[0].windows
 
 
 def collect_config(out: Path, family="DarkRoom", algorithm="PPO", kwargs=None, **collect_fields):
@@ -367,33 +461,76 @@ def bandit_config(out: Path, total_steps=400, **fields):
 EPISODES = 20
 
 
+def curve(
+    normalised: np.ndarray | list[float], episode_to_80: int | None = None, scale: float = 10.0
+) -> dict:
+    """The ``CurveStats`` fields of a normalised curve whose returns are ``scale`` times it (a
+    band of +-1 return around the mean)."""
+    normalised = np.asarray(normalised, dtype=float)
+    returns = scale * normalised
+    return {
+        "per_episode": PerEpisode(
+            mean=returns.tolist(),
+            ci_low=(returns - 1).tolist(),
+            ci_high=(returns + 1).tolist(),
+            iqm=returns.tolist(),
+            normalised_mean=normalised.tolist(),
+        ),
+        "first_episode_return": float(returns[0]),
+        "last10_return": float(returns[-10:].mean()),
+        "last10_normalised": float(normalised[-10:].mean()),
+        "episode_to_50": first_episode_reaching(normalised, 0.5, SMOOTHING),
+        "episode_to_80": first_episode_reaching(normalised, 0.8, SMOOTHING)
+        if episode_to_80 is None
+        else episode_to_80,
+    }
+
+
 def summary(
     split_seed: int, train_seed: int, level: float, family: str = "DarkRoom", episodes=EPISODES
-) -> dict:
-    """An ad-eval summary.json whose AD curve rises linearly to ``level`` over ``episodes``
-    episodes (ED flat at 0.1); returns are 10x the normalised ones."""
-
-    def part(curve: np.ndarray, label: str) -> dict:
-        return {
-            "label": label,
-            "per_episode": {"normalised_mean": curve.tolist(), "mean": (10 * curve).tolist()},
-            "last10_normalised": float(curve[-10:].mean()),
-            "first_episode_return": float(curve[0]) * 10,
-            "last10_return": float(curve[-10:].mean()) * 10,
-        }
-
-    ad = part(np.linspace(0.0, level, episodes), "AD (run)")
-    source = part(np.linspace(0.0, 1.0 + 0.01 * split_seed, episodes), "source")
-    return {
+) -> RunSummary:
+    """An ad-eval summary whose AD curve rises linearly to ``level`` over ``episodes`` episodes
+    (ED flat at 0.1, the source to 1 + split_seed / 100); returns are 10x the normalised ones.
+    ``.to_json()`` is its summary.json."""
+    ad = curve(np.linspace(0.0, level, episodes))
+    ed = curve(np.full(episodes, 0.1))
+    source = curve(np.linspace(0.0, 1.0 + 0.01 * split_seed, episodes))
+    run = f"runs/s{split_seed}t{train_seed}"
+    tasks = [{"goal": [i, i + 1]} for i in range(3)]
+    compared = {"checkpoint": f"{run}-ed/checkpoints/step-000010.pt", "normalised_at": {"1": 0.1}}
+    return RunSummary(
         **ad,
-        "run": f"runs/s{split_seed}t{train_seed}",
-        "family": family,
-        "family_kwargs": {},
-        "split": "test",
-        "num_episodes": episodes,
-        "action_mode": "sample",
-        "context_mode": "kv_cache",
-        "config": {"env": {"split_seed": split_seed}, "train": {"seed": train_seed}},
-        "compare": [part(np.full(episodes, 0.1), "ED (run-ed)")],
-        "source": source,
-    }
+        run=run,
+        checkpoint=f"{run}/checkpoints/step-000010.pt",
+        step=10,
+        label="AD (run)",
+        split="test",
+        family=family,
+        family_kwargs={},
+        tasks=tasks,
+        num_tasks=len(tasks),
+        num_episodes=episodes,
+        num_seeds=2,
+        seed=0,
+        action_mode="sample",
+        temperature=1.0,
+        decoding="kv_cache",
+        optimal_return=10.0,
+        random_return=0.0,
+        optimal_returns=[10.0] * len(tasks),
+        random_returns=[0.0] * len(tasks),
+        optimal_from="family",
+        normalised_at={"1": 0.0},
+        source=SourceCurve(
+            **source, num_runs=3, num_streams=6, num_episodes=episodes, num_tasks=len(tasks)
+        ),
+        warnings=[],
+        data_efficiency_ratio=None,
+        compare=[
+            ComparedRun(
+                **ed, label="ED (run-ed)", run=f"{run}-ed", data_efficiency_ratio=None, **compared
+            )
+        ],
+        config={"env": {"split_seed": split_seed}, "train": {"seed": train_seed}},
+        versions={"python": "3.11.0"},
+    )

@@ -4,7 +4,7 @@ Every module of ``ad`` and ``envs`` is parsed (imports inside functions and ``TY
 blocks count too: a deferred import is still a dependency). The layers, lowest first:
 
     envs -> ad foundation (ad, ad.errors, ad.utils, ad.fields, ad.defaults,
-         ad.config, ad.mixture) -> ad.data -> ad.learn
+         ad.config, ad.generalist) -> ad.data -> ad.learn
          -> ad.evaluation -> entry points (ad.pipeline, ad.cli)
 
 A module may import its own layer and the layers below it, never one above. Size is no rule of
@@ -25,7 +25,7 @@ FOUNDATION = {
     "ad.fields",
     "ad.defaults",
     "ad.config",
-    "ad.mixture",
+    "ad.generalist",
 }
 ENTRY = {"ad.pipeline", "ad.cli"}
 MAX_FUNCTION_LINES = 80

@@ -7,10 +7,8 @@ exit status 2 and no traceback, and must not touch what earlier calls wrote.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +17,7 @@ import yaml
 
 from ad.cli import collect_main, eval_main, run_main, train_main
 from ad.data.manifest import load_manifest
-
-SCRIPTS = Path(sys.executable).parent  # the venv's bin/, where pip put the console scripts
-ROOT = Path(__file__).resolve().parent.parent
-TINY_PPO = {"n_steps": 32, "batch_size": 64, "n_epochs": 1}
+from tests.factories import SCRIPTS, TINY_PPO, checkout_env, one_error_line
 
 
 def _config(tmp: Path) -> dict:
@@ -37,7 +32,7 @@ def _config(tmp: Path) -> dict:
         },
         "collect": {
             "algorithm": "PPO",
-            "algorithm_kwargs": TINY_PPO,
+            "algorithm_kwargs": {**TINY_PPO, "n_epochs": 1},
             "n_envs": 2,
             "total_steps": 400,
             "seeds": [0],
@@ -54,9 +49,9 @@ def _config(tmp: Path) -> dict:
             "run_dir": str(tmp / "run"),
             "num_steps": 20,
             "batch_size": 4,
-            "warmup_steps": 2,
             "log_every": 10,
-            "checkpoint_every": 10,
+            "optim": {"warmup_steps": 2},
+            "checkpoint": {"every": 10},
         },
         "eval": {"num_episodes": 3, "num_seeds": 1, "normalise_at": [1, 3]},
     }
@@ -82,11 +77,7 @@ def _user_error(main, argv: list[str], capsys) -> str:
     """Run a main function that must fail on user input; returns its one error line."""
     capsys.readouterr()  # drop what earlier calls printed
     assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
+    return one_error_line(capsys.readouterr().err)
 
 
 def test_collect_train_eval_write_every_output(pipeline, capsys):
@@ -144,21 +135,36 @@ def test_collect_bad_config_values(tmp_path, capsys, overrides, expected):
     assert not list((tmp_path / "data").glob("*.h5"))
 
 
-def test_missing_inputs(tmp_path, capsys):
-    missing = str(tmp_path / "missing.yaml")
-    assert "config file" in _user_error(collect_main, ["--config", missing], capsys)
-    assert "config file" in _user_error(train_main, ["--config", missing], capsys)
-    assert "needs --config" in _user_error(collect_main, [], capsys)
+@pytest.mark.parametrize(
+    ("main", "argv", "expected"),
+    [
+        pytest.param(collect_main, ["--config", "{tmp}/missing.yaml"], "config file",
+                     id="collect-missing-config"),
+        pytest.param(train_main, ["--config", "{tmp}/missing.yaml"], "config file",
+                     id="train-missing-config"),
+        pytest.param(collect_main, [], "needs --config", id="collect-without-config"),
+        pytest.param(train_main, ["--config", "{config}", "--set", "train.dataset={tmp}/nothing"],
+                     "dataset folder", id="train-missing-dataset"),
+        pytest.param(eval_main, ["--run", "{tmp}/run"], "does not exist", id="eval-missing-run"),
+        pytest.param(eval_main, [], "needs --run", id="eval-without-run"),
+        pytest.param(collect_main, ["--config", "{config}", "--shard", "3/2"], "--shard",
+                     id="shard-out-of-range"),
+        pytest.param(collect_main, ["--config", "{config}", "--shard", "x"], "--shard",
+                     id="shard-not-a-fraction"),
+        pytest.param(collect_main, ["--merge", "{tmp}/nowhere"], "not found",
+                     id="merge-missing-folder"),
+        pytest.param(collect_main, ["--merge", "{tmp}/empty"], "no learning histories",
+                     id="merge-empty-folder"),
+    ],
+)  # fmt: skip
+def test_missing_inputs(tmp_path, capsys, main, argv, expected):
+    """{tmp} in argv is this test's folder (with an empty folder, empty/), {config} a good
+    config file whose data and run would go to {tmp}/data and {tmp}/run."""
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(_config(tmp_path)))
-    argv = ["--config", str(config), "--set", f"train.dataset={tmp_path / 'nothing'}"]
-    assert "dataset folder" in _user_error(train_main, argv, capsys)
-    assert "does not exist" in _user_error(eval_main, ["--run", str(tmp_path / "run")], capsys)
-    assert "needs --run" in _user_error(eval_main, [], capsys)
-    assert "--shard" in _user_error(
-        collect_main, ["--config", str(config), "--shard", "3/2"], capsys
-    )
-    assert "--shard" in _user_error(collect_main, ["--config", str(config), "--shard", "x"], capsys)
+    (tmp_path / "empty").mkdir()
+    argv = [arg.format(tmp=tmp_path, config=config) for arg in argv]
+    assert expected in _user_error(main, argv, capsys)
     assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
 
 
@@ -221,7 +227,7 @@ def test_a_refused_collect_keeps_what_the_first_wrote(pipeline, tmp_path, capsys
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
 
 
-def test_collect_merge_lists_the_runs_of_every_shard(tmp_path, capsys):
+def test_collect_merge_lists_the_runs_of_every_shard(tmp_path):
     config = tmp_path / "bandit.yaml"
     collect_section = {"algorithm": "UCB", "n_envs": 2, "total_steps": 100, "seeds": [0]}
     collect_section["output_dir"] = str(tmp_path / "data")
@@ -237,12 +243,11 @@ def test_collect_merge_lists_the_runs_of_every_shard(tmp_path, capsys):
     (data / "manifest.json").unlink()
     truncated = data / names[1]
     truncated.write_bytes(truncated.read_bytes()[:1000])
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
     result = subprocess.run(
-        [str(SCRIPTS / "ad-collect"), "--merge", str(data)], capture_output=True, text=True, env=env
+        [str(SCRIPTS / "ad-collect"), "--merge", str(data)],
+        capture_output=True,
+        text=True,
+        env=checkout_env(),
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
@@ -251,10 +256,6 @@ def test_collect_merge_lists_the_runs_of_every_shard(tmp_path, capsys):
     manifest = load_manifest(data)
     assert sorted(r["file"] for r in manifest["runs"]) == names[:1] + names[2:]
     assert manifest["invalid_files"] == [names[1]] and manifest["name"] == "merge"
-    assert "not found" in _user_error(collect_main, ["--merge", str(tmp_path / "nowhere")], capsys)
-    (tmp_path / "empty").mkdir()
-    message = _user_error(collect_main, ["--merge", str(tmp_path / "empty")], capsys)
-    assert "no learning histories" in message
 
 
 @pytest.mark.parametrize("script", ["ad-collect", "ad-train", "ad-eval", "ad-run"])

@@ -22,14 +22,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-import yaml
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 import envs
-from ad.config import config_from_dict, config_to_dict, load_config
+from ad.config import config_from_dict, config_to_dict, load_config, save_config
 from ad.data.collect import collect
 from ad.data.histories import (
     read_episodes,
@@ -53,10 +52,18 @@ from ad.errors import UserError
 from ad.evaluation.plots import plot_dataset_curves
 from ad.fields import yaml_floats
 from envs.base import TaskFamily
-from tests.factories import TINY_PPO, bandit_config, collect_config
-
-ROOT = Path(__file__).resolve().parent.parent
-AD_COLLECT = Path(sys.executable).parent / "ad-collect"  # the installed console script
+from tests.factories import (
+    ROOT,
+    SCRIPTS,
+    TINY_PPO,
+    bandit_config,
+    checkout_env,
+    collect_config,
+    flip_a_data_byte,
+    one_error_line,
+    refused_in_one_line,
+    set_schema_version,
+)
 
 
 def replay(history) -> int:
@@ -290,8 +297,6 @@ def test_observe_return_shows_the_policy_its_return_so_far_and_records_the_env_o
         history = read_history(path)
         assert history.observations.shape[-1] == 2  # the env's (x, y), not the policy's view
         assert replay(history) == 2 * 2  # 2 streams x 2 episodes, replayed step by step
-    with pytest.raises(UserError, match="observe_return must be an int >= 1"):
-        _source("DarkKeyToDoor", {"observe_return": "yes"})
     assert _source("DarkKeyToDoor", {"observe_return": 2}).model.observation_space.shape == (3,)
 
 
@@ -302,8 +307,6 @@ def test_sb3_policies_from_config_strings():
     image = _source("MiniGridEmpty", {})  # (7, 7, 3) images: the small CNN, not NatureCNN
     extractor = image.model.policy.features_extractor
     assert isinstance(extractor, SmallCNN) and extractor.features_dim == 64
-    with pytest.raises(UserError, match="unknown activation_fn 'swish'"):
-        _source("DarkRoom", {"policy_kwargs": {"activation_fn": "swish"}})
     # YAML reads 1e-5 as a string at any depth; nested kwargs reach SB3 and torch as floats.
     nested = _source("DarkRoom", {"policy_kwargs": {"optimizer_kwargs": {"eps": "1e-5"}}})
     assert nested.model.policy.optimizer.defaults["eps"] == 1e-5
@@ -311,6 +314,27 @@ def test_sb3_policies_from_config_strings():
         "a": [{"b": 2e-3}, "x1e3"],
         "c": (-100.0,),
     }
+
+
+@pytest.mark.parametrize(
+    ("family", "kwargs", "expected"),
+    [
+        pytest.param(
+            "DarkKeyToDoor",
+            {"observe_return": "yes"},
+            "observe_return must be an int >= 1",
+            id="observe-return-not-an-int",
+        ),
+        pytest.param(
+            "DarkRoom",
+            {"policy_kwargs": {"activation_fn": "swish"}},
+            "unknown activation_fn 'swish'",
+            id="unknown-activation",
+        ),
+    ],
+)
+def test_bad_source_kwargs_are_refused(family, kwargs, expected):
+    refused_in_one_line(lambda: _source(family, kwargs), expected)
 
 
 def test_ucb_on_bandit_records_and_learns(tmp_path):
@@ -432,25 +456,14 @@ def test_corrupt_file_of_this_shard_is_recollected(tmp_path):
     np.testing.assert_array_equal(read_history(path).actions, before)
 
 
-def _flip_a_data_byte(path: Path, stream: int) -> None:
-    """Corrupt the stored actions of one stream (an uncompressed chunk) in place."""
-    raw = bytearray(path.read_bytes())
-    offset = raw.find(read_history(path).actions[stream].tobytes())
-    assert offset > 0
-    raw[offset + 8] ^= 0x01
-    path.write_bytes(bytes(raw))
-    read_metadata(path)  # the structure still reads: only the data tell
-    with pytest.raises(UserError, match="reading its data failed"):
-        validate_history(path)
-
-
 def test_resume_validates_data_not_only_structure(tmp_path):
     cfg = bandit_config(tmp_path, compression=None)
     for shard in ((0, 2), (1, 2)):  # tasks 0, 2 and task 1
         collect(cfg, workers=1, progress=False, shard=shard)
     path = tmp_path / "train-task0001-seed0.h5"
     before = read_history(path).actions
-    _flip_a_data_byte(path, stream=1)
+    flip_a_data_byte(path, stream=1)  # the structure still reads: only the data tell
+    refused_in_one_line(lambda: validate_history(path), "reading its data failed")
     corrupt = path.read_bytes()
 
     # The other shard neither skips it as its own nor deletes it, and lists it as invalid.
@@ -502,21 +515,35 @@ def test_shards_together_equal_the_unsharded_collection(tmp_path):
     assert merged["split"] == manifest_whole["split"]
 
 
-def test_files_of_another_config_are_refused_and_nothing_is_lost(tmp_path):
-    collect(bandit_config(tmp_path), workers=1, progress=False)
-    corrupt = tmp_path / "train-task0000-seed0.h5"  # sorted first: checked before the others
+@pytest.fixture(scope="module")
+def collected_with_a_corrupt_file(tmp_path_factory) -> Path:
+    """A bandit collection whose first file (sorted first: checked before the others) was cut
+    short; the tests that share it must leave it as it is."""
+    out = tmp_path_factory.mktemp("collected")
+    collect(bandit_config(out), workers=1, progress=False)
+    corrupt = out / "train-task0000-seed0.h5"
     corrupt.write_bytes(corrupt.read_bytes()[:1000])
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    for changed in (
-        bandit_config(tmp_path, total_steps=800),
-        bandit_config(tmp_path, algorithm_kwargs={"c": 0.5}),
-    ):
-        with pytest.raises(UserError) as excinfo:
-            collect(changed, workers=1, progress=False)
-        message = str(excinfo.value)
-        assert "different config" in message and "output_dir" in message and "\n" not in message
+    return out
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"total_steps": 800}, id="total-steps"),
+        pytest.param({"algorithm_kwargs": {"c": 0.5}}, id="algorithm-kwargs"),
+    ],
+)
+def test_files_of_another_config_are_refused_and_nothing_is_lost(
+    collected_with_a_corrupt_file, changes
+):
+    out = collected_with_a_corrupt_file
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    changed = bandit_config(out, **changes)
+    refused_in_one_line(
+        lambda: collect(changed, workers=1, progress=False), "different config", "output_dir"
+    )
     # A refused call changes nothing: not the corrupt file, the config, nor the manifest.
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_output_dir_wins_over_train_dataset_and_a_summary_is_printed(tmp_path, capsys):
@@ -612,30 +639,77 @@ class FlakySource(SourceAlgorithm):
 
 
 def _error(cfg, **kwargs) -> str:
-    with pytest.raises(UserError) as excinfo:
-        collect(cfg, progress=False, **kwargs)
-    message = str(excinfo.value)
-    assert message and "\n" not in message
-    return message
+    return refused_in_one_line(lambda: collect(cfg, progress=False, **kwargs))
 
 
-def test_bad_input_gives_one_line_errors(tmp_path):
-    assert "unknown source algorithm 'SACX'" in _error(bandit_config(tmp_path, algorithm="SACX"))
-    box = collect_config(tmp_path, family=f"{__name__}:BoxActionFamily", algorithm="DQN")
-    assert "needs a Discrete action space" in _error(box)
-    assert "SAC needs a Box action space" in _error(bandit_config(tmp_path, algorithm="SAC"))
-    typo = bandit_config(tmp_path, algorithm_kwargs={"exploration": 1.0})
-    assert "bad collect.algorithm_kwargs for UCB" in _error(typo)
-    ppo_typo = collect_config(tmp_path, kwargs={"learning_rat": 1e-3})
-    assert "bad collect.algorithm_kwargs for PPO" in _error(ppo_typo)
-    string_lr = collect_config(tmp_path, kwargs={"learning_rate": "fast"})
-    assert "bad collect.algorithm_kwargs for PPO" in _error(string_lr)
-    assert "collect.seeds must be integers" in _error(bandit_config(tmp_path, seeds=["a"]))
-    (tmp_path / "file").write_text("a regular file")
-    unwritable = bandit_config(tmp_path / "file" / "ds")
-    assert "choose a writable collect.output_dir" in _error(unwritable)
-    assert "bad shard" in _error(bandit_config(tmp_path), shard=(2, 2))
-    assert "no module named" in _error(bandit_config(tmp_path, algorithm="nope:Algo")).lower()
+# Bad collect configs, each built into a folder (``out``) that a refusal must leave unmade.
+
+
+def _unknown_algorithm(out: Path):
+    return bandit_config(out, algorithm="SACX")
+
+
+def _dqn_on_box_actions(out: Path):
+    return collect_config(out, family=f"{__name__}:BoxActionFamily", algorithm="DQN")
+
+
+def _unwritable_output_dir(out: Path):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent / "file").write_text("a regular file")
+    return bandit_config(out.parent / "file" / "ds")
+
+
+@pytest.mark.parametrize(
+    ("make_config", "kwargs", "expected"),
+    [
+        pytest.param(_unknown_algorithm, {}, "unknown source algorithm 'SACX'", id="unknown"),
+        pytest.param(_dqn_on_box_actions, {}, "needs a Discrete action space", id="dqn-box"),
+        pytest.param(
+            lambda out: bandit_config(out, algorithm="SAC"),
+            {},
+            "SAC needs a Box action space",
+            id="sac-discrete",
+        ),
+        pytest.param(
+            lambda out: bandit_config(out, algorithm_kwargs={"exploration": 1.0}),
+            {},
+            "bad collect.algorithm_kwargs for UCB",
+            id="ucb-kwarg-typo",
+        ),
+        pytest.param(
+            lambda out: collect_config(out, kwargs={"learning_rat": 1e-3}),
+            {},
+            "bad collect.algorithm_kwargs for PPO",
+            id="ppo-kwarg-typo",
+        ),
+        pytest.param(
+            lambda out: collect_config(out, kwargs={"learning_rate": "fast"}),
+            {},
+            "bad collect.algorithm_kwargs for PPO",
+            id="ppo-string-lr",
+        ),
+        pytest.param(
+            lambda out: bandit_config(out, seeds=["a"]),
+            {},
+            "collect.seeds must be integers",
+            id="string-seed",
+        ),
+        pytest.param(
+            _unwritable_output_dir, {}, "choose a writable collect.output_dir", id="unwritable"
+        ),
+        pytest.param(bandit_config, {"shard": (2, 2)}, "bad shard", id="shard-out-of-range"),
+        pytest.param(
+            lambda out: bandit_config(out, algorithm="nope:Algo"),
+            {},
+            "No module named 'nope'",
+            id="missing-module",
+        ),
+    ],
+)
+def test_bad_input_gives_one_line_errors(tmp_path, make_config, kwargs, expected):
+    out = tmp_path / "out"
+    assert expected in _error(make_config(out), **kwargs)
+    assert not out.exists()
 
 
 def test_failed_runs_are_reported_after_the_others_finish(tmp_path):
@@ -666,9 +740,7 @@ def test_inspect_tabulates_plots_and_refuses_corrupt_files(tmp_path):
         np.testing.assert_allclose(got, want)
     path = tmp_path / "train-task0002-seed0.h5"
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(UserError) as excinfo:
-        inspect(tmp_path)
-    assert "train-task0002-seed0.h5" in str(excinfo.value) and "\n" not in str(excinfo.value)
+    refused_in_one_line(lambda: inspect(tmp_path), "train-task0002-seed0.h5")
     with pytest.raises(UserError, match="no learning histories"):
         inspect(tmp_path / "empty")
 
@@ -676,30 +748,21 @@ def test_inspect_tabulates_plots_and_refuses_corrupt_files(tmp_path):
 def _cli_error(*args: str) -> str:
     """Run the installed ad-collect on bad input; returns its one error line."""
     result = subprocess.run(
-        [str(AD_COLLECT), "--no-progress", *args],
+        [str(SCRIPTS / "ad-collect"), "--no-progress", *args],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=ROOT,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        },
+        env=checkout_env(),
     )
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+    assert result.returncode != 0, result.stderr
+    return one_error_line(result.stderr)
 
 
 def _config_file(tmp_path: Path, cfg) -> str:
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    save_config(cfg, path)
     return str(path)
-
-
-def _other_version(path: Path) -> None:
-    rewrite_history(path, metadata={**read_metadata(path), "schema_version": 7})
 
 
 def _wrong_episode_shape(path: Path) -> None:
@@ -711,9 +774,9 @@ def _wrong_episode_shape(path: Path) -> None:
     ("damage", "expected"),
     [
         (lambda p: p.write_bytes(p.read_bytes()[:-100]), "not a valid learning history"),
-        (lambda p: _flip_a_data_byte(p, stream=2), "reading its data failed"),
+        (lambda p: flip_a_data_byte(p, stream=2), "reading its data failed"),
         (_wrong_episode_shape, "episode_returns is shaped (1,)"),
-        (_other_version, "schema version 7"),
+        (lambda p: set_schema_version(p, 7), "schema version 7"),
     ],
     ids=["truncated", "corrupt-data", "episode-shape", "schema-version"],
 )
@@ -725,22 +788,28 @@ def test_cli_inspect_refuses_bad_files_in_one_line(tmp_path, damage, expected):
     assert expected in message and path.name in message
 
 
-def test_cli_collect_refuses_bad_input_in_one_line(tmp_path):
-    sac = bandit_config(tmp_path / "a", algorithm="SACX")
-    assert "unknown source algorithm 'SACX'" in _cli_error("--config", _config_file(tmp_path, sac))
-    box = collect_config(tmp_path / "b", family=f"{__name__}:BoxActionFamily", algorithm="DQN")
-    message = _cli_error("--config", _config_file(tmp_path, box))
-    assert "DQN needs a Discrete action space" in message
-    (tmp_path / "file").write_text("a regular file")
-    unwritable = bandit_config(tmp_path / "file" / "ds")
-    message = _cli_error("--config", _config_file(tmp_path, unwritable))
-    assert "choose a writable collect.output_dir" in message
+@pytest.mark.parametrize(
+    ("make_config", "expected"),
+    [
+        pytest.param(_unknown_algorithm, "unknown source algorithm 'SACX'", id="unknown"),
+        pytest.param(_dqn_on_box_actions, "DQN needs a Discrete action space", id="dqn-box"),
+        pytest.param(
+            _unwritable_output_dir, "choose a writable collect.output_dir", id="unwritable"
+        ),
+    ],
+)
+def test_cli_collect_refuses_bad_input_in_one_line(tmp_path, make_config, expected):
+    out = tmp_path / "out"
+    assert expected in _cli_error("--config", _config_file(tmp_path, make_config(out)))
+    assert not out.exists()
+
+
+def test_cli_collect_refuses_a_folder_of_another_schema_version_in_one_line(tmp_path):
     versioned = bandit_config(tmp_path / "v")
     collect(versioned, workers=1, progress=False)
-    _other_version(tmp_path / "v" / "train-task0000-seed0.h5")
+    set_schema_version(tmp_path / "v" / "train-task0000-seed0.h5", 7)
     message = _cli_error("--config", _config_file(tmp_path, versioned))
     assert "schema version 7" in message and "another collect.output_dir" in message
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 @pytest.mark.slow

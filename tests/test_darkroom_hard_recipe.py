@@ -18,9 +18,9 @@ REDUCED = [
     "env.family_kwargs={size: 7, episode_length: 20}",
     "env.num_train_tasks=30", "env.num_validation_tasks=1", "env.num_test_tasks=4",
     "collect.splits=[train, test]", "collect.seeds=[0]", "collect.total_steps=4000",
-    "model.context_steps=80", "train.subsample_every=6", "eval.num_episodes=58",
+    "model.context_steps=80", "train.data.subsample_every=6", "eval.num_episodes=58",
     "train.num_steps=1000", "train.batch_size=16",
-    "train.warmup_steps=50", "train.checkpoint_every=1000", "train.ed_num_steps=150",
+    "train.optim.warmup_steps=50", "train.checkpoint.every=1000", "train.ed.num_steps=150",
     "eval.num_seeds=16",
 ]  # fmt: skip
 # Measured (2026-12-05, one core, beside other jobs: ~3 minutes), 4 test goals x 16 seeds x 58

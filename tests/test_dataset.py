@@ -3,8 +3,8 @@
 Test datasets are real HDF5 histories (``ad.data.histories.write_history``) of the real DarkRoom env
 stepped by a scripted epsilon-greedy policy, with a manifest built by ``ad.data.manifest.merge_manifest``.
 The scripted policy marks an episode terminated on some goal visits, so episodes have different
-lengths and boundaries fall anywhere in a window. ``make_dataset`` and ``tiny_config`` are also
-used by test_train.py and test_checkpoint.py.
+lengths and boundaries fall anywhere in a window. ``make_dataset`` and ``tiny_config`` live in
+``tests/factories.py``: test_train.py and test_checkpoint.py use them too.
 """
 
 from __future__ import annotations
@@ -18,12 +18,18 @@ import pytest
 from ad.config import ExperimentConfig
 from ad.data import histories
 from ad.data.histories import read_history
-from ad.errors import UserError
 from ad.learn.batches import iterate_batches, window_indices
 from ad.learn.kept_streams import KeepPolicy, first_window_of_each, kept_segments, plan_stream
-from ad.learn.windows import WINDOW_KEYS, open_windows
+from ad.learn.windows import WINDOW_KEYS
 from envs import make_family
-from tests.factories import CENTRE, make_dataset, tiny_config, write_run
+from tests.factories import (
+    CENTRE,
+    make_dataset,
+    refused_in_one_line,
+    tiny_config,
+    windows_of,
+    write_run,
+)
 
 # --------------------------------------------------------------------------- helpers
 
@@ -135,9 +141,9 @@ def test_families_rows_are_laid_end_to_end_and_ranks_take_contiguous_slices():
     ids=["ad", "ad-subsample3", "ad-subsample3-all-offsets", "ed"],
 )
 def test_windows_match_independent_reference(dataset_dir, mode, k, offsets):
-    cfg = tiny_config(dataset_dir, None, f"train.mode={mode}", f"train.subsample_every={k}",
-                      "train.ed_last_episodes=4", f"train.subsample_offsets={offsets}")  # fmt: skip
-    ds = open_windows(cfg)
+    cfg = tiny_config(dataset_dir, None, f"train.mode={mode}", f"train.data.subsample_every={k}",
+                      "train.ed.last_episodes=4", f"train.data.subsample_offsets={offsets}")  # fmt: skip
+    ds = windows_of(cfg)
     every = range(k) if offsets == "all" and mode == "ad" else range(1)
     expected = reference_windows(dataset_dir, mode, k, 4, 40, every)
     got = ds.get_batch(np.arange(ds.num_windows))
@@ -153,7 +159,7 @@ def test_windows_match_independent_reference(dataset_dir, mode, k, offsets):
 
 
 def test_subsampling_crosses_episode_gaps(dataset_dir):
-    ds = open_windows(tiny_config(dataset_dir, None, "train.subsample_every=3"))
+    ds = windows_of(tiny_config(dataset_dir, None, "train.data.subsample_every=3"))
     stream = ds.streams[0]
     assert len(stream.segment_starts) > 1  # several separate kept segments
     gap = stream.segment_kept_starts[1]  # first kept index of the second segment
@@ -163,7 +169,7 @@ def test_subsampling_crosses_episode_gaps(dataset_dir):
 
 
 def test_ed_uses_only_the_last_episodes(dataset_dir):
-    ds = open_windows(tiny_config(dataset_dir, None, "train.mode=ed", "train.ed_last_episodes=3"))
+    ds = windows_of(tiny_config(dataset_dir, None, "train.mode=ed", "train.ed.last_episodes=3"))
     for stream in ds.streams:
         h = read_history(ds.files[stream.history])
         dones = h.terminations[stream.stream] | h.truncations[stream.stream]
@@ -174,18 +180,17 @@ def test_ed_uses_only_the_last_episodes(dataset_dir):
 
 
 def test_ed_context_steps_sets_the_ed_models_context_and_only_its(dataset_dir):
-    # one last episode (20 steps) is shorter than the 40-step context: ED needs its own
-    ed = ["train.mode=ed", "train.ed_last_episodes=1"]
-    with pytest.raises(UserError, match="has 40 kept steps"):
-        open_windows(tiny_config(dataset_dir, None, *ed))
-    ds = open_windows(tiny_config(dataset_dir, None, *ed, "train.ed_context_steps=20"))
+    # one last episode (20 steps) is shorter than the 40-step context: ED needs its own (without
+    # it, refused: test_bad_settings_for_a_good_dataset_are_refused)
+    ed = ["train.mode=ed", "train.ed.last_episodes=1"]
+    ds = windows_of(tiny_config(dataset_dir, None, *ed, "train.ed.context_steps=20"))
     assert ds.window_steps == 20 and ds[0]["observations"].shape[0] == 20
-    ad = open_windows(tiny_config(dataset_dir, None, "train.ed_context_steps=20"))
+    ad = windows_of(tiny_config(dataset_dir, None, "train.ed.context_steps=20"))
     assert ad.window_steps == 40  # AD keeps model.context_steps
 
 
 def test_test_and_validation_runs_never_appear(dataset_dir):
-    ds = open_windows(tiny_config(dataset_dir))
+    ds = windows_of(tiny_config(dataset_dir))
     manifest = json.loads((dataset_dir / "manifest.json").read_text())
     assert {run["split"] for run in manifest["runs"]} == {"train", "validation", "test"}
     assert {ds.files[s.history].name for s in ds.streams} == {
@@ -200,10 +205,10 @@ def test_test_and_validation_runs_never_appear(dataset_dir):
     [("ad", 1, "first"), ("ad", 3, "first"), ("ad", 3, "all"), ("ed", 1, "first")],
 )
 def test_streamed_equals_in_memory(dataset_dir, mode, k, offsets):
-    common = [f"train.mode={mode}", f"train.subsample_every={k}", "train.ed_last_episodes=4",
-              f"train.subsample_offsets={offsets}"]  # fmt: skip
-    memory = open_windows(tiny_config(dataset_dir, None, 'train.in_memory="yes"', *common))
-    streamed = open_windows(tiny_config(dataset_dir, None, 'train.in_memory="no"', *common))
+    common = [f"train.mode={mode}", f"train.data.subsample_every={k}", "train.ed.last_episodes=4",
+              f"train.data.subsample_offsets={offsets}"]  # fmt: skip
+    memory = windows_of(tiny_config(dataset_dir, None, 'train.data.in_memory="yes"', *common))
+    streamed = windows_of(tiny_config(dataset_dir, None, 'train.data.in_memory="no"', *common))
     assert memory.in_memory and not streamed.in_memory
     assert streamed.num_windows == memory.num_windows
     indices = np.arange(memory.num_windows)
@@ -214,8 +219,8 @@ def test_streamed_equals_in_memory(dataset_dir, mode, k, offsets):
 
 
 def test_streamed_dataloader_workers_give_the_same_batches(dataset_dir):
-    memory = open_windows(tiny_config(dataset_dir, None, 'train.in_memory="yes"'))
-    streamed = open_windows(tiny_config(dataset_dir, None, 'train.in_memory="no"'))
+    memory = windows_of(tiny_config(dataset_dir, None, 'train.data.in_memory="yes"'))
+    streamed = windows_of(tiny_config(dataset_dir, None, 'train.data.in_memory="no"'))
     args = dict(rows=[4], seed=3, start_step=5, num_steps=9)
     expected = list(iterate_batches([memory], **args))
     got = list(iterate_batches([streamed], **args, num_workers=2))
@@ -226,9 +231,9 @@ def test_streamed_dataloader_workers_give_the_same_batches(dataset_dir):
 
 
 def test_in_memory_auto_follows_the_memory_budget(dataset_dir):
-    assert open_windows(tiny_config(dataset_dir)).in_memory
-    assert not open_windows(
-        tiny_config(dataset_dir, None, "train.max_memory_gb=0.000001")
+    assert windows_of(tiny_config(dataset_dir)).in_memory
+    assert not windows_of(
+        tiny_config(dataset_dir, None, "train.data.max_memory_gb=0.000001")
     ).in_memory
 
 
@@ -236,64 +241,101 @@ def test_in_memory_auto_follows_the_memory_budget(dataset_dir):
 
 
 def _one_line_error(cfg: ExperimentConfig, *words: str) -> str:
-    with pytest.raises(UserError) as info:
-        open_windows(cfg)
-    message = str(info.value)
-    assert "\n" not in message
-    for word in words:
-        assert word in message, message
-    return message
+    return refused_in_one_line(lambda: windows_of(cfg), *words)
 
 
-def test_missing_dataset_folder(tmp_path):
-    _one_line_error(tiny_config(tmp_path / "nowhere"), "not found", "ad-collect")
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        pytest.param(  # one last episode (20 steps) is shorter than the 40-step context
+            ["train.mode=ed", "train.ed.last_episodes=1"],
+            ["has 40 kept steps"],
+            id="ed-episodes-shorter-than-context",
+        ),
+        pytest.param(
+            ["model.context_steps=19"],
+            ["shorter than one episode", "20"],
+            id="context-shorter-than-an-episode",
+        ),
+        pytest.param(
+            ["train.data.window_steps=30"],
+            ["train.data.window_steps=30 is shorter than model.context_steps=40"],
+            id="windows-shorter-than-the-band",
+        ),
+    ],
+)
+def test_bad_settings_for_a_good_dataset_are_refused(dataset_dir, overrides, words):
+    _one_line_error(tiny_config(dataset_dir, None, *overrides), *words)
 
 
-def test_manifest_schema_mismatch(tmp_path):
+# Bad datasets: each builder makes one under tmp_path and returns its folder.
+
+
+def _manifest_of_another_version(tmp_path: Path) -> Path:
     data = make_dataset(tmp_path / "d", train_tasks=(0,), test_tasks=())
     manifest = json.loads((data / "manifest.json").read_text())
     (data / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 99}))
-    _one_line_error(tiny_config(data), "schema version", "99")
+    return data
 
 
-def test_history_schema_mismatch(tmp_path, monkeypatch):
+def _history_of_a_future_version(tmp_path: Path) -> Path:
     data = make_dataset(tmp_path / "d", train_tasks=(0,), test_tasks=())
-    monkeypatch.setattr(histories, "SCHEMA_VERSION", 3)  # a file from a future version
-    write_run(data, 0, "train", 0)
-    monkeypatch.undo()
-    _one_line_error(tiny_config(data), "schema version", "re-collect")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(histories, "SCHEMA_VERSION", 3)
+        write_run(data, 0, "train", 0)
+    return data
 
 
-@pytest.mark.parametrize("where", ["test", "validation"])
-def test_refuses_a_test_or_validation_task_in_training_runs(tmp_path, where):
-    # Collected with split seed 1: its train task list holds test and validation tasks of seed 0.
-    family = make_family("DarkRoom")
-    seed0, seed1 = family.split(0), family.split(1)
-    leaking = next(i for i, t in enumerate(seed1.train) if seed0.split_of(t) == where)
-    data = make_dataset(tmp_path / "d", split_seed=1, train_tasks=(leaking,), test_tasks=())
-    _one_line_error(tiny_config(data), f"is a {where} task", "same env section")
+def _runs_of_split_seed_1(where: str):
+    """Collected with split seed 1: its train tasks that are ``where`` tasks of seed 0."""
+
+    def build(tmp_path: Path) -> Path:
+        family = make_family("DarkRoom")
+        seed0, seed1 = family.split(0), family.split(1)
+        task = next(i for i, t in enumerate(seed1.train) if seed0.split_of(t) == where)
+        return make_dataset(tmp_path / "d", split_seed=1, train_tasks=(task,), test_tasks=())
+
+    return build
 
 
-def test_refuses_dataset_of_another_split(tmp_path):
-    family = make_family("DarkRoom")
-    seed0, seed1 = family.split(0), family.split(1)
-    safe = next(i for i, t in enumerate(seed1.train) if seed0.split_of(t) == "train")
-    data = make_dataset(tmp_path / "d", split_seed=1, train_tasks=(safe,), test_tasks=())
-    _one_line_error(tiny_config(data), "another task split", "seed", "same env section")
-
-
-def test_refuses_context_shorter_than_an_episode(dataset_dir):
-    cfg = tiny_config(dataset_dir, None, "model.context_steps=19")
-    _one_line_error(cfg, "shorter than one episode", "20")
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [
+        pytest.param(
+            lambda tmp_path: tmp_path / "nowhere", ["not found", "ad-collect"], id="missing"
+        ),
+        pytest.param(_manifest_of_another_version, ["schema version", "99"], id="manifest-version"),
+        pytest.param(
+            _history_of_a_future_version, ["schema version", "re-collect"], id="history-version"
+        ),
+        pytest.param(
+            _runs_of_split_seed_1("test"),
+            ["is a test task", "same env section"],
+            id="a-test-task-in-training-runs",
+        ),
+        pytest.param(
+            _runs_of_split_seed_1("validation"),
+            ["is a validation task", "same env section"],
+            id="a-validation-task-in-training-runs",
+        ),
+        pytest.param(
+            _runs_of_split_seed_1("train"),
+            ["another task split", "seed", "same env section"],
+            id="another-split",
+        ),
+    ],
+)
+def test_a_bad_dataset_is_refused(tmp_path, build, words):
+    _one_line_error(tiny_config(build(tmp_path)), *words)
 
 
 @pytest.mark.parametrize("in_memory", ["yes", "no"])
 def test_windows_longer_than_the_band_keep_the_loss_where_the_band_is_full(dataset_dir, in_memory):
-    """train.window_steps = 60 over a band of 40: the same steps as the band's windows, with the
+    """train.data.window_steps = 60 over a band of 40: the same steps as the band's windows, with the
     first 39 targets cut, except in each stream's first window, where nothing precedes them."""
-    memory = f'train.in_memory="{in_memory}"'
-    band = open_windows(tiny_config(dataset_dir, None, memory))
-    long = open_windows(tiny_config(dataset_dir, None, memory, "train.window_steps=60"))
+    memory = f'train.data.in_memory="{in_memory}"'
+    band = windows_of(tiny_config(dataset_dir, None, memory))
+    long = windows_of(tiny_config(dataset_dir, None, memory, "train.data.window_steps=60"))
     assert long.window_steps == 60 and long.loss_from == 39 and band.loss_from == 0
     assert long.num_windows == sum(s.num_kept_steps - 59 for s in long.streams) > 0
     key_of = lambda s: (s.history, s.stream, int(s.segment_starts[0]))  # noqa: E731
@@ -314,11 +356,6 @@ def test_windows_longer_than_the_band_keep_the_loss_where_the_band_is_full(datas
     band.close(), long.close()
 
 
-def test_windows_shorter_than_the_band_are_refused(dataset_dir):
-    cfg = tiny_config(dataset_dir, None, "train.window_steps=30")
-    _one_line_error(cfg, "train.window_steps=30 is shorter than model.context_steps=40")
-
-
 @pytest.mark.parametrize("mode", ["ad", "ed"])
 def test_streamed_refuses_an_episode_table_that_disagrees_with_the_steps(tmp_path, mode):
     # No checksum covers the episode table; streamed training plans the kept episodes from it.
@@ -328,10 +365,10 @@ def test_streamed_refuses_an_episode_table_that_disagrees_with_the_steps(tmp_pat
     ends = episodes["episode_ends"].copy()
     ends[len(ends) // 2] -= 3  # one episode boundary moved: same shapes, wrong boundaries
     histories.rewrite_history(path, datasets={"episode_ends": ends})
-    common = [f"train.mode={mode}", "train.subsample_every=3", "train.ed_last_episodes=4"]
+    common = [f"train.mode={mode}", "train.data.subsample_every=3", "train.ed.last_episodes=4"]
     message = _one_line_error(
-        tiny_config(data, None, 'train.in_memory="no"', *common), path.name, "episode_ends"
+        tiny_config(data, None, 'train.data.in_memory="no"', *common), path.name, "episode_ends"
     )
     assert "ad-collect" in message
     # In memory, boundaries come from the step data themselves, so the same folder trains.
-    assert open_windows(tiny_config(data, None, 'train.in_memory="yes"', *common)).num_windows
+    assert windows_of(tiny_config(data, None, 'train.data.in_memory="yes"', *common)).num_windows

@@ -13,10 +13,11 @@ import yaml
 from ad.config import ExperimentConfig, help_text, load_config
 from ad.defaults import SourceShape, derive
 from ad.errors import UserError
+from ad.evaluation.summary import RunSummary
 from ad.learn.training_data import TrainingRuns, resolve_config, source_shape
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-DERIVE = ["model.context_steps=null", "train.subsample_every=null", "eval.num_episodes=null"]
+DERIVE = ["model.context_steps=null", "train.data.subsample_every=null", "eval.num_episodes=null"]
 
 
 def _runs(episode_length: int, steps: int, streams: int, episodes: list[int]) -> TrainingRuns:
@@ -27,7 +28,7 @@ def _runs(episode_length: int, steps: int, streams: int, episodes: list[int]) ->
 
 
 def _derived(cfg: ExperimentConfig) -> tuple[int, int, int]:
-    return cfg.model.context_steps, cfg.train.subsample_every, cfg.eval.num_episodes
+    return cfg.model.context_steps, cfg.train.data.subsample_every, cfg.eval.num_episodes
 
 
 def test_dark_room_quick_derives_its_measured_values():
@@ -66,7 +67,7 @@ def test_the_shortest_runs_decide():
     ("shape", "kwargs", "needle"),
     [
         (SourceShape(50, 40, 0), {}, "less than one episode (50 steps)"),
-        (SourceShape(20, 2000, 100), {"subsample_every": 200}, "lower train.subsample_every"),
+        (SourceShape(20, 2000, 100), {"subsample_every": 200}, "lower train.data.subsample_every"),
     ],
 )
 def test_underivable_settings_give_one_line_errors(shape, kwargs, needle):
@@ -98,12 +99,14 @@ def _tiny_run(name: str, overrides: list[str], tmp_path: Path) -> tuple[Experime
     return cfg, summary
 
 
-def _check_recorded(cfg: ExperimentConfig, summary: dict, expected: tuple[int, int, int]) -> None:
+def _check_recorded(
+    cfg: ExperimentConfig, summary: RunSummary, expected: tuple[int, int, int]
+) -> None:
     run_dir = cfg.run_dir
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert (
         saved["model"]["context_steps"],
-        saved["train"]["subsample_every"],
+        saved["train"]["data"]["subsample_every"],
         saved["eval"]["num_episodes"],
     ) == expected
     checkpoint = sorted((run_dir / "checkpoints").glob("*.pt"))[-1]
@@ -111,8 +114,8 @@ def _check_recorded(cfg: ExperimentConfig, summary: dict, expected: tuple[int, i
     assert stored["model"]["context_steps"] == expected[0]
     assert stored["eval"]["num_episodes"] == expected[2]
     # Evaluation ran the recorded number of episodes.
-    assert summary["num_episodes"] == expected[2]
-    assert len(summary["per_episode"]["mean"]) == expected[2]
+    assert summary.num_episodes == expected[2]
+    assert len(summary.per_episode.mean) == expected[2]
 
 
 def test_bandit_derives_the_whole_run_as_context_and_runs(tmp_path):
@@ -127,7 +130,7 @@ def test_bandit_derives_the_whole_run_as_context_and_runs(tmp_path):
             "collect.n_envs=4",
             "collect.total_steps=400",
             "train.num_steps=4",
-            "train.checkpoint_every=4",
+            "train.checkpoint.every=4",
             "eval.num_seeds=1",
         ],
         tmp_path,
@@ -145,7 +148,7 @@ def test_key_to_door_derives_four_episodes_of_context_and_runs(tmp_path):
             "env.num_train_tasks=2",
             "env.num_test_tasks=1",
             "train.num_steps=4",
-            "train.checkpoint_every=4",
+            "train.checkpoint.every=4",
             "eval.num_seeds=1",
         ],
         tmp_path,

@@ -17,6 +17,7 @@ import pytest
 
 from ad.config import ExperimentConfig, load_config
 from ad.data.manifest import load_manifest
+from ad.evaluation.summary import RunSummary
 from envs.base import make_family
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -57,8 +58,9 @@ def test_paper_scale_config_has_the_papers_model_and_states_its_cost(name):
     assert cfg.name == name and cfg.env.family == FAMILIES[name]
     m, t = cfg.model, cfg.train
     assert (m.embed_dim, m.num_layers, m.num_heads, m.ff_dim, m.dropout) == (64, 4, 4, 2048, 0.1)
-    assert (t.batch_size, t.lr, t.min_lr, t.betas, t.grad_clip) == (128, 3e-4, 2e-6, [0.9, 0.99], 1)
-    assert t.weight_decay == 0.0 and t.mode == "ad" and t.device == "auto"
+    o = t.optim
+    assert (t.batch_size, o.lr, o.min_lr, o.betas, o.grad_clip) == (128, 3e-4, 2e-6, [0.9, 0.99], 1)
+    assert o.weight_decay == 0.0 and t.mode == "ad" and t.device == "auto"
     hard = name == "darkroom_hard"
     assert (m.attn_dropout, m.input_mask_prob) == ((0.0, 0.5) if hard else (0.5, 0.3))
     assert t.label_smoothing == (0.2 if hard else 0.0)
@@ -100,12 +102,12 @@ def _finite(values) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
 
-def ucb_score(summary: dict) -> float:
+def ucb_score(summary: RunSummary) -> float:
     """The paper's bandit score (r - r_random) / (r_UCB - r_random), r = mean return over all
     pulls, r_UCB from the source curve of the same tasks in ``summary``."""
-    random = summary["random_return"]
-    model = np.mean(summary["per_episode"]["mean"])
-    ucb = np.mean(summary["source"]["per_episode"]["mean"][: summary["num_episodes"]])
+    random = summary.random_return
+    model = np.mean(summary.per_episode.mean)
+    ucb = np.mean(summary.source.per_episode.mean[: summary.num_episodes])
     return float((model - random) / (ucb - random))
 
 
@@ -115,7 +117,7 @@ def _num_runs(cfg: ExperimentConfig) -> int:
     return sum(len(split.tasks(s)) for s in cfg.collect.splits) * len(cfg.collect.seeds)
 
 
-def _check_outputs(cfg: ExperimentConfig, summary: dict, with_ed: bool) -> Path:
+def _check_outputs(cfg: ExperimentConfig, summary: RunSummary, with_ed: bool) -> Path:
     """The files of every stage exist and hold finite numbers; returns the report folder."""
     runs = load_manifest(cfg.dataset_dir)["runs"]
     assert len(runs) == _num_runs(cfg)
@@ -128,7 +130,7 @@ def _check_outputs(cfg: ExperimentConfig, summary: dict, with_ed: bool) -> Path:
         losses = [float(row["train/loss"]) for row in csv.DictReader(f)]
     assert losses and _finite(losses)
     if with_ed:  # ad-run's ED control: its own folder and step budget
-        ed_steps = cfg.train.ed_num_steps or cfg.train.num_steps
+        ed_steps = cfg.train.ed.num_steps or cfg.train.num_steps
         ed_dir = cfg.run_dir.parent / f"{cfg.run_dir.name}-ed"
         assert (ed_dir / "checkpoints" / f"step-{ed_steps:06d}.pt").is_file()
 
@@ -138,12 +140,12 @@ def _check_outputs(cfg: ExperimentConfig, summary: dict, with_ed: bool) -> Path:
     returns = np.load(report / "returns.npz")["returns"]
     shape = (cfg.env.num_test_tasks, cfg.eval.num_seeds, cfg.eval.num_episodes)
     assert returns.shape == shape and np.isfinite(returns).all()
-    assert summary["split"] == "test" and summary["num_episodes"] == cfg.eval.num_episodes
-    assert _finite([summary["first_episode_return"], summary["last10_return"]])
-    assert _finite(summary["per_episode"]["mean"])
-    assert len(summary["per_episode"]["mean"]) == cfg.eval.num_episodes
-    assert summary["source"] is not None and _finite(summary["source"]["per_episode"]["mean"])
-    assert len(summary["compare"]) == int(with_ed)
+    assert summary.split == "test" and summary.num_episodes == cfg.eval.num_episodes
+    assert _finite([summary.first_episode_return, summary.last10_return])
+    assert _finite(summary.per_episode.mean)
+    assert len(summary.per_episode.mean) == cfg.eval.num_episodes
+    assert summary.source is not None and _finite(summary.source.per_episode.mean)
+    assert len(summary.compare) == int(with_ed)
     return report
 
 
@@ -161,8 +163,8 @@ def test_reduced_experiment_runs_end_to_end(name, tmp_path):
 def test_bandit_learns_in_context_on_even_arms(tmp_path):
     """AD distilled from UCB on odd-arm tasks learns in context on test even-arm tasks."""
     from ad.evaluation.evaluate import evaluate
-    from ad.learn.windows import open_windows
     from ad.pipeline import run_pipeline
+    from tests.factories import windows_of
 
     cfg = _load("bandit_ci", tmp_path)
     (summary,) = run_pipeline(cfg, workers=1, with_ed=False, progress=False)
@@ -170,14 +172,14 @@ def test_bandit_learns_in_context_on_even_arms(tmp_path):
 
     # One-step episodes all the way: one window per stream (a whole 100-pull run), every
     # token starts an episode, and per-episode outputs have one entry per pull.
-    dataset = open_windows(cfg)
+    dataset = windows_of(cfg)
     assert dataset.num_windows == cfg.env.num_train_tasks * cfg.collect.n_envs
     assert dataset.get_batch(np.arange(8))["prev_dones"].all()
-    assert sorted(summary["normalised_at"], key=int) == ["1", "10", "50", "100"]
-    assert summary["source"]["num_episodes"] == 100
+    assert sorted(summary.normalised_at, key=int) == ["1", "10", "50", "100"]
+    assert summary.source.num_episodes == 100
 
     # The test tasks are the adversarial ones: mostly an even best arm.
-    best = [int(np.argmax(task["means"])) for task in summary["tasks"]]
+    best = [int(np.argmax(task["means"])) for task in summary.tasks]
     assert np.mean([arm % 2 == 0 for arm in best]) >= 0.8
 
     returns = np.load(report / "returns.npz")["returns"]  # (tasks, seeds, pulls)
@@ -196,5 +198,5 @@ def test_bandit_learns_in_context_on_even_arms(tmp_path):
         allow_train_tasks=True,
         progress=False,
     )
-    assert seen["split"] == "train" and seen["source"]["num_runs"] == cfg.env.num_test_tasks
+    assert seen.split == "train" and seen.source.num_runs == cfg.env.num_test_tasks
     assert ucb_score(seen) > MIN_BANDIT_UCB_SCORE, f"UCB-normalised {ucb_score(seen):.3f}"

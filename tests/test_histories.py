@@ -31,8 +31,20 @@ from ad.data.manifest import load_manifest
 from ad.data.temp_files import stale_temp_files, temp_path_for
 from ad.errors import UserError
 from ad.utils import atomic_write_json, current_umask
+from tests.factories import (
+    flip_a_data_byte,
+    forge_root_schema_version,
+    refused_in_one_line,
+    set_schema_version,
+)
 
 S, T = 3, 50
+# what every history's metadata holds besides run details (ad-collect writes more)
+META = {
+    "num_actions": 5,
+    "observation_space": {"type": "Discrete", "n": 9},
+    "action_space": {"type": "Discrete", "n": 5},
+}
 
 
 def _arrays(obs_shape=(2,), obs_dtype=np.int64, seed=0) -> dict[str, np.ndarray]:
@@ -62,8 +74,7 @@ def test_round_trip_write_close_reopen(tmp_path, obs_shape, obs_dtype, compressi
         path,
         {
             "task": {"goal": [1, 2]},
-            "num_actions": 5,
-            "observation_space": {"type": "Discrete", "n": 9},
+            **META,
         },
         **arrays,
         chunk_steps=16,
@@ -99,8 +110,7 @@ def test_round_trip_write_close_reopen(tmp_path, obs_shape, obs_dtype, compressi
 def test_reader_reads_whole_chunks_once_and_bounds_its_cache(tmp_path):
     arrays = _arrays()
     path = tmp_path / "h.h5"
-    meta = {"num_actions": 5, "observation_space": {"type": "Discrete", "n": 9}}
-    write_history(path, meta, **arrays, chunk_steps=16)
+    write_history(path, META, **arrays, chunk_steps=16)
     with HistoryReader(path, cache_chunks=2) as reader:
         assert reader.chunk_steps == 16
         for start, stop, reads in [(0, 10, 1), (3, 16, 1), (10, 20, 2), (17, 31, 2), (40, 50, 4)]:
@@ -135,7 +145,7 @@ def test_episode_summaries_by_hand():
 def test_stored_episodes_match_the_step_data(tmp_path):
     arrays = _arrays()
     path = tmp_path / "h.h5"
-    write_history(path, {"num_actions": 5, "observation_space": {}}, **arrays)
+    write_history(path, META, **arrays)
     stored = read_episodes(path)
     derived = episode_table(arrays["rewards"], arrays["terminations"], arrays["truncations"])
     for name, array in derived.items():
@@ -143,114 +153,162 @@ def test_stored_episodes_match_the_step_data(tmp_path):
     assert len(stored["episode_returns"]) == 3 * 5 + 1  # 5 per stream, +1 early termination
 
 
-def test_failed_write_leaves_neither_file_nor_temp(tmp_path):
-    path = tmp_path / "h.h5"
-    with pytest.raises(ValueError):  # h5py rejects the filter after the temp file exists
-        write_history(path, {}, **_arrays(), compression="no-such-filter")
-    assert not path.exists() and not list(tmp_path.iterdir())
-    bad = _arrays()
-    bad["rewards"] = bad["rewards"][:, :-1]
-    with pytest.raises(ValueError, match="rewards"):
-        write_history(path, {}, **bad)
-    with pytest.raises(TypeError):  # metadata must be JSON
-        write_history(path, {"x": object()}, **_arrays())
+def _short_rewards() -> dict[str, np.ndarray]:
+    arrays = _arrays()
+    arrays["rewards"] = arrays["rewards"][:, :-1]
+    return arrays
+
+
+@pytest.mark.parametrize(
+    ("write", "error", "match"),
+    [
+        pytest.param(  # h5py rejects the filter after the temp file exists
+            lambda path: write_history(path, {}, **_arrays(), compression="no-such-filter"),
+            ValueError,
+            None,
+            id="unknown-filter",
+        ),
+        pytest.param(
+            lambda path: write_history(path, {}, **_short_rewards()),
+            ValueError,
+            "rewards",
+            id="short-rewards",
+        ),
+        pytest.param(
+            lambda path: write_history(path, {"x": object()}, **_arrays()),
+            TypeError,  # metadata must be JSON
+            None,
+            id="metadata-not-json",
+        ),
+    ],
+)
+def test_failed_write_leaves_neither_file_nor_temp(tmp_path, write, error, match):
+    with pytest.raises(error, match=match):
+        write(tmp_path / "h.h5")
     assert not list(tmp_path.iterdir())
 
 
-def _one_line_error(excinfo) -> str:
-    message = str(excinfo.value)
-    assert "\n" not in message and message
-    return message
+# --------------------------------------------------------------------------- damaged files
+# The builders below each write one damaged (or foreign) history under tmp_path and return its
+# path; every reader given must refuse it in one line.
+
+READERS = (read_metadata, read_history, validate_history, HistoryReader)
 
 
 def _written(tmp_path, compression="gzip"):
     path = tmp_path / "h.h5"
-    write_history(
-        path, {"num_actions": 5, "observation_space": {}}, **_arrays(), compression=compression
-    )
+    write_history(path, META, **_arrays(), compression=compression)
     return path
 
 
-def test_truncated_file_is_a_one_line_error(tmp_path):
+def _truncated(tmp_path):
     path = _written(tmp_path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    for reader in (read_metadata, read_history, validate_history, HistoryReader):
-        with pytest.raises(HistoryError) as excinfo:
-            reader(path)
-        assert "delete it and re-run ad-collect" in _one_line_error(excinfo)
+    return path
 
 
-def test_garbage_and_missing_files(tmp_path):
+def _without_action_space(tmp_path):
+    """Histories of this version always record their action space; no fallback on num_actions."""
+    path = tmp_path / "h.h5"
+    write_history(path, {k: v for k, v in META.items() if k != "action_space"}, **_arrays())
+    return path
+
+
+def _not_hdf5(tmp_path):
     path = tmp_path / "junk.h5"
     path.write_bytes(b"not an hdf5 file" * 100)
-    with pytest.raises(HistoryError) as excinfo:
-        read_metadata(path)
-    assert "cannot open it as HDF5" in _one_line_error(excinfo)
-    with pytest.raises(HistoryError, match="not found"):
-        read_history(tmp_path / "missing.h5")
+    return path
 
 
-def test_flipped_data_byte_fails_its_checksum(tmp_path):
-    arrays = _arrays()
+def _flipped_data_byte(tmp_path):
     path = tmp_path / "h.h5"
-    write_history(
-        path, {"num_actions": 5, "observation_space": {}}, **arrays, chunk_steps=T, compression=None
-    )
-    raw = bytearray(path.read_bytes())
-    chunk = arrays["rewards"][1].tobytes()  # stream 1's chunk is stored verbatim
-    offset = raw.find(chunk)
-    assert offset > 0
-    raw[offset + 5] ^= 0xFF
-    path.write_bytes(bytes(raw))
-    read_metadata(path)  # the structure is intact: only reading the data can tell
-    with pytest.raises(HistoryError) as excinfo:
-        read_history(path)
-    assert "reading its data failed" in _one_line_error(excinfo)
-    with pytest.raises(HistoryError):
-        validate_history(path)
+    write_history(path, META, **_arrays(), chunk_steps=T, compression=None)
+    # stream 1's chunk is stored verbatim; the structure stays intact: only the data can tell
+    flip_a_data_byte(path, stream=1, dataset="rewards")
+    return path
 
 
-@pytest.mark.parametrize("version", [1, 3])  # 1: train / heldout splits; 3: a future version
-def test_other_schema_version_is_refused(tmp_path, monkeypatch, version):
-    monkeypatch.setattr(histories, "SCHEMA_VERSION", version)
+def _written_as_version(version: int):
+    def build(tmp_path):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(histories, "SCHEMA_VERSION", version)
+            return _written(tmp_path)
+
+    return build
+
+
+def _rewritten_as_version_7(tmp_path):
     path = _written(tmp_path)
-    monkeypatch.undo()
-    for reader in (read_metadata, read_history):
-        with pytest.raises(HistoryVersionError) as excinfo:
-            reader(path)
-        message = _one_line_error(excinfo)
-        assert f"schema version {version}" in message and "re-collect" in message
-
-
-def test_rewritten_schema_version_is_refused(tmp_path):
-    path = _written(tmp_path)
-    rewrite_history(path, metadata={**read_metadata(path), "schema_version": 7})
+    set_schema_version(path, 7)
     assert not stale_temp_files(path) and sorted(p.name for p in tmp_path.iterdir()) == ["h.h5"]
-    for reader in (read_metadata, read_history, validate_history, HistoryReader):
-        with pytest.raises(HistoryVersionError) as excinfo:
-            reader(path)
-        assert "schema version 7" in _one_line_error(excinfo)
+    return path
 
 
-def test_episode_arrays_of_the_wrong_shape_are_one_line_errors(tmp_path):
+def _root_attribute(version: int | None):
+    """Issue 12: the root attribute README documents is checked too, not only the JSON copy."""
+
+    def build(tmp_path):
+        path = _written(tmp_path)
+        forge_root_schema_version(path, version)
+        return path
+
+    return build
+
+
+def _episode_returns_one_too_many(tmp_path):
     path = _written(tmp_path)
     returns = read_episodes(path)["episode_returns"]
     rewrite_history(path, datasets={"episode_returns": np.append(returns, 0.0)})
-    read_metadata(path)  # structurally fine
-    with pytest.raises(HistoryError) as excinfo:  # allclose used to raise a bare ValueError
-        validate_history(path)
-    assert "episode_returns is shaped (17,)" in _one_line_error(excinfo)
+    read_metadata(path)  # structurally fine; allclose used to raise a bare ValueError
+    return path
 
-    # All returns equal: a single stored value would broadcast and pass allclose.
+
+def _one_episode_return_for_all(tmp_path):
+    """All returns equal: a single stored value would broadcast and pass allclose."""
+    path = tmp_path / "h.h5"
     arrays = _arrays()
     arrays["rewards"][:] = 0.0
-    write_history(path, {"num_actions": 5, "observation_space": {}}, **arrays)
+    write_history(path, META, **arrays)
     validate_history(path)
     rewrite_history(path, datasets={"episode_returns": np.zeros(1)})
-    with pytest.raises(HistoryError) as excinfo:
-        validate_history(path)
-    assert "shaped (1,) but the step data give (16,)" in _one_line_error(excinfo)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "readers", "error", "words"),
+    [
+        pytest.param(_truncated, READERS, HistoryError, ["delete it and re-run ad-collect"],
+                     id="truncated"),
+        pytest.param(_without_action_space, [read_metadata], HistoryError,
+                     ["{path}", "lacks action_space", "ad-collect"], id="no-action-space"),
+        pytest.param(_not_hdf5, [read_metadata], HistoryError, ["cannot open it as HDF5"],
+                     id="not-hdf5"),
+        pytest.param(lambda tmp_path: tmp_path / "missing.h5", [read_history], HistoryError,
+                     ["not found"], id="missing"),
+        pytest.param(_flipped_data_byte, [read_history, validate_history], HistoryError,
+                     ["reading its data failed"], id="flipped-data-byte"),
+        pytest.param(_written_as_version(1), [read_metadata, read_history], HistoryVersionError,
+                     ["schema version 1", "re-collect"], id="version-1"),  # train / heldout
+        pytest.param(_written_as_version(3), [read_metadata, read_history], HistoryVersionError,
+                     ["schema version 3", "re-collect"], id="version-3"),  # a future version
+        pytest.param(_rewritten_as_version_7, READERS, HistoryVersionError,
+                     ["schema version 7"], id="rewritten-version-7"),
+        pytest.param(_root_attribute(99), READERS, HistoryVersionError,
+                     ["{path}", "schema version 99 in its root attribute"], id="root-attribute-99"),
+        pytest.param(_root_attribute(None), [read_metadata], HistoryVersionError, [],
+                     id="root-attribute-missing"),
+        pytest.param(_episode_returns_one_too_many, [validate_history], HistoryError,
+                     ["episode_returns is shaped (17,)"], id="episode-returns-one-too-many"),
+        pytest.param(_one_episode_return_for_all, [validate_history], HistoryError,
+                     ["shaped (1,) but the step data give (16,)"], id="one-episode-return"),
+    ],
+)  # fmt: skip
+def test_a_damaged_history_is_a_one_line_error(tmp_path, damage, readers, error, words):
+    path = damage(tmp_path)
+    words = [word.format(path=path) for word in words]  # "{path}": the message names the file
+    for reader in readers:
+        refused_in_one_line(lambda r=reader: r(path), *words, error=error)
 
 
 def test_only_temp_files_of_dead_writers_on_this_host_are_stale(tmp_path, caplog):
@@ -277,21 +335,30 @@ def test_only_temp_files_of_dead_writers_on_this_host_are_stale(tmp_path, caplog
     assert mine_live.name.startswith(f".h.h5.{host}-{os.getpid()}")
 
 
-def test_load_manifest_errors(tmp_path):
-    with pytest.raises(UserError, match="no manifest.json") as excinfo:
+@pytest.mark.parametrize(
+    ("manifest", "match"),
+    [
+        pytest.param(None, "no manifest.json", id="missing"),
+        pytest.param("{not json", "unreadable", id="not-json"),
+        pytest.param({"schema_version": 99, "runs": []}, "schema version 99", id="version-99"),
+        # Version 1: a dataset of the two-way (train / heldout) split; never read with another.
+        pytest.param(
+            {"schema_version": 1, "runs": []},
+            "train / validation / test split.*re-collect",
+            id="version-1",
+        ),
+    ],
+)
+def test_load_manifest_refuses_in_one_line(tmp_path, manifest, match):
+    if manifest is not None:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(UserError, match=match) as excinfo:
         load_manifest(tmp_path)
-    _one_line_error(excinfo)
-    (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(UserError, match="unreadable"):
-        load_manifest(tmp_path)
-    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99, "runs": []}))
-    with pytest.raises(UserError, match="schema version 99"):
-        load_manifest(tmp_path)
-    # Version 1: a dataset of the two-way (train / heldout) split; never read with another split.
-    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1, "runs": []}))
-    with pytest.raises(UserError, match="train / validation / test split.*re-collect") as excinfo:
-        load_manifest(tmp_path)
-    _one_line_error(excinfo)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_load_manifest_reads_version_2(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 2, "runs": []}))
     assert load_manifest(tmp_path)["runs"] == []
 
@@ -309,21 +376,3 @@ def test_written_files_are_readable_by_others_as_the_umask_allows(tmp_path, umas
     for path in (tmp_path / "manifest.json", history):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
     assert json.loads((tmp_path / "manifest.json").read_text()) == {"a": 1}
-
-
-def test_root_schema_version_attribute_is_checked(tmp_path):
-    """Issue 12: the root attribute README documents is checked too, not only the JSON copy."""
-    import h5py  # only to forge the attribute; ad.data.histories never writes such a file
-
-    path = _written(tmp_path)
-    with h5py.File(path, "r+") as f:
-        f.attrs["schema_version"] = 99
-    for reader in (read_metadata, read_history, validate_history, HistoryReader):
-        with pytest.raises(HistoryVersionError) as excinfo:
-            reader(path)
-        message = _one_line_error(excinfo)
-        assert str(path) in message and "schema version 99 in its root attribute" in message
-    with h5py.File(path, "r+") as f:
-        del f.attrs["schema_version"]
-    with pytest.raises(HistoryVersionError):
-        read_metadata(path)

@@ -21,8 +21,8 @@ REDUCED = [
     "collect.algorithm_kwargs={learning_rate: 0.001, n_steps: 64, batch_size: 64, n_epochs: 10,"
     " ent_coef: 0.01, observe_return: 2}",
     "model.context_steps=80", "train.num_steps=500", "train.batch_size=16",
-    "train.warmup_steps=50", "train.checkpoint_every=500", "train.ed_num_steps=150",
-    "train.subsample_every=6", "eval.num_seeds=16",
+    "train.optim.warmup_steps=50", "train.checkpoint.every=500", "train.ed.num_steps=150",
+    "train.data.subsample_every=6", "eval.num_seeds=16",
 ]  # fmt: skip
 # Measured (2026-12-04, 2 quiet cores, ~90 s for the whole test; the same numbers on one core
 # beside another xdist worker, 142 s), 4 test tasks x 16 seeds x 58

@@ -20,8 +20,8 @@ REDUCED = [
     "collect.splits=[train, test]", "collect.seeds=[0]", "collect.total_steps=8000",
     "collect.algorithm_kwargs={learning_rate: 0.0007, n_steps: 64, batch_size: 128, n_epochs: 4,"
     " ent_coef: 0.01}",
-    "train.num_steps=600", "train.batch_size=16", "train.warmup_steps=50",
-    "train.checkpoint_every=600", "train.ed_num_steps=150", "eval.num_seeds=16",
+    "train.num_steps=600", "train.batch_size=16", "train.optim.warmup_steps=50",
+    "train.checkpoint.every=600", "train.ed.num_steps=150", "eval.num_seeds=16",
 ]  # fmt: skip
 # Measured (2026-12-05, one core beside another job: ~3 minutes), 4 test goals x 16 seeds x 55
 # episodes, return over the first 5 episodes -> the last 10, and ED's last 10 (random 0.19,

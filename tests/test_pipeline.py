@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -22,9 +23,9 @@ SMALL = [
     "collect.seeds=[0]",
     "train.num_steps=1200",
     "train.batch_size=16",
-    "train.ed_num_steps=300",
-    "train.warmup_steps=100",
-    "train.checkpoint_every=1200",
+    "train.ed.num_steps=300",
+    "train.optim.warmup_steps=100",
+    "train.checkpoint.every=1200",
     "eval.num_seeds=4",
 ]
 # Measured at batch 16 on one core (as under CI's two xdist workers; 2026-12-05, ~6 minutes
@@ -46,8 +47,8 @@ TINY = [
     "model.ff_dim=32",
     "model.context_steps=40",
     "train.num_steps=12",
-    "train.ed_num_steps=6",
-    "train.warmup_steps=2",
+    "train.ed.num_steps=6",
+    "train.optim.warmup_steps=2",
     "train.batch_size=4",
     "eval.num_episodes=4",
     "eval.num_seeds=2",
@@ -74,12 +75,11 @@ def test_the_same_command_twice_gives_the_same_numbers(tmp_path):
     report = tmp_path / "first" / "r" / "report"
     assert json.loads((report / "timings.json").read_text())["machine_matmul_gflops"] > 0
     assert "GFLOP/s" in (report / "REPORT.md").read_text()
-    for key in ("per_episode", "last10_return", "source"):
-        assert summaries[0][key] == summaries[1][key], key
-    ed = [
-        {k: v for k, v in s["compare"][0].items() if k not in ("run", "checkpoint")}
-        for s in summaries
-    ]
+    first, second = summaries
+    assert first.per_episode == second.per_episode and first.source == second.source
+    assert first.last10_return == second.last10_return
+    # the compared ED runs: equal but for where they lie
+    ed = [dataclasses.replace(s.compare[0], run="", checkpoint="") for s in summaries]
     assert ed[0] == ed[1]
     a, b = (
         torch.load(tmp_path / n / "r" / "checkpoints" / "step-000012.pt", weights_only=True)
@@ -99,8 +99,8 @@ def test_default_pipeline_learns_in_context_on_test_goals(tmp_path, run_reduced)
     assert returns.shape[:2] == (4, 4)
     first, last10 = returns[..., 0].mean(), returns[..., -10:].mean()
     assert last10 > first + MARGIN, (first, last10)
-    ed = summary["compare"][0]  # the control: the same model on converged episodes only
-    assert ed["last10_return"] < summary["last10_return"] - MARGIN, (ed["last10_return"], last10)
+    ed = summary.compare[0]  # the control: the same model on converged episodes only
+    assert ed.last10_return < summary.last10_return - MARGIN, (ed.last10_return, last10)
     assert json.loads((report / "summary.json").read_text())["split"] == "test"
 
 

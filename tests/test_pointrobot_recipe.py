@@ -15,7 +15,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pointrobot_quick.yam
 REDUCED = [
     "env.num_train_tasks=10", "env.num_validation_tasks=1", "env.num_test_tasks=3",
     "collect.splits=[train, test]", "collect.total_steps=8000", "train.num_steps=400",
-    "train.batch_size=16", "train.warmup_steps=50", "train.checkpoint_every=400",
+    "train.batch_size=16", "train.optim.warmup_steps=50", "train.checkpoint.every=400",
     "eval.num_episodes=30", "eval.num_seeds=4", "train.device=cpu",
 ]  # fmt: skip
 # Measured once (2026-12-04, 2 busy cores, 88 s for the whole test): normalised score -0.00 in
@@ -28,7 +28,7 @@ MIN_RISE = 0.2
 @pytest.mark.slow(minutes=3)
 def test_reduced_pointrobot_recipe_learns_in_context(run_reduced):
     summary = run_reduced(CONFIG, REDUCED, with_ed=False)
-    curve = np.asarray(summary["per_episode"]["normalised_mean"])
-    first, last10 = curve[0], summary["last10_normalised"]
-    assert summary["split"] == "test" and summary["num_tasks"] == 3
+    curve = np.asarray(summary.per_episode.normalised_mean)
+    first, last10 = curve[0], summary.last10_normalised
+    assert summary.split == "test" and summary.num_tasks == 3
     assert last10 - first >= MIN_RISE, (first, last10)

@@ -67,10 +67,8 @@ def record_actions(family_cls, logs: list):
     return Logged
 
 
-@pytest.mark.parametrize("context_mode", ["kv_cache", "window"])
-def test_batched_cached_rollout_takes_the_actions_of_an_uncached_unbatched_loop(
-    tmp_path, context_mode
-):
+@pytest.mark.parametrize("decoding", ["kv_cache", "reencode"])
+def test_batched_cached_rollout_takes_the_actions_of_an_uncached_unbatched_loop(tmp_path, decoding):
     """kv_cache: forward() over the whole sequence; window: forward() over the last c steps."""
     cfg = make_config(tmp_path)  # context 16 tokens, episodes of 5..11 steps: the window slides
     logs: list = []
@@ -79,9 +77,9 @@ def test_batched_cached_rollout_takes_the_actions_of_an_uncached_unbatched_loop(
     tasks = list(family.split(0).test[:3])
     num_seeds, num_episodes = 2, 4
     returns = rollout(
-        model, family, tasks, num_seeds, num_episodes, "argmax", seed=11, context_mode=context_mode
+        model, family, tasks, num_seeds, num_episodes, "argmax", seed=11, decoding=decoding
     )
-    window = cfg.model.context_steps if context_mode == "window" else None
+    window = cfg.model.context_steps if decoding == "reencode" else None
     logs = logs[:]  # the batch's envs, before the reference loop adds its own
     assert returns.shape == (3, num_seeds, num_episodes)
     lengths = set()

@@ -15,6 +15,7 @@ import envs
 from ad.errors import user_errors
 from envs import TaskSplit, make_family, task_key
 from envs.base import family_of_split
+from tests.factories import refused_in_one_line
 
 FAMILIES = [n for n in envs.family_names() if type(make_family(n)).__module__.startswith("envs.")]
 
@@ -54,11 +55,7 @@ def _digest(tasks) -> str:
 
 
 def _one_line_user_error(call, *words: str) -> str:
-    with pytest.raises(user_errors()) as info:  # UserError, or TaskError from envs
-        call()
-    message = str(info.value)
-    assert "\n" not in message and all(w in message for w in words), message
-    return message
+    return refused_in_one_line(call, *words, error=user_errors())  # or TaskError from envs
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -150,31 +147,68 @@ def test_bandit_adversarial_split():
     assert len({int(np.argmax(t["means"])) for t in split.train}) == 10  # every arm sometimes
 
 
-def test_bad_split_sizes_are_one_line_errors():
-    family = make_family("DarkRoom")
-    _one_line_user_error(lambda: family.split(0, num_test=0), "num_test_tasks")
-    _one_line_user_error(lambda: family.split(0, num_validation=0), "num_validation_tasks")
-    _one_line_user_error(
-        lambda: family.split(0, num_test=70, num_validation=11),
-        "num_test_tasks=70",
-        "num_validation_tasks=11",
-        "none for training",
-    )
-    _one_line_user_error(lambda: family.split(0, num_train=58), "num_train_tasks", "1..57")
-    _one_line_user_error(lambda: make_family("Bandit").split(0, num_validation=0), "validation")
+@pytest.mark.parametrize(
+    ("name", "sizes", "words"),
+    [
+        pytest.param("DarkRoom", {"num_test": 0}, ["num_test_tasks"], id="no-test"),
+        pytest.param(
+            "DarkRoom", {"num_validation": 0}, ["num_validation_tasks"], id="no-validation"
+        ),
+        pytest.param(
+            "DarkRoom",
+            {"num_test": 70, "num_validation": 11},
+            ["num_test_tasks=70", "num_validation_tasks=11", "none for training"],
+            id="none-left-for-training",
+        ),
+        pytest.param(
+            "DarkRoom", {"num_train": 58}, ["num_train_tasks", "1..57"], id="too-many-train"
+        ),
+        pytest.param("Bandit", {"num_validation": 0}, ["validation"], id="bandit-no-validation"),
+    ],
+)
+def test_bad_split_sizes_are_one_line_errors(name, sizes, words):
+    family = make_family(name)
+    _one_line_user_error(lambda: family.split(0, **sizes), *words)
 
 
-def test_unknown_split_names_and_incomplete_stored_splits_are_refused_with_one_line():
+def _two_way(split: TaskSplit) -> dict:
+    """A stored split of the old train / heldout kind."""
+    return {k: v for k, v in split.to_json().items() if k not in ("validation", "test")}
+
+
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        pytest.param(
+            lambda split: split.tasks("heldout"),
+            ["'train', 'validation' or 'test'"],
+            id="tasks-heldout",
+        ),
+        pytest.param(
+            lambda split: split.tasks("val"), ["'train', 'validation' or 'test'"], id="tasks-val"
+        ),
+        pytest.param(
+            lambda split: TaskSplit.from_json(_two_way(split)),
+            ["lacks validation, test"],
+            id="stored-two-way-split",
+        ),
+        pytest.param(
+            lambda split: TaskSplit.from_json([]),
+            ["no mapping", "re-collect"],
+            id="stored-split-not-a-mapping",
+        ),
+        pytest.param(
+            lambda split: make_family("Bandit").sample_tasks(
+                np.random.default_rng(0), 2, "heldout"
+            ),
+            ["'test'"],
+            id="bandit-sample-heldout",
+        ),
+    ],
+)
+def test_unknown_split_names_and_incomplete_stored_splits_are_refused_with_one_line(call, words):
     split = make_family("DarkRoom").split(0)
-    _one_line_user_error(lambda: split.tasks("heldout"), "'train', 'validation' or 'test'")
-    _one_line_user_error(lambda: split.tasks("val"), "'train', 'validation' or 'test'")
-    two_way = {k: v for k, v in split.to_json().items() if k not in ("validation", "test")}
-    _one_line_user_error(lambda: TaskSplit.from_json(two_way), "lacks validation, test")
-    _one_line_user_error(lambda: TaskSplit.from_json([]), "no mapping", "re-collect")
-    _one_line_user_error(
-        lambda: make_family("Bandit").sample_tasks(np.random.default_rng(0), 2, "heldout"),
-        "'test'",
-    )
+    _one_line_user_error(lambda: call(split), *words)
 
 
 def test_a_split_that_would_rebuild_another_family_is_refused():

@@ -8,16 +8,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from gymnasium.spaces import Box, Discrete, MultiDiscrete
 
 from ad.config import ModelConfig, load_config
-from ad.errors import UserError
 from ad.evaluation.rollout import rollout
 from ad.learn.checkpoint import load_model
 from ad.learn.encoders import TokenVectorEncoder, VectorEncoder, make_observation_encoder
 from ad.learn.tokens import MuLawTokenizer
 from ad.pipeline import run_pipeline
 from envs.pointrobot import PointRobot
-from tests.factories import one_family
+from tests.factories import one_family, refused_in_one_line
 
 GATO = MuLawTokenizer()  # mu = 100, M = 256, 1024 bins
 
@@ -149,28 +149,22 @@ def test_torch_keeps_the_device():
     assert GATO.encode(x).device == x.device and GATO.decode(GATO.encode(x)).device == x.device
 
 
-def _one_line(call, *words: str) -> str:
-    with pytest.raises(UserError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message and all(w in message for w in words), message
-    return message
-
-
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
 def test_nan_and_inf_refused_with_their_count(kind):
     x = np.zeros(1200, dtype=np.float32)
     x[[3, 50, 700]] = [np.nan, np.inf, -np.inf]
     values = torch.from_numpy(x) if kind == "torch" else x
-    _one_line(lambda: GATO.encode(values), "3 of 1200 values are NaN or inf")
-    _one_line(lambda: GATO.encode(values, what="actions"), "3 of 1200 actions", "actions come")
+    refused_in_one_line(lambda: GATO.encode(values), "3 of 1200 values are NaN or inf")
+    refused_in_one_line(
+        lambda: GATO.encode(values, what="actions"), "3 of 1200 actions", "actions come"
+    )
 
 
 @pytest.mark.parametrize("tokens", [[0, 1024], [-1, 5], [2.5, 3.0]], ids=repr)
 def test_tokens_outside_the_vocabulary_refused(tokens):
-    _one_line(lambda: GATO.decode(np.array(tokens)), "1 of 2 tokens", "0..1023")
+    refused_in_one_line(lambda: GATO.decode(np.array(tokens)), "1 of 2 tokens", "0..1023")
     if not isinstance(tokens[0], float):
-        _one_line(lambda: GATO.decode(torch.tensor(tokens)), "1 of 2 tokens")
+        refused_in_one_line(lambda: GATO.decode(torch.tensor(tokens)), "1 of 2 tokens")
 
 
 @pytest.mark.parametrize(
@@ -185,16 +179,17 @@ def test_tokens_outside_the_vocabulary_refused(tokens):
         ({"num_bins": 1}, "num_bins"),
         ({"num_bins": 10.0}, "num_bins"),
     ],
+    ids=str,
 )
 def test_bad_parameters_refused(kwargs, word):
-    _one_line(lambda: MuLawTokenizer(**kwargs), word)
+    refused_in_one_line(lambda: MuLawTokenizer(**kwargs), word)
 
 
 # --------------------------------------------------------------------------- observation encoder
 
 
-OBS = {"type": "Box", "shape": [3], "low": -300.0, "high": 300.0, "dtype": "float32"}
-ACT = {"type": "Box", "shape": [2], "low": -0.1, "high": 0.1, "dtype": "float32"}
+OBS = Box(-300.0, 300.0, (3,), np.float32)
+ACT = Box(-0.1, 0.1, (2,), np.float32)
 
 
 def _model_config(**kwargs) -> ModelConfig:
@@ -235,22 +230,20 @@ def test_observation_token_embedding_depends_on_the_bin_and_the_dimension():
     torch.testing.assert_close(a, same_bin)  # 1 and 1.001 share a bin of 16
     assert not torch.allclose(a, other_bin)
     assert not torch.allclose(a, swapped)  # which dimension holds a value matters (the GELU)
-    _one_line(
+    refused_in_one_line(
         lambda: encoder(torch.tensor([[0.0, float("nan"), 0.0]])), "1 of 3 observations are NaN"
     )
 
 
 @pytest.mark.parametrize(
     "space",
-    [
-        {"type": "Discrete", "n": 4},
-        {"type": "MultiDiscrete", "nvec": [3, 3]},
-        {"type": "Box", "shape": [7, 7, 3], "low": 0, "high": 255, "dtype": "uint8"},
-    ],
+    [Discrete(4), MultiDiscrete([3, 3]), Box(0, 255, (7, 7, 3), np.uint8)],
     ids=["discrete", "multidiscrete", "image"],
 )
 def test_tokens_refused_for_observations_that_are_not_1d_boxes(space):
-    _one_line(lambda: make_observation_encoder(space, _model_config()), "1-D Box", "linear")
+    refused_in_one_line(
+        lambda: make_observation_encoder(space, _model_config()), "1-D Box", "linear"
+    )
 
 
 def test_default_model_keeps_the_linear_vector_encoder():
@@ -281,8 +274,8 @@ def test_point_robot_with_observation_tokens_collects_trains_evaluates_and_reloa
         "collect.n_envs=2", "collect.seeds=[0]", "collect.total_steps=160", "model.embed_dim=16",
         "model.num_layers=1", "model.ff_dim=32", "model.context_steps=40", "model.action_bins=8",
         "model.vector_encoder=tokens", "model.token_bins=128",
-        "train.num_steps=6", "train.warmup_steps=2", "train.batch_size=4",
-        "train.subsample_every=1", "train.checkpoint_every=6", "eval.num_episodes=2",
+        "train.num_steps=6", "train.optim.warmup_steps=2", "train.batch_size=4",
+        "train.data.subsample_every=1", "train.checkpoint.every=6", "eval.num_episodes=2",
         "eval.num_seeds=2", "eval.action_mode=argmax",
         f"collect.output_dir={tmp_path / 'h'}", f"train.run_dir={tmp_path / 'r'}",
     ])  # fmt: skip
@@ -295,7 +288,7 @@ def test_point_robot_with_observation_tokens_collects_trains_evaluates_and_reloa
     assert encoder.embedding.num_embeddings == 128
     assert encoder.tokenizer == MuLawTokenizer(100.0, 256.0, 128)
     returns = np.load(tmp_path / "r" / "report" / "returns.npz")["returns"]
-    assert returns.shape == (1, 2, 2) and summary["num_tasks"] == 1
+    assert returns.shape == (1, 2, 2) and summary.num_tasks == 1
     again = rollout(
         model, PointRobot(), [ckpt.families["PointRobot"].split["test"][0]], 2, 2, "argmax"
     )

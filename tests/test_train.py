@@ -22,8 +22,7 @@ from ad.evaluation.rollout import periodic_evaluation
 from ad.learn.checkpoint import list_checkpoints, load_checkpoint, load_model
 from ad.learn.model import ADTransformer
 from ad.learn.train import lr_at, train
-from ad.learn.windows import open_windows
-from tests.factories import make_dataset, tiny_config
+from tests.factories import make_dataset, tiny_config, windows_of
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +45,13 @@ def _assert_same_state(a: dict, b: dict, exact: bool = True) -> None:
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
-    cfg = tiny_config(Path("x"), None, "train.num_steps=100", "train.warmup_steps=10")
+    cfg = tiny_config(Path("x"), None, "train.num_steps=100", "train.optim.warmup_steps=10")
     tc = cfg.train
-    assert lr_at(0, tc) == pytest.approx(tc.min_lr)
-    assert lr_at(5, tc) == pytest.approx((tc.min_lr + tc.lr) / 2)
-    assert lr_at(10, tc) == pytest.approx(tc.lr)
-    assert lr_at(55, tc) == pytest.approx((tc.min_lr + tc.lr) / 2)
-    assert lr_at(100, tc) == pytest.approx(tc.min_lr)
+    assert lr_at(0, tc) == pytest.approx(tc.optim.min_lr)
+    assert lr_at(5, tc) == pytest.approx((tc.optim.min_lr + tc.optim.lr) / 2)
+    assert lr_at(10, tc) == pytest.approx(tc.optim.lr)
+    assert lr_at(55, tc) == pytest.approx((tc.optim.min_lr + tc.optim.lr) / 2)
+    assert lr_at(100, tc) == pytest.approx(tc.optim.min_lr)
     assert all(lr_at(s, tc) >= lr_at(s + 1, tc) for s in range(10, 100))
 
 
@@ -60,8 +59,8 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
 def test_overfits_one_tiny_history(tmp_path):
     data = make_dataset(tmp_path / "d", train_tasks=(0,), test_tasks=(), num_streams=1,
                         num_steps=200, epsilon=0.0, terminate_prob=0.0)  # fmt: skip
-    cfg = tiny_config(data, tmp_path / "run", "train.num_steps=120", "train.lr=0.003",
-                      "train.warmup_steps=10", "train.log_every=20", "train.checkpoint_every=120",
+    cfg = tiny_config(data, tmp_path / "run", "train.num_steps=120", "train.optim.lr=0.003",
+                      "train.optim.warmup_steps=10", "train.log_every=20", "train.checkpoint.every=120",
                       "model.embed_dim=32", "model.ff_dim=64")  # fmt: skip
     rows = _metrics(train(cfg, progress=False))
     assert float(rows[0]["train/loss"]) > 0.5  # it did not start out knowing the actions
@@ -70,7 +69,9 @@ def test_overfits_one_tiny_history(tmp_path):
 
 def test_periodic_evaluation_runs_on_validation_tasks_only(dataset_dir, tmp_path, monkeypatch):
     """What training looks at (and any choice made from it) never sees the test tasks."""
-    cfg = tiny_config(dataset_dir, tmp_path / "run", "train.eval_tasks=3", "train.eval_episodes=2")
+    cfg = tiny_config(
+        dataset_dir, tmp_path / "run", "train.validation.tasks=3", "train.validation.episodes=2"
+    )
     split = cfg.env.task_split()
     seen = []
 
@@ -85,7 +86,9 @@ def test_periodic_evaluation_runs_on_validation_tasks_only(dataset_dir, tmp_path
 
 
 @pytest.mark.parametrize(
-    "data", [(), ("train.in_memory=no", "train.num_workers=1")], ids=["in-memory", "streamed"]
+    "data",
+    [(), ("train.data.in_memory=no", "train.data.num_workers=1")],
+    ids=["in-memory", "streamed"],
 )
 def test_resume_continues_exactly_and_logs_run_folder(dataset_dir, tmp_path, data):
     # Dropout, input masking and periodic evaluation all draw random numbers: the RNG states
@@ -93,8 +96,8 @@ def test_resume_continues_exactly_and_logs_run_folder(dataset_dir, tmp_path, dat
     # when a DataLoader worker process streams the windows from disk.
     overrides = (
         *data,
-        *("model.dropout=0.1", "model.input_mask_prob=0.2", "train.keep_checkpoints=3"),
-        *("train.eval_every=5", "train.eval_tasks=1", "train.eval_episodes=2"),
+        *("model.dropout=0.1", "model.input_mask_prob=0.2", "train.checkpoint.keep=3"),
+        *("train.validation.every=5", "train.validation.tasks=1", "train.validation.episodes=2"),
     )
     cfg = tiny_config(dataset_dir, tmp_path / "straight", *overrides)
     evaluator = periodic_evaluation
@@ -136,8 +139,7 @@ def test_checkpoint_loads_with_weights_only_and_gives_identical_logits(dataset_d
     assert raw["families"]["DarkRoom"]["split"]["test"]
     model, ckpt = load_model(run)
     assert not model.training and ckpt.step == 3 and model.family_emb is None
-    fresh = ADTransformer(model.cfg, {"DarkRoom": (ckpt.families["DarkRoom"].observation_space,
-                                                   ckpt.families["DarkRoom"].action_space)})  # fmt: skip
+    fresh = ADTransformer(model.cfg, ckpt.spaces())
     fresh.load_state_dict(raw["model"])
     model, fresh = model.policy(), fresh.policy().eval()
     obs = torch.randint(0, 9, (2, 40, 2))
@@ -146,33 +148,60 @@ def test_checkpoint_loads_with_weights_only_and_gives_identical_logits(dataset_d
         assert torch.equal(model(*inputs)[0], fresh(*inputs)[0])
 
 
-def test_refuses_to_overwrite_a_run_and_to_resume_with_other_config_or_data(dataset_dir, tmp_path):
-    cfg = tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=5")
-    train(cfg, progress=False)
-    with pytest.raises(UserError, match="--resume"):
-        train(cfg, progress=False)
-    other = tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=5", "train.lr=0.01")
-    with pytest.raises(UserError, match="train.lr"):
-        train(other, resume=True, progress=False)
-    # Growing num_steps is what resume is for.
-    longer = tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=7")
-    train(longer, resume=True, progress=False)
-    assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1]).step == 7
-    # The same config over changed data (another run checksum) is refused.
+@pytest.fixture(scope="module")
+def trained_run(dataset_dir, tmp_path_factory) -> Path:
+    """A run trained for 5 steps; the tests that share it must leave it as it is."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(tiny_config(dataset_dir, run, "train.num_steps=5"), progress=False)
+    return run
+
+
+def _changed_data(dataset_dir: Path, tmp_path: Path) -> Path:
+    """The same dataset with another checksum for its first run."""
     changed = tmp_path / "changed"
     shutil.copytree(dataset_dir, changed)
     manifest = (changed / "manifest.json").read_text()
     first_sha = manifest.split('"sha256": "')[1][:64]
     (changed / "manifest.json").write_text(manifest.replace(first_sha, "0" * 64))
-    moved = tiny_config(changed, tmp_path / "run", "train.num_steps=9")
-    with pytest.raises(UserError, match="fingerprint"):
-        train(moved, resume=True, progress=False)
+    return changed
+
+
+@pytest.mark.parametrize(
+    ("data", "overrides", "resume", "match"),
+    [
+        pytest.param(None, ["train.num_steps=5"], False, "--resume", id="overwrite"),
+        pytest.param(
+            None,
+            ["train.num_steps=5", "train.optim.lr=0.01"],
+            True,
+            "train.optim.lr",
+            id="resume-with-other-config",
+        ),
+        pytest.param(  # the same config over changed data (another run checksum)
+            _changed_data, ["train.num_steps=9"], True, "fingerprint", id="resume-on-other-data"
+        ),
+    ],
+)
+def test_refuses_to_overwrite_a_run_and_to_resume_with_other_config_or_data(
+    dataset_dir, trained_run, tmp_path, data, overrides, resume, match
+):
+    before = {p: p.read_bytes() for p in trained_run.rglob("*") if p.is_file()}
+    cfg = tiny_config(data(dataset_dir, tmp_path) if data else dataset_dir, trained_run, *overrides)
+    with pytest.raises(UserError, match=match):
+        train(cfg, resume=resume, progress=False)
+    assert {p: p.read_bytes() for p in trained_run.rglob("*") if p.is_file()} == before
+
+
+def test_growing_num_steps_is_what_resume_is_for(dataset_dir, trained_run, tmp_path):
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    train(tiny_config(dataset_dir, run, "train.num_steps=7"), resume=True, progress=False)
+    assert load_checkpoint(list_checkpoints(run)[-1]).step == 7
 
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(dataset_dir, tmp_path):
     # Warm-up from min_lr: step 1 updates with a tiny lr (a good checkpoint), later ones explode.
-    overrides = ("train.lr=1.0e+30", "train.warmup_steps=1000000", "train.grad_clip=0.0",
-                 "train.checkpoint_every=1", "train.num_steps=50")  # fmt: skip
+    overrides = ("train.optim.lr=1.0e+30", "train.optim.warmup_steps=1000000", "train.optim.grad_clip=0.0",
+                 "train.checkpoint.every=1", "train.num_steps=50")  # fmt: skip
     cfg = tiny_config(dataset_dir, tmp_path / "run", *overrides)
     with pytest.raises(UserError, match="non-finite") as info:
         train(cfg, progress=False)
@@ -186,7 +215,7 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(dataset_dir, tmp_pa
     model = ADTransformer(ckpt.model_cfg(), ckpt.spaces())
     model.load_state_dict(ckpt.model)
     model = model.policy()
-    batch = open_windows(cfg).get_batch(np.arange(4))
+    batch = windows_of(cfg).get_batch(np.arange(4))
     _, loss = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
     assert torch.isfinite(loss)
 
@@ -206,7 +235,7 @@ def test_module_entry_reports_user_errors(tmp_path, capsys):
 
 def test_ddp_two_processes_match_single_process(dataset_dir, tmp_path):
     # Dropout and input masking off: their random streams differ between ranks.
-    overrides = ("train.num_steps=20", "train.checkpoint_every=20", "train.log_every=10")
+    overrides = ("train.num_steps=20", "train.checkpoint.every=20", "train.log_every=10")
     single = train(tiny_config(dataset_dir, tmp_path / "single", *overrides), progress=False)
     config = tmp_path / "ddp.yaml"
     save_config(tiny_config(dataset_dir, tmp_path / "ddp", *overrides), config)
@@ -226,6 +255,8 @@ def test_ddp_two_processes_match_single_process(dataset_dir, tmp_path):
 
 def test_an_evaluator_key_the_metrics_list_does_not_know_raises(dataset_dir, tmp_path):
     """metrics.csv has fixed columns: an unknown key must not vanish from the log silently."""
-    cfg = tiny_config(dataset_dir, tmp_path / "run", "train.num_steps=2", "train.eval_every=1")
+    cfg = tiny_config(
+        dataset_dir, tmp_path / "run", "train.num_steps=2", "train.validation.every=1"
+    )
     with pytest.raises(ValueError, match=r"metric keys \['validation/typo'\] are not in METRICS"):
         train(cfg, progress=False, evaluator=lambda *args: {"typo": 1.0})
