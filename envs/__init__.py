@@ -9,7 +9,7 @@ decorated with ``@register_family``, then one ``_register(...)`` line below.
 from gymnasium.envs.registration import register, registry
 
 from envs.bandit import Bandit
-from envs.base import TaskFamily, family_names, make_family
+from envs.base import TaskFamily, family_names, has_oracle, make_family
 from envs.darkroom import DarkRoom, DarkRoomHard
 from envs.darkroom_pixels import DarkRoomPixels
 from envs.halfcheetah_vel import HalfCheetahVel
@@ -48,6 +48,7 @@ __all__ = [
     "TaskFamily",
     "TaskSplit",
     "family_names",
+    "has_oracle",
     "make_family",
     "task_key",
 ]

@@ -148,6 +148,10 @@ class Bandit(TaskFamily):
         """Always pulling the best arm: its mean (exact)."""
         return float(max(self.validate_task(task)["means"]))
 
+    def optimal_action(self, env: gym.Env, task: Task) -> int:
+        """The arm with the highest mean (the first of equals)."""
+        return int(np.argmax(self.validate_task(task)["means"]))
+
     def random_return(self, task: Task) -> float:
         """A uniformly random pull: the mean of the means (exact)."""
         means = self.validate_task(task)["means"]

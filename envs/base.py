@@ -159,6 +159,16 @@ class TaskFamily(ABC):
         """
         return None
 
+    def optimal_action(self, env: gym.Env, task: Task) -> Any:
+        """The action an optimal policy takes in ``env``'s current state; None: no oracle.
+
+        Optional. ``env`` is an env of this family made for ``task`` (by ``make_env``), in the
+        middle of an episode; the oracle may read its hidden state (where the agent is, whether
+        the key is held). A family that has one can make AD^eps histories with its oracle as the
+        demonstrator (the ``NoisyDemonstrator`` source); see :func:`has_oracle`.
+        """
+        return None
+
     def random_return(self, task: Task) -> float:
         """Expected return of the uniformly random policy.
 
@@ -241,6 +251,11 @@ class TaskFamily(ABC):
             validation=tuple(validation),
             test=tuple(test),
         )
+
+
+def has_oracle(family: TaskFamily) -> bool:
+    """Whether ``family`` implements :meth:`TaskFamily.optimal_action`."""
+    return type(family).optimal_action is not TaskFamily.optimal_action
 
 
 def _random_rollout_return(env: gym.Env, episode_length: int, num_episodes: int, key: str) -> float:

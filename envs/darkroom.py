@@ -30,6 +30,15 @@ def move(position: np.ndarray, action: Any, size: int) -> np.ndarray:
     return np.clip(position + MOVES[action], 0, size - 1)
 
 
+def step_toward(position: np.ndarray, target: np.ndarray) -> int:
+    """The action of a shortest path from ``position`` to ``target`` (x first, then y), or the
+    no-op once there: the next step then ends on the target again."""
+    for axis, (less, more) in ((0, (3, 4)), (1, (1, 2))):
+        if target[axis] != position[axis]:
+            return more if target[axis] > position[axis] else less
+    return 0
+
+
 class DarkRoomEnv(gym.Env):
     """A dark grid room with an invisible goal cell.
 
@@ -159,6 +168,10 @@ class DarkRoom(RoomCells, TaskFamily):
         # Reward on every step from the arrival (step `distance`, or step 1 if the goal is the
         # start, reached by a no-op) to the last step.
         return float(self.episode_length - max(distance, 1) + 1)
+
+    def optimal_action(self, env: gym.Env, task: Task) -> int:
+        """Straight to the goal, then stay on it (a no-op ends the next step there again)."""
+        return step_toward(env.unwrapped._pos, self.validate_task(task)["goal"])
 
     def random_return(self, task: Task) -> float:
         """Exact expectation by dynamic programming over the agent's position distribution."""

@@ -17,7 +17,7 @@ from envs.base import (
     grid_cell,
     register_family,
 )
-from envs.darkroom import MOVES, RoomCells, move
+from envs.darkroom import MOVES, RoomCells, move, step_toward
 
 
 class DarkKeyToDoorEnv(gym.Env):
@@ -184,6 +184,11 @@ class DarkKeyToDoor(RoomCells, TaskFamily):
         to_door = to_key + max(int(np.abs(key - door).sum()), 1)
         returns = (to_key <= self.episode_length).astype(float) + (to_door <= self.episode_length)
         return float(returns.mean())
+
+    def optimal_action(self, env: gym.Env, task: Task) -> int:
+        """Straight to the key, then straight to the door (a no-op once on it)."""
+        env, task = env.unwrapped, self.validate_task(task)
+        return step_toward(env._pos, task["door"] if env._has_key else task["key"])
 
     def random_return(self, task: Task) -> float:
         """Exact expectation by dynamic programming over (cell, holds key) distributions."""

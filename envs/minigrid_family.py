@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections import deque
+import functools
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from minigrid.core.constants import DIR_TO_VEC, OBJECT_TO_IDX
@@ -161,6 +162,19 @@ def _transitions(size: int, goal: tuple[int, int]) -> tuple[np.ndarray, np.ndarr
     return nxt, hit
 
 
+@functools.lru_cache(maxsize=64)
+def _steps_left(size: int, goal: tuple[int, int]) -> np.ndarray:
+    """``steps[s, a]``: the fewest steps to the goal from state s when its first action is a
+    (inf where the goal cannot be reached), by relaxation over :func:`_transitions`."""
+    nxt, hit = _transitions(size, goal)
+    best = np.full(len(nxt), np.inf)  # fewest steps from each state
+    while True:
+        steps = np.where(hit, 1.0, 1.0 + best[nxt])  # (states, actions)
+        if np.array_equal(steps.min(axis=1), best):
+            return steps
+        best = steps.min(axis=1)
+
+
 @register_family
 class MiniGridEmpty(TaskFamily):
     """Goal cells of a minigrid empty room: (size - 2)**2 - 1 tasks (24 for size 7).
@@ -209,23 +223,19 @@ class MiniGridEmpty(TaskFamily):
         return 1.0 - 0.9 * steps / self.episode_length  # minigrid's MiniGridEnv._reward
 
     def optimal_return(self, task: Task) -> float:
-        """Minigrid's reward for the fewest steps to the goal, by BFS over (x, y, dir) states."""
+        """Minigrid's reward for the fewest steps to the goal (0 if it takes longer than an
+        episode)."""
         goal = tuple(self.validate_task(task)["goal"])
-        nxt, hit = _transitions(self.size, goal)
         start = (START[0] * self.size + START[1]) * 4 + START_DIR
-        depth = {start: 0}
-        queue = deque([start])
-        while queue:
-            s = queue.popleft()
-            if depth[s] >= self.episode_length:
-                break
-            if hit[s].any():
-                return self._reward(depth[s] + 1)
-            for a in range(NUM_ACTIONS):
-                if int(nxt[s, a]) not in depth:
-                    depth[int(nxt[s, a])] = depth[s] + 1
-                    queue.append(int(nxt[s, a]))
-        return 0.0  # goal not reachable within the episode
+        steps = _steps_left(self.size, goal)[start].min()
+        return self._reward(int(steps)) if steps <= self.episode_length else 0.0
+
+    def optimal_action(self, env: gym.Env, task: Task) -> int:
+        """The first action of a shortest path to the goal (turns count as steps)."""
+        env, goal = env.unwrapped, tuple(self.validate_task(task)["goal"])
+        x, y = env.agent_pos
+        state = (int(x) * self.size + int(y)) * 4 + int(env.agent_dir)
+        return int(np.argmin(_steps_left(self.size, goal)[state]))
 
     def random_return(self, task: Task) -> float:
         """Exact expectation by dynamic programming over (x, y, dir) distributions."""

@@ -242,6 +242,11 @@ class PointRobot(TaskFamily):
             total += reward(position, goal, self.goal_radius, dense=True)
         return total
 
+    def optimal_action(self, env: gym.Env, task: Task) -> np.ndarray:
+        """:func:`greedy_action` from the robot's position (optimal for both rewards)."""
+        goal = np.asarray(self.validate_task(task)["goal"])
+        return greedy_action(env.unwrapped._position, goal)
+
     def random_return(self, task: Task) -> float:
         """Expected return of uniformly random actions on the action box, by quadrature.
 

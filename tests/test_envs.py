@@ -396,6 +396,48 @@ def test_minigrid_unreachable_goal_returns_zero():
     assert family.optimal_return({"goal": [4, 2]}) == pytest.approx(1 - 0.9 * 5 / 5)  # last step
 
 
+ORACLE_FAMILIES = {  # small enough to try every task (every start cell for Key-to-Door)
+    "DarkRoom": {"size": 5, "episode_length": 6},
+    "DarkRoomHard": {"size": 5, "episode_length": 6},
+    "DarkRoomPixels": {"size": 5, "episode_length": 6},
+    "DarkKeyToDoor": {"size": 3, "episode_length": 4},
+    "MiniGridEmpty": {"size": 5, "episode_length": 6},
+    "PointRobot": {},
+    "PointRobot-dense": {"reward_type": "dense"},
+}
+
+
+def _oracle_return(family, task, env) -> float:
+    """The return of one episode from ``env``'s current state, acting with the family's oracle."""
+    total = 0.0
+    while True:
+        _, reward, terminated, truncated, _ = env.step(family.optimal_action(env, task))
+        total += reward
+        if terminated or truncated:
+            return total
+
+
+@pytest.mark.parametrize("name", sorted(ORACLE_FAMILIES))
+def test_acting_with_the_oracle_earns_the_optimal_return_exactly(name):
+    family = make_family(name.removesuffix("-dense"), **ORACLE_FAMILIES[name])
+    assert envs.has_oracle(family)
+    tasks = family.all_tasks() or family.sample_tasks(np.random.default_rng(0), 16, "test")
+    for task in tasks:
+        env = family.make_env(task)
+        returns = {}
+        for seed in range(200):  # Key-to-Door: a seeded reset onto every start cell
+            start = tuple(np.asarray(env.reset(seed=seed)[0]).ravel().tolist())
+            returns.setdefault(start, _oracle_return(family, task, env))
+        assert np.mean(list(returns.values())) == family.optimal_return(task), task
+
+
+def test_the_bandit_oracle_pulls_the_best_arm():
+    family = make_family("Bandit")
+    for task in family.sample_tasks(np.random.default_rng(0), 50, "test"):
+        arm = family.optimal_action(family.make_env(task), task)
+        assert task["means"][arm] == family.optimal_return(task)
+
+
 def test_bandit_returns_exact():
     family = make_family("Bandit", num_arms=4)
     task = {"means": [0.2, 0.7, 0.1, 0.4]}
