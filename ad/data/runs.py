@@ -15,10 +15,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ad.config import ExperimentConfig, config_from_dict
 from ad.data.histories import write_history
 from ad.data.manifest import config_fingerprint, run_file_name
 from ad.errors import UserError
+from envs.base import has_oracle
 from envs.split import SPLITS
 
 # Where the recorder of a job reports its steps, called as (job slot, env steps); set by the
@@ -65,12 +68,22 @@ def check_source(cfg: ExperimentConfig, family: Any, task: dict) -> None:
 
     resolve_source(cfg.collect.algorithm)
     check_action_space(family.make_env(task).action_space, cfg.collect.algorithm)
-    venv = RecordingVecEnv(DummyVecEnv([lambda: family.make_env(task)] * cfg.collect.n_envs), 1)
+    streams = DummyVecEnv([lambda: family.make_env(task)] * cfg.collect.n_envs)
+    venv = RecordingVecEnv(streams, 1)
     try:
         with single_thread():
-            make_source(cfg.collect.algorithm, venv, 0, cfg.collect.algorithm_kwargs)
+            oracle = stream_oracle(family, task, streams)
+            make_source(cfg.collect.algorithm, venv, 0, cfg.collect.algorithm_kwargs, oracle)
     finally:
         venv.close()
+
+
+def stream_oracle(family: Any, task: dict, streams: Any) -> Callable[[], np.ndarray] | None:
+    """The family's optimal action in every stream's current state, as one array (None: the
+    family has no oracle)."""
+    if not has_oracle(family):
+        return None
+    return lambda: np.stack([np.asarray(family.optimal_action(env, task)) for env in streams.envs])
 
 
 def run_one(job: dict) -> dict:
@@ -151,10 +164,13 @@ def record_run(
     n_envs = cfg.collect.n_envs
     num_steps = cfg.collect.total_steps // n_envs
     streams = DummyVecEnv([lambda: family.make_env(task)] * n_envs)
-    venv = RecordingVecEnv(streams, num_steps, on_steps=on_steps)
+    oracle = stream_oracle(family, task, streams)
+    venv = RecordingVecEnv(streams, num_steps, on_steps=on_steps, oracle=oracle)
     try:
         venv.seed(seed)  # stream i resets with seed + i on its first reset
-        source = make_source(cfg.collect.algorithm, venv, seed, cfg.collect.algorithm_kwargs)
+        source = make_source(
+            cfg.collect.algorithm, venv, seed, cfg.collect.algorithm_kwargs, oracle
+        )
         source.learn(n_envs * num_steps)
         if not venv.full:
             raise RuntimeError(

@@ -21,7 +21,9 @@ from __future__ import annotations
 import math
 import sys
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,7 +36,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from torch import nn
 
-from ad.errors import UserError
+from ad.errors import UserError, one_line
 from ad.fields import yaml_floats
 from envs.base import import_user_module, is_int
 from envs.tasks import TaskError
@@ -50,6 +52,9 @@ class SourceAlgorithm(ABC):
         seed: the run's seed; seed every random number the algorithm draws from it.
         **kwargs: ``collect.algorithm_kwargs``.
     """
+
+    # True: the constructor also takes ``oracle``, the family's optimal actions (make_source).
+    uses_oracle: ClassVar[bool] = False
 
     def __init__(self, venv: VecEnv, seed: int, **kwargs: Any) -> None:
         self.venv = venv
@@ -297,6 +302,106 @@ class UCB(SourceAlgorithm):
             sums[rows, actions] += rewards
 
 
+class NoisyDemonstrator(SourceAlgorithm):
+    """AD^eps (Zisman et al. 2023): a demonstrator whose noise falls as the history goes on.
+
+    No learning happens: at step t of a stream of T steps the demonstrator's action is replaced
+    by noise with probability ``eps = max(1 - max_perf, 1 - t / (decay_fraction * T))`` (the
+    paper's linear schedule: from 1 to ``1 - max_perf`` over the first ``decay_fraction`` of the
+    history, then constant). Discrete actions: the noise is a uniformly random action. Box
+    actions: Gaussian noise of standard deviation ``eps`` times the Box's half-width is added to
+    every step's action, which is then clipped into the Box. The histories are ordinary learning
+    histories, and AD trains on them unchanged.
+
+    Args:
+        oracle: the family's oracle (given by collect): the optimal action of every stream in its
+            current state, or None for a family without one (``TaskFamily.optimal_action``).
+        max_perf: how close to the demonstrator the history ends (1: the demonstrator itself).
+        decay_fraction: the share of the history over which the noise falls.
+        demonstrator: ``oracle``, or the path of a trained stable-baselines3 model file (.zip),
+            which acts deterministically on the env's observations.
+        demonstrator_algorithm: the class that saved that file (PPO, DQN, A2C, SAC, TD3 or an SB3
+            ``module:Class``).
+    """
+
+    uses_oracle = True
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        seed: int,
+        oracle: Callable[[], np.ndarray] | None = None,
+        max_perf: float = 1.0,
+        decay_fraction: float = 0.9,
+        demonstrator: str = "oracle",
+        demonstrator_algorithm: str = "PPO",
+    ) -> None:
+        super().__init__(venv, seed)
+        if not 0.0 <= max_perf <= 1.0 or not 0.0 < decay_fraction <= 1.0:
+            raise UserError(
+                f"NoisyDemonstrator needs 0 <= max_perf <= 1 and 0 < decay_fraction <= 1, got "
+                f"{max_perf} and {decay_fraction}; fix collect.algorithm_kwargs"
+            )
+        self.max_perf, self.decay_fraction = float(max_perf), float(decay_fraction)
+        self.rng = np.random.default_rng(seed)
+        if demonstrator == "oracle":
+            if oracle is None:
+                raise UserError(
+                    "NoisyDemonstrator's demonstrator is the family's oracle, but this family has "
+                    "none (TaskFamily.optimal_action); set collect.algorithm_kwargs.demonstrator "
+                    "to a trained stable-baselines3 model file"
+                )
+            self.act = lambda observations: oracle()
+        else:
+            model = _load_policy(demonstrator, demonstrator_algorithm, venv)
+            self.act = lambda observations: model.predict(observations, deterministic=True)[0]
+
+    def epsilon(self, t: int, num_steps: int) -> float:
+        """The chance of noise at step ``t`` of a stream of ``num_steps`` steps."""
+        return max(1.0 - self.max_perf, 1.0 - t / (self.decay_fraction * num_steps))
+
+    def learn(self, total_steps: int) -> None:
+        space, num_envs = self.venv.action_space, self.venv.num_envs
+        num_steps = total_steps // num_envs
+        observations = self.venv.reset()
+        for t in range(num_steps):
+            eps = self.epsilon(t, num_steps)
+            actions = np.asarray(self.act(observations))
+            if isinstance(space, spaces.Box):
+                half = (space.high - space.low) / 2
+                noise = self.rng.normal(0.0, 1.0, actions.shape) * eps * half
+                actions = np.clip(actions + noise, space.low, space.high)
+            else:
+                random = self.rng.integers(0, space.n, num_envs)
+                actions = np.where(self.rng.random(num_envs) < eps, random, actions)
+            observations, _, _, _ = self.venv.step(actions)
+
+
+def _load_policy(path: str, algorithm: str, venv: VecEnv) -> BaseAlgorithm:
+    """A trained stable-baselines3 model from ``path``, checked against the env's spaces."""
+    cls = resolve_source(algorithm)
+    if not (isinstance(cls, type) and issubclass(cls, SB3Source)):
+        raise UserError(
+            f"demonstrator_algorithm {algorithm} is not a stable-baselines3 algorithm; name the "
+            "class that saved the demonstrator file (PPO, DQN, A2C, SAC, TD3 or module:Class)"
+        )
+    if not Path(path).is_file():
+        raise UserError(
+            f"demonstrator file {path} does not exist; set collect.algorithm_kwargs.demonstrator "
+            "to a saved stable-baselines3 model (.zip) or to oracle"
+        )
+    try:
+        model = cls.algorithm_class.load(path, device="cpu")
+    except Exception as e:  # SB3 raises many kinds on a file it cannot read
+        raise UserError(f"cannot load demonstrator {path} as {algorithm}: {one_line(e)}") from None
+    if model.observation_space != venv.observation_space or model.action_space != venv.action_space:
+        raise UserError(
+            f"demonstrator {path} acts on {model.observation_space} -> {model.action_space}, not "
+            f"this family's {venv.observation_space} -> {venv.action_space}; train it on this family"
+        )
+    return model
+
+
 # --------------------------------------------------------------------------- the registry
 
 SOURCES: dict[str, type] = {
@@ -306,6 +411,7 @@ SOURCES: dict[str, type] = {
     "SAC": SACSource,
     "TD3": TD3Source,
     "UCB": UCB,
+    "NoisyDemonstrator": NoisyDemonstrator,
 }
 # The action spaces each built-in source acts in ("module:Class" sources are not checked here).
 ACTION_SPACES: dict[str, tuple[str, ...]] = {
@@ -315,6 +421,7 @@ ACTION_SPACES: dict[str, tuple[str, ...]] = {
     "UCB": ("Discrete",),
     "SAC": ("Box",),
     "TD3": ("Box",),
+    "NoisyDemonstrator": ("Discrete", "Box"),
 }
 
 
@@ -373,7 +480,13 @@ def check_action_space(action_space: spaces.Space, algorithm: str) -> None:
         )
 
 
-def make_source(name: str, venv: VecEnv, seed: int, kwargs: dict | None = None) -> SourceAlgorithm:
+def make_source(
+    name: str,
+    venv: VecEnv,
+    seed: int,
+    kwargs: dict | None = None,
+    oracle: Callable[[], np.ndarray] | None = None,
+) -> SourceAlgorithm:
     """Build a source algorithm acting on ``venv``.
 
     Args:
@@ -382,14 +495,19 @@ def make_source(name: str, venv: VecEnv, seed: int, kwargs: dict | None = None) 
         venv: the (recording) vector env; see :func:`check_action_space` for its action space.
         seed: the run's seed.
         kwargs: ``collect.algorithm_kwargs``.
+        oracle: the family's optimal action for every stream of ``venv`` in its current state,
+            or None; passed on to sources whose class sets ``uses_oracle``.
 
     Raises:
         UserError: unknown algorithm, an action space it cannot act in, or bad keyword arguments.
     """
     cls = resolve_source(name)
     check_action_space(venv.action_space, name)
+    kwargs = yaml_floats(kwargs or {})
+    if cls.uses_oracle:
+        kwargs["oracle"] = oracle
     try:
-        return cls(venv, seed, **yaml_floats(kwargs or {}))
+        return cls(venv, seed, **kwargs)
     except (TypeError, ValueError, AssertionError) as e:  # SB3 checks its arguments by assert
         raise UserError(
             f"bad collect.algorithm_kwargs for {name}: {' '.join(str(e).split())}; fix the config"
