@@ -310,8 +310,8 @@ evaluate = _entry(eval_main)
 def run_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ad-run",
-        description="The whole pipeline on one config: collect -> train AD and ED -> evaluate -> "
-        "report (figure, summary.json, REPORT.md).",
+        description="The whole pipeline on one config: collect -> train AD (DPT with train.mode "
+        "dpt) and the ED control -> evaluate -> report (figure, summary.json, REPORT.md).",
     )
     parser.add_argument(
         "config",

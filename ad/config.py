@@ -273,9 +273,12 @@ class ValidationConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str | None = setting(None, "History dataset folder (None: the collect output_dir).")
-    run_dir: str | None = setting(None, "Run folder (None: runs/<name>, or runs/<name>-ed for ED).")
-    mode: Literal["ad", "ed"] = setting(
-        "ad", "ad: whole learning histories; ed: expert distillation on the last episodes only."
+    run_dir: str | None = setting(
+        None, "Run folder (None: runs/<name>, or runs/<name>-<mode> for ED and DPT)."
+    )
+    mode: Literal["ad", "ed", "dpt"] = setting(
+        "ad",
+        "ad: predict the action taken; ed: on the last episodes only; dpt: predict the oracle's.",
     )
     batch_size: int = setting(32, "Global batch size (windows per optimiser step).")
     num_steps: int = setting(2000, "Optimiser steps.")
@@ -384,10 +387,14 @@ class ExperimentConfig:
     @property
     def run_dir(self) -> Path:
         """Where ``ad-train`` writes checkpoints and metrics."""
-        if self.train.run_dir is not None:
-            return Path(self.train.run_dir)
-        suffix = "-ed" if self.train.mode == "ed" else ""
-        return Path("runs") / f"{self.name}{suffix}"
+        return run_dir_of(self.name, self.train)
+
+
+def run_dir_of(name: str, train: TrainConfig) -> Path:
+    """train.run_dir, or runs/<name> for AD and runs/<name>-<mode> for the other modes."""
+    if train.run_dir is not None:
+        return Path(train.run_dir)
+    return Path("runs") / (name if train.mode == "ad" else f"{name}-{train.mode}")
 
 
 # --------------------------------------------------------------------------- loading

@@ -31,6 +31,7 @@ from ad.config import (
     config_to_dict,
     parse_override,
     read_config_file,
+    run_dir_of,
     set_override,
 )
 from ad.errors import UserError
@@ -66,10 +67,8 @@ class GeneralistConfig:
 
     @property
     def run_dir(self) -> Path:
-        """Where ``ad-train`` writes: train.run_dir, or runs/<name> (runs/<name>-ed for ED)."""
-        if self.train.run_dir is not None:
-            return Path(self.train.run_dir)
-        return Path("runs") / (self.name + ("-ed" if self.train.mode == "ed" else ""))
+        """Where ``ad-train`` writes (see :func:`ad.config.run_dir_of`)."""
+        return run_dir_of(self.name, self.train)
 
     @property
     def names(self) -> list[str]:

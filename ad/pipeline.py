@@ -40,8 +40,8 @@ def run_pipeline(
     """Run collect, AD training, ED training and evaluation; write ``REPORT.md``.
 
     Args:
-        cfg: the experiment or generalist config (its ``train.mode`` is ignored: AD and ED are
-            both trained).
+        cfg: the experiment or generalist config; ``train.mode`` names the method trained (ad or
+            dpt; ed trains AD), beside which the ED control is trained.
         workers: collection processes (None: one per core).
         with_ed: also train the expert-distillation control and overlay it.
         report_dir: where the report goes (default ``runs/<name>/report``).
@@ -84,10 +84,11 @@ def _stages(
         collect(m.experiment, workers=workers, progress=progress)
     timings["collect"] = time.perf_counter() - start
 
-    ad_cfg = replace_train(cfg, mode="ad")
-    start = _stage("train AD", overall)
+    method = trained_method(cfg)
+    ad_cfg = replace_train(cfg, mode=method)
+    start = _stage(f"train {method.upper()}", overall)
     ad_run = train_run(ad_cfg, resume=_has_checkpoints(ad_cfg.run_dir), progress=progress)
-    timings["train_ad"] = time.perf_counter() - start
+    timings[f"train_{method}"] = time.perf_counter() - start
 
     compare = []
     if with_ed:
@@ -121,7 +122,14 @@ def _stages(
 # rate observed so far.
 STAGE_COST = {"collect": 1.6e-4, "train": 2.6e-5, "evaluate": 1e-4}
 # The progress bar of each stage whose fraction done is the stage's.
-STAGE_BAR = {"collect": "env steps", "train AD": "train", "train ED": "train", "evaluate": "eval"}
+STAGE_BAR = {"collect": "env steps", "evaluate": "eval"} | {
+    f"train {method}": "train" for method in ("AD", "DPT", "ED")
+}
+
+
+def trained_method(cfg: ExperimentConfig | GeneralistConfig) -> str:
+    """The method ``ad-run`` trains beside the ED control: train.mode, AD for ed."""
+    return "ad" if cfg.train.mode == "ed" else cfg.train.mode
 
 
 def stage_weights(cfg: ExperimentConfig | GeneralistConfig, with_ed: bool) -> dict[str, float]:
@@ -142,7 +150,7 @@ def stage_weights(cfg: ExperimentConfig | GeneralistConfig, with_ed: bool) -> di
         eval_steps += eval_tasks * mcfg.eval.num_seeds * episodes * family.episode_length
     weights = {
         "collect": STAGE_COST["collect"] * collect,
-        "train AD": STAGE_COST["train"] * tc.num_steps * tokens,
+        f"train {trained_method(cfg).upper()}": STAGE_COST["train"] * tc.num_steps * tokens,
         "evaluate": STAGE_COST["evaluate"] * eval_steps * (2 if with_ed else 1),
     }
     if with_ed:
@@ -279,7 +287,7 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def _report_table(summary: RunSummary) -> list[str]:
-    rows = [("AD", summary), *((c.label, c) for c in summary.compare)]
+    rows = [(summary.label, summary), *((c.label, c) for c in summary.compare)]
     # The return ratio needs positive returns; the normalised one is the rise for any reward
     # sign (the point robot's dense rewards are negative).
     lines = [

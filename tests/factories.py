@@ -307,13 +307,16 @@ def write_run(
     num_steps: int = 240,
     epsilon: float = 0.4,
     terminate_prob: float = 0.3,
+    oracle: bool = True,
 ) -> Path:
-    """One fake-but-valid learning history of DarkRoom (epsilon-greedy towards the goal)."""
+    """One fake-but-valid learning history of DarkRoom (epsilon-greedy towards the goal), with
+    the family oracle's action at every step (``optimal_actions``) unless ``oracle`` is False."""
     family = make_family("DarkRoom")
     split = family.split(split_seed)
     task = split.tasks(split_name)[task_index]
     goal = np.array(task["goal"])
-    arrays = {k: [] for k in ("observations", "actions", "rewards", "terminations", "truncations")}
+    names = ("observations", "actions", "rewards", "terminations", "truncations", "optimal_actions")
+    arrays = {k: [] for k in names}
     for s in range(num_streams):
         rng = np.random.default_rng([seed, task_index, s])
         env = family.make_env(task)
@@ -323,10 +326,11 @@ def write_run(
             dx, dy = goal - obs  # greedy: right / left first, then down / up, then stay
             greedy = 4 if dx > 0 else 3 if dx < 0 else 2 if dy > 0 else 1 if dy < 0 else 0
             action = int(rng.integers(5)) if rng.random() < epsilon else greedy
+            rows["optimal_actions"].append(family.optimal_action(env, task))
             next_obs, reward, terminated, truncated, _ = env.step(action)
             terminated = bool(reward > 0 and rng.random() < terminate_prob)
             for key, value in zip(
-                rows, (obs, action, reward, terminated, truncated and not terminated), strict=True
+                names, (obs, action, reward, terminated, truncated and not terminated), strict=False
             ):
                 rows[key].append(value)
             obs = env.reset()[0] if terminated or truncated else next_obs
@@ -354,6 +358,8 @@ def write_run(
     }
     path = dataset_dir / f"{split_name}-task{task_index:04d}-seed{seed}.h5"
     stacked = {key: np.stack(value) for key, value in arrays.items()}
+    if not oracle:
+        del stacked["optimal_actions"]
     write_history(path, metadata, **stacked, chunk_steps=32)
     return path
 

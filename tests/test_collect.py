@@ -52,6 +52,7 @@ from ad.errors import UserError
 from ad.evaluation.plots import plot_dataset_curves
 from ad.fields import yaml_floats
 from envs.base import TaskFamily
+from envs.darkroom import step_toward
 from tests.factories import (
     ROOT,
     SCRIPTS,
@@ -352,6 +353,28 @@ def test_ucb_on_bandit_records_and_learns(tmp_path):
         assert pulled > means.mean() + 0.6 * (means.max() - means.mean()), path.name
     runs = load_manifest(tmp_path)["runs"]
     assert np.mean([r["last_return"] for r in runs]) > np.mean([r["first_return"] for r in runs])
+
+
+def test_histories_record_the_oracles_action_in_the_state_of_every_step(tmp_path):
+    """Key-to-Door's oracle reads hidden state (is the key held?); here it is rebuilt from the
+    rewards, independently: the key is held once the episode has paid its first reward."""
+    cfg = collect_config(tmp_path, "DarkKeyToDoor", kwargs=TINY_PPO, total_steps=1000)
+    collect(cfg, workers=1, progress=False)
+    steps_with_key = 0
+    for path in sorted(tmp_path.glob("*.h5")):
+        history = read_history(path)
+        assert history.metadata["optimal_actions"]
+        task = history.metadata["task"]
+        for s in range(history.num_streams):
+            paid = 0.0  # this episode's return before the step
+            for t in range(history.num_steps):
+                target = task["door"] if paid > 0 else task["key"]
+                expected = step_toward(history.observations[s, t], np.asarray(target))
+                assert history.optimal_actions[s, t] == expected, (path.name, s, t)
+                steps_with_key += paid > 0
+                done = history.terminations[s, t] or history.truncations[s, t]
+                paid = 0.0 if done else paid + history.rewards[s, t]
+    assert steps_with_key > 50  # the oracle's second stage was checked too
 
 
 def test_same_config_and_seed_give_identical_arrays_in_process_and_in_pool(tmp_path):

@@ -58,9 +58,10 @@ def reference_windows(
                 else:
                     kept = (episodes + ([current] if current else []))[offset::k]
                 idx = [t for episode in kept for t in episode]
+                targets = h.optimal_actions if mode == "dpt" else h.actions
                 rows = {
                     "observations": [h.observations[s, t] for t in idx],
-                    "targets": [h.actions[s, t] for t in idx],
+                    "targets": [targets[s, t] for t in idx],
                     "prev_actions": [5] + [h.actions[s, t] for t in idx[:-1]],
                     "prev_rewards": [0.0] + [h.rewards[s, t] for t in idx[:-1]],
                     "prev_dones": [True] + [dones[t] for t in idx[:-1]],
@@ -137,21 +138,22 @@ def test_families_rows_are_laid_end_to_end_and_ranks_take_contiguous_slices():
 
 @pytest.mark.parametrize(
     ("mode", "k", "offsets"),
-    [("ad", 1, "first"), ("ad", 3, "first"), ("ad", 3, "all"), ("ed", 1, "all")],
-    ids=["ad", "ad-subsample3", "ad-subsample3-all-offsets", "ed"],
+    [("ad", 1, "first"), ("ad", 3, "first"), ("ad", 3, "all"), ("ed", 1, "all"), ("dpt", 3, "all")],
+    ids=["ad", "ad-subsample3", "ad-subsample3-all-offsets", "ed", "dpt-subsample3-all-offsets"],
 )
 def test_windows_match_independent_reference(dataset_dir, mode, k, offsets):
     cfg = tiny_config(dataset_dir, None, f"train.mode={mode}", f"train.data.subsample_every={k}",
                       "train.ed.last_episodes=4", f"train.data.subsample_offsets={offsets}")  # fmt: skip
     ds = windows_of(cfg)
-    every = range(k) if offsets == "all" and mode == "ad" else range(1)
+    every = range(k) if offsets == "all" and mode != "ed" else range(1)
     expected = reference_windows(dataset_dir, mode, k, 4, 40, every)
     got = ds.get_batch(np.arange(ds.num_windows))
     assert ds.num_windows == len(expected["targets"]) > 0
     for key in WINDOW_KEYS:
         assert np.array_equal(got[key], expected[key]), key
     # The previous kept step is the previous position, across episodes and subsampling gaps.
-    assert np.array_equal(got["prev_actions"][:, 1:], got["targets"][:, :-1])
+    shifted = np.array_equal(got["prev_actions"][:, 1:], got["targets"][:, :-1])
+    assert shifted == (mode != "dpt")  # DPT: the oracle's actions are targets, not inputs
     # Every token that starts an episode shows DarkRoom's reset observation, the centre.
     starts = got["observations"][got["prev_dones"]]
     assert len(starts) > 0 and (starts == CENTRE).all()
@@ -202,7 +204,13 @@ def test_test_and_validation_runs_never_appear(dataset_dir):
 
 @pytest.mark.parametrize(
     ("mode", "k", "offsets"),
-    [("ad", 1, "first"), ("ad", 3, "first"), ("ad", 3, "all"), ("ed", 1, "first")],
+    [
+        ("ad", 1, "first"),
+        ("ad", 3, "first"),
+        ("ad", 3, "all"),
+        ("ed", 1, "first"),
+        ("dpt", 3, "all"),
+    ],
 )
 def test_streamed_equals_in_memory(dataset_dir, mode, k, offsets):
     common = [f"train.mode={mode}", f"train.data.subsample_every={k}", "train.ed.last_episodes=4",
@@ -372,3 +380,13 @@ def test_streamed_refuses_an_episode_table_that_disagrees_with_the_steps(tmp_pat
     assert "ad-collect" in message
     # In memory, boundaries come from the step data themselves, so the same folder trains.
     assert windows_of(tiny_config(data, None, 'train.data.in_memory="yes"', *common)).num_windows
+
+
+def test_dpt_on_histories_without_the_oracles_actions_is_refused(tmp_path):
+    data = make_dataset(tmp_path / "d", train_tasks=(0, 1), test_tasks=(), oracle=False)
+    _one_line_error(
+        tiny_config(data, None, "train.mode=dpt"),
+        "train.mode dpt learns the oracle's actions, but 2 of the 2 training histories",
+        "re-collect",
+    )
+    assert windows_of(tiny_config(data)).targets == "actions"  # AD trains on them as before

@@ -64,11 +64,17 @@ def _arrays(obs_shape=(2,), obs_dtype=np.int64, seed=0) -> dict[str, np.ndarray]
 
 
 @pytest.mark.parametrize(
-    ("obs_shape", "obs_dtype", "compression"),
-    [((2,), np.int64, "gzip"), ((7, 7, 3), np.uint8, "lzf"), ((), np.int64, None)],
+    ("obs_shape", "obs_dtype", "compression", "oracle"),
+    [
+        ((2,), np.int64, "gzip", True),
+        ((7, 7, 3), np.uint8, "lzf", False),
+        ((), np.int64, None, False),
+    ],
 )
-def test_round_trip_write_close_reopen(tmp_path, obs_shape, obs_dtype, compression):
+def test_round_trip_write_close_reopen(tmp_path, obs_shape, obs_dtype, compression, oracle):
     arrays = _arrays(obs_shape, obs_dtype)
+    if oracle:  # the family oracle's actions, which DPT learns
+        arrays["optimal_actions"] = np.random.default_rng(1).integers(0, 5, (S, T))
     path = tmp_path / "train-task0000-seed0.h5"
     write_history(
         path,
@@ -91,6 +97,7 @@ def test_round_trip_write_close_reopen(tmp_path, obs_shape, obs_dtype, compressi
     meta = history.metadata
     assert (meta["schema_version"], meta["n_envs"], meta["num_steps"]) == (2, S, T)
     assert meta["total_steps"] == S * T and meta["task"] == {"goal": [1, 2]}
+    assert meta["optimal_actions"] is oracle and (history.optimal_actions is None) is not oracle
     assert read_metadata(path) == meta
 
     with HistoryReader(path) as reader:
@@ -229,6 +236,19 @@ def _flipped_data_byte(tmp_path):
     return path
 
 
+def _with_oracle(damage):
+    """A history with the oracle's actions, whose ``optimal_actions`` are then damaged."""
+
+    def build(tmp_path):
+        path = tmp_path / "h.h5"
+        arrays = {**_arrays(), "optimal_actions": _arrays(seed=1)["actions"]}
+        write_history(path, META, **arrays, chunk_steps=T, compression=None)
+        damage(path)
+        return path
+
+    return build
+
+
 def _written_as_version(version: int):
     def build(tmp_path):
         with pytest.MonkeyPatch.context() as patch:
@@ -288,6 +308,17 @@ def _one_episode_return_for_all(tmp_path):
                      ["not found"], id="missing"),
         pytest.param(_flipped_data_byte, [read_history, validate_history], HistoryError,
                      ["reading its data failed"], id="flipped-data-byte"),
+        pytest.param(_with_oracle(lambda p: flip_a_data_byte(p, 1, "optimal_actions")),
+                     [read_history, validate_history], HistoryError, ["reading its data failed"],
+                     id="flipped-oracle-byte"),
+        pytest.param(_with_oracle(lambda p: rewrite_history(
+                        p, datasets={"optimal_actions": np.zeros((S, T), np.float32)})),
+                     READERS, HistoryError, ["optimal_actions are not shaped and typed as actions"],
+                     id="oracle-of-another-type"),
+        pytest.param(_with_oracle(lambda p: rewrite_history(
+                        p, datasets={"optimal_actions": np.zeros((S, T - 1), np.int64)})),
+                     READERS, HistoryError, ["dataset optimal_actions is missing or not shaped"],
+                     id="oracle-of-another-shape"),
         pytest.param(_written_as_version(1), [read_metadata, read_history], HistoryVersionError,
                      ["schema version 1", "re-collect"], id="version-1"),  # train / heldout
         pytest.param(_written_as_version(3), [read_metadata, read_history], HistoryVersionError,

@@ -30,6 +30,9 @@ SCHEMA_VERSION = 2
 
 # (S, T, ...) step datasets (observations keep the env's dtype).
 STEP_ARRAYS = ("observations", "actions", "rewards", "terminations", "truncations")
+# (S, T, ...) like actions, where the family has an oracle (metadata ``optimal_actions``: true): the
+# optimal action in the state of every step, the target DPT trains on.
+ORACLE_ARRAY = "optimal_actions"
 # (E,) per-episode datasets, derived from the step datasets when the file is written.
 EPISODE_ARRAYS = ("episode_streams", "episode_ends", "episode_lengths", "episode_returns")
 REQUIRED_METADATA = (
@@ -68,6 +71,7 @@ class History:
     rewards: np.ndarray  # (S, T) float32
     terminations: np.ndarray  # (S, T) bool
     truncations: np.ndarray  # (S, T) bool
+    optimal_actions: np.ndarray | None = None  # like actions; None: the family has no oracle
 
     @property
     def num_streams(self) -> int:
@@ -132,6 +136,7 @@ def write_history(
     rewards: np.ndarray,
     terminations: np.ndarray,
     truncations: np.ndarray,
+    optimal_actions: np.ndarray | None = None,
     chunk_steps: int = 128,
     compression: str | None = "gzip",
 ) -> None:
@@ -145,6 +150,7 @@ def write_history(
         actions: ``(S, T)`` integers (Discrete; stored int64) or ``(S, T, act_dim)`` floats (Box;
             stored float32, the action the env received).
         rewards, terminations, truncations: ``(S, T)``.
+        optimal_actions: the oracle's actions, shaped and typed like ``actions``, or None.
         chunk_steps: HDF5 chunk length along T (one stream per chunk).
         compression: ``"gzip"``, ``"lzf"`` or None.
     """
@@ -156,6 +162,8 @@ def write_history(
         "terminations": np.asarray(terminations, bool),
         "truncations": np.asarray(truncations, bool),
     }
+    if optimal_actions is not None:
+        arrays[ORACLE_ARRAY] = _stored_actions(optimal_actions)
     num_streams, num_steps = arrays["actions"].shape[:2]
     for name, array in arrays.items():
         if array.shape[:2] != (num_streams, num_steps):
@@ -168,6 +176,7 @@ def write_history(
         "n_envs": int(num_streams),
         "num_steps": int(num_steps),
         "total_steps": int(num_streams * num_steps),
+        ORACLE_ARRAY: optimal_actions is not None,
     }
     text = json.dumps(metadata)  # fail before touching the disk if not serialisable
     episodes = episode_table(arrays["rewards"], arrays["terminations"], arrays["truncations"])
@@ -289,7 +298,7 @@ def _check_file(f: h5py.File, path: Path) -> dict:
     if missing:
         raise corrupt_history(path, f"metadata lacks {', '.join(missing)}")
     shape = (metadata["n_envs"], metadata["num_steps"])
-    for name in STEP_ARRAYS:
+    for name in step_arrays(metadata):
         dataset = f.get(name)
         if not isinstance(dataset, h5py.Dataset) or dataset.shape[:2] != shape:
             raise corrupt_history(path, f"dataset {name} is missing or not shaped {shape}")
@@ -297,7 +306,16 @@ def _check_file(f: h5py.File, path: Path) -> dict:
         if not isinstance(f.get(name), h5py.Dataset):
             raise corrupt_history(path, f"dataset {name} is missing")
     _check_actions(f["actions"], metadata["action_space"], path)
+    if metadata.get(ORACLE_ARRAY):
+        oracle, actions = f[ORACLE_ARRAY], f["actions"]
+        if oracle.shape != actions.shape or oracle.dtype != actions.dtype:
+            raise corrupt_history(path, f"its {ORACLE_ARRAY} are not shaped and typed as actions")
     return metadata
+
+
+def step_arrays(metadata: dict) -> tuple[str, ...]:
+    """The (S, T, ...) datasets of a history: STEP_ARRAYS, and ORACLE_ARRAY where it has one."""
+    return STEP_ARRAYS + ((ORACLE_ARRAY,) if metadata.get(ORACLE_ARRAY) else ())
 
 
 def _check_actions(dataset: h5py.Dataset, spec: dict, path: Path) -> None:
@@ -351,7 +369,7 @@ def read_history(path: str | Path) -> History:
     path = Path(path)
     f, metadata = open_history(path)
     with f:
-        arrays = read_datasets(f, path, STEP_ARRAYS)
+        arrays = read_datasets(f, path, step_arrays(metadata))
     return History(path=path, metadata=metadata, **arrays)
 
 
@@ -372,7 +390,7 @@ def validate_history(path: str | Path) -> dict:
     path = Path(path)
     f, metadata = open_history(path)
     with f:
-        arrays = read_datasets(f, path, STEP_ARRAYS + EPISODE_ARRAYS)
+        arrays = read_datasets(f, path, step_arrays(metadata) + EPISODE_ARRAYS)
     _check_episode_table(path, arrays)
     return metadata
 

@@ -15,10 +15,10 @@ import numpy as np
 
 from ad.data.histories import (
     EPISODE_ARRAYS,
-    STEP_ARRAYS,
     corrupt_history,
     open_history,
     read_datasets,
+    step_arrays,
 )
 from ad.errors import one_line
 
@@ -38,7 +38,7 @@ class HistoryReader:
     def __init__(self, path: str | Path, cache_chunks: int = 16) -> None:
         self.path = Path(path)
         self._file, self.metadata = open_history(self.path)
-        self._datasets = {name: self._file[name] for name in STEP_ARRAYS}
+        self._datasets = {name: self._file[name] for name in step_arrays(self.metadata)}
         self.num_streams = int(self.metadata["n_envs"])
         self.num_steps = int(self.metadata["num_steps"])
         chunks = self._datasets["actions"].chunks  # None for a contiguous (unchunked) dataset

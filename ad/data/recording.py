@@ -31,12 +31,18 @@ class RecordingVecEnv(VecEnvWrapper):
     ``(S, T, act_dim)`` (see the module docstring for what SB3 sent). A ``reset()`` in the middle of a history (not done by SB3's learn)
     marks the interrupted episodes truncated at the previous step.
 
+    With an ``oracle`` (the family's, see ``TaskFamily.optimal_action``) it also records, at every
+    step, the optimal action in the state the step's action was chosen in (``optimal_actions``,
+    shaped and typed like ``actions``): the target DPT trains on.
+
     Args:
         venv: the ``DummyVecEnv`` of the run's S streams.
         num_steps: T, the steps per stream to record.
         on_steps: called with the number of env steps (summed over streams) recorded since its
             last call, about every ``report_every`` env steps and once when full (progress bars).
         report_every: env steps between calls of ``on_steps``.
+        oracle: the optimal action of every stream in its current state, as one array; None:
+            no ``optimal_actions`` are recorded.
     """
 
     def __init__(
@@ -45,6 +51,7 @@ class RecordingVecEnv(VecEnvWrapper):
         num_steps: int,
         on_steps: Callable[[int], None] | None = None,
         report_every: int = 1000,
+        oracle: Callable[[], np.ndarray] | None = None,
     ) -> None:
         super().__init__(venv)
         shape, dtype = self.observation_space.shape, self.observation_space.dtype
@@ -55,6 +62,9 @@ class RecordingVecEnv(VecEnvWrapper):
             (num_envs, self.num_steps, *action_shape(self.action_space)),
             action_dtype(self.action_space),
         )  # (S, T) or (S, T, act_dim)
+        self.oracle = oracle
+        if oracle is not None:
+            self.optimal_actions = np.zeros_like(self.actions)
         self.rewards = np.zeros((num_envs, self.num_steps), np.float32)
         self.terminations = np.zeros((num_envs, self.num_steps), bool)
         self.truncations = np.zeros((num_envs, self.num_steps), bool)
@@ -72,8 +82,14 @@ class RecordingVecEnv(VecEnvWrapper):
         if 0 < self.t < self.num_steps:
             self.truncations[:, self.t - 1] |= ~self.terminations[:, self.t - 1]
         if self.t < self.num_steps:
-            self.observations[:, self.t] = obs
+            self._record_state(self.t, obs)
         return obs
+
+    def _record_state(self, t: int, obs: np.ndarray) -> None:
+        """Step ``t``'s observation and, with an oracle, its optimal action."""
+        self.observations[:, t] = obs
+        if self.oracle is not None:
+            self.optimal_actions[:, t] = self.oracle().reshape(self.optimal_actions[:, t].shape)
 
     def step_async(self, actions: np.ndarray) -> None:
         if self.t < self.num_steps:
@@ -91,7 +107,7 @@ class RecordingVecEnv(VecEnvWrapper):
             self.truncations[:, t] = truncated
             self.terminations[:, t] = dones & ~truncated
             if t + 1 < self.num_steps:
-                self.observations[:, t + 1] = obs
+                self._record_state(t + 1, obs)
             if self.on_steps is not None and (
                 t + 1 - self._reported >= self._report_every or t + 1 == self.num_steps
             ):
@@ -102,13 +118,16 @@ class RecordingVecEnv(VecEnvWrapper):
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The recorded ``(S, T, ...)`` arrays, named as in a history file."""
-        return {
+        arrays = {
             "observations": self.observations,
             "actions": self.actions,
             "rewards": self.rewards,
             "terminations": self.terminations,
             "truncations": self.truncations,
         }
+        if self.oracle is not None:
+            arrays["optimal_actions"] = self.optimal_actions
+        return arrays
 
 
 def action_shape(space: spaces.Space) -> tuple[int, ...]:

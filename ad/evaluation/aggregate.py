@@ -132,6 +132,7 @@ def aggregate(summaries: list[RunSummary], seed: int = 0, min_runs: int = 2) -> 
         "runs": [s.run for s in summaries],
         "split_seeds": sorted({s.config["env"]["split_seed"] for s in summaries}),
         "train_seeds": sorted({s.config["train"]["seed"] for s in summaries}),
+        "label": summaries[0].label.split(" ")[0],  # the method: AD, DPT
         "ad": ad,
         "compare_label": compare[0].label.split(" ")[0] if compare[0] else None,
         "compare": _stats(compare, seed),
@@ -177,7 +178,8 @@ def format_aggregate(result: dict) -> str:
             f"  (runs evaluated {', '.join(map(str, result['episodes_evaluated']))} episodes: all "
             f"are scored over their first {result['num_episodes']})"
         )
-    rows = [("AD", result["ad"]), (result["compare_label"] or "compare", result["compare"])]
+    rows = [(result["label"], result["ad"])]
+    rows.append((result["compare_label"] or "compare", result["compare"]))
     rows.append(("source", result["source"]))
     for label, stats in rows:
         if stats is None:
@@ -199,7 +201,8 @@ def aggregate_curves(result: dict) -> list[dict]:
     """AD, the compared run and the source as ``plot_return_curves`` takes them: mean normalised
     curves with their CI bands. Each role keeps its colour whether or not the others are there,
     so the panels of one figure agree."""
-    labels = [("AD", "ad", "-", "C0"), (result["compare_label"] or "compare", "compare", "-", "C1")]
+    labels = [(result["label"], "ad", "-", "C0")]
+    labels.append((result["compare_label"] or "compare", "compare", "-", "C1"))
     labels.append(("source algorithm (per stream)", "source", "--", "C2"))
     return [
         {

@@ -21,7 +21,7 @@ from ad.config import TrainConfig
 class KeepPolicy:
     """Which episodes of a stream training keeps (from the config's train section)."""
 
-    mode: str  # "ad" or "ed"
+    mode: str  # "ad" (also DPT's: whole streams, subsampled) or "ed"
     subsample_every: int  # AD keeps every k-th episode
     subsample_offsets: tuple[int, ...]  # AD: first kept episode of each kept stream (each < k)
     ed_last_episodes: int  # ED: complete episodes kept at the end of each stream
@@ -36,9 +36,10 @@ class KeepPolicy:
         Returns:
             The policy; ``subsample_offsets`` is (0,) unless AD uses every offset.
         """
-        every_offset = train.mode == "ad" and train.data.subsample_offsets == "all"
+        mode = "ed" if train.mode == "ed" else "ad"
+        every_offset = mode == "ad" and train.data.subsample_offsets == "all"
         return cls(
-            mode=train.mode,
+            mode=mode,
             subsample_every=train.data.subsample_every,
             subsample_offsets=tuple(range(train.data.subsample_every if every_offset else 1)),
             ed_last_episodes=train.ed.last_episodes,

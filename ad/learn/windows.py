@@ -3,7 +3,8 @@
 A *window* is ``window_steps`` consecutive kept steps of one kept stream (see
 ``ad.learn.kept_streams``). At position t it holds the observation at t with the action, reward
 and done flag of the previous kept step, and the target is the action at t (Laskin et al. 2022,
-section 3). Window ``i`` is one start position of one kept stream, numbered stream by stream.
+section 3), or in DPT mode the oracle's optimal action at t (the history's ``optimal_actions``):
+every position is then a DPT query whose context is the transitions before it. Window ``i`` is one start position of one kept stream, numbered stream by stream.
 Discrete actions are int64 ids; Box actions float32 vectors (act_dim,), whose "no previous action"
 at a stream's first step is a row of NaNs.
 
@@ -30,7 +31,7 @@ import torch
 from gymnasium.spaces import Box, Space
 
 from ad.config import ExperimentConfig
-from ad.data.histories import history_spaces
+from ad.data.histories import ORACLE_ARRAY, history_spaces
 from ad.data.spaces import has_integer_ids, num_actions
 from ad.errors import UserError
 from ad.learn.kept_streams import KeepPolicy, KeptStream, first_window_of_each, plan_stream
@@ -66,20 +67,21 @@ def prev_step_inputs(
     return prev_actions, prev_rewards, prev_dones
 
 
-def _window_arrays(
-    observations: np.ndarray,
-    actions: np.ndarray,
-    rewards: np.ndarray,
-    dones: np.ndarray,
-    num_actions: int | None,
-) -> dict[str, np.ndarray]:
-    """Every WINDOW_KEYS array of a sequence of kept steps that starts a stream (num_actions:
-    None for Box actions)."""
-    targets = actions.astype(np.int64 if num_actions is not None else np.float32)
-    prev = prev_step_inputs(targets, rewards, dones, num_actions)
+def _window_arrays(steps: dict[str, np.ndarray], targets: str, num_actions: int | None) -> dict:
+    """Every WINDOW_KEYS array of a sequence of kept steps that starts a stream.
+
+    Args:
+        steps: the steps' history arrays by name (observations, actions, rewards, terminations,
+            truncations, and optimal_actions where the targets are those).
+        targets: the array the model learns to predict: "actions" or "optimal_actions".
+        num_actions: the "no action" token (None for Box actions).
+    """
+    dtype = np.int64 if num_actions is not None else np.float32
+    dones = steps["terminations"] | steps["truncations"]
+    prev = prev_step_inputs(steps["actions"].astype(dtype), steps["rewards"], dones, num_actions)
     return {
-        "observations": observations,
-        "targets": targets,
+        "observations": steps["observations"],
+        "targets": steps[targets].astype(dtype),
         **dict(zip(WINDOW_KEYS[1:4], prev, strict=True)),
     }
 
@@ -106,6 +108,7 @@ class WindowStore(torch.utils.data.Dataset):
         fingerprint: the dataset fingerprint (checked on resume).
         context_steps: the model's band; with longer windows, targets before the band is full
             are cut (see the module docstring). None: the window length.
+        targets: the history array the targets come from: "actions", or "optimal_actions" (DPT).
     """
 
     in_memory: bool  # whether batches are gathered from memory (else read by DataLoader workers)
@@ -118,8 +121,10 @@ class WindowStore(torch.utils.data.Dataset):
         window_steps: int,
         fingerprint: str,
         context_steps: int | None = None,
+        targets: str = "actions",
     ) -> None:
         self.training = training
+        self.targets = targets
         self.files = training.files
         self.policy = policy
         self.window_steps = window_steps
@@ -200,7 +205,8 @@ class WindowStore(torch.utils.data.Dataset):
             f"{len(self.runs)} training runs, {len(self.streams)} streams "
             f"({self.num_short_streams} shorter than the context skipped), {self.num_windows} "
             f"windows of {self.window_steps} steps ({self.policy.mode}, "
-            f"subsample_every={self.policy.subsample_every}), {self.where}"
+            f"subsample_every={self.policy.subsample_every}, targets: {self.targets}), "
+            f"{self.where}"
         )
 
 
@@ -211,8 +217,9 @@ class InMemoryWindows(WindowStore):
     where = "in memory"
 
     def _load(self) -> list[KeptStream]:
-        from ad.data.histories import read_history
+        from ad.data.histories import STEP_ARRAYS, read_history
 
+        names = dict.fromkeys((*STEP_ARRAYS, self.targets))  # what the windows are made of
         parts: dict[str, list[np.ndarray]] = {key: [] for key in WINDOW_KEYS}
         kept_streams, first_rows, num_rows = [], [], 0
         for index, path in enumerate(self.files):
@@ -225,10 +232,8 @@ class InMemoryWindows(WindowStore):
                         continue
                     steps = kept.original_steps(np.arange(kept.num_kept_steps))
                     arrays = _window_arrays(
-                        history.observations[s, steps],
-                        history.actions[s, steps],
-                        history.rewards[s, steps],
-                        dones[steps],
+                        {name: getattr(history, name)[s, steps] for name in names},
+                        self.targets,
                         self.num_actions,
                     )
                     for key in WINDOW_KEYS:
@@ -319,10 +324,7 @@ class StreamedWindows(WindowStore):
         spans = np.split(steps, np.flatnonzero(np.diff(steps) != 1) + 1)
         pieces = [reader.read(kept.stream, int(span[0]), int(span[-1]) + 1) for span in spans]
         data = {key: np.concatenate([p[key] for p in pieces]) for key in pieces[0]}
-        dones = data["terminations"] | data["truncations"]
-        arrays = _window_arrays(
-            data["observations"], data["actions"], data["rewards"], dones, self.num_actions
-        )
+        arrays = _window_arrays(data, self.targets, self.num_actions)
         cut = start - first  # drop the extra leading step
         window = {key: np.ascontiguousarray(arrays[key][cut:]) for key in WINDOW_KEYS}
         batch = self._cut_targets({k: v[None] for k, v in window.items()}, np.array([start]))
@@ -400,6 +402,19 @@ def open_windows(cfg: ExperimentConfig, training: TrainingRuns) -> WindowStore:
             f"{context_steps}: a window must hold a whole band; set train.data.window_steps >= "
             f"{context_steps} (or null)"
         )
+    targets = "actions"
+    if cfg.train.mode == "dpt":
+        targets = ORACLE_ARRAY
+        lacking = [
+            f for f, m in zip(training.files, training.metadata, strict=True) if not m.get(targets)
+        ]
+        if lacking:
+            raise UserError(
+                f"train.mode dpt learns the oracle's actions, but {len(lacking)} of the "
+                f"{len(training.files)} training histories (e.g. {lacking[0].name}) have none; "
+                "re-collect them with this ad-collect from a family with an oracle "
+                "(TaskFamily.optimal_action), or use train.mode ad"
+            )
     store = InMemoryWindows if in_memory else StreamedWindows
     policy = KeepPolicy.from_config(cfg.train)
-    return store(training, policy, window_steps, fingerprint, context_steps)
+    return store(training, policy, window_steps, fingerprint, context_steps, targets)
