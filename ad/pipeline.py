@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ad.config import ExperimentConfig
 from ad.errors import UserError
 from ad.generalist import GeneralistConfig, family_entries, replace_train
-from ad.utils import atomic_write_text, matmul_gflops
+from ad.utils import atomic_write_text, matmul_gflops, open_bars
 
 if TYPE_CHECKING:
     from ad.evaluation.summary import RunSummary
@@ -164,8 +164,9 @@ class OverallProgress:
     time and an estimate of what remains, printed above the stages' own bars every
     ``every`` seconds and at each stage start.
 
-    Inside a stage, the fraction done is read from the stage's own tqdm bar (found among tqdm's
-    live bars by its description, ``STAGE_BAR``), so the stages need no hook of their own. The
+    Inside a stage, the fraction done is read from the stage's own bar (found among the open bars
+    of :func:`ad.utils.progress_bar` by its description, ``STAGE_BAR``), so the stages need no
+    hook of their own. The
     estimate of what remains is elapsed x (1 - done) / done.
     """
 
@@ -191,7 +192,7 @@ class OverallProgress:
         inside = 0.0
         if self.stage is not None:
             desc = STAGE_BAR[self.stage]
-            bars = [b for b in list(tqdm._instances) if (b.desc or "").startswith(desc) and b.total]
+            bars = [b for b in open_bars() if (b.desc or "").startswith(desc) and b.total]
             if bars:
                 inside = min(bars[-1].n / bars[-1].total, 1.0)
             inside *= self.weights[self.stage]

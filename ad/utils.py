@@ -8,6 +8,7 @@ import platform
 import random
 import sys
 import tempfile
+import weakref
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,6 +160,25 @@ def matmul_gflops(n: int = 512, repeats: int = 5) -> float:
     finally:
         torch.set_num_threads(threads)
     return 2 * n**3 / best / 1e9
+
+
+_BARS: weakref.WeakSet = weakref.WeakSet()  # the bars progress_bar made, while they live
+
+
+def progress_bar(**kwargs: Any) -> Any:
+    """A tqdm bar (``tqdm(**kwargs)``) that :func:`open_bars` lists while it is open: ad-run's
+    overall line reads the running stage's bar there."""
+    from tqdm.auto import tqdm  # a notebook's widget bar where there is one
+
+    bar = tqdm(**kwargs)
+    _BARS.add(bar)
+    return bar
+
+
+def open_bars() -> list[Any]:
+    """The shown bars made by :func:`progress_bar` that are not closed yet (tqdm disables a bar
+    when it closes)."""
+    return [bar for bar in list(_BARS) if not bar.disable]
 
 
 def seed_everything(seed: int) -> None:

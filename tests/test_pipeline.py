@@ -105,19 +105,21 @@ def test_default_pipeline_learns_in_context_on_test_goals(tmp_path, run_reduced)
 
 
 def test_overall_progress_line_weighs_stages_and_reads_the_running_stage_bar(capsys):
-    from tqdm import tqdm
-
     from ad.pipeline import OverallProgress, stage_weights
+    from ad.utils import progress_bar
 
     weights = stage_weights(load_config(None), with_ed=True)
     assert sum(weights.values()) == pytest.approx(1.0)
     assert weights["train AD"] > weights["train ED"] > 0  # twice the optimiser steps
+    dpt = stage_weights(load_config(None, ["train.mode=dpt"]), with_ed=False)
+    assert set(dpt) == {"collect", "train DPT", "evaluate"}  # the stage is named after the method
     overall = OverallProgress({"collect": 0.2, "train AD": 0.8}, every=3600)
     overall.begin("collect")
     assert overall.fraction() == 0.0
-    with tqdm(total=10, desc="env steps", disable=False, file=open("/dev/null", "w")) as bar:
+    with progress_bar(total=10, desc="env steps", file=open("/dev/null", "w")) as bar:
         bar.update(5)  # half of the collect stage
         assert overall.fraction() == pytest.approx(0.1)
+    assert overall.fraction() == 0.0  # a closed bar is no longer read
     overall.begin("train AD")
     assert overall.fraction() == pytest.approx(0.2)  # collect done, no train bar yet
     line = overall.line()

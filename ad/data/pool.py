@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ad.data.runs import run_one, run_steps, set_step_reporter, single_thread
+from ad.utils import progress_bar
 
 
 def execute(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
@@ -31,14 +32,12 @@ def execute(jobs: list[dict], workers: int, progress: bool) -> list[dict]:
         One result of :func:`ad.data.runs.run_one` per job, in the order they finished; a worker
         that died (killed, out of memory) gives a failed result for its job.
     """
-    from tqdm.auto import tqdm
-
     total_steps = sum(run_steps(job["config"]) for job in jobs)
     jobs = [{**job, "slot": i} for i, job in enumerate(jobs)]  # where each reports its steps
     bars = {"disable": not progress, "dynamic_ncols": True}
     with (
-        tqdm(total=len(jobs), desc="collect", unit="run", position=0, **bars) as runs_bar,
-        tqdm(
+        progress_bar(total=len(jobs), desc="collect", unit="run", position=0, **bars) as runs_bar,
+        progress_bar(
             total=total_steps, desc="env steps", unit="step", unit_scale=True, position=1, **bars
         ) as steps_bar,
     ):

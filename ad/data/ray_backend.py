@@ -35,7 +35,7 @@ from typing import Any
 
 from ad.data.runs import run_one, single_thread
 from ad.errors import UserError
-from ad.utils import fsync_dir
+from ad.utils import fsync_dir, progress_bar
 
 __all__ = ["MAX_RETRIES", "execute", "import_ray", "ray_session"]
 
@@ -185,8 +185,6 @@ def execute(
         One result of :func:`ad.data.runs.run_one` per job, in the order they finished; a run
         whose worker kept dying (retries spent) gives a failed result for its job.
     """
-    from tqdm.auto import tqdm
-
     from ad.data.temp_files import stale_temp_files
 
     if not jobs:
@@ -196,7 +194,9 @@ def execute(
     results, steps = [], 0
     with (
         ray_session(address, "ray.address") as ray,
-        tqdm(total=len(jobs), desc="collect (ray)", unit="run", disable=not progress) as bar,
+        progress_bar(
+            total=len(jobs), desc="collect (ray)", unit="run", disable=not progress
+        ) as bar,
     ):
         task = ray.remote(num_cpus=1, max_retries=max_retries)(_run_on_worker)
         pending = {task.remote(job, storage): job for job in jobs}

@@ -19,6 +19,7 @@ import torch
 from ad.data.ray_backend import MAX_RETRIES, ray_session
 from ad.errors import UserError
 from ad.evaluation.rollout import rollout
+from ad.utils import progress_bar
 from envs.base import TaskFamily
 from envs.tasks import Task
 
@@ -123,7 +124,6 @@ def rollout_on_ray(
         Episode returns, (num_tasks, num_seeds, num_episodes), float64: the same as a local
         rollout of all rows in one batch.
     """
-    from tqdm.auto import tqdm
 
     if eval_cfg.num_episodes is None:  # derived by ad-train: a checkpoint's config holds it
         raise UserError("eval.num_episodes is not set; set it, or evaluate a trained run's config")
@@ -140,7 +140,9 @@ def rollout_on_ray(
     returns = np.full((len(tasks), eval_cfg.num_seeds, eval_cfg.num_episodes), np.nan)
     with (
         ray_session(address, "ray.address") as ray,
-        tqdm(total=len(batches), desc="eval (ray)", unit="batch", disable=not progress) as bar,
+        progress_bar(
+            total=len(batches), desc="eval (ray)", unit="batch", disable=not progress
+        ) as bar,
     ):
         if num_gpus and ray.cluster_resources().get("GPU", 0) < 1:  # its tasks would wait forever
             raise UserError(

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ad.config import ExperimentConfig
 from ad.data.spaces import has_integer_ids, same_spaces
 from ad.errors import UserError
+from ad.utils import progress_bar
 from envs.base import TaskFamily, family_of_split
 from envs.split import TaskSplit
 from envs.tasks import Task
@@ -140,7 +140,7 @@ def rollout(
     next_observations = observations.copy()  # each step's result, before any reset
     was_training = model.training
     model.eval()
-    bar = tqdm(total=num_episodes, desc="eval episodes", disable=not progress, leave=False)
+    bar = progress_bar(total=num_episodes, desc="eval episodes", disable=not progress, leave=False)
     try:
         cache = model.init_cache(batch, device=device, mode=decoding)
         while finished.min() < num_episodes:

@@ -66,6 +66,7 @@ from ad.learn.windows import WindowStore, open_windows
 from ad.utils import (
     atomic_write_text,
     package_versions,
+    progress_bar,
     resolve_device,
     seed_everything,
     write_versions,
@@ -636,6 +637,6 @@ def _to_device(batch: dict[str, np.ndarray], device: torch.device, space: Space)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", dynamic_ncols=True)
+    return progress_bar(
+        total=total, initial=initial, disable=not enabled, desc="train", dynamic_ncols=True
+    )
