@@ -4,7 +4,7 @@ Usage:
   python scripts/compare_methods.py --out docs/results/methods_darkroom.json \
       --method AD=runs/darkroom_quick/report --method "AD^eps=grid/runs/adeps-s*/report" \
       --method "DPT=grid/runs/dpt-s*/report" [--figure docs/methods_darkroom.png]
-  python scripts/compare_methods.py --table docs/results/methods_darkroom.json
+  python scripts/compare_methods.py --table docs/results/methods_darkroom.json [--readme README.md]
 
 Each ``--method LABEL=GLOB`` names the ``ad-run`` report folders of one method (one per split
 seed x training seed; each holds summary.json and timings.json). Per method the runs are
@@ -12,11 +12,13 @@ aggregated as ``ad-eval --aggregate`` does (mean normalised score, 95% bootstrap
 runs); the ED control and the source of each method's data become rows of their own. Costs come
 from the runs: env steps of the training data (training tasks x seeds x steps per run), the
 collection's and the training's wall clock with the machine's single-thread matmul speed.
+``--readme`` puts the table between the file's ``<!-- methods_<family> -->`` markers.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import json
 from pathlib import Path
@@ -38,24 +40,49 @@ def _method(label: str, pattern: str) -> dict:
     if not folders:
         raise SystemExit(f"error: --method {label}={pattern} matches no report folder")
     summaries = [load_summary(folder / "summary.json") for folder in folders]
-    timings = [json.loads((folder / "timings.json").read_text()) for folder in folders]
+    # ad-run writes timings.json; an ad-eval folder has none
+    timings = [_timings(folder / "timings.json") for folder in folders]
     result = aggregate(summaries, min_runs=1)
     cfg = config_from_dict(summaries[0].config)
-    train_steps = [
-        v for t in timings for k, v in t.items() if k.startswith("train_") and k != "train_ed"
+    train_seconds = [
+        _train_seconds(s, folder) for s, folder in zip(summaries, folders, strict=True)
     ]
+    data = cfg.collect.algorithm
+    if data == "NoisyDemonstrator":  # what sets its data apart: how far the noise falls
+        data += f", max_perf {cfg.collect.algorithm_kwargs.get('max_perf', 1.0)}"
     return {
         "label": label,
         "mode": cfg.train.mode,
-        "algorithm": cfg.collect.algorithm,
+        "data": data,
         "needs_oracle": cfg.train.mode == "dpt" or NEEDS_ORACLE.get(cfg.collect.algorithm, False),
         "env_steps_of_training_data": _data_steps(cfg),
         "collect_seconds": [t.get("collect") for t in timings],
-        "train_seconds": train_steps,
-        "machine_matmul_gflops": [t["machine_matmul_gflops"] for t in timings],
+        "train_seconds": train_seconds,
+        "machine_matmul_gflops": [t.get("machine_matmul_gflops") for t in timings],
         "runs": [str(f) for f in folders],
         "aggregate": result,
     }
+
+
+def _train_seconds(summary, folder: Path) -> float:
+    """Seconds the run's optimiser steps took, from its own metrics.csv (steps between rows x
+    tokens per step / the row's tokens/s): right even where ad-run resumed a finished training."""
+    run = Path(summary.run) if Path(summary.run).is_absolute() else folder.parent
+    cfg = config_from_dict(summary.config)
+    tokens_per_step = cfg.train.batch_size * (
+        cfg.train.data.window_steps or cfg.model.context_steps
+    )
+    seconds, before = 0.0, 0
+    with open(run / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            step = int(row["step"])
+            seconds += (step - before) * tokens_per_step / float(row["train/tokens_per_s"])
+            before = step
+    return seconds
+
+
+def _timings(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _data_steps(cfg) -> int:
@@ -80,7 +107,9 @@ def _row(label: str, stats: dict | None, method: dict | None, result: dict) -> d
         "env_steps_of_training_data": None
         if method is None
         else method["env_steps_of_training_data"],
-        "train_seconds": None if method is None else float(np.mean(method["train_seconds"])),
+        "train_seconds": float(np.mean(method["train_seconds"]))
+        if method and method["train_seconds"]
+        else None,
         "curve": stats["normalised_curve"],
     }
 
@@ -93,9 +122,8 @@ def compare(methods: list[dict]) -> dict:
         rows.append(_row(m["label"], result["ad"], m, result))
     for m in methods:
         result = m["aggregate"]
-        data = f"{m['algorithm']} histories"
-        rows.append(_row(f"ED ({data})", result["compare"], None, result))
-        rows.append(_row(f"source: {m['algorithm']} (per stream)", result["source"], None, result))
+        rows.append(_row(f"ED ({m['data']} histories)", result["compare"], None, result))
+        rows.append(_row(f"source: {m['data']} (per stream)", result["source"], None, result))
     unique, seen = [], set()
     for row in rows:  # a control or a source shared by two methods once
         if row is not None and row["label"] not in seen:
@@ -115,7 +143,7 @@ def table(data: dict) -> str:
     """The markdown table of a comparison's JSON."""
     lines = [
         f"{data['family']}, {data['split']} tasks, {data['num_episodes']} episodes; normalised "
-        "score (random 0, optimal 1), mean [95% CI over runs]:",
+        "score (random 0, optimal 1), mean [95% CI over runs where there are several]:",
         "",
         "| method | first 10 | last 10 | episode to 80% | runs | oracle | env steps of data "
         "| training s |",
@@ -126,7 +154,8 @@ def table(data: dict) -> str:
         cells = [
             r["label"],
             f"{r['first10_normalised']:.2f}",
-            f"**{last['mean']:.2f}** [{last['ci_low']:.2f}, {last['ci_high']:.2f}]",
+            f"**{last['mean']:.2f}**"
+            + (f" [{last['ci_low']:.2f}, {last['ci_high']:.2f}]" if r["runs"] > 1 else ""),
             str(r["episode_to_80"] or "never"),
             r["seeds"],
             {None: "", True: "yes", False: "no"}[r["needs_oracle"]],
@@ -139,15 +168,35 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def write_into(path: Path, data: dict) -> None:
+    """The table between ``<!-- methods_<family> -->`` and its closing marker in ``path``."""
+    start, end = (
+        f"<!-- methods_{data['family'].lower()} -->",
+        f"<!-- /methods_{data['family'].lower()} -->",
+    )
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(
+            f"error: {path} has no {start} ... {end} markers; add them where the table goes"
+        )
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
+    atomic_write_text(path, f"{before}{start}\n{table(data)}\n{end}{after}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", action="append", default=[], help="LABEL=GLOB of report dirs")
     parser.add_argument("--out", type=Path, help="the comparison's JSON")
     parser.add_argument("--figure", type=Path, help="the curves' PNG")
     parser.add_argument("--table", type=Path, help="print the table of this JSON and stop")
+    parser.add_argument("--readme", type=Path, help="write the table into this file's markers")
     args = parser.parse_args()
     if args.table:
-        print(table(json.loads(args.table.read_text())))
+        data = json.loads(args.table.read_text())
+        if args.readme:
+            write_into(args.readme, data)
+        print(table(data))
         return
     methods = [_method(*spec.split("=", 1)) for spec in args.method]
     data = to_json(compare(methods))

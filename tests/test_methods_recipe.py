@@ -1,5 +1,5 @@
 """AD^eps and DPT (configs/darkroom_adeps.yaml, configs/darkroom_dpt.yaml) at a reduced size: each
-rises in context on test goals and ends above ED trained on the same noise-distilled histories.
+rises in context on test goals and ends above ED trained on the same histories.
 Slow: collect -> train the method and ED -> evaluate for real."""
 
 from __future__ import annotations
@@ -22,14 +22,18 @@ REDUCED = [
 ]  # fmt: skip
 # Measured (2026-12-07, 2 busy cores), return over the first 5 episodes -> the last 10, and ED's
 # last 10 (optimal 8.5), training seeds 0 / 1: AD^eps 2.05 -> 5.98, 1.86 -> 5.64, ED 0.12, 1.97;
-# DPT 3.28 -> 7.56, 2.97 -> 8.27. The thresholds leave 1.6 or more of each.
-MIN_RISE = 2.0
-MIN_OVER_ED = 2.0
+# DPT (random-action data, so its ED is near random) 2.98 -> 4.68, 2.76 -> 5.39, ED 0.31, 0.30. A
+# model that does not learn in context rises by 0 +- ~0.5; the thresholds keep 0.7 or more.
+THRESHOLDS = {  # config: (rise from the first 5 episodes to the last 10, last 10 over ED)
+    "darkroom_adeps": (2.0, 2.0),
+    "darkroom_dpt": (1.0, 2.5),
+}
 
 
 @pytest.mark.slow(minutes=1)
-@pytest.mark.parametrize("config", ["darkroom_adeps", "darkroom_dpt"])
+@pytest.mark.parametrize("config", sorted(THRESHOLDS))
 def test_reduced_method_learns_in_context_above_ed(in_context_margins, config):
+    min_rise, min_over_ed = THRESHOLDS[config]
     first, last10, ed = in_context_margins(CONFIGS / f"{config}.yaml", REDUCED)
-    assert last10 - first >= MIN_RISE, (first, last10)
-    assert last10 - ed >= MIN_OVER_ED, (ed, last10)
+    assert last10 - first >= min_rise, (first, last10)
+    assert last10 - ed >= min_over_ed, (ed, last10)
