@@ -64,7 +64,7 @@ def _method(label: str, pattern: str) -> dict:
     }
 
 
-def _train_seconds(summary, folder: Path) -> float:
+def _train_seconds(summary, folder: Path) -> float | None:
     """Seconds the run's optimiser steps took, from its own metrics.csv (steps between rows x
     tokens per step / the row's tokens/s): right even where ad-run resumed a finished training."""
     run = Path(summary.run) if Path(summary.run).is_absolute() else folder.parent
@@ -72,6 +72,8 @@ def _train_seconds(summary, folder: Path) -> float:
     tokens_per_step = cfg.train.batch_size * (
         cfg.train.data.window_steps or cfg.model.context_steps
     )
+    if not (run / "metrics.csv").is_file():  # the run folder has moved
+        return None
     seconds, before = 0.0, 0
     with open(run / "metrics.csv") as f:
         for row in csv.DictReader(f):
@@ -107,9 +109,9 @@ def _row(label: str, stats: dict | None, method: dict | None, result: dict) -> d
         "env_steps_of_training_data": None
         if method is None
         else method["env_steps_of_training_data"],
-        "train_seconds": float(np.mean(method["train_seconds"]))
-        if method and method["train_seconds"]
-        else None,
+        "train_seconds": None
+        if method is None or None in method["train_seconds"]
+        else float(np.mean(method["train_seconds"])),
         "curve": stats["normalised_curve"],
     }
 
