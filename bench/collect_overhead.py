@@ -32,6 +32,7 @@ from ad.config import config_from_dict
 from ad.data.collect import collect
 from ad.data.histories import write_history
 from ad.data.recording import RecordingVecEnv
+from ad.data.runs import stream_oracle
 from ad.data.sources import make_source
 from ad.utils import matmul_gflops
 
@@ -61,7 +62,9 @@ def time_recorded(task: dict, steps: int, seed: int, out: Path) -> tuple[float, 
         step_counts[0] += num_steps
 
     start = time.perf_counter()
-    venv = RecordingVecEnv(_venv(task), steps // N_ENVS, on_steps=report)
+    streams = _venv(task)  # recorded as collect records: with Dark Room's oracle at every step
+    oracle = stream_oracle(envs.make_family("DarkRoom"), task, streams)
+    venv = RecordingVecEnv(streams, steps // N_ENVS, on_steps=report, oracle=oracle)
     venv.seed(seed)
     make_source("PPO", venv, seed, PPO_KWARGS).learn(steps)
     learned = time.perf_counter()

@@ -162,8 +162,8 @@ class TaskFamily(ABC):
     def optimal_action(self, env: gym.Env, task: Task) -> Any:
         """The action an optimal policy takes in ``env``'s current state; None: no oracle.
 
-        Optional. ``env`` is an env of this family made for ``task`` (by ``make_env``), in the
-        middle of an episode; the oracle may read its hidden state (where the agent is, whether
+        Optional. ``env`` is an env of this family made for ``task`` (by ``make_env``; the task is
+        not re-validated: this runs at every recorded step), in the middle of an episode; the oracle may read its hidden state (where the agent is, whether
         the key is held). A family that has one can make AD^eps histories with its oracle as the
         demonstrator (the ``NoisyDemonstrator`` source); see :func:`has_oracle`.
         """

@@ -171,7 +171,7 @@ class DarkRoom(RoomCells, TaskFamily):
 
     def optimal_action(self, env: gym.Env, task: Task) -> int:
         """Straight to the goal, then stay on it (a no-op ends the next step there again)."""
-        return step_toward(env.unwrapped._pos, self.validate_task(task)["goal"])
+        return step_toward(env.unwrapped._pos, task["goal"])
 
     def random_return(self, task: Task) -> float:
         """Exact expectation by dynamic programming over the agent's position distribution."""

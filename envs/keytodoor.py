@@ -187,7 +187,7 @@ class DarkKeyToDoor(RoomCells, TaskFamily):
 
     def optimal_action(self, env: gym.Env, task: Task) -> int:
         """Straight to the key, then straight to the door (a no-op once on it)."""
-        env, task = env.unwrapped, self.validate_task(task)
+        env = env.unwrapped
         return step_toward(env._pos, task["door"] if env._has_key else task["key"])
 
     def random_return(self, task: Task) -> float:

@@ -232,7 +232,7 @@ class MiniGridEmpty(TaskFamily):
 
     def optimal_action(self, env: gym.Env, task: Task) -> int:
         """The first action of a shortest path to the goal (turns count as steps)."""
-        env, goal = env.unwrapped, tuple(self.validate_task(task)["goal"])
+        env, goal = env.unwrapped, tuple(task["goal"])
         x, y = env.agent_pos
         state = (int(x) * self.size + int(y)) * 4 + int(env.agent_dir)
         return int(np.argmin(_steps_left(self.size, goal)[state]))

@@ -244,7 +244,7 @@ class PointRobot(TaskFamily):
 
     def optimal_action(self, env: gym.Env, task: Task) -> np.ndarray:
         """:func:`greedy_action` from the robot's position (optimal for both rewards)."""
-        goal = np.asarray(self.validate_task(task)["goal"])
+        goal = np.asarray(task["goal"])
         return greedy_action(env.unwrapped._position, goal)
 
     def random_return(self, task: Task) -> float:
