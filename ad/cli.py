@@ -107,8 +107,8 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ad-collect",
         description="Run a source RL algorithm from scratch on every task and record whole "
-        "learning histories to HDF5; or --inspect an existing dataset, or --merge the manifest "
-        "of shards collected into one folder.",
+        "learning histories to HDF5; or --inspect an existing dataset, --merge the manifest "
+        "of shards collected into one folder, or move a dataset out to or in from Minari.",
     )
     _add_config_args(parser, required=False)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
@@ -122,6 +122,7 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
         help="rebuild DATASET/manifest.json from every valid history in the folder (after "
         "--shard runs wrote into it, or their files were moved into it)",
     )
+    _add_minari_args(parser)
     _add_ray_args(parser, "collect")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -155,9 +156,12 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
         if args.workers is not None and args.workers < 1:
             raise UserError("--workers must be >= 1")
         from ad.config import load_config
-        from ad.data.collect import collect
 
         cfg = load_config(args.config, args.overrides + _ray_overrides(args, "collect"))
+        if args.export_minari or args.import_minari:
+            return _minari_move(cfg, args)
+        from ad.data.collect import collect
+
         if args.workers is not None and cfg.collect.backend == "ray":
             raise UserError(
                 "--workers sizes the local pool; on Ray the cluster's CPUs decide (one per run): "
@@ -172,6 +176,46 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return _run(go)
+
+
+def _add_minari_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--export-minari",
+        metavar="DATASET_ID",
+        help="write the config's dataset as the Minari dataset DATASET_ID (lossless)",
+    )
+    parser.add_argument(
+        "--import-minari",
+        metavar="DATASET_ID",
+        help="turn the Minari dataset DATASET_ID into histories in the config's dataset folder",
+    )
+    parser.add_argument(
+        "--task-field",
+        metavar="FIELD",
+        help="with --import-minari: the episode metadata field that holds the task "
+        "(e.g. options.goal); not needed for datasets that ad exported",
+    )
+
+
+def _minari_move(cfg, args: argparse.Namespace) -> int:
+    """``ad-collect --export-minari`` / ``--import-minari``: one summary line."""
+    from ad.data.minari_io import export_minari, import_minari
+
+    if args.export_minari and args.import_minari:
+        raise UserError("--export-minari and --import-minari go in separate calls")
+    if args.export_minari:
+        done = export_minari(cfg.collect_dir, args.export_minari)
+        print(
+            f"exported {done['runs']} runs ({done['episodes']} episodes, {done['steps']} steps) "
+            f"of {cfg.collect_dir} to the Minari dataset {done['dataset_id']} at {done['path']}"
+        )
+        return 0
+    done = import_minari(cfg, args.import_minari, args.task_field)
+    line = f"imported {done['runs']} runs ({done['steps']} steps) into {done['dataset_dir']}"
+    if done["dropped_steps"]:
+        line += f"; cut {done['dropped_steps']} steps so every task's stream has one length"
+    print(line)
+    return 0
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
