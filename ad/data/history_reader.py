@@ -23,29 +23,29 @@ from ad.data.histories import (
 from ad.errors import one_line
 
 
-class HistoryReader:
-    """Keeps one history file open to read slices of streams (for data larger than memory).
+class ChunkedReader:
+    """Slices of the (stream, step) arrays of one open file, read chunk by chunk.
 
     Reads are chunk-aligned: a slice is served from whole on-disk chunks (one stream by
-    ``chunk_steps`` steps), each read and decompressed once into a small LRU cache of
-    ``cache_chunks`` chunks, so neighbouring and overlapping windows cost no extra I/O and memory
-    stays bounded. Use one reader per process (h5py handles must not cross a fork). Usage::
-
-        with HistoryReader(path) as reader:
-            window = reader.read(stream=0, start=100, stop=200)  # dict of (100, ...) arrays
+    ``chunk_steps`` steps), each read and decoded once into a small LRU cache of ``cache_chunks``
+    chunks, so neighbouring and overlapping windows cost no extra I/O and memory stays bounded.
+    Subclasses open the file and read one block (:meth:`_read_block`). Use one reader per
+    process (h5py handles must not cross a fork).
     """
 
-    def __init__(self, path: str | Path, cache_chunks: int = 16) -> None:
-        self.path = Path(path)
-        self._file, self.metadata = open_history(self.path)
-        self._datasets = {name: self._file[name] for name in step_arrays(self.metadata)}
-        self.num_streams = int(self.metadata["n_envs"])
-        self.num_steps = int(self.metadata["num_steps"])
-        chunks = self._datasets["actions"].chunks  # None for a contiguous (unchunked) dataset
-        self.chunk_steps = int(chunks[1]) if chunks else max(self.num_steps, 1)
+    def __init__(
+        self, path: Path, num_streams: int, num_steps: int, chunk_steps: int, cache_chunks: int
+    ) -> None:
+        self.path = path
+        self.num_streams, self.num_steps = num_streams, num_steps
+        self.chunk_steps = max(int(chunk_steps), 1)
         self.cache_chunks = max(1, int(cache_chunks))
         self.chunk_reads = 0  # chunks read from disk so far
         self._cache: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
+
+    def _read_block(self, stream: int, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Steps ``lo:hi`` of one stream, read from the file."""
+        raise NotImplementedError
 
     def read(self, stream: int, start: int, stop: int) -> dict[str, np.ndarray]:
         """Steps ``start:stop`` of one stream: each array ``(stop - start, ...)``, a copy."""
@@ -61,8 +61,8 @@ class HistoryReader:
             lo, hi = max(start - c * size, 0), min(stop - c * size, size)
             parts.append({name: array[lo:hi] for name, array in block.items()})
         if not parts:  # an empty slice
-            return {name: ds[stream, start:stop] for name, ds in self._datasets.items()}
-        return {name: np.concatenate([p[name] for p in parts]) for name in self._datasets}
+            return self._read_block(stream, start, stop)
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     def _chunk(self, stream: int, index: int) -> dict[str, np.ndarray]:
         """Chunk ``index`` of a stream, from the cache or read whole from disk."""
@@ -72,16 +72,48 @@ class HistoryReader:
             self._cache.move_to_end(key)
             return block
         lo, hi = index * self.chunk_steps, min((index + 1) * self.chunk_steps, self.num_steps)
-        try:
-            # One indexing operation per dataset: ds[s][a:b] would read the whole stream first.
-            block = {name: ds[stream, lo:hi] for name, ds in self._datasets.items()}
-        except OSError as e:
-            raise corrupt_history(self.path, f"reading its data failed: {one_line(e)}") from None
+        block = self._read_block(stream, lo, hi)
         self.chunk_reads += 1
         self._cache[key] = block
         if len(self._cache) > self.cache_chunks:
             self._cache.popitem(last=False)
         return block
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> ChunkedReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class HistoryReader(ChunkedReader):
+    """Keeps one history file open to read slices of streams (for data larger than memory), a
+    chunk at a time (:class:`ChunkedReader`). Usage::
+
+        with HistoryReader(path) as reader:
+            window = reader.read(stream=0, start=100, stop=200)  # dict of (100, ...) arrays
+    """
+
+    def __init__(self, path: str | Path, cache_chunks: int = 16) -> None:
+        file, self.metadata = open_history(Path(path))
+        self._file = file
+        self._datasets = {name: file[name] for name in step_arrays(self.metadata)}
+        num_steps = int(self.metadata["num_steps"])
+        chunks = self._datasets["actions"].chunks  # None for a contiguous (unchunked) dataset
+        chunk_steps = int(chunks[1]) if chunks else num_steps
+        super().__init__(
+            Path(path), int(self.metadata["n_envs"]), num_steps, chunk_steps, cache_chunks
+        )
+
+    def _read_block(self, stream: int, lo: int, hi: int) -> dict[str, np.ndarray]:
+        try:
+            # One indexing operation per dataset: ds[s][a:b] would read the whole stream first.
+            return {name: ds[stream, lo:hi] for name, ds in self._datasets.items()}
+        except OSError as e:
+            raise corrupt_history(self.path, f"reading its data failed: {one_line(e)}") from None
 
     def episodes(self) -> dict[str, np.ndarray]:
         """The per-episode summaries of the file (see :func:`ad.data.histories.episode_table`)."""
@@ -89,9 +121,3 @@ class HistoryReader:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self) -> HistoryReader:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

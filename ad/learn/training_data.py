@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
+from typing import Any
 
 from ad.config import ExperimentConfig
 from ad.defaults import DERIVED_FIELDS, SourceShape, derive
@@ -36,11 +37,25 @@ class TrainingRuns:
     split: TaskSplit
     entries: list[dict]  # the manifest's entries of the train runs
     metadata: list[dict]  # the metadata stored in each run's file
+    xland: bool = False  # the runs are groups of an XLand-100B file (dataset_dir is that file)
 
     @property
     def files(self) -> list[Path]:
-        """The history file of each run."""
+        """The history file of each run (an XLand-100B file: the file itself for each group)."""
+        if self.xland:
+            return [self.dataset_dir] * len(self.entries)
         return [self.dataset_dir / entry["file"] for entry in self.entries]
+
+    def open_reader(self, index: int) -> Any:
+        """A reader of run ``index`` that serves slices of its streams (``read(s, start, stop)``);
+        open one per process."""
+        if self.xland:
+            from ad.data.xland import XLandReader
+
+            return XLandReader(self.dataset_dir, self.entries[index]["group"])
+        from ad.data.history_reader import HistoryReader
+
+        return HistoryReader(self.files[index])
 
 
 def _split_difference(manifest_split: dict, configured: dict) -> str:
@@ -84,8 +99,11 @@ def load_training_runs(cfg: ExperimentConfig) -> TrainingRuns:
     """
     from ad.data.histories import read_metadata
     from ad.data.manifest import load_manifest
+    from ad.data.xland import is_xland_file
 
     dataset_dir = Path(cfg.dataset_dir)
+    if is_xland_file(dataset_dir):
+        return _xland_training_runs(cfg, dataset_dir)
     if not dataset_dir.is_dir():
         raise UserError(
             f"dataset folder {dataset_dir} not found; run ad-collect with this config first "
@@ -112,6 +130,69 @@ def load_training_runs(cfg: ExperimentConfig) -> TrainingRuns:
         metadata.append(read_metadata(dataset_dir / entry["file"]))
         _check_task(dataset_dir, entry["file"], metadata[-1].get("task"), split)
     return TrainingRuns(dataset_dir, manifest, split, entries, metadata)
+
+
+XLAND_SETTINGS = ("model.context_steps", "train.data.subsample_every", "eval.num_episodes")
+
+
+def _xland_training_runs(cfg: ExperimentConfig, path: Path) -> TrainingRuns:
+    """The training groups of an XLand-100B file: the config's split over its rulesets.
+
+    The file has no episode tables, so nothing is derived from it (the settings of
+    :data:`XLAND_SETTINGS` must be given) and its histories are read as whole streams.
+    """
+    from ad.data.spaces import space_to_json
+    from ad.data.xland import read_groups
+    from envs.xland import NUM_ACTIONS, XLandMiniGrid
+
+    groups = read_groups(path)
+    family = cfg.env.make_family()
+    if not isinstance(family, XLandMiniGrid) or family.num_tasks != len(groups):
+        raise UserError(
+            f"{path} is an XLand-100B file of {len(groups)} tasks: set env.family: "
+            f"envs.xland:XLandMiniGrid and env.family_kwargs.num_tasks: {len(groups)}"
+        )
+    size = f"{family.size}x{family.size}"
+    other = sorted({g["env_id"] for g in groups if not g["env_id"].endswith(size)})
+    if other:
+        raise UserError(
+            f"{path} holds {other[0]} tasks, not {size}: set env.family_kwargs.grid_size to match"
+        )
+    unset = [k for k in XLAND_SETTINGS if reduce(getattr, k.split("."), cfg) is None]
+    if unset:
+        raise UserError(
+            f"{path} is an XLand-100B file, which has no episode tables to derive settings "
+            f"from: set {', '.join(unset)} in the config"
+        )
+    if cfg.train.mode == "ed" or cfg.train.data.subsample_every != 1:
+        raise UserError(
+            "XLand-100B histories are read as whole streams: set train.data.subsample_every: 1 "
+            "(episode subsampling and ED's last episodes need episode tables it does not have)"
+        )
+    split = cfg.env.task_split(family)
+    observation_space, action_space = family.spaces
+    entries, metadata = [], []
+    for task in split.train:
+        info = groups[task["group"]]
+        name = f"{path.name}#{info['group']}"
+        _check_task(path, name, task, split)
+        entries.append({"file": name, "split": "train", "task": task, **info})
+        metadata.append(
+            {
+                "task": task,
+                "env_id": info["env_id"],
+                "ruleset_id": info["ruleset_id"],
+                "n_envs": info["num_streams"],
+                "num_steps": info["num_steps"],
+                "episode_length": family.episode_length,
+                "observation_space": space_to_json(observation_space),
+                "action_space": space_to_json(action_space),
+                "num_actions": NUM_ACTIONS,
+                "optimal_actions": True,  # the expert's actions
+            }
+        )
+    manifest = {"split": split.to_json(), "runs": entries}
+    return TrainingRuns(path, manifest, split, entries, metadata, xland=True)
 
 
 def dataset_fingerprint(entries: list[dict], cfg: ExperimentConfig) -> str:

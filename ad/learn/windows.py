@@ -293,12 +293,10 @@ class StreamedWindows(WindowStore):
 
     def _reader(self, index: int) -> Any:
         """This process's reader of history ``index``, opened on first use."""
-        from ad.data.history_reader import HistoryReader
-
         if self._pid != os.getpid():  # a forked worker must not share the parent's HDF5 handles
             self._readers, self._pid = {}, os.getpid()
         if index not in self._readers:
-            self._readers[index] = HistoryReader(self.files[index])
+            self._readers[index] = self.training.open_reader(index)
         return self._readers[index]
 
     def close(self) -> None:
@@ -391,7 +389,9 @@ def open_windows(cfg: ExperimentConfig, training: TrainingRuns) -> WindowStore:
             f"({episode_length} steps) of {training.dataset_dir}; AD needs contexts across "
             f"episodes: set model.context_steps >= {episode_length} (paper: 2-4 episodes)"
         )
-    if cfg.train.data.in_memory == "auto":
+    if training.xland:  # read as it is, never loaded whole
+        in_memory = False
+    elif cfg.train.data.in_memory == "auto":
         in_memory = in_memory_bytes(training) <= cfg.train.data.max_memory_gb * 1e9
     else:
         in_memory = cfg.train.data.in_memory == "yes"

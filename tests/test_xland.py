@@ -1,0 +1,212 @@
+"""XLand-100B files trained on as they are published (ad/data/xland.py, envs/xland.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from ad.cli import train_main
+from ad.config import config_from_dict
+from ad.data.xland import XLandReader, read_groups, unpack_states
+from ad.errors import UserError
+from ad.learn.training_data import load_training_runs, resolve_config
+from ad.learn.windows import open_windows
+from envs.xland import NUM_COLORS, NUM_TILES
+from tests.factories import refused_in_one_line
+
+NUM_GROUPS, HISTORIES, STEPS, CHUNK = 8, 32, 4096, 4096  # the published chunking: (1, 4096, ...)
+
+
+def write_xland_file(path: Path, num_groups=NUM_GROUPS, env_id="XLand-MiniGrid-R1-9x9", drop=None):
+    """A file of the published layout. Each history cycles its actions (a + 1 mod 6, what AD can
+    learn from its context); the expert acts one ahead; episodes end every 40 to 60 steps."""
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        for g in range(num_groups):
+            group = f.create_group(str(g))
+            group.attrs.update(
+                {"env-id": env_id, "benchmark-id": "trivial-1m", "ruleset-id": 1000 + 7 * g}
+            )
+            tiles = rng.integers(0, NUM_TILES, (HISTORIES, STEPS, 5, 5))
+            colours = rng.integers(0, NUM_COLORS, (HISTORIES, STEPS, 5, 5))
+            tiles[:, :, :, 1:] = 3  # mostly floor, so that the file stays small
+            start = rng.integers(0, 6, (HISTORIES, 1))
+            actions = (start + np.arange(STEPS)) % 6
+            dones = np.zeros((HISTORIES, STEPS), bool)
+            for h in range(HISTORIES):
+                dones[h, np.cumsum(rng.integers(40, 61, STEPS // 40))[: STEPS // 60] - 1] = True
+            arrays = {
+                "states": (tiles * NUM_COLORS + colours).astype(np.uint8),
+                "actions": actions.astype(np.uint8),
+                "rewards": (rng.random((HISTORIES, STEPS)) * dones).astype(np.float16),
+                "dones": dones,
+                "expert_actions": ((actions + 1) % 6).astype(np.uint8),
+            }
+            for name, data in arrays.items():
+                if name == drop:
+                    continue
+                group.create_dataset(
+                    name,
+                    data=data,
+                    compression="gzip",
+                    compression_opts=6,
+                    chunks=(1, CHUNK, *data.shape[2:]),
+                )
+    return path
+
+
+@pytest.fixture(scope="module")
+def xland_file(tmp_path_factory):
+    return write_xland_file(tmp_path_factory.mktemp("xland") / "xland-trivial.hdf5")
+
+
+def xland_config(path: Path, **train):
+    return config_from_dict(
+        {
+            "name": "xland",
+            "env": {
+                "family": "envs.xland:XLandMiniGrid",
+                "family_kwargs": {"num_tasks": NUM_GROUPS, "grid_size": 9},
+                "num_validation_tasks": 2,
+                "num_test_tasks": 2,
+            },
+            "model": {
+                "embed_dim": 32,
+                "num_layers": 1,
+                "num_heads": 2,
+                "ff_dim": 64,
+                "context_steps": 243,
+                "dropout": 0.0,
+                "input_mask_prob": 0.0,
+            },
+            "train": {
+                "dataset": str(path),
+                "batch_size": 8,
+                "num_steps": 60,
+                "log_every": 10,
+                "data": {"subsample_every": 1},
+                "optim": {"warmup_steps": 5, "lr": 3e-3},
+                "checkpoint": {"every": 60},
+                **train,
+            },
+            "eval": {"num_episodes": 20},
+        }
+    )
+
+
+def test_the_fixture_has_the_published_layout_and_the_reader_unpacks_it(xland_file):
+    with h5py.File(xland_file, "r") as f:
+        states = f["3/states"]
+        assert states.dtype == np.uint8 and states.shape == (HISTORIES, STEPS, 5, 5)
+        assert states.chunks == (1, 4096, 5, 5) and states.compression == "gzip"
+        assert f["3/rewards"].dtype == np.float16 and f["3/dones"].dtype == bool
+        packed = states[5, 100:130]
+        raw = {
+            k: f[f"3/{k}"][5, 100:130] for k in ("actions", "rewards", "dones", "expert_actions")
+        }
+    groups = read_groups(xland_file)
+    assert [g["group"] for g in groups] == list(range(NUM_GROUPS))
+    assert groups[3]["ruleset_id"] == 1021 and groups[3]["env_id"] == "XLand-MiniGrid-R1-9x9"
+    rows = XLandReader(xland_file, 3).read(5, 100, 130)
+    np.testing.assert_array_equal(rows["observations"], unpack_states(packed))
+    np.testing.assert_array_equal(
+        rows["observations"][..., 0] * NUM_COLORS + rows["observations"][..., 1], packed
+    )
+    np.testing.assert_array_equal(rows["actions"], raw["actions"])
+    np.testing.assert_array_equal(rows["rewards"], raw["rewards"].astype(np.float32))
+    np.testing.assert_array_equal(rows["terminations"], raw["dones"])
+    np.testing.assert_array_equal(rows["optimal_actions"], raw["expert_actions"])
+
+
+@pytest.mark.parametrize("mode, targets", [("ad", "actions"), ("dpt", "expert_actions")])
+def test_training_reads_only_training_rulesets_straight_from_the_file(xland_file, mode, targets):
+    cfg = xland_config(xland_file, mode=mode)
+    training = load_training_runs(cfg)
+    split = cfg.env.task_split()
+    held_out = {t["group"] for t in (*split.validation, *split.test)}
+    assert len(held_out) == 4
+    groups = [e["group"] for e in training.entries]
+    assert sorted(groups) == sorted(t["group"] for t in split.train) and not held_out & set(groups)
+    windows = open_windows(resolve_config(cfg, training), training)
+    assert not windows.in_memory and windows.num_windows > 0
+    index = windows.num_windows // 2 + 17
+    kept, start = windows.locate(index)
+    window = windows[index]
+    group = training.entries[kept.history]["group"]
+    with h5py.File(xland_file, "r") as f:
+        g = f[str(group)]
+        span = slice(start, start + 243)
+        np.testing.assert_array_equal(
+            window["observations"], unpack_states(g["states"][kept.stream, span])
+        )
+        np.testing.assert_array_equal(window["targets"], g[targets][kept.stream, span])
+        before = slice(start - 1, start + 242)
+        np.testing.assert_array_equal(window["prev_actions"], g["actions"][kept.stream, before])
+        np.testing.assert_array_equal(window["prev_dones"], g["dones"][kept.stream, before])
+    windows.close()
+
+
+def test_ad_train_learns_from_an_xland_file(xland_file, tmp_path):
+    config = tmp_path / "xland.json"
+    cfg = json.loads(json.dumps({"train": {"run_dir": str(tmp_path / "run")}}))
+    data = xland_config(xland_file)
+    from ad.config import config_to_dict
+
+    merged = config_to_dict(data)
+    merged["train"].update(cfg["train"])
+    config.write_text(json.dumps(merged))
+    assert train_main(["--config", str(config), "--no-progress"]) == 0
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        losses = [float(row["train/loss"]) for row in csv.DictReader(f)]
+    # the next action follows from the previous one: the loss falls from ln 6 = 1.79
+    assert losses[0] > 1.3 and losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"env": {"family": "DarkRoom"}}, ["XLand-100B file of 8 tasks", "XLandMiniGrid"]),
+        ({"env": {"family_kwargs": {"num_tasks": 9}}}, ["num_tasks: 8"]),
+        ({"env": {"family_kwargs": {"grid_size": 13}}}, ["XLand-MiniGrid-R1-9x9", "grid_size"]),
+        ({"model": {"context_steps": None}}, ["no episode tables", "model.context_steps"]),
+        ({"train": {"data": {"subsample_every": 2}}}, ["subsample_every: 1"]),
+    ],
+    ids=["family", "num-tasks", "grid-size", "derived", "subsampled"],
+)
+def test_configs_that_do_not_fit_the_file_are_refused(xland_file, change, words):
+    from ad.config import config_to_dict
+
+    data = config_to_dict(xland_config(xland_file))
+    for section, values in change.items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                data[section][key] = {**(data[section].get(key) or {}), **value}
+            else:
+                data[section][key] = value
+    if data["env"]["family"] == "DarkRoom":
+        data["env"]["family_kwargs"] = {}
+    refused_in_one_line(lambda: load_training_runs(config_from_dict(data)), *words)
+
+
+def test_a_file_of_another_layout_is_refused(tmp_path):
+    path = write_xland_file(tmp_path / "broken.hdf5", num_groups=1, drop="expert_actions")
+    with pytest.raises(UserError, match="lacks expert_actions"):
+        read_groups(path)
+
+
+def test_the_shipped_config_opens_a_file_once_pointed_at_it(xland_file):
+    from ad.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    overrides = [f"train.dataset={xland_file}", f"env.family_kwargs.num_tasks={NUM_GROUPS}"]
+    overrides += ["env.num_validation_tasks=2", "env.num_test_tasks=2", "model.context_steps=1024"]
+    cfg = load_config(root / "configs" / "xland_ad.yaml", overrides)
+    training = load_training_runs(cfg)
+    windows = open_windows(resolve_config(cfg, training), training)
+    assert len(training.entries) == NUM_GROUPS - 4 and windows.window_steps == 1024
+    windows.close()
