@@ -113,6 +113,8 @@ def _stages(
     write_report(report_dir, cfg.name, summaries, timings)
     overall.begin(None)
     print(f"\nreport: {report_dir / 'REPORT.md'}")
+    for figure in sorted(report_dir.rglob("*.png")):
+        print(f"figure: {figure}")
     return summaries
 
 

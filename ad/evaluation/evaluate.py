@@ -279,7 +279,8 @@ def _number(value: float | None) -> str:
 
 
 def format_summary(summary: RunSummary) -> str:
-    """Lines for the terminal: scores per run and the data-efficiency figure of merit."""
+    """Lines for the terminal: a table of each run's scores (AD, the runs compared, the source)
+    and the data-efficiency figure of merit."""
     lines = [f"warning: {line}" for line in summary.warnings]
     from_source = summary.optimal_from == "source_best"
     reference = "source's best return" if from_source else "optimal return"
@@ -292,14 +293,17 @@ def format_summary(summary: RunSummary) -> str:
     rows += [(c.label, c) for c in summary.compare]
     if summary.source is not None:
         rows.append(("source algorithm", summary.source))
+    width = max(len(label) for label, _ in rows) + 2
+    lines.append(
+        f"  {'return':<{width}}{'episode 1':>10}{'last 10':>10}{'normalised':>12}{'80% at':>8}"
+    )
     for label, row in rows:
         last = row.last10_normalised
         lines.append(
-            f"  {label}: return {row.first_episode_return:.2f} in episode 1, "
-            f"{row.last10_return:.2f} over the last 10; normalised (last 10) "
-            + ("n/a" if last is None else f"{last:.3f}")
-            + f"; 80% first at episode {row.episode_to_80 or 'never'}"
+            f"  {label:<{width}}{row.first_episode_return:>10.2f}{row.last10_return:>10.2f}"
+            f"{'n/a' if last is None else f'{last:.3f}':>12}{row.episode_to_80 or 'never':>8}"
         )
+    lines.append("  (normalised: last 10 episodes, 0 = random, 1 = the reference above)")
     ratio = summary.data_efficiency_ratio
     lines.append(
         "data efficiency (episodes to 80%: model / source algorithm; < 1 is better): "
