@@ -4,7 +4,7 @@ Usage:
   python scripts/compare_methods.py --out docs/results/methods_darkroom.json \
       --method AD=runs/darkroom_quick/report --method "AD^eps=grid/runs/adeps-s*/report" \
       --method "DPT=grid/runs/dpt-s*/report" [--figure docs/methods_darkroom.png]
-  python scripts/compare_methods.py --table docs/results/methods_darkroom.json [--readme README.md]
+  python scripts/compare_methods.py --table docs/results/methods_darkroom.json [--page docs/methods.md]
 
 Each ``--method LABEL=GLOB`` names the ``ad-run`` report folders of one method (one per split
 seed x training seed; each holds summary.json and timings.json). Per method the runs are
@@ -12,7 +12,7 @@ aggregated as ``ad-eval --aggregate`` does (mean normalised score, 95% bootstrap
 runs); the ED control and the source of each method's data become rows of their own. Costs come
 from the runs: env steps of the training data (training tasks x seeds x steps per run), the
 collection's and the training's wall clock with the machine's single-thread matmul speed.
-``--readme`` puts the table between the file's ``<!-- methods_<family> -->`` markers.
+``--page`` puts the table between the page's ``<!-- methods_<family> -->`` markers.
 """
 
 from __future__ import annotations
@@ -192,20 +192,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="the comparison's JSON")
     parser.add_argument("--figure", type=Path, help="the curves' PNG")
     parser.add_argument("--table", type=Path, help="print the table of this JSON and stop")
-    parser.add_argument("--readme", type=Path, help="write the table into this file's markers")
+    parser.add_argument("--page", type=Path, help="write the table into this page's markers")
     args = parser.parse_args()
     if args.table:
         data = json.loads(args.table.read_text())
-        if args.readme:
-            write_into(args.readme, data)
+        if args.page:
+            write_into(args.page, data)
         print(table(data))
         return
     methods = [_method(*spec.split("=", 1)) for spec in args.method]
     data = to_json(compare(methods))
     if args.out:
         atomic_write_text(args.out, json.dumps(data, indent=1) + "\n")
-    if args.readme:
-        write_into(args.readme, data)
+    if args.page:
+        write_into(args.page, data)
     if args.figure:
         curves = [
             {"label": r["label"], "mean": r["curve"]["mean"], "low": r["curve"]["ci_low"],

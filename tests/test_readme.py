@@ -1,12 +1,9 @@
 """The README's two set-up commands: .ci/run runs the test command verbatim, and both install the
-CPU build of torch before the project (an unpinned torch pulls a multi-GB CUDA build). Its
-methods table is the one its JSON under docs/results/ gives."""
+CPU build of torch before the project (an unpinned torch pulls a multi-GB CUDA build)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,14 +24,3 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
         assert command.index("torch==2.13.0") < command.index(" -e ")  # the CPU wheel first
     assert main_job.endswith(".venv/bin/ad-run")  # the main job on its embedded default config
     assert "pytest" in tests and "ruff check" in tests
-
-
-def test_the_methods_table_is_the_one_its_json_gives():
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("<!-- methods_darkroom -->\n", 1)[1].split("<!-- /methods_darkroom -->")[0]
-    script = [sys.executable, str(ROOT / "scripts" / "compare_methods.py")]
-    results = ROOT / "docs" / "results" / "methods_darkroom.json"
-    printed = subprocess.run(
-        [*script, "--table", str(results)], capture_output=True, text=True, check=True
-    ).stdout
-    assert block.strip() and block.strip() == printed.strip()
