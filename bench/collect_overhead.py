@@ -101,7 +101,7 @@ def _collect_seconds(tasks: int, steps: int, workers: int) -> float:
                     "algorithm_kwargs": PPO_KWARGS,
                     "n_envs": N_ENVS,
                     "total_steps": steps,
-                    "seeds": [0],  # one run per task, as the figures in BENCHMARKS.md
+                    "seeds": [0],  # one run per task, as the figures in docs/benchmarks.md
                     "splits": ["train"],
                     "output_dir": tmp,
                 },

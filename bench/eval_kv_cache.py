@@ -10,7 +10,7 @@ Two measurements, side by side in one process, on Dark Room with a randomly init
    difference of their logits is printed. With one layer the two compute the same function
    (equal outputs up to float rounding); from two layers up, cached tokens carry their own
    windows' reach and the outputs differ (what that does to returns is measured on validation
-   goals in BENCHMARKS.md). Prints the ratio (the target is >= 5x at c = 1000).
+   goals in docs/benchmarks.md). Prints the ratio (the target is >= 5x at c = 1000).
 2. Env-steps/s of :func:`ad.evaluation.rollout.rollout` (cached, batched) at batch sizes 1, 16 and 256, to
    show that stepping many (task, seed) pairs as one batch pays.
 

@@ -165,7 +165,7 @@ class TaskFamily(ABC):
         Optional. ``env`` is an env of this family made for ``task`` (by ``make_env``; the task is
         not re-validated: this runs at every recorded step), in the middle of an episode; the oracle may read its hidden state (where the agent is, whether
         the key is held). A family that has one can make AD^eps histories with its oracle as the
-        demonstrator (the ``NoisyDemonstrator`` source); see :func:`has_oracle`.
+        demonstrator (the ``NoisyDemonstrator`` source); see ``has_oracle``.
         """
         return None
 

@@ -1,7 +1,7 @@
 """A task family of your own, outside the package: Gymnasium's FrozenLake with a hidden goal.
 
 Plugged in from a config by ``module:Class``, with this folder on ``PYTHONPATH`` or this file in
-the working directory (see the README, "Your own task family")::
+the working directory (see docs/own-family.md, "Your own task family")::
 
     env:
       family: frozen_lake_family:FrozenLakeGoals

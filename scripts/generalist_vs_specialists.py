@@ -1,5 +1,5 @@
-"""The README's generalist figure and table (issue 14): per family, the generalist against the
-specialist of the same size and optimiser steps, and the source algorithm, normalised per task
+"""The generalist figure and table of docs/results/generalist.md (issue 14): per family, the
+generalist against the specialist of the same size and optimiser steps, and the source algorithm, normalised per task
 (random 0, optimal 1) on the same test tasks and evaluation seeds.
 
 Usage:
@@ -101,7 +101,7 @@ def main() -> None:
     spec = sub.add_parser("specialists", help="write each family's specialist config")
     spec.add_argument("generalist", type=Path)
     spec.add_argument("out_dir", type=Path)
-    cmp = sub.add_parser("compare", help="the README's table and figure")
+    cmp = sub.add_parser("compare", help="docs/results/generalist.md's table and figure")
     cmp.add_argument("--generalist", type=Path, nargs="+", required=True, help="eval folders")
     cmp.add_argument("--specialists", type=Path, nargs="+", required=True, help="eval folders")
     cmp.add_argument("--out", type=Path, default=Path("docs/generalist_quick.png"))

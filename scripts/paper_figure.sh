@@ -6,9 +6,10 @@
 #   scripts/paper_figure.sh OUT_DIR configs/darkroom_quick.yaml configs/bandit_quick.yaml ...
 #
 # Writes OUT_DIR/<config name>/ (each family's seed grid, aggregate/ included) and
-# OUT_DIR/figure.png, figure.json, and the README's table in OUT_DIR/table.md. A family whose
-# aggregate already exists is not run again, so a figure can grow one family at a time. The
-# environment of seed_grid.sh (SPLITS, SEEDS, DEVICE, WORKERS, PY, EXTRA) applies to every family.
+# OUT_DIR/figure.png, figure.json, and the table of README.md and docs/results/index.md in
+# OUT_DIR/table.md. A family whose aggregate already exists is not run again, so a figure can
+# grow one family at a time. The environment of seed_grid.sh (SPLITS, SEEDS, DEVICE, WORKERS,
+# PY, EXTRA) applies to every family.
 set -euo pipefail
 OUT=$(realpath -m "$1"); shift
 PY=${PY:-python3}

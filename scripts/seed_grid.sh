@@ -9,7 +9,7 @@
 # for collection and training; eval.* ones reach evaluation through the trained run's config),
 # JOBS (how many jobs of a phase run at once; default: all). On a small machine set JOBS=1: 12
 # training processes on 2 cores ran ~10x slower in all than one after another (bandit_quick).
-# README's headline was made with
+# The headline of docs/results/darkroom.md was made with
 #   DEVICE=cuda WORKERS=5 EXTRA="--set train.bf16=false" scripts/seed_grid.sh configs/darkroom_quick.yaml
 # on a machine with 16 cores and one GPU.
 set -euo pipefail

@@ -1,5 +1,6 @@
-"""The README's example of a task family of your own (``examples/frozen_lake_family.py``) runs
-through collect, train and eval from a temporary working directory, plugged in by module:Class."""
+"""docs/own-family.md's example of a task family of your own (``examples/frozen_lake_family.py``)
+runs through collect, train and eval from a temporary working directory, plugged in by
+module:Class."""
 
 from __future__ import annotations
 

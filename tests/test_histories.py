@@ -266,7 +266,8 @@ def _rewritten_as_version_7(tmp_path):
 
 
 def _root_attribute(version: int | None):
-    """Issue 12: the root attribute README documents is checked too, not only the JSON copy."""
+    """Issue 12: the root attribute docs/data-formats.md documents is checked too, not only the
+    JSON copy."""
 
     def build(tmp_path):
         path = _written(tmp_path)

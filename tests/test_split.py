@@ -41,8 +41,8 @@ OLD_SPLIT_SEED0 = {
     "Bandit": ("608716f0b6b8bde0", "10909b5ea9ab2e7b"),
     "PointRobot": ("4a74d675b374b8a2", "d4a7f7cf56b095dc"),
 }
-# Dark Room's 16 held-out goals of split seed 0 before the validation split: the README's numbers
-# were measured on them, and they are the test goals now.
+# Dark Room's 16 held-out goals of split seed 0 before the validation split: the numbers of
+# docs/results/ were measured on them, and they are the test goals now.
 DARKROOM_OLD_HELDOUT = [
     [5, 7], [5, 0], [5, 5], [4, 7], [8, 5], [0, 1], [6, 4], [1, 2],
     [7, 1], [2, 1], [4, 1], [8, 6], [8, 0], [3, 4], [2, 7], [2, 2],

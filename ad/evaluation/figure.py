@@ -5,7 +5,7 @@
 ``summary.json`` (its title says "1 run", and its band has no width). Every curve is normalised
 per task, so random is 0 and optimal is 1 in every panel; curves longer than 200 episodes are
 drawn as trailing means (the panel's title says over how many). It writes ``figure.png`` and
-``figure.json`` (each family's numbers), and returns a Markdown table of them for the README.
+``figure.json`` (each family's numbers), and returns a Markdown table of them (the README's and docs/results/index.md's).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _episodes_to_80(stats: dict | None) -> str:
 
 
 def figure_table(results: list[dict]) -> str:
-    """The README's table: per family, normalised score over the last 10 episodes [95% CI]."""
+    """The family table (README, docs/results/index.md): per family, normalised score over the last 10 episodes [95% CI]."""
     lines = [
         "| family | runs | AD | ED | source | episode to 80%: AD / source | ratio |",
         "|---|---|---|---|---|---|---|",
