@@ -4,7 +4,8 @@ Usage:
   python scripts/compare_methods.py --out docs/results/methods_darkroom.json \
       --method AD=runs/darkroom_quick/report --method "AD^eps=grid/runs/adeps-s*/report" \
       --method "DPT=grid/runs/dpt-s*/report" [--figure docs/methods_darkroom.png]
-  python scripts/compare_methods.py --table docs/results/methods_darkroom.json [--page docs/methods.md]
+  python scripts/compare_methods.py --table docs/results/methods_darkroom.json \
+      [--page docs/methods.md] [--figure docs/methods_darkroom.png]   # from the kept JSON
 
 Each ``--method LABEL=GLOB`` names the ``ad-run`` report folders of one method (one per split
 seed x training seed; each holds summary.json and timings.json). Per method the runs are
@@ -191,30 +192,39 @@ def main() -> None:
     parser.add_argument("--method", action="append", default=[], help="LABEL=GLOB of report dirs")
     parser.add_argument("--out", type=Path, help="the comparison's JSON")
     parser.add_argument("--figure", type=Path, help="the curves' PNG")
-    parser.add_argument("--table", type=Path, help="print the table of this JSON and stop")
+    parser.add_argument(
+        "--table", type=Path, help="print the table of this JSON (and draw --figure from it)"
+    )
     parser.add_argument("--page", type=Path, help="write the table into this page's markers")
     args = parser.parse_args()
     if args.table:
         data = json.loads(args.table.read_text())
-        if args.page:
-            write_into(args.page, data)
-        print(table(data))
-        return
-    methods = [_method(*spec.split("=", 1)) for spec in args.method]
-    data = to_json(compare(methods))
-    if args.out:
-        atomic_write_text(args.out, json.dumps(data, indent=1) + "\n")
+    else:
+        methods = [_method(*spec.split("=", 1)) for spec in args.method]
+        data = to_json(compare(methods))
+        if args.out:
+            atomic_write_text(args.out, json.dumps(data, indent=1) + "\n")
     if args.page:
         write_into(args.page, data)
     if args.figure:
-        curves = [
-            {"label": r["label"], "mean": r["curve"]["mean"], "low": r["curve"]["ci_low"],
-             "high": r["curve"]["ci_high"], "linestyle": "--" if "source" in r["label"] else "-"}
-            for r in data["rows"]
-        ]  # fmt: skip
-        title = f"{data['family']}, {data['split']} tasks: mean over runs, 95% CI"
-        plot_return_curves(curves, args.figure, title, 1.0, 0.0, ylabel="normalised return")
+        draw(data, args.figure)
     print(table(data))
+
+
+def draw(data: dict, path: Path) -> None:
+    """The methods' mean normalised curves with their 95% bands (sources dashed)."""
+    curves = [
+        {
+            "label": r["label"],
+            "mean": r["curve"]["mean"],
+            "low": r["curve"]["ci_low"],
+            "high": r["curve"]["ci_high"],
+            "linestyle": "--" if "source" in r["label"] else "-",
+        }
+        for r in data["rows"]
+    ]
+    title = f"{data['family']}, {data['split']} tasks: mean over runs, 95% CI"
+    plot_return_curves(curves, path, title, 1.0, 0.0, ylabel="normalised return")
 
 
 if __name__ == "__main__":
