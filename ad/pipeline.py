@@ -290,6 +290,8 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def _report_table(summary: RunSummary) -> list[str]:
+    from ad.evaluation.evaluate import efficiency_line
+
     rows = [(summary.label, summary), *((c.label, c) for c in summary.compare)]
     # The return ratio needs positive returns; the normalised one is the rise for any reward
     # sign (the point robot's dense rewards are negative).
@@ -314,8 +316,9 @@ def _report_table(summary: RunSummary) -> list[str]:
             "",
             f"Source algorithm on the same {summary.split} tasks, learning from scratch: first "
             f"episode {_fmt(source.first_episode_return)}, reaches 80% normalised at episode "
-            f"{_fmt(source.episode_to_80)}. Data-efficiency ratio (AD / source episodes to "
-            f"80%): {_fmt(summary.data_efficiency_ratio, missing='n/a')}.",
+            f"{_fmt(source.episode_to_80)} of each stream.",
+            "",
+            "D" + efficiency_line(summary.episode_to_80, source)[1:] + ".",
         ]
     reference = (
         "Best return of the source algorithm (the family has no optimal return; normalised "

@@ -248,6 +248,40 @@ def test_data_efficiency_ratio_is_model_over_source_episodes():
     assert data_efficiency_ratio(stats(20), None) is None
 
 
+@pytest.mark.parametrize(
+    "algorithm, n_envs, expected",
+    [("PPO", 4, 4), ("A2C", 2, 2), ("UCB", 16, 1), ("NoisyDemonstrator", 2, 1), ("nope", 4, None)],
+)
+def test_streams_that_feed_one_learner_follow_the_source(algorithm, n_envs, expected):
+    from ad.data.sources import streams_per_learner
+
+    assert streams_per_learner(algorithm, n_envs) == expected
+
+
+def test_ad_is_set_beside_its_source_by_both_counts(tmp_path):
+    """Per stream, and by the learner's whole experience where the streams share one learner
+    (issue 29: PPO's 4 streams reaching 80% at episode 53 used 212 of its own episodes)."""
+    import dataclasses
+
+    from ad.data.collect import collect
+    from ad.evaluation.evaluate import efficiency_line
+    from ad.evaluation.references import source_learner_streams
+    from ad.evaluation.summary import SourceCurve
+    from tests.factories import TINY_PPO, collect_config
+
+    cfg = collect_config(tmp_path / "data", kwargs=TINY_PPO, n_envs=4, total_steps=256)
+    collect(cfg, workers=1, progress=False)
+    assert source_learner_streams(cfg.collect_dir) == 4
+    counts = {"num_runs": 1, "num_streams": 4, "num_episodes": 60, "num_tasks": 1}
+    source = SourceCurve(**curve([0.0, 1.0], 53), **counts, streams_per_learner=4)
+    assert source.learner_episode_to_80 == 212
+    line = efficiency_line(66, source)
+    assert "1.245 per stream" in line and "0.311 by the source learner's whole experience" in line
+    own = efficiency_line(66, dataclasses.replace(source, streams_per_learner=1))
+    assert "the two counts agree" in own and "0.311" not in own
+    assert "never reaches 80%" in efficiency_line(None, source)
+
+
 def test_plots_write_valid_pngs(tmp_path):
     curves = [
         {"label": "AD", "mean": [1, 2, 3], "low": [0, 1, 2], "high": [2, 3, 4]},

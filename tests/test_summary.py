@@ -38,7 +38,13 @@ def test_a_summary_round_trips_through_json_exactly(tmp_path):
     # the layout stays flat, with today's keys, plus the schema version
     assert data["schema"] == SUMMARY_SCHEMA and set(data) == TOP_LEVEL | {"schema"}
     assert set(data["per_episode"]) == PER_EPISODE
-    assert set(data["source"]) == CURVE | {"num_runs", "num_streams", "num_episodes", "num_tasks"}
+    assert set(data["source"]) == CURVE | {
+        "num_runs",
+        "num_streams",
+        "num_episodes",
+        "num_tasks",
+        "streams_per_learner",
+    }
     (compared,) = data["compare"]
     assert set(compared) == CURVE | {
         "label", "run", "checkpoint", "normalised_at", "data_efficiency_ratio",

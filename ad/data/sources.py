@@ -55,6 +55,10 @@ class SourceAlgorithm(ABC):
 
     # True: the constructor also takes ``oracle``, the family's optimal actions (make_source).
     uses_oracle: ClassVar[bool] = False
+    # True: the S streams feed one learner (SB3: one policy updated from every stream), so by
+    # the learner's own experience an episode of each stream is S episodes; False: each stream
+    # is a learner (or a schedule) of its own.
+    streams_share_learner: ClassVar[bool] = False
 
     def __init__(self, venv: VecEnv, seed: int, **kwargs: Any) -> None:
         self.venv = venv
@@ -216,6 +220,8 @@ class SB3Source(SourceAlgorithm):
     ``features_extractor_class`` and ``optimizer_class`` by string. ``observe_return: L`` (an
     int >= 1) lets the policy see the episode's return so far (:class:`ReturnSoFar`).
     """
+
+    streams_share_learner = True
 
     algorithm_class: Any = None
 
@@ -423,6 +429,16 @@ ACTION_SPACES: dict[str, tuple[str, ...]] = {
     "TD3": ("Box",),
     "NoisyDemonstrator": ("Discrete", "Box"),
 }
+
+
+def streams_per_learner(algorithm: str, n_envs: int) -> int | None:
+    """How many of a run's streams feed one learner: ``n_envs`` for sources whose streams share
+    one (SB3), 1 for the others; None for a source that cannot be resolved here."""
+    try:
+        cls = resolve_source(algorithm)
+    except UserError:
+        return None
+    return int(n_envs) if cls.streams_share_learner else 1
 
 
 def resolve_source(name: str) -> type:

@@ -143,6 +143,12 @@ def aggregate(summaries: list[RunSummary], seed: int = 0, min_runs: int = 2) -> 
         result["data_efficiency_ratio"] = ad["episode_to_80"] / src["episode_to_80"]
     else:
         result["data_efficiency_ratio"] = None
+    # episodes by the source learner's whole experience: per-stream episodes x its streams
+    learners = {s.streams_per_learner for s in by_split.values() if s is not None}
+    k = learners.pop() if len(learners) == 1 else None
+    result["source_streams_per_learner"] = k
+    ratio = result["data_efficiency_ratio"]
+    result["data_efficiency_ratio_learner"] = None if ratio is None or k is None else ratio / k
     return result
 
 
@@ -190,10 +196,18 @@ def format_aggregate(result: dict) -> str:
             f"episode {stats['episode_to_50'] or 'never'} / {stats['episode_to_80'] or 'never'}"
         )
     ratio = result["data_efficiency_ratio"]
-    lines.append(
-        "data efficiency (episodes to 80% of the mean curves, AD / source): "
-        + (f"{ratio:.2f}" if ratio is not None else "n/a, one of them never reaches 80%")
-    )
+    line = "data efficiency (episodes to 80% of the mean curves, AD / source; < 1: AD is faster): "
+    if ratio is None:
+        line += "n/a, one of them never reaches 80%"
+    else:
+        line += f"{ratio:.2f} per stream"
+        k = result.get("source_streams_per_learner")
+        if k and k > 1:
+            line += (
+                f"; {result['data_efficiency_ratio_learner']:.2f} by the source learner's whole "
+                f"experience ({k} streams feed one learner)"
+            )
+    lines.append(line)
     return "\n".join(lines)
 
 
@@ -203,7 +217,7 @@ def aggregate_curves(result: dict) -> list[dict]:
     so the panels of one figure agree."""
     labels = [(result["label"], "ad", "-", "C0")]
     labels.append((result["compare_label"] or "compare", "compare", "-", "C1"))
-    labels.append(("source algorithm (per stream)", "source", "--", "C2"))
+    labels.append(("source algorithm (episodes per stream)", "source", "--", "C2"))
     return [
         {
             "label": label,

@@ -26,6 +26,7 @@ from ad.evaluation.metrics import summarise_returns
 from ad.evaluation.paths import draws_paths, write_paths
 from ad.evaluation.references import (
     source_dataset_dir,
+    source_learner_streams,
     source_streams,
     source_summary,
     task_references,
@@ -292,7 +293,7 @@ def format_summary(summary: RunSummary) -> str:
     rows: list[tuple[str, CurveStats]] = [(summary.label, summary)]
     rows += [(c.label, c) for c in summary.compare]
     if summary.source is not None:
-        rows.append(("source algorithm", summary.source))
+        rows.append(("source (per stream)", summary.source))
     width = max(len(label) for label, _ in rows) + 2
     lines.append(
         f"  {'return':<{width}}{'episode 1':>10}{'last 10':>10}{'normalised':>12}{'80% at':>8}"
@@ -304,12 +305,31 @@ def format_summary(summary: RunSummary) -> str:
             f"{'n/a' if last is None else f'{last:.3f}':>12}{row.episode_to_80 or 'never':>8}"
         )
     lines.append("  (normalised: last 10 episodes, 0 = random, 1 = the reference above)")
-    ratio = summary.data_efficiency_ratio
-    lines.append(
-        "data efficiency (episodes to 80%: model / source algorithm; < 1 is better): "
-        + ("n/a, one of them never reaches 80%" if ratio is None else f"{ratio:.3f}")
-    )
+    lines.append(efficiency_line(summary.episode_to_80, summary.source))
     return "\n".join(lines)
+
+
+def efficiency_line(episode_to_80: int | None, source: SourceCurve | None) -> str:
+    """AD's episodes to 80% over the source's, counted per stream and, where the source's
+    streams feed one learner, by that learner's whole experience (< 1: AD is faster)."""
+    line = "data efficiency (episodes to 80%, AD / source; < 1: AD is faster): "
+    if source is None:
+        return line + "n/a, no source curve"
+    if episode_to_80 is None or source.episode_to_80 is None:
+        return line + "n/a, one of them never reaches 80%"
+    line += f"{episode_to_80 / source.episode_to_80:.3f} per stream"
+    k = source.streams_per_learner
+    if k is None:
+        return line + " (the source's streams per learner are unknown)"
+    if k > 1:
+        line += (
+            f"; {episode_to_80 / source.learner_episode_to_80:.3f} by the source learner's whole "
+            f"experience ({k} streams feed one learner: 80% at its episode "
+            f"{source.learner_episode_to_80})"
+        )
+    else:
+        line += " (each source stream is its own learner: the two counts agree)"
+    return line
 
 
 def evaluate(
@@ -384,9 +404,11 @@ def evaluate_loaded(
         other.model.to(device)
     family = family_of_split(run.split)
     warnings: list[str] = []
-    streams = source_streams(source_dataset_dir(run), tasks, label, warnings)
+    dataset_dir = source_dataset_dir(run)
+    streams = source_streams(dataset_dir, tasks, label, warnings)
     references = task_references(family, tasks, streams, warnings)
-    source_stats = source_summary(streams, tasks, references[:2], ecfg.seed)
+    learner = source_learner_streams(dataset_dir) if streams else None
+    source_stats = source_summary(streams, tasks, references[:2], ecfg.seed, learner)
     summaries: list[RunSummary] = []
     all_returns: list[np.ndarray] = []
     # Row 0 (first task, first seed) of the main run, traced for the exploration maps or paths.

@@ -52,17 +52,21 @@ def _episodes_to_80(stats: dict | None) -> str:
 
 
 def figure_table(results: list[dict]) -> str:
-    """The family table (README, docs/results/index.md): per family, normalised score over the last 10 episodes [95% CI]."""
+    """The family table (README, docs/results/index.md): per family, normalised score over the
+    last 10 episodes [95% CI], and the episodes to 80% with AD's / the source's ratio counted per
+    stream and by the source learner's whole experience (its streams x per-stream episodes)."""
     lines = [
-        "| family | runs | AD | ED | source | episode to 80%: AD / source | ratio |",
-        "|---|---|---|---|---|---|---|",
+        "| family | runs | AD | ED | source | episode to 80%: AD / source (per stream) "
+        "| ratio per stream | ratio by the source learner's experience |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        ratio = r.get("data_efficiency_ratio")
+        ratio, learner = r.get("data_efficiency_ratio"), r.get("data_efficiency_ratio_learner")
         lines.append(
             f"| {r['family']} | {seeds_phrase(r)} | {_cell(r['ad'])} | {_cell(r.get('compare'))} | "
             f"{_cell(r.get('source'))} | {_episodes_to_80(r['ad'])} / "
-            f"{_episodes_to_80(r.get('source'))} | {'n/a' if ratio is None else f'{ratio:.2f}'} |"
+            f"{_episodes_to_80(r.get('source'))} | {'n/a' if ratio is None else f'{ratio:.2f}'} | "
+            f"{'n/a' if learner is None else f'{learner:.2f}'} |"
         )
     return "\n".join(lines)
 

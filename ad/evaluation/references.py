@@ -116,16 +116,38 @@ def task_references(
     return np.array(optimal, dtype=float), random, "source_best"
 
 
+def source_learner_streams(dataset_dir: Path) -> int | None:
+    """How many streams of each source run fed one learner (``streams_per_learner`` of the
+    dataset's algorithm and n_envs); None without a readable manifest."""
+    from ad.data.manifest import load_manifest
+    from ad.data.sources import streams_per_learner
+
+    try:
+        manifest = load_manifest(dataset_dir)
+    except UserError:
+        return None
+    algorithm, n_envs = manifest.get("algorithm"), manifest.get("n_envs")
+    if not isinstance(algorithm, str) or not isinstance(n_envs, int):
+        return None
+    return streams_per_learner(algorithm, n_envs)
+
+
 def source_summary(
-    streams: list[tuple[str, str, np.ndarray]], tasks: list[Task], references: tuple, seed: int
+    streams: list[tuple[str, str, np.ndarray]],
+    tasks: list[Task],
+    references: tuple,
+    seed: int,
+    streams_per_learner: int | None = None,
 ) -> SourceCurve | None:
     """The source algorithm learning the evaluated tasks from scratch (see ``source_streams``).
 
     Every stream is one sample, truncated to the shortest stream. Episodes are counted per
-    stream (the source also learned from its other streams, so this flatters it).
+    stream (the source also learned from its other streams, so this flatters it);
+    ``SourceCurve.learner_episode_to_80`` counts them by the learner's whole experience.
 
     Args:
         references: (optimal, random) of each task of ``tasks``, as ``task_references`` gives.
+        streams_per_learner: streams that fed one learner (:func:`source_learner_streams`).
 
     Returns:
         ``curve_stats`` of the streams plus run/task/stream counts; None without streams.
@@ -145,4 +167,5 @@ def source_summary(
         num_streams=len(streams),
         num_episodes=length,
         num_tasks=len(set(groups.tolist())),
+        streams_per_learner=streams_per_learner,
     )

@@ -78,6 +78,16 @@ class SourceCurve(CurveStats):
     num_streams: int
     num_episodes: int
     num_tasks: int
+    # streams that fed one learner of the source (PPO's n_envs; 1 for UCB); None: unknown
+    streams_per_learner: int | None = None
+
+    @property
+    def learner_episode_to_80(self) -> int | None:
+        """The episode of the learner's own experience (all its streams) at which the mean
+        per-stream curve first reaches 80%: per-stream episodes x streams per learner."""
+        if self.episode_to_80 is None or self.streams_per_learner is None:
+            return None
+        return self.episode_to_80 * self.streams_per_learner
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,10 +195,12 @@ class RunSummary(CurveStats):
 
 
 def _values(cls: type, data: Any, where: str) -> dict[str, Any]:
-    """The values of ``cls``'s fields in the JSON object ``data`` (other keys are ignored)."""
+    """The values of ``cls``'s fields in the JSON object ``data`` (other keys are ignored; a
+    field with a default may be absent: it was added after the file was written)."""
     if not isinstance(data, dict):
         raise UserError(f"{where} is not a JSON object; it is damaged, re-run ad-eval")
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields if f.name in data or f.default is dataclasses.MISSING]
     missing = [name for name in names if name not in data]
     if missing:
         raise UserError(f"{where} lacks {', '.join(missing)}; it is damaged, re-run ad-eval")
