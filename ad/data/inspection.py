@@ -77,6 +77,38 @@ def source_curves(dataset_dir: Path, runs: list[dict]) -> dict[str, list[np.ndar
     return curves
 
 
+# A source whose training runs rise less than this (normalised: random 0, optimal 1) from their
+# first 10 episodes to their last 10 shows AD little improvement to distil.
+MIN_SOURCE_RISE = 0.1
+
+
+def source_rise_warning(runs: list[dict]) -> str | None:
+    """One line when the source barely improves within its training streams, else None.
+
+    Args:
+        runs: manifest entries (``first_return``, ``last_return``: means over streams of the
+            first / last 10 episodes; ``optimal_return``, ``random_return``), of training runs.
+    """
+    rises, firsts, lasts = [], [], []
+    for run in runs:
+        optimal, random = run.get("optimal_return"), run.get("random_return")
+        first, last = run.get("first_return"), run.get("last_return")
+        if None in (optimal, random, first, last) or optimal - random <= 0:
+            continue
+        firsts.append((first - random) / (optimal - random))
+        lasts.append((last - random) / (optimal - random))
+        rises.append(lasts[-1] - firsts[-1])
+    if not rises or float(np.mean(rises)) >= MIN_SOURCE_RISE:
+        return None
+    return (
+        f"warning: the source barely learns within a stream (normalised {np.mean(firsts):.2f} "
+        f"over the first 10 episodes -> {np.mean(lasts):.2f} over the last 10, mean of "
+        f"{len(rises)} training runs), so AD has little improvement to distil: give it more steps "
+        "per stream (collect.total_steps / collect.n_envs) or better settings "
+        "(collect.algorithm_kwargs)"
+    )
+
+
 def inspect(dataset_dir: Path) -> str:
     """Validate every history of a dataset folder and tabulate its runs.
 
@@ -106,6 +138,9 @@ def inspect(dataset_dir: Path) -> str:
                 "ad-collect with the same config (or ad-collect --merge) to rebuild the manifest"
             )
     lines = _table(dataset_dir, runs, header)
+    warning = source_rise_warning([r for r in runs if r.get("split") == "train"])
+    if warning:
+        lines.append(warning)
     missing = [r["file"] for r in runs if r["file"] not in listed]
     if missing:
         lines.append(

@@ -423,8 +423,14 @@ def _start_run(
     if several:
         shares = ", ".join(f"{f.name} {r} rows" for f, r in zip(families, rows, strict=True))
         _log(f"generalist over {shares} per step")
+    from ad.data.inspection import source_rise_warning
+
     for f in families:
-        _log(f"{f.name + ': ' if several else ''}{f.windows.describe()}")
+        prefix = f"{f.name}: " if several else ""
+        _log(prefix + f.windows.describe())
+        rise = source_rise_warning(f.windows.runs) if f.config.train.mode == "ad" else None
+        for line in [*f.windows.diagnostics(), *([rise] if rise else [])]:
+            _log(prefix + line)
     _log(f"{model.num_parameters():,} parameters on {device}")
     for f in families:
         if f.derived:

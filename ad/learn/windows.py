@@ -129,6 +129,7 @@ class WindowStore(torch.utils.data.Dataset):
         self.policy = policy
         self.window_steps = window_steps
         band = window_steps if context_steps is None else context_steps
+        self.context_steps = band
         # targets before this position of a window (not a stream's first) are left out of the loss
         self.loss_from = band - 1 if window_steps > band else 0
         self.fingerprint = fingerprint
@@ -137,6 +138,7 @@ class WindowStore(torch.utils.data.Dataset):
         self.num_actions = num_actions(self.action_space)  # None: Box actions
         self.episode_length = int(first["episode_length"])
         kept_streams = self._load()
+        self.kept_lengths = np.array([s.num_kept_steps for s in kept_streams], dtype=np.int64)
         self.streams = [s for s in kept_streams if self._is_windowed(s)]
         self.num_short_streams = len(kept_streams) - len(self.streams)
         if not self.streams:
@@ -198,6 +200,39 @@ class WindowStore(torch.utils.data.Dataset):
 
     def close(self) -> None:
         """Release file handles, if any (reopened on next use)."""
+
+    def diagnostics(self) -> list[str]:
+        """Warning lines when these windows can teach little: most kept streams skipped as
+        shorter than a window (in ED mode: ED's data mostly skipped), or kept streams longer
+        than a context but shorter than two (a window then sees little of the source's
+        improvement); each says what to change."""
+        lines = []
+        total = len(self.kept_lengths)
+        ed = self.policy.mode == "ed"
+        if total and 2 * self.num_short_streams > total:
+            what = "ED's data is mostly skipped" if ed else "most streams are shorter than a window"
+            fix = (
+                "raise train.ed.last_episodes or set a shorter train.ed.context_steps"
+                if ed
+                else "lower model.context_steps (or train.data.window_steps) or "
+                "train.data.subsample_every, or collect longer streams (collect.total_steps)"
+            )
+            lines.append(
+                f"warning: {what}: {self.num_short_streams} of {total} kept streams hold fewer "
+                f"than {self.window_steps} steps and are skipped; {fix}"
+            )
+        median = float(np.median(self.kept_lengths)) if total else 0.0
+        # a context that holds a whole kept stream (the Bandit's) sees all of its improvement
+        if not ed and total and self.context_steps < median < 2 * self.context_steps:
+            per = self.episode_length
+            lines.append(
+                f"warning: a kept stream spans {median / per:.1f} episodes (median, "
+                f"{median:.0f} steps), fewer than two contexts of {self.context_steps / per:.1f} "
+                "episodes, so a window sees little of the source's improvement: lower "
+                "train.data.subsample_every or model.context_steps, or collect longer streams "
+                "(collect.total_steps / collect.n_envs)"
+            )
+        return lines
 
     def describe(self) -> str:
         """One line for the log."""
