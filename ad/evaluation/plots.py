@@ -62,7 +62,8 @@ def plot_return_curves(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    if len(curves) > 4:  # many lines: the legend beside the axes, where it hides none of them
+    entries = len(curves) + (optimal is not None) + (random is not None)
+    if entries > 5:  # many lines: the legend beside the axes, where it hides none of them
         fig.set_size_inches(10.5, 4.5)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     else:
