@@ -227,26 +227,32 @@ def import_minari(cfg: ExperimentConfig, dataset_id: str, task_field: str | None
 def _import_exported(dataset, exported: dict, out: Path, cfg, written: list[Path]) -> dict:
     """Rebuild the histories of a dataset :func:`export_minari` wrote."""
     runs, steps = 0, 0
-    episodes = zip(
-        dataset.storage.get_episode_metadata(range(dataset.total_episodes)),
-        dataset.iterate_episodes(),
-        strict=True,
-    )
-    for run_meta, parts in _runs_of(episodes):
+    for run_meta, parts in _runs_of(_episodes(dataset)):
         metadata = {**json.loads(run_meta), "split_info": exported["split_info"]}
         arrays = _stack_streams(parts)
-        path = out / parts[0][0]["run"]
-        write_history(
-            path,
-            metadata,
-            **arrays,
-            chunk_steps=cfg.collect.chunk_steps,
-            compression=cfg.collect.compression,
-        )
-        written.append(path)
+        _write(out / parts[0][0]["run"], metadata, arrays, cfg, written)
         runs += 1
         steps += arrays["actions"].shape[0] * arrays["actions"].shape[1]
     return {"runs": runs, "steps": steps, "dropped_steps": 0}
+
+
+def _episodes(dataset) -> Iterator[tuple[dict, Any]]:
+    """(metadata, episode) of every episode of a Minari dataset, in order."""
+    metadata = dataset.storage.get_episode_metadata(range(dataset.total_episodes))
+    return zip(metadata, dataset.iterate_episodes(), strict=True)
+
+
+def _write(path: Path, metadata: dict, arrays: dict, cfg, written: list[Path]) -> None:
+    """One imported history, written as ad-collect writes (the config's chunking and
+    compression); ``written`` collects it for the clean-up of a failed import."""
+    write_history(
+        path,
+        metadata,
+        **arrays,
+        chunk_steps=cfg.collect.chunk_steps,
+        compression=cfg.collect.compression,
+    )
+    written.append(path)
 
 
 def _runs_of(episodes) -> Iterator[tuple[str, list]]:
@@ -299,8 +305,7 @@ def _import_foreign(dataset, dataset_id, task_field, out: Path, cfg, written: li
     family = cfg.env.make_family()
     split = cfg.env.task_split(family)
     streams: dict[str, dict] = {}
-    metadata = dataset.storage.get_episode_metadata(range(dataset.total_episodes))
-    for i, (meta, episode) in enumerate(zip(metadata, dataset.iterate_episodes(), strict=True)):
+    for i, (meta, episode) in enumerate(_episodes(dataset)):
         task = _task_of(meta, task_field, i, dataset_id)
         key = task_key(task)
         if split.split_of(task) is None:
@@ -356,16 +361,8 @@ def _import_foreign(dataset, dataset_id, task_field, out: Path, cfg, written: li
             "package_versions": versions,
             "config": config_to_dict(cfg),
         }
-        path = out / run_file_name(label, index, 0)
         arrays = {name: value[None, :length] for name, value in joined[key].items()}
-        write_history(
-            path,
-            metadata,
-            **arrays,
-            chunk_steps=cfg.collect.chunk_steps,
-            compression=cfg.collect.compression,
-        )
-        written.append(path)
+        _write(out / run_file_name(label, index, 0), metadata, arrays, cfg, written)
     return {
         "runs": len(streams),
         "steps": length * len(streams),
