@@ -314,10 +314,11 @@ class NoisyDemonstrator(SourceAlgorithm):
     No learning happens: at step t of a stream of T steps the demonstrator's action is replaced
     by noise with probability ``eps = max(1 - max_perf, 1 - t / (decay_fraction * T))`` (the
     paper's linear schedule: from 1 to ``1 - max_perf`` over the first ``decay_fraction`` of the
-    history, then constant). Discrete actions: the noise is a uniformly random action. Box
-    actions: Gaussian noise of standard deviation ``eps`` times the Box's half-width is added to
-    every step's action, which is then clipped into the Box. The histories are ordinary learning
-    histories, and AD trains on them unchanged.
+    history, then constant). The noise is a uniformly random action from the action space, Discrete
+    or Box alike, so that at ``eps = 1`` the demonstrator is the random policy. (Gaussian noise
+    scaled by ``eps`` does not get there on a Box: on the point robot, the oracle plus noise of the
+    Box's half-width still earns three quarters of the optimal return.) The histories are ordinary
+    learning histories, and AD trains on them unchanged.
 
     Args:
         oracle: the family's oracle (given by collect): the optimal action of every stream in its
@@ -374,12 +375,13 @@ class NoisyDemonstrator(SourceAlgorithm):
             eps = self.epsilon(t, num_steps)
             actions = np.asarray(self.act(observations))
             if isinstance(space, spaces.Box):
-                half = (space.high - space.low) / 2
-                noise = self.rng.normal(0.0, 1.0, actions.shape) * eps * half
-                actions = np.clip(actions + noise, space.low, space.high)
+                random = self.rng.uniform(space.low, space.high, actions.shape).astype(space.dtype)
             else:
                 random = self.rng.integers(0, space.n, num_envs)
-                actions = np.where(self.rng.random(num_envs) < eps, random, actions)
+            noisy = (self.rng.random(num_envs) < eps).reshape(
+                (num_envs,) + (1,) * (random.ndim - 1)
+            )
+            actions = np.where(noisy, random, actions)
             observations, _, _, _ = self.venv.step(actions)
 
 
