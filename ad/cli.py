@@ -369,14 +369,36 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-ed", action="store_true", help="skip the expert-distillation control")
     parser.add_argument("--report", type=Path, default=None, help="report folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--select",
+        action="store_true",
+        help="first choose the settings on validation tasks (subsampling, context, width: "
+        "--select-budget trainings), then run the pipeline on the chosen config; writes "
+        "<run_dir>-select/selection.md, selection.json and chosen.yaml",
+    )
+    parser.add_argument(
+        "--select-budget",
+        type=int,
+        default=None,
+        metavar="N",
+        help="candidates trained by --select (default 3; the chosen one is reused)",
+    )
     args = parser.parse_args(argv)
 
     def go() -> int:
-        from ad.generalist import load_any_config
+        from ad.generalist import GeneralistConfig, load_any_config
         from ad.pipeline import run_pipeline
+        from ad.selection import DEFAULT_BUDGET, select
 
         # No file: the built-in defaults, which are the quick DarkRoom experiment.
         cfg = load_any_config(args.config, args.overrides)
+        if args.select_budget is not None and not args.select:
+            raise UserError("--select-budget needs --select")
+        if args.select:
+            if isinstance(cfg, GeneralistConfig):
+                raise UserError("ad-run --select takes one family's config, not a generalist's")
+            budget = DEFAULT_BUDGET if args.select_budget is None else args.select_budget
+            cfg = select(cfg, budget, workers=args.workers, progress=not args.no_progress)
         run_pipeline(
             cfg,
             workers=args.workers,

@@ -87,7 +87,7 @@ def _stages(
     method = trained_method(cfg)
     ad_cfg = replace_train(cfg, mode=method)
     start = _stage(f"train {method.upper()}", overall)
-    ad_run = train_run(ad_cfg, resume=_has_checkpoints(ad_cfg.run_dir), progress=progress)
+    ad_run = train_run(ad_cfg, resume=has_checkpoints(ad_cfg.run_dir), progress=progress)
     timings[f"train_{method}"] = time.perf_counter() - start
 
     compare = []
@@ -99,9 +99,7 @@ def _stages(
             num_steps=cfg.train.ed.num_steps or cfg.train.num_steps,
         )
         start = _stage("train ED", overall)
-        compare.append(
-            train_run(ed_cfg, resume=_has_checkpoints(ed_cfg.run_dir), progress=progress)
-        )
+        compare.append(train_run(ed_cfg, resume=has_checkpoints(ed_cfg.run_dir), progress=progress))
         timings["train_ed"] = time.perf_counter() - start
 
     report_dir = Path(report_dir) if report_dir is not None else ad_run / "report"
@@ -240,7 +238,7 @@ def train_run(
     return train(cfg, resume=resume, progress=progress, evaluator=evaluator)
 
 
-def _has_checkpoints(run_dir: Path) -> bool:
+def has_checkpoints(run_dir: Path) -> bool:
     return any((Path(run_dir) / "checkpoints").glob("*.pt"))
 
 
