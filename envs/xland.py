@@ -1,18 +1,29 @@
-"""XLand-MiniGrid as the tasks of an XLand-100B file: the family that trains on its histories.
+"""XLand-MiniGrid as a task family: the rulesets of an XLand-100B file, or rulesets of its own.
 
 XLand-100B (Nikulin et al. 2024, arXiv 2406.08973) stores one HDF5 group per task ("0" .. "N-1",
-each a ruleset of an XLand-MiniGrid benchmark). Here a task is a group of the file,
-``{"group": g}``, so the train / validation / test split is a split over the file's rulesets;
-``ad.data.xland`` reads the histories. The observation is the agent's 5 x 5 egocentric view
-of (tile, colour) codes, unpacked from the file's packed bytes; six actions (forward, turn right,
-turn left, pick up, put down, toggle). Rolling a model out needs XLand-MiniGrid's own envs
-(``xminigrid``, JAX), which this project does not wrap yet: ``make_env`` says so. Not a
-registered family (it has no env to collect or evaluate with): configs name it
-``env.family: envs.xland:XLandMiniGrid``.
+each a ruleset of an XLand-MiniGrid benchmark). Here a task is a group, ``{"group": g}``, so the
+train / validation / test split is a split over rulesets; ``ad.data.xland`` reads the histories.
+The observation is the agent's 5 x 5 egocentric view of (tile, colour) codes; six actions
+(forward, turn right, turn left, pick up, put down, toggle).
+
+Rolling out (collection, evaluation in context) runs XLand-MiniGrid's own JAX envs (the optional
+``xland`` extra: ``xminigrid``) behind a Gymnasium interface, one jitted step per call. Which
+ruleset group g is:
+
+- ``benchmark`` given (a benchmark name of ``xminigrid.load_benchmark``, or the path of its
+  file) with ``dataset`` (the XLand-100B file): the ruleset the file's group g names
+  (``ruleset-id``), so a model trained on the file is rolled out on its held-out rulesets;
+- ``benchmark`` null: a ruleset of this family's own, drawn from g: ``num_objects`` distinct
+  objects (tile, colour) placed at random each episode, the goal being to stand next to the first,
+  with no other rules (the family of ``configs/xland_quick.yaml``).
+
+Not a registered family: configs name it ``env.family: envs.xland:XLandMiniGrid``.
 """
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -35,26 +46,188 @@ def observation_space() -> Box:
     return Box(0, max(NUM_TILES, NUM_COLORS) - 1, (VIEW_SIZE, VIEW_SIZE, 2), np.uint8)
 
 
+# The objects of the family's own rulesets: xminigrid's ball, square, pyramid, key, hex and star
+# (tile codes) in red, green, blue, purple, yellow and grey (colour codes).
+OBJECT_TILES = (3, 4, 5, 7, 11, 12)
+OBJECT_COLORS = (1, 2, 3, 4, 5, 6)
+AGENT_NEAR_GOAL = 3  # xminigrid's goal code for AgentNearGoal(tile)
+MAX_RULES = 1  # the family's own rulesets have none (one empty rule, as xminigrid encodes it)
+# The attribute by which an XLand-100B group names its ruleset (ad.data.xland reads the rest).
+RULESET_ATTR = "ruleset-id"
+
+
+def own_ruleset(group: int, num_objects: int) -> dict[str, np.ndarray]:
+    """The family's own ruleset ``group``: ``num_objects`` distinct objects, the goal being to
+    stand next to the first (xminigrid's encodings: goal (5,), rules (1, 7), init_tiles (n, 2))."""
+    rng = np.random.default_rng([group, num_objects])
+    palette = [(t, c) for t in OBJECT_TILES for c in OBJECT_COLORS]
+    chosen = rng.choice(len(palette), size=num_objects, replace=False)
+    tiles = np.array([palette[i] for i in chosen], dtype=np.uint8)  # (n, 2)
+    goal = np.zeros(5, dtype=np.uint8)
+    goal[:3] = (AGENT_NEAR_GOAL, *tiles[0])
+    return {"goal": goal, "rules": np.zeros((MAX_RULES, 7), np.uint8), "init_tiles": tiles}
+
+
+@functools.cache
+def _benchmark(name_or_path: str) -> Any:
+    from xminigrid.benchmarks import load_benchmark, load_benchmark_from_path
+
+    if Path(name_or_path).is_file():
+        return load_benchmark_from_path(name_or_path)
+    return load_benchmark(name_or_path)
+
+
+@functools.cache
+def _ruleset_ids(dataset: str) -> dict[int, int]:
+    """group -> ruleset-id of an XLand-100B file (its groups' attributes; the family lies below
+    ad.data, so it reads these itself)."""
+    import h5py
+
+    try:
+        with h5py.File(dataset, "r") as f:
+            return {int(name): int(f[name].attrs[RULESET_ATTR]) for name in f}
+    except (OSError, KeyError, ValueError):
+        raise TaskError(
+            f"XLandMiniGrid dataset {dataset} is not an XLand-100B file whose groups name their "
+            "ruleset-id; give the file the model was trained on"
+        ) from None
+
+
+@functools.cache
+def _jitted(env_id: str) -> tuple[Any, Any, Any]:
+    """XLand-MiniGrid's env, params and jitted reset / step: compiled once per process."""
+    try:
+        import jax
+        import xminigrid
+    except ImportError:
+        raise TaskError(
+            "XLandMiniGrid envs need xminigrid (JAX): pip install -e '.[xland]'"
+        ) from None
+    env, params = xminigrid.make(env_id)
+    return params, jax.jit(env.reset), jax.jit(env.step)
+
+
+@functools.cache
+def _random_returns(env_id: str, max_steps: int, episodes: int) -> Any:
+    """A jitted function (params, key) -> the returns of ``episodes`` episodes of uniformly random
+    actions, all stepped at once (vmap over episodes, scan over steps)."""
+    import jax
+    import jax.numpy as jnp
+
+    _, reset, step = _jitted(env_id)
+
+    def episode(params, key):
+        reset_key, action_key = jax.random.split(key)
+        actions = jax.random.randint(action_key, (max_steps,), 0, NUM_ACTIONS)
+
+        def one(carry, action):
+            timestep, total, done = carry
+            timestep = step(params, timestep, action)
+            total = total + jnp.where(done, 0.0, timestep.reward)
+            return (timestep, total, done | (timestep.step_type == 2)), None
+
+        start = (reset(params, reset_key), jnp.float32(0.0), jnp.bool_(False))
+        (_, total, _), _ = jax.lax.scan(one, start, actions)
+        return total
+
+    return jax.jit(
+        lambda params, key: jax.vmap(episode, (None, 0))(params, jax.random.split(key, episodes))
+    )
+
+
+class XLandEnv(gym.Env):
+    """One XLand-MiniGrid ruleset behind Gymnasium's interface (no auto-reset).
+
+    The episode ends with ``terminated`` when the goal is met (reward ``1 - 0.9 t / T``, as
+    XLand-MiniGrid gives it), and with ``truncated`` after ``T`` = ``max_steps`` steps.
+    """
+
+    metadata: ClassVar[dict] = {"render_modes": []}
+
+    def __init__(self, env_id: str, ruleset: dict[str, np.ndarray], max_steps: int) -> None:
+        import jax.numpy as jnp
+        from xminigrid.types import RuleSet
+
+        params, self._reset, self._step = _jitted(env_id)
+        rules = RuleSet(**{k: jnp.asarray(v) for k, v in ruleset.items()})
+        self.params = params.replace(ruleset=rules, max_steps=max_steps)
+        self.observation_space = observation_space()
+        self.action_space = Discrete(NUM_ACTIONS)
+        self._timestep = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        import jax
+
+        super().reset(seed=seed)
+        key = jax.random.key(int(self.np_random.integers(2**31)))
+        self._timestep = self._reset(self.params, key)
+        return np.asarray(self._timestep.observation, dtype=np.uint8), {}
+
+    def step(self, action):
+        if self._timestep is None:
+            raise RuntimeError("XLandEnv.step before reset")
+        self._timestep = ts = self._step(self.params, self._timestep, int(action))
+        last = bool(ts.step_type == 2)  # xminigrid's StepType.LAST
+        terminated = last and float(ts.discount) == 0.0
+        observation = np.asarray(ts.observation, dtype=np.uint8)
+        return observation, float(ts.reward), terminated, last and not terminated, {}
+
+
 class XLandMiniGrid(TaskFamily):
-    """The rulesets of one XLand-100B file: ``num_tasks`` groups on ``grid_size`` grids.
+    """XLand-MiniGrid's single-room rulesets: ``num_tasks`` of them on ``grid_size`` grids.
 
     Args:
-        num_tasks: the file's number of groups (every one is a task).
+        num_tasks: the tasks (an XLand-100B file's group count when training on one).
         grid_size: 9 (``XLand-MiniGrid-R1-9x9``) or 13 (``-R1-13x13``); episodes last at most
             3 * grid_size**2 steps, as XLand-MiniGrid's default.
+        benchmark: null (the family's own rulesets), or an xminigrid benchmark name or file
+            whose rulesets the ``dataset``'s groups name.
+        dataset: the XLand-100B file (needed with ``benchmark``).
+        num_objects: objects in each of the family's own rulesets (with ``benchmark`` null).
+        episode_length: steps before an episode is truncated (default 3 * grid_size**2, as
+            XLand-MiniGrid's and XLand-100B's).
     """
 
     name = "XLandMiniGrid"
     default_num_test: ClassVar[int] = 64
     default_num_validation: ClassVar[int] = 32
 
-    def __init__(self, num_tasks: int = 1, grid_size: int = 9) -> None:
+    def __init__(
+        self,
+        num_tasks: int = 1,
+        grid_size: int = 9,
+        benchmark: str | None = None,
+        dataset: str | None = None,
+        num_objects: int = 3,
+        episode_length: int | None = None,
+    ) -> None:
         if not isinstance(num_tasks, int) or num_tasks < 1:
             raise TaskError(f"XLandMiniGrid num_tasks={num_tasks!r}: give the file's group count")
         if grid_size not in (9, 13):
             raise TaskError(f"XLandMiniGrid grid_size={grid_size!r}: use 9 or 13")
-        super().__init__(num_tasks=num_tasks, grid_size=grid_size)
+        if (benchmark is None) != (dataset is None):
+            raise TaskError(
+                "XLandMiniGrid needs benchmark and dataset together (the rulesets an XLand-100B "
+                "file's groups name), or neither (the family's own rulesets)"
+            )
+        palette = len(OBJECT_TILES) * len(OBJECT_COLORS)
+        if not isinstance(num_objects, int) or not 1 <= num_objects <= palette:
+            raise TaskError(f"XLandMiniGrid num_objects={num_objects!r}: use 1..{palette}")
+        default_length = 3 * grid_size**2
+        length = default_length if episode_length is None else episode_length
+        if not isinstance(length, int) or length < 1:
+            raise TaskError(f"XLandMiniGrid episode_length={episode_length!r}: use a positive int")
+        kwargs = {"num_tasks": num_tasks, "grid_size": grid_size}
+        if benchmark is not None:  # stored with the data only where given, as before
+            kwargs |= {"benchmark": benchmark, "dataset": dataset}
+        if num_objects != 3:
+            kwargs["num_objects"] = num_objects
+        if length != default_length:
+            kwargs["episode_length"] = length
+        super().__init__(**kwargs)
         self.num_tasks, self.size = num_tasks, grid_size
+        self.benchmark, self.dataset, self.num_objects = benchmark, dataset, num_objects
+        self._episode_length = length
 
     def all_tasks(self) -> list[Task]:
         return [{"group": g} for g in range(self.num_tasks)]
@@ -69,19 +242,36 @@ class XLandMiniGrid(TaskFamily):
 
     @property
     def episode_length(self) -> int:
-        return 3 * self.size**2
+        return self._episode_length
 
-    def make_env(self, task: Task) -> gym.Env:
-        raise TaskError(
-            "XLandMiniGrid trains from an XLand-100B file only: rolling out needs XLand-MiniGrid's "
-            "envs (xminigrid), which ad does not wrap yet; evaluate with the dataset's own code"
-        )
+    def ruleset(self, task: Task) -> dict[str, np.ndarray]:
+        """The ruleset of ``task``, as xminigrid encodes it."""
+        group = self.validate_task(task)["group"]
+        if self.benchmark is None:
+            return own_ruleset(group, self.num_objects)
+        ids = _ruleset_ids(self.dataset)
+        if group not in ids:
+            raise TaskError(f"XLandMiniGrid group {group} is not in {self.dataset}")
+        rules = _benchmark(self.benchmark).get_ruleset(ids[group])
+        return {k: np.asarray(getattr(rules, k)) for k in ("goal", "rules", "init_tiles")}
 
-    def optimal_return(self, task: Task) -> float | None:
-        return None
+    @property
+    def env_id(self) -> str:
+        return f"XLand-MiniGrid-R1-{self.size}x{self.size}"
+
+    def make_env(self, task: Task) -> XLandEnv:
+        return XLandEnv(self.env_id, self.ruleset(task), self.episode_length)
 
     def random_return(self, task: Task) -> float:
-        raise TaskError("XLandMiniGrid has no env here to estimate a random return with")
+        """The mean return of ``random_return_episodes`` uniformly random episodes, stepped at
+        once in JAX, seeded from the task (the same task always gives the same number)."""
+        import jax
+
+        env = self.make_env(task)
+        episodes = self.random_return_episodes
+        returns = _random_returns(self.env_id, self.episode_length, episodes)
+        key = jax.random.key(self.validate_task(task)["group"])
+        return float(np.mean(returns(env.params, key)))
 
     @property
     def spaces(self) -> tuple[Box, Discrete]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import bz2
 import csv
+import importlib.util
 import json
+import pickle
 from pathlib import Path
 
 import h5py
@@ -16,7 +19,8 @@ from ad.data.xland import XLandReader, read_groups, unpack_states
 from ad.errors import UserError
 from ad.learn.training_data import load_training_runs, resolve_config
 from ad.learn.windows import open_windows
-from envs.xland import NUM_COLORS, NUM_TILES
+from envs.tasks import TaskError
+from envs.xland import AGENT_NEAR_GOAL, NUM_COLORS, NUM_TILES, XLandMiniGrid, own_ruleset
 from tests.factories import refused_in_one_line
 
 NUM_GROUPS, HISTORIES, STEPS, CHUNK = 8, 32, 4096, 4096  # the published chunking: (1, 4096, ...)
@@ -210,3 +214,151 @@ def test_the_shipped_config_opens_a_file_once_pointed_at_it(xland_file):
     windows = open_windows(resolve_config(cfg, training), training)
     assert len(training.entries) == NUM_GROUPS - 4 and windows.window_steps == 1024
     windows.close()
+
+
+# -- XLand-MiniGrid's envs behind the family (the optional xland extra) -------------------------
+
+needs_xminigrid = pytest.mark.skipif(
+    importlib.util.find_spec("xminigrid") is None, reason="needs the xland extra (xminigrid)"
+)
+
+
+def write_benchmark(path: Path, num_rulesets: int) -> Path:
+    """A benchmark file as xminigrid saves one (a bz2 pickle of arrays): ruleset i is the
+    family's own ruleset i, so the two ways of naming rulesets can be compared."""
+    rulesets = [own_ruleset(i, 3) for i in range(num_rulesets)]
+    arrays = {k: np.stack([r[k] for r in rulesets]) for k in ("goal", "rules", "init_tiles")}
+    data = {
+        "goals": arrays["goal"],
+        "rules": arrays["rules"],
+        "init_tiles": arrays["init_tiles"],
+        "num_rules": np.ones(num_rulesets, np.uint8),
+    }
+    with bz2.open(path, "wb") as f:
+        pickle.dump(data, f)
+    return path
+
+
+def test_own_rulesets_are_fixed_per_task_and_three_distinct_objects():
+    first, again, other = own_ruleset(5, 3), own_ruleset(5, 3), own_ruleset(6, 3)
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key])
+    assert not np.array_equal(first["init_tiles"], other["init_tiles"])
+    tiles = [tuple(t) for t in first["init_tiles"]]
+    assert len(set(tiles)) == 3
+    assert tuple(first["goal"][:3]) == (AGENT_NEAR_GOAL, *tiles[0])  # next to the first object
+
+
+@needs_xminigrid
+def test_an_xland_env_ends_on_the_goal_or_the_time_limit_and_seeds_repeat():
+    family = XLandMiniGrid(num_tasks=10, episode_length=60)
+    env = family.make_env({"group": 2})
+    rng = np.random.default_rng(0)
+    ends = []
+    for episode in range(8):
+        obs, _ = env.reset(seed=episode)
+        assert env.observation_space.contains(obs)
+        t, terminated, truncated = 0, False, False
+        while not (terminated or truncated):
+            obs, reward, terminated, truncated, _ = env.step(int(rng.integers(6)))
+            assert env.observation_space.contains(obs)
+            t += 1
+        ends.append((terminated, truncated, t, reward))
+    for terminated, truncated, t, reward in ends:
+        if terminated:  # XLand-MiniGrid's reward for meeting the goal at step t of T
+            assert reward == pytest.approx(1 - 0.9 * t / 60, abs=1e-6)
+        else:
+            assert truncated and t == 60 and reward == 0.0
+    assert {e[0] for e in ends} == {True, False}  # random actions sometimes find the goal
+    first, _ = env.reset(seed=3)
+    again, _ = family.make_env({"group": 2}).reset(seed=3)
+    np.testing.assert_array_equal(first, again)
+    random = family.random_return({"group": 2})
+    assert 0.0 < random < 1.0 and random == family.random_return({"group": 2})
+
+
+@needs_xminigrid
+def test_a_model_trained_on_the_file_is_rolled_out_on_its_held_out_rulesets(xland_file, tmp_path):
+    from ad.cli import eval_main
+    from ad.config import config_to_dict
+
+    benchmark = write_benchmark(tmp_path / "bench.pkl", 1000 + 7 * NUM_GROUPS)
+    kwargs = {"benchmark": str(benchmark), "dataset": str(xland_file)}
+    family = XLandMiniGrid(num_tasks=NUM_GROUPS, **kwargs)
+    # group 3 of the file names ruleset-id 1021 of the benchmark
+    for key, value in family.ruleset({"group": 3}).items():
+        np.testing.assert_array_equal(value, own_ruleset(1021, 3)[key])
+    data = config_to_dict(xland_config(xland_file, num_steps=10, run_dir=str(tmp_path / "run")))
+    data["env"]["family_kwargs"].update(kwargs)
+    data["eval"].update({"num_episodes": 3, "num_seeds": 2})
+    config = tmp_path / "xland.json"
+    config.write_text(json.dumps(data))
+    assert train_main(["--config", str(config), "--no-progress"]) == 0
+    out = tmp_path / "eval"
+    assert eval_main(["--run", str(tmp_path / "run"), "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    returns = np.load(out / "returns.npz")["returns"]
+    assert summary["split"] == "test" and returns.shape == (2, 2, 3)  # 2 test rulesets
+    # the source curve: the file's own histories of those rulesets, episode by episode
+    with h5py.File(xland_file, "r") as f:
+        first = []  # every history's first episode return, of both test rulesets
+        for task in summary["tasks"]:
+            group = f[str(task["group"])]
+            ends = np.argmax(group["dones"][:], axis=1)  # (H,) each history's first episode end
+            rewards = group["rewards"][:].astype(np.float64)
+            first += [rewards[h, : ends[h] + 1].sum() for h in range(len(ends))]
+    assert len(first) == 2 * HISTORIES
+    source_first = summary["source"]["per_episode"]["mean"][0]
+    assert source_first == pytest.approx(np.mean(first), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"benchmark": "trivial-1m"}, ["benchmark and dataset together"]),
+        ({"num_objects": 0}, ["num_objects"]),
+        ({"episode_length": 0}, ["episode_length"]),
+    ],
+)
+def test_bad_family_settings_are_refused_in_one_line(kwargs, words):
+    refused_in_one_line(lambda: XLandMiniGrid(num_tasks=4, **kwargs), *words, error=TaskError)
+
+
+@needs_xminigrid
+def test_a_dataset_that_is_not_an_xland_file_is_refused_in_one_line(tmp_path):
+    (tmp_path / "bench.pkl").write_bytes(b"")
+    family = XLandMiniGrid(num_tasks=2, benchmark="x", dataset=str(tmp_path / "none.hdf5"))
+    refused_in_one_line(lambda: family.make_env({"group": 0}), "not an XLand-100B", error=TaskError)
+
+
+@needs_xminigrid
+def test_the_own_rulesets_collect_ordinary_learning_histories(tmp_path):
+    from ad.data.collect import collect
+    from ad.data.history_reader import HistoryReader
+    from ad.data.manifest import load_manifest
+
+    data = {
+        "name": "xland_own",
+        "env": {
+            "family": "envs.xland:XLandMiniGrid",
+            "family_kwargs": {"num_tasks": 6, "episode_length": 30},
+            "num_validation_tasks": 1,
+            "num_test_tasks": 1,
+        },
+        "collect": {
+            "algorithm": "PPO",
+            "algorithm_kwargs": {"n_steps": 64, "batch_size": 64},
+            "n_envs": 2,
+            "total_steps": 256,
+            "seeds": [0],
+            "splits": ["train"],
+            "output_dir": str(tmp_path),
+        },
+    }
+    collect(config_from_dict(data), workers=1, progress=False)
+    runs = load_manifest(tmp_path)["runs"]
+    assert len(runs) == 4 and {r["split"] for r in runs} == {"train"}
+    with HistoryReader(tmp_path / runs[0]["file"]) as reader:
+        rows = reader.read(0, 0, 128)
+        assert rows["observations"].shape == (128, 5, 5, 2) and reader.num_streams == 2
+        assert rows["observations"].dtype == np.uint8

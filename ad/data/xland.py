@@ -30,10 +30,10 @@ import numpy as np
 
 from ad.data.history_reader import ChunkedReader
 from ad.errors import UserError
-from envs.xland import NUM_COLORS
+from envs.xland import NUM_COLORS, RULESET_ATTR
 
 STEP_DATASETS = {"states": 4, "actions": 2, "rewards": 2, "dones": 2, "expert_actions": 2}
-GROUP_ATTRS = ("env-id", "benchmark-id", "ruleset-id")
+GROUP_ATTRS = ("env-id", "benchmark-id", RULESET_ATTR)
 
 
 def unpack_states(packed: np.ndarray) -> np.ndarray:
@@ -89,12 +89,28 @@ def read_groups(path: str | Path) -> list[dict]:
                     "group": int(name),
                     "env_id": _text(group.attrs["env-id"]),
                     "benchmark_id": _text(group.attrs["benchmark-id"]),
-                    "ruleset_id": int(group.attrs["ruleset-id"]),
+                    "ruleset_id": int(group.attrs[RULESET_ATTR]),
                     "num_streams": int(shape[0]),
                     "num_steps": int(shape[1]),
                 }
             )
     return groups
+
+
+def episode_returns(path: str | Path, group: int) -> list[np.ndarray]:
+    """The complete episodes' returns of each history of one group (the dataset's own PPO
+    learning that ruleset), split at its ``dones``; steps after a history's last end are left out."""
+    with h5py.File(path, "r") as f:
+        rewards = f[str(group)]["rewards"][:].astype(np.float64)  # (H, T)
+        dones = f[str(group)]["dones"][:]
+    streams = []
+    for h in range(rewards.shape[0]):
+        ends = np.flatnonzero(dones[h]) + 1  # one past each episode's last step
+        if len(ends) == 0:
+            streams.append(np.zeros(0))
+            continue
+        streams.append(np.add.reduceat(rewards[h, : ends[-1]], np.r_[0, ends[:-1]]))
+    return streams
 
 
 def _text(value) -> str:

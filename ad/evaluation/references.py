@@ -53,7 +53,10 @@ def source_streams(
     from ad.data.histories import stream_returns
     from ad.data.history_reader import HistoryReader
     from ad.data.manifest import load_manifest
+    from ad.data.xland import is_xland_file
 
+    if is_xland_file(dataset_dir):
+        return _xland_streams(Path(dataset_dir), tasks)
     try:
         manifest = load_manifest(dataset_dir)
     except UserError as e:
@@ -75,6 +78,18 @@ def source_streams(
         )
         return []
     return streams
+
+
+def _xland_streams(path: Path, tasks: list[Task]) -> list[tuple[str, str, np.ndarray]]:
+    """Every history of the tasks' groups of an XLand-100B file as a stream: the dataset's own
+    PPO learning those rulesets."""
+    from ad.data.xland import episode_returns
+
+    return [
+        (task_key(task), path.name, returns)
+        for task in tasks
+        for returns in episode_returns(path, task["group"])
+    ]
 
 
 def source_best_returns(streams: list[tuple[str, str, np.ndarray]]) -> dict[str, float]:
