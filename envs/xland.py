@@ -15,7 +15,7 @@ ruleset group g is:
   (``ruleset-id``), so a model trained on the file is rolled out on its held-out rulesets;
 - ``benchmark`` null: a ruleset of this family's own, drawn from g: ``num_objects`` distinct
   objects (tile, colour) placed at random each episode, the goal being to stand next to the first,
-  with no other rules (the family of ``configs/xland_quick.yaml``).
+  with no other rules.
 
 Not a registered family: configs name it ``env.family: envs.xland:XLandMiniGrid``.
 """
@@ -70,11 +70,18 @@ def own_ruleset(group: int, num_objects: int) -> dict[str, np.ndarray]:
 
 @functools.cache
 def _benchmark(name_or_path: str) -> Any:
+    _jitted("XLand-MiniGrid-R1-9x9")  # says in one line when xminigrid is missing
     from xminigrid.benchmarks import load_benchmark, load_benchmark_from_path
 
-    if Path(name_or_path).is_file():
-        return load_benchmark_from_path(name_or_path)
-    return load_benchmark(name_or_path)
+    try:
+        if Path(name_or_path).is_file():
+            return load_benchmark_from_path(name_or_path)
+        return load_benchmark(name_or_path)
+    except Exception as e:  # an unknown name, no network for the download, a damaged file
+        raise TaskError(
+            f"XLandMiniGrid benchmark {name_or_path!r} could not be loaded ({type(e).__name__}: "
+            f"{e}); give an xminigrid benchmark name it can download, or the path of its file"
+        ) from None
 
 
 @functools.cache
@@ -95,7 +102,7 @@ def _ruleset_ids(dataset: str) -> dict[int, int]:
 
 @functools.cache
 def _jitted(env_id: str) -> tuple[Any, Any, Any]:
-    """XLand-MiniGrid's env, params and jitted reset / step: compiled once per process."""
+    """XLand-MiniGrid's default params and jitted reset and step: compiled once per process."""
     try:
         import jax
         import xminigrid
@@ -111,10 +118,9 @@ def _jitted(env_id: str) -> tuple[Any, Any, Any]:
 def _random_returns(env_id: str, max_steps: int, episodes: int) -> Any:
     """A jitted function (params, key) -> the returns of ``episodes`` episodes of uniformly random
     actions, all stepped at once (vmap over episodes, scan over steps)."""
+    _, reset, step = _jitted(env_id)
     import jax
     import jax.numpy as jnp
-
-    _, reset, step = _jitted(env_id)
 
     def episode(params, key):
         reset_key, action_key = jax.random.split(key)
@@ -145,10 +151,10 @@ class XLandEnv(gym.Env):
     metadata: ClassVar[dict] = {"render_modes": []}
 
     def __init__(self, env_id: str, ruleset: dict[str, np.ndarray], max_steps: int) -> None:
+        params, self._reset, self._step = _jitted(env_id)
         import jax.numpy as jnp
         from xminigrid.types import RuleSet
 
-        params, self._reset, self._step = _jitted(env_id)
         rules = RuleSet(**{k: jnp.asarray(v) for k, v in ruleset.items()})
         self.params = params.replace(ruleset=rules, max_steps=max_steps)
         self.observation_space = observation_space()

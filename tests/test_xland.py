@@ -326,7 +326,6 @@ def test_bad_family_settings_are_refused_in_one_line(kwargs, words):
 
 @needs_xminigrid
 def test_a_dataset_that_is_not_an_xland_file_is_refused_in_one_line(tmp_path):
-    (tmp_path / "bench.pkl").write_bytes(b"")
     family = XLandMiniGrid(num_tasks=2, benchmark="x", dataset=str(tmp_path / "none.hdf5"))
     refused_in_one_line(lambda: family.make_env({"group": 0}), "not an XLand-100B", error=TaskError)
 
@@ -362,3 +361,11 @@ def test_the_own_rulesets_collect_ordinary_learning_histories(tmp_path):
         rows = reader.read(0, 0, 128)
         assert rows["observations"].shape == (128, 5, 5, 2) and reader.num_streams == 2
         assert rows["observations"].dtype == np.uint8
+
+
+@needs_xminigrid
+def test_a_benchmark_that_cannot_be_loaded_is_refused_in_one_line(xland_file):
+    family = XLandMiniGrid(num_tasks=NUM_GROUPS, benchmark="no-such", dataset=str(xland_file))
+    refused_in_one_line(
+        lambda: family.make_env({"group": 0}), "no-such", "could not be loaded", error=TaskError
+    )
