@@ -23,18 +23,19 @@ from ad.utils import atomic_write_text
 
 
 def load_result(path: str | Path) -> dict:
-    """An aggregate (``aggregate.json`` or its folder) or one run's summary as a 1-run aggregate."""
+    """An aggregate (``aggregate.json``, its folder, or a kept copy under another name) or one
+    run's summary as a 1-run aggregate."""
     path = Path(path)
     if path.is_dir() and (path / "aggregate.json").exists():
         path = path / "aggregate.json"
-    if path.name == "aggregate.json":
+    if path.name == "aggregate.json" or (path.suffix == ".json" and path.name != "summary.json"):
         try:
             result = json.loads(path.read_text())
         except FileNotFoundError:
             raise UserError(f"{path} does not exist; run ad-eval --aggregate first") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise UserError(f"{path} is not valid JSON; re-run ad-eval --aggregate") from None
-        if "ad" not in result or "num_runs" not in result:
+        if not isinstance(result, dict) or "ad" not in result or "num_runs" not in result:
             raise UserError(f"{path} is not an ad-eval --aggregate result (no ad or num_runs)")
         return result
     return aggregate([load_summary(path)], min_runs=1)
@@ -51,21 +52,25 @@ def _episodes_to_80(stats: dict | None) -> str:
     return str((stats or {}).get("episode_to_80") or "never")
 
 
-def figure_table(results: list[dict]) -> str:
-    """The family table (README, docs/results/index.md): per family, normalised score over the
-    last 10 episodes [95% CI], and the episodes to 80% with AD's / the source's ratio counted per
-    stream and by the source learner's whole experience (its streams x per-stream episodes)."""
+def figure_table(results: list[dict], recipes: list[str] | None = None) -> str:
+    """The family table (README, docs/results/index.md): per family (and its recipe, where
+    ``recipes`` names them), normalised score over the last 10 episodes [95% CI], and the episodes
+    to 80% with AD's / the source's ratio counted per stream and by the source learner's whole
+    experience (its streams x per-stream episodes)."""
+    recipe_head, recipe_rule = ("| recipe ", "---|") if recipes else ("", "")
     lines = [
-        "| family | runs | AD | ED | source | episode to 80%: AD / source (per stream) "
-        "| ratio per stream | ratio by the source learner's experience |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| family {recipe_head}| runs | AD | ED | source | episode to 80%: AD / source "
+        "(per stream) | ratio per stream | ratio by the source learner's experience |",
+        f"|---|{recipe_rule}---|---|---|---|---|---|---|",
     ]
-    for r in results:
+    for i, r in enumerate(results):
         ratio, learner = r.get("data_efficiency_ratio"), r.get("data_efficiency_ratio_learner")
+        recipe = f" `{recipes[i]}` |" if recipes else ""
         lines.append(
-            f"| {r['family']} | {seeds_phrase(r)} | {_cell(r['ad'])} | {_cell(r.get('compare'))} | "
-            f"{_cell(r.get('source'))} | {_episodes_to_80(r['ad'])} / "
-            f"{_episodes_to_80(r.get('source'))} | {'n/a' if ratio is None else f'{ratio:.2f}'} | "
+            f"| {r['family']} |{recipe} {seeds_phrase(r)} | {_cell(r['ad'])} | "
+            f"{_cell(r.get('compare'))} | {_cell(r.get('source'))} | "
+            f"{_episodes_to_80(r['ad'])} / {_episodes_to_80(r.get('source'))} | "
+            f"{'n/a' if ratio is None else f'{ratio:.2f}'} | "
             f"{'n/a' if learner is None else f'{learner:.2f}'} |"
         )
     return "\n".join(lines)
@@ -91,16 +96,14 @@ def _panel(result: dict) -> dict:
     return {"title": title, "curves": curves, "optimal": 1.0, "random": 0.0}
 
 
-def write_figure(paths: list[str | Path], out_dir: str | Path) -> list[dict]:
-    """One panel per result at ``paths`` into ``out_dir``/figure.png and figure.json.
+def draw_figure(results: list[dict], png_path: str | Path) -> Path:
+    """One panel per result into ``png_path``.
 
     Raises:
-        UserError: a path is not a result, or two results are of the same family.
+        UserError: two results are of the same family.
     """
     from ad.evaluation.plots import plot_return_panels
-    from ad.utils import to_json
 
-    results = [load_result(p) for p in paths]
     families = [r["family"] for r in results]
     repeated = sorted({f for f in families if families.count(f) > 1})
     if repeated:
@@ -109,9 +112,22 @@ def write_figure(paths: list[str | Path], out_dir: str | Path) -> list[dict]:
             "(ad-eval --aggregate joins runs of one family first)"
         )
     panels = [_panel(r) for r in results]
+    title = "In-context learning on test tasks (95% CI)"
+    return plot_return_panels(panels, png_path, title)
+
+
+def write_figure(paths: list[str | Path], out_dir: str | Path) -> list[dict]:
+    """One panel per result at ``paths`` into ``out_dir``/figure.png and figure.json.
+
+    Raises:
+        UserError: a path is not a result, or two results are of the same family.
+    """
+    from ad.utils import to_json
+
+    results = [load_result(p) for p in paths]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_return_panels(panels, out_dir / "figure.png", "In-context learning on test tasks (95% CI)")
+    draw_figure(results, out_dir / "figure.png")
     table = {"families": [to_json(r) for r in results], "table": figure_table(results)}
     atomic_write_text(out_dir / "figure.json", json.dumps(table, indent=2) + "\n")
     return results
