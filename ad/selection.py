@@ -1,12 +1,13 @@
 """Settings chosen on validation tasks, built in: ``ad-run --select``.
 
-For a user's config, a budgeted set of candidates is trained, each differing from the config (its
-null settings derived by the rule of :mod:`ad.defaults`) in the settings that moved validation
-scores most on the shipped families: the subsampling of the source streams (Key-to-Door's recipe)
-and the context length (Dark Room Hard's); then, with a larger budget, both, and a wider model. Each candidate is rolled out
-in context on the **validation** tasks with the same evaluator, seeds and episodes; the best one's
-config is written with a table of what was tried, and the usual pipeline then runs on it, reusing
-its trained model, so the test tasks are touched once.
+For a user's config, a budgeted set of candidates is trained, each differing from the config
+(its null settings derived by the rule of :mod:`ad.defaults`) in the settings that moved
+validation scores most on the shipped families: the subsampling of the source streams
+(Key-to-Door's recipe) and the context length (Dark Room Hard's); then, with a larger budget,
+both, and a wider model. Each candidate is rolled out in context on the **validation** tasks with
+the same evaluator, seeds and episodes; the best one's config is written with a table of what was
+tried, and the usual pipeline then runs on it, reusing its trained model, so the test tasks are
+touched once.
 
 Outputs, in ``<train.run_dir>-select/``: one run folder per candidate (with its
 ``eval-validation/``), ``selection.json`` (settings, scores, times, the machine's speed),
