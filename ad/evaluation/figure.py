@@ -28,7 +28,7 @@ def load_result(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir() and (path / "aggregate.json").exists():
         path = path / "aggregate.json"
-    if path.name == "aggregate.json" or (path.suffix == ".json" and path.name != "summary.json"):
+    if path.suffix == ".json" and path.name != "summary.json":  # aggregate.json or a kept copy
         try:
             result = json.loads(path.read_text())
         except FileNotFoundError:
