@@ -42,6 +42,18 @@ def test_dark_room_quick_derives_its_measured_values():
     assert resolved.env == cfg.env and resolved.collect == cfg.collect
 
 
+def test_ed_derives_a_context_that_fits_its_last_episodes():
+    """ED keeps the last 10 episodes of a stream: a derived context of 16 twelve-step episodes
+    (192 steps) would leave ED no window, so it is capped at the 120 steps ED keeps."""
+    cfg = load_config(CONFIGS / "darkroom_quick.yaml", ["train.mode=ed"])
+    runs = _runs(12, 2000, 4, [664] * 8)
+    assert _derived(resolve_config(cfg, runs)) == (120, 5, 199)
+    ad_cfg = load_config(CONFIGS / "darkroom_quick.yaml")
+    assert _derived(resolve_config(ad_cfg, runs))[0] == 192
+    given = load_config(CONFIGS / "darkroom_quick.yaml", ["train.mode=ed", "model.context_steps=60"])
+    assert _derived(resolve_config(given, runs))[0] == 60
+
+
 def test_the_rule_on_other_shapes():
     # Bandit (bandit_ci): 1-step episodes, 100 pulls per stream: the whole run is the context.
     assert derive(SourceShape(1, 100, 100)) == (100, 1, 200)

@@ -231,7 +231,8 @@ def source_shape(training: TrainingRuns) -> SourceShape:
 def resolve_config(cfg: ExperimentConfig, training: TrainingRuns) -> ExperimentConfig:
     """``cfg`` with its null ``model.context_steps``, ``train.data.subsample_every`` and
     ``eval.num_episodes`` derived from the training runs by the rule of :mod:`ad.defaults`, and
-    in ED mode with ``train.ed.context_steps`` set, that as ``model.context_steps``.
+    in ED mode with ``train.ed.context_steps`` set, that as ``model.context_steps`` (unset, the
+    derived context is capped at the ``train.ed.last_episodes`` episodes ED keeps of a stream).
 
     Args:
         cfg: the experiment config.
@@ -250,12 +251,13 @@ def resolve_config(cfg: ExperimentConfig, training: TrainingRuns) -> ExperimentC
         )
     if None not in (cfg.model.context_steps, cfg.train.data.subsample_every, cfg.eval.num_episodes):
         return cfg
+    shape = source_shape(training)
     context_steps, subsample_every, num_episodes = derive(
-        source_shape(training),
-        cfg.model.context_steps,
-        cfg.train.data.subsample_every,
-        cfg.eval.num_episodes,
+        shape, cfg.model.context_steps, cfg.train.data.subsample_every, cfg.eval.num_episodes
     )
+    if cfg.train.mode == "ed" and cfg.model.context_steps is None:
+        # ED keeps only the last episodes of each stream: a derived context fits in them
+        context_steps = min(context_steps, cfg.train.ed.last_episodes * shape.episode_length)
     return dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, context_steps=context_steps),
