@@ -50,7 +50,9 @@ def test_ed_derives_a_context_that_fits_its_last_episodes():
     assert _derived(resolve_config(cfg, runs)) == (120, 5, 199)
     ad_cfg = load_config(CONFIGS / "darkroom_quick.yaml")
     assert _derived(resolve_config(ad_cfg, runs))[0] == 192
-    given = load_config(CONFIGS / "darkroom_quick.yaml", ["train.mode=ed", "model.context_steps=60"])
+    given = load_config(
+        CONFIGS / "darkroom_quick.yaml", ["train.mode=ed", "model.context_steps=60"]
+    )
     assert _derived(resolve_config(given, runs))[0] == 60
 
 
