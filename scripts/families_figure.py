@@ -3,12 +3,16 @@
 Usage:
   python scripts/families_figure.py [--keep RECIPE=AGGREGATE ...]   # keep, then redraw
   python scripts/families_figure.py --table                          # print the table only
+  python scripts/families_figure.py --family RECIPE                  # print one family's block
 
 ``--keep`` copies a family's ``ad-eval --aggregate`` result (``aggregate.json`` or its folder;
 ``scripts/paper_figure.sh`` passes each family's) to ``docs/results/families/RECIPE.json``.
 Then every kept aggregate, in the order of ``ORDER`` (others after, by name), becomes one panel
 of ``docs/families.png`` and one row of the table between the ``<!-- families -->`` markers of
-README.md and docs/results/index.md. Nothing is run: the figure is redrawn from kept data.
+README.md and docs/results/index.md. Each kept recipe also gets its own one-panel figure,
+``docs/results/families/RECIPE.png``, and its headline table in every results page that holds
+``<!-- family RECIPE -->`` ... ``<!-- /family -->`` markers. Nothing is run: figures and tables
+are redrawn from kept data.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 from pathlib import Path
 
 from ad.errors import UserError
+from ad.evaluation.aggregate import seeds_phrase
 from ad.evaluation.figure import draw_figure, figure_table, load_result
 from ad.utils import atomic_write_text
 
@@ -33,6 +38,7 @@ ORDER = [
     "minigrid_quick",
 ]
 MARK, END = "<!-- families -->\n", "<!-- /families -->"
+FAMILY_END = "<!-- /family -->"
 
 
 def kept() -> tuple[list[str], list[dict]]:
@@ -47,23 +53,69 @@ def table() -> str:
     return figure_table(results, recipes)
 
 
-def write_pages(text: str) -> None:
-    for page in PAGES:
-        content = page.read_text()
-        if MARK not in content or END not in content:
-            raise UserError(f"{page} has no {MARK.strip()} ... {END} markers for the table")
-        head, rest = content.split(MARK, 1)
-        atomic_write_text(page, head + MARK + text + "\n" + END + rest.split(END, 1)[1])
+def family_mark(recipe: str) -> str:
+    return f"<!-- family {recipe} -->\n"
+
+
+def _stat(stats: dict, key: str, digits: int) -> str:
+    s = stats[key]
+    return f"{s['mean']:.{digits}f} [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]"
+
+
+def family_block(recipe: str, result: dict) -> str:
+    """One family's headline for its results page: what stands behind it, then AD, the compared
+    run and the source (first episode, last 10, normalised, the mean curve's 50% / 80% episode)."""
+    lines = [
+        f"Test tasks of {seeds_phrase(result, values=True)}, `{recipe}`, scored over "
+        f"{result['num_episodes']} episodes; mean [95% CI over runs] "
+        f"(`docs/results/families/{recipe}.json`):",
+        "",
+        "| | episode 1 | last 10 episodes | normalised (last 10) | episode to 50% / 80% |",
+        "|---|---|---|---|---|",
+    ]
+    roles = [
+        (result["label"], result["ad"]),
+        (result["compare_label"] or "compare", result.get("compare")),
+        ("source (per stream)", result.get("source")),
+    ]
+    for label, stats in roles:
+        if stats is None:
+            continue
+        reach = f"{stats['episode_to_50'] or 'never'} / {stats['episode_to_80'] or 'never'}"
+        lines.append(
+            f"| {label} | {_stat(stats, 'first_episode_return', 2)} | "
+            f"{_stat(stats, 'last10_return', 2)} | {_stat(stats, 'last10_normalised', 2)} | "
+            f"{reach} |"
+        )
+    return "\n".join(lines)
+
+
+def replace_block(page: Path, mark: str, end: str, text: str) -> None:
+    content = page.read_text()
+    if mark not in content or end not in content.split(mark, 1)[1]:
+        raise UserError(f"{page} has no {mark.strip()} ... {end} markers for the table")
+    head, rest = content.split(mark, 1)
+    atomic_write_text(page, head + mark + text + "\n" + end + rest.split(end, 1)[1])
+
+
+def family_pages(recipe: str) -> list[Path]:
+    """The results pages that quote ``recipe``'s headline."""
+    pages = sorted((ROOT / "docs" / "results").glob("*.md"))
+    return [p for p in pages if family_mark(recipe) in p.read_text()]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="append", default=[], metavar="RECIPE=AGGREGATE")
     parser.add_argument("--table", action="store_true", help="print the table, write nothing")
+    parser.add_argument("--family", metavar="RECIPE", help="print RECIPE's block, write nothing")
     args = parser.parse_args(argv)
     try:
         if args.table:
             print(table())
+            return
+        if args.family:
+            print(family_block(args.family, load_result(KEPT / f"{args.family}.json")))
             return
         for keep in args.keep:
             recipe, sep, path = keep.partition("=")
@@ -76,9 +128,15 @@ def main(argv: list[str] | None = None) -> None:
         if not results:
             raise UserError(f"no aggregate is kept in {KEPT}; pass --keep RECIPE=AGGREGATE")
         draw_figure(results, ROOT / "docs" / "families.png")
-        write_pages(figure_table(results, recipes))
+        for page in PAGES:
+            replace_block(page, MARK, END, figure_table(results, recipes))
+        for recipe, result in zip(recipes, results, strict=True):
+            draw_figure([result], KEPT / f"{recipe}.png")
+            for page in family_pages(recipe):
+                replace_block(page, family_mark(recipe), FAMILY_END, family_block(recipe, result))
         print(
-            f"{len(results)} families: docs/families.png and the tables of README.md and docs/results/index.md"
+            f"{len(results)} families: docs/families.png, docs/results/families/*.png and the "
+            "tables of README.md, docs/results/index.md and the family pages"
         )
     except UserError as e:
         sys.exit(f"error: {e}")

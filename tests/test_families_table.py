@@ -38,3 +38,24 @@ def test_keep_refuses_what_is_not_an_aggregate_in_one_line(tmp_path):
     assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
     assert "not an ad-eval --aggregate result" in done.stderr
     assert not (ROOT / "docs" / "results" / "families" / "x.json").exists()
+
+
+def _family_blocks() -> list[tuple[Path, str, str]]:
+    """(page, recipe, quoted block) for every family block of the results pages."""
+    blocks = []
+    for page in sorted((ROOT / "docs" / "results").glob("*.md")):
+        for part in page.read_text().split("<!-- family ")[1:]:
+            recipe, rest = part.split(" -->\n", 1)
+            blocks.append((page, recipe, rest.split("<!-- /family -->")[0]))
+    return blocks
+
+
+@pytest.mark.parametrize(
+    ("page", "recipe", "block"), _family_blocks(), ids=[r for _, r, _ in _family_blocks()]
+)
+def test_a_family_page_quotes_its_kept_aggregate(page, recipe, block):
+    printed = subprocess.run(
+        [*SCRIPT, "--family", recipe], capture_output=True, text=True, check=True
+    )
+    assert block.strip() and block.strip() == printed.stdout.strip()
+    assert (ROOT / "docs" / "results" / "families" / f"{recipe}.png").exists()
