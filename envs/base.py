@@ -151,6 +151,21 @@ class TaskFamily(ABC):
     def make_env(self, task: Task) -> gym.Env:
         """A fresh env for ``task``; the task never changes on reset()."""
 
+    def make_vec_env(self, task: Task, num_envs: int) -> Any:
+        """The ``num_envs`` streams of one source run on ``task``, as a stable-baselines3
+        ``VecEnv`` (collection records them; ``VecEnv.seed(s)`` seeds stream i's first reset
+        with s + i).
+
+        Optional. By default a ``DummyVecEnv`` of ``make_env``, which steps the envs one after
+        another; a family whose envs step faster as one batch (XLand-MiniGrid's JAX envs)
+        returns its own, with ``DummyVecEnv``'s semantics: auto-reset on done, the last
+        observation in ``infos[i]["terminal_observation"]``, ``infos[i]["TimeLimit.truncated"]``
+        on truncation. An oracle (``optimal_action``) needs the default, which holds its envs.
+        """
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        return DummyVecEnv([lambda: self.make_env(task)] * num_envs)
+
     def optimal_return(self, task: Task) -> float | None:
         """Expected return of an optimal policy that knows the task; None if unknown.
 

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 from gymnasium.spaces import Box, Discrete
+from stable_baselines3.common.vec_env import VecEnv
 
 from envs.base import TaskFamily
 from envs.tasks import Task, TaskError
@@ -179,6 +180,107 @@ class XLandEnv(gym.Env):
         return observation, float(ts.reward), terminated, last and not terminated, {}
 
 
+@functools.cache
+def _batched(env_id: str) -> tuple[Any, Any, Any]:
+    """Jitted batch functions: (params, seeds) -> timesteps reset from ``seeds`` (one key seed
+    per env); (params, timesteps, actions) -> timesteps stepped; (mask, fresh, old) -> ``fresh``
+    where ``mask``, else ``old``."""
+    _, reset, step = _jitted(env_id)
+    import jax
+    import jax.numpy as jnp
+
+    def reset_all(params, seeds):
+        return jax.vmap(lambda s: reset(params, jax.random.key(s)))(seeds)
+
+    def merge(mask, fresh, old):
+        def pick(new, kept):
+            return jnp.where(mask.reshape(mask.shape + (1,) * (kept.ndim - 1)), new, kept)
+
+        return jax.tree_util.tree_map(pick, fresh, old)
+
+    step_all = jax.vmap(step, (None, 0, 0))
+    return jax.jit(reset_all), jax.jit(step_all), jax.jit(merge)
+
+
+class XLandVecEnv(VecEnv):
+    """``num_envs`` envs of one XLand-MiniGrid ruleset stepped as one JAX batch (vmap), with
+    ``DummyVecEnv``'s semantics over ``XLandEnv``: env i draws each reset's key from its own
+    generator, seeded by ``seed(s)`` with s + i, so it steps exactly as ``XLandEnv`` would."""
+
+    def __init__(
+        self, env_id: str, ruleset: dict[str, np.ndarray], max_steps: int, num_envs: int
+    ) -> None:
+        self.params = XLandEnv(env_id, ruleset, max_steps).params
+        self._reset_all, self._step_all, self._merge = _batched(env_id)
+        super().__init__(num_envs, observation_space(), Discrete(NUM_ACTIONS))
+        self._rngs: list[np.random.Generator | None] = [None] * num_envs
+        self._timesteps = None
+        self._actions = None
+
+    def _key_seeds(self, envs: np.ndarray) -> np.ndarray:
+        """A reset key seed for each env of the boolean mask ``envs``, drawn from its generator
+        (0 for the others)."""
+        seeds = np.zeros(self.num_envs, np.uint32)
+        for i in np.flatnonzero(envs):
+            if self._rngs[i] is None:
+                self._rngs[i] = np.random.default_rng()
+            seeds[i] = self._rngs[i].integers(2**31)
+        return seeds
+
+    def reset(self) -> np.ndarray:
+        for i, seed in enumerate(self._seeds):
+            if seed is not None:  # as gymnasium's reset(seed=...): a fresh generator
+                self._rngs[i] = np.random.default_rng(seed)
+        self._reset_seeds()
+        self._reset_options()
+        self._timesteps = self._reset_all(
+            self.params, self._key_seeds(np.ones(self.num_envs, bool))
+        )
+        return np.array(self._timesteps.observation, dtype=np.uint8)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions, dtype=np.int32).reshape(self.num_envs)
+
+    def step_wait(self):
+        if self._timesteps is None:
+            raise RuntimeError("XLandVecEnv.step before reset")
+        ts = self._step_all(self.params, self._timesteps, self._actions)
+        observations = np.array(ts.observation, dtype=np.uint8)
+        rewards = np.array(ts.reward, dtype=np.float32)  # writeable: PPO adds to it
+        dones = np.asarray(ts.step_type) == 2  # xminigrid's StepType.LAST
+        truncated = dones & (np.asarray(ts.discount) != 0.0)
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        if dones.any():  # auto-reset the ended envs, keeping their last observations
+            for i in np.flatnonzero(dones):
+                infos[i] = {"terminal_observation": observations[i].copy()}
+                infos[i]["TimeLimit.truncated"] = bool(truncated[i])
+            fresh = self._reset_all(self.params, self._key_seeds(dones))
+            ts = self._merge(dones, fresh, ts)
+            observations = np.array(ts.observation, dtype=np.uint8)
+        self._timesteps = ts
+        return observations, rewards, dones, infos
+
+    def close(self) -> None:
+        self._timesteps = None
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [getattr(self, attr_name)] * len(self._indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any):
+        raise NotImplementedError(f"XLandVecEnv has no per-env {method_name}()")
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return [False] * len(self._indices(indices))
+
+    def _indices(self, indices: Any) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        return [indices] if isinstance(indices, int) else list(indices)
+
+
 class XLandMiniGrid(TaskFamily):
     """XLand-MiniGrid's single-room rulesets: ``num_tasks`` of them on ``grid_size`` grids.
 
@@ -267,6 +369,10 @@ class XLandMiniGrid(TaskFamily):
 
     def make_env(self, task: Task) -> XLandEnv:
         return XLandEnv(self.env_id, self.ruleset(task), self.episode_length)
+
+    def make_vec_env(self, task: Task, num_envs: int) -> XLandVecEnv:
+        """The streams as one JAX batch: tens of times the steps per second of one env at a time."""
+        return XLandVecEnv(self.env_id, self.ruleset(task), self.episode_length, num_envs)
 
     def random_return(self, task: Task) -> float:
         """The mean return of ``random_return_episodes`` uniformly random episodes, stepped at

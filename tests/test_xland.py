@@ -278,6 +278,37 @@ def test_an_xland_env_ends_on_the_goal_or_the_time_limit_and_seeds_repeat():
 
 
 @needs_xminigrid
+def test_the_batched_streams_step_exactly_as_one_env_at_a_time():
+    """make_vec_env's JAX batch gives DummyVecEnv's observations, rewards, dones and infos over
+    XLandEnv, auto-resets included, for the same seeds and actions."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    family = XLandMiniGrid(num_tasks=10, episode_length=20)
+    task = {"group": 2}
+    one_by_one = DummyVecEnv([lambda: family.make_env(task)] * 4)
+    batched = family.make_vec_env(task, 4)
+    one_by_one.seed(7)
+    batched.seed(7)
+    np.testing.assert_array_equal(one_by_one.reset(), batched.reset())
+    rng, ends = np.random.default_rng(0), 0
+    for _ in range(100):
+        actions = rng.integers(0, 6, 4)
+        obs_a, rewards_a, dones_a, infos_a = one_by_one.step(actions)
+        obs_b, rewards_b, dones_b, infos_b = batched.step(actions)
+        np.testing.assert_array_equal(obs_a, obs_b)
+        np.testing.assert_array_equal(rewards_a, rewards_b)
+        np.testing.assert_array_equal(dones_a, dones_b)
+        for i in np.flatnonzero(dones_a):
+            ends += 1
+            last_a, last_b = infos_a[i], infos_b[i]
+            np.testing.assert_array_equal(
+                last_a["terminal_observation"], last_b["terminal_observation"]
+            )
+            assert last_a["TimeLimit.truncated"] == last_b["TimeLimit.truncated"]
+    assert ends >= 10  # resets were compared, not only steps
+
+
+@needs_xminigrid
 def test_a_model_trained_on_the_file_is_rolled_out_on_its_held_out_rulesets(xland_file, tmp_path):
     from ad.cli import eval_main
     from ad.config import config_to_dict

@@ -20,7 +20,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 class RecordingVecEnv(VecEnvWrapper):
     """Records the first ``num_steps`` steps of every stream into preallocated ``(S, T, ...)`` arrays.
 
-    It sits directly on the ``DummyVecEnv``, below any wrapper SB3 adds (``VecTransposeImage``), so
+    It sits directly on the family's streams (``TaskFamily.make_vec_env``: a ``DummyVecEnv`` by
+    default, or a ``VecEnv`` with its semantics), below any wrapper SB3 adds (``VecTransposeImage``), so
     it stores the env's own observations, the actions actually sent, and the raw rewards copied at
     the step (PPO later adds bootstrapped values to its reward array in place). DummyVecEnv merges
     terminated/truncated into ``dones`` and auto-resets: ``terminations = dones and not
@@ -36,7 +37,7 @@ class RecordingVecEnv(VecEnvWrapper):
     shaped and typed like ``actions``): the target DPT trains on.
 
     Args:
-        venv: the ``DummyVecEnv`` of the run's S streams.
+        venv: the run's S streams (``TaskFamily.make_vec_env``).
         num_steps: T, the steps per stream to record.
         on_steps: called with the number of env steps (summed over streams) recorded since its
             last call, about every ``report_every`` env steps and once when full (progress bars).

@@ -61,14 +61,12 @@ def check_source(cfg: ExperimentConfig, family: Any, task: dict) -> None:
     Raises:
         UserError: what the configured source algorithm cannot do, as one line.
     """
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
     from ad.data.recording import RecordingVecEnv
     from ad.data.sources import check_action_space, make_source, resolve_source
 
     resolve_source(cfg.collect.algorithm)
     check_action_space(family.make_env(task).action_space, cfg.collect.algorithm)
-    streams = DummyVecEnv([lambda: family.make_env(task)] * cfg.collect.n_envs)
+    streams = family.make_vec_env(task, cfg.collect.n_envs)
     venv = RecordingVecEnv(streams, 1)
     try:
         with single_thread():
@@ -156,14 +154,12 @@ def record_run(
     Returns:
         The source algorithm after learning, and the full recorder (its ``arrays()``), closed.
     """
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
     from ad.data.recording import RecordingVecEnv
     from ad.data.sources import make_source
 
     n_envs = cfg.collect.n_envs
     num_steps = cfg.collect.total_steps // n_envs
-    streams = DummyVecEnv([lambda: family.make_env(task)] * n_envs)
+    streams = family.make_vec_env(task, n_envs)
     oracle = stream_oracle(family, task, streams)
     venv = RecordingVecEnv(streams, num_steps, on_steps=on_steps, oracle=oracle)
     try:
