@@ -94,6 +94,17 @@ def grid_cell(owner: str, field: str, cell: Any, size: int) -> list[int]:
     return check_cell(owner, field, cell, 0, size - 1, f"the {size}x{size} grid")
 
 
+def seed_streams(venv: Any, seeds: list[int]) -> None:
+    """Seed the next ``reset()`` of a stable-baselines3 ``VecEnv``'s env i with ``seeds[i]``.
+
+    ``VecEnv.seed(s)`` gives env i the seed s + i; evaluation rows have independent seeds, so
+    this sets the per-env list that ``VecEnv.reset`` reads (and clears) itself.
+    """
+    if len(seeds) != venv.num_envs:
+        raise ValueError(f"{len(seeds)} seeds for {venv.num_envs} envs")
+    venv._seeds = [int(s) for s in seeds]
+
+
 class TaskFamily(ABC):
     """A distribution of tasks of one environment.
 

@@ -212,6 +212,7 @@ class XLandVecEnv(VecEnv):
     ) -> None:
         self.params = XLandEnv(env_id, ruleset, max_steps).params
         self._reset_all, self._step_all, self._merge = _batched(env_id)
+        self.render_mode = None  # read by VecEnv.__init__
         super().__init__(num_envs, observation_space(), Discrete(NUM_ACTIONS))
         self._rngs: list[np.random.Generator | None] = [None] * num_envs
         self._timesteps = None

@@ -1,7 +1,8 @@
 """In-context rollouts: the frozen model acts on tasks, its own transitions filling its context.
 
 Every (task, seed) pair is one row of a batch. One evaluation step is one incremental forward pass
-(``model.step``) for the whole batch; the envs are stepped in a plain loop. The model's own
+(``model.step``) for the whole batch; the envs are stepped as one VecEnv per task (the family's
+``make_vec_env``: a ``DummyVecEnv`` by default, one JAX batch for XLand-MiniGrid). The model's own
 transitions fill its context, kept as a queue of the last c transitions, either as a KV cache or
 as tokens re-encoded every step (``eval.decoding``; Laskin et al. 2022, section 3: no gradient
 steps at test time).
@@ -24,7 +25,7 @@ from ad.config import ExperimentConfig
 from ad.data.spaces import has_integer_ids, same_spaces
 from ad.errors import UserError
 from ad.utils import progress_bar
-from envs.base import TaskFamily, family_of_split
+from envs.base import TaskFamily, family_of_split, seed_streams
 from envs.split import TaskSplit
 from envs.tasks import Task
 
@@ -117,15 +118,20 @@ def rollout(
         raise UserError("evaluation needs a task, num_seeds >= 1 and a seed >= 0; check eval.*")
     if action_mode not in ("sample", "argmax") or temperature <= 0:
         raise UserError("eval.action_mode must be sample or argmax and eval.temperature > 0")
-    envs = [family.make_env(task) for task in tasks for _ in range(num_seeds)]
+    # one VecEnv per task, its envs the task's rows (the family's streams: stepped as one batch
+    # where the family can, as XLand-MiniGrid's JAX envs)
+    venvs = [family.make_vec_env(task, num_seeds) for task in tasks]
+    batch = len(tasks) * num_seeds
     # (task index, seed index) of each row, counted in the whole evaluation
-    rows = [(task_offset + i // num_seeds, seed_offset + i % num_seeds) for i in range(len(envs))]
-    _check_compatible(model, envs[0])
-    batch = len(envs)
+    rows = [(task_offset + i // num_seeds, seed_offset + i % num_seeds) for i in range(batch)]
+    _check_compatible(model, venvs[0])
     discrete = has_integer_ids(model.observation_space)
     obs_dtype = np.int64 if discrete else np.dtype(model.observation_space.dtype)
-    first = [env.reset(seed=eval_env_seed(seed, *rows[i]))[0] for i, env in enumerate(envs)]
-    observations = np.stack(first).astype(obs_dtype)  # (B, *obs_shape)
+    first = []
+    for t, venv in enumerate(venvs):
+        seed_streams(venv, [eval_env_seed(seed, *row) for row in rows[t * num_seeds :][:num_seeds]])
+        first.append(venv.reset())
+    observations = np.concatenate(first).astype(obs_dtype)  # (B, *obs_shape)
     prev_actions = first_prev_actions(model, batch)  # "no previous action"
     box = model.num_actions is None
     prev_rewards = np.zeros(batch, dtype=np.float32)
@@ -150,22 +156,25 @@ def rollout(
             if transitions is not None:
                 trace["observations"].append(observations[traced])  # fancy index: a copy
                 trace["actions"].append(np.asarray(actions)[traced])
-            for b, env in enumerate(envs):
-                # Rows done with their episodes keep stepping (one batch, one cache) unrecorded.
-                action = actions[b] if box else int(actions[b])
-                obs, reward, terminated, truncated, _ = env.step(action)
-                running[b] += reward
-                done = terminated or truncated
-                next_observations[b] = obs
-                if done:
-                    if finished[b] < num_episodes:
-                        returns[b, finished[b]] = running[b]
-                    finished[b] += 1
-                    running[b] = 0.0
-                    obs, _ = env.reset()  # no seed: the env's own generator continues
-                observations[b] = obs
-                prev_rewards[b] = reward
-                prev_dones[b] = done
+            # Rows done with their episodes keep stepping (one batch, one cache) unrecorded.
+            # A VecEnv resets an env at its episode's end (no seed: its generator continues).
+            step_actions = actions if box else [int(a) for a in actions]
+            for t, venv in enumerate(venvs):
+                part = slice(t * num_seeds, (t + 1) * num_seeds)
+                obs, rewards, dones, infos = venv.step(step_actions[part])
+                observations[part] = obs
+                next_observations[part] = obs
+                prev_rewards[part] = rewards
+                prev_dones[part] = dones
+                for i in np.flatnonzero(dones):
+                    b = t * num_seeds + i
+                    next_observations[b] = infos[i]["terminal_observation"]
+            running += prev_rewards
+            for b in np.flatnonzero(prev_dones):
+                if finished[b] < num_episodes:
+                    returns[b, finished[b]] = running[b]
+                finished[b] += 1
+                running[b] = 0.0
             prev_actions[:] = actions
             if transitions is not None:
                 trace["rewards"].append(prev_rewards[traced])
@@ -175,6 +184,8 @@ def rollout(
     finally:
         bar.close()
         model.train(was_training)
+        for venv in venvs:
+            venv.close()
     if transitions is not None:
         transitions.update({key: np.stack(value, axis=1) for key, value in trace.items()})
     return returns.reshape(len(tasks), num_seeds, num_episodes)
