@@ -6,14 +6,18 @@ Two measurements for each of 4 and 16 streams: env steps/s under uniformly rando
 env steps/s of PPO learning one ruleset through the recorder, as ``ad-collect`` runs it. Prints
 each ratio (batched / one at a time) and the machine's single-thread matmul GFLOP/s.
 
-Usage: ``python bench/xland_vec_env.py [--steps N]`` (needs the ``xland`` extra). Run it on a quiet
-machine; the numbers are meaningless while other jobs share the cores.
+Usage: ``python bench/xland_vec_env.py [--steps N] [--out JSON]`` (needs the ``xland`` extra);
+``--out`` also writes the numbers as JSON (docs/results/bench_xland_vec_env.json is the kept one).
+Run it on a quiet machine; the numbers are meaningless while other jobs share the cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import time
+from pathlib import Path
 
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -58,16 +62,29 @@ def ppo_steps_per_s(kind: str, n: int, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=16384, help="env steps per measurement")
+    parser.add_argument("--out", type=Path, help="also write the numbers to this JSON file")
     args = parser.parse_args()
-    print(f"single-thread matmul: {matmul_gflops():.1f} GFLOP/s")
+    gflops = matmul_gflops()
+    print(f"single-thread matmul: {gflops:.1f} GFLOP/s")
+    rows = []
     for measure, name in ((random_steps_per_s, "random actions"), (ppo_steps_per_s, "PPO")):
         for n in (4, 16):
             one = measure("one at a time", n, args.steps)
             batched = measure("batched", n, args.steps)
+            rows.append({"measure": name, "streams": n, "batched": batched, "one_at_a_time": one})
             print(
                 f"{name}, {n} streams: batched {batched:,.0f} env steps/s, one at a time "
                 f"{one:,.0f}; batched / one at a time: {batched / one:.1f}x"
             )
+    if args.out:
+        result = {
+            "benchmark": "bench/xland_vec_env.py",
+            "steps": args.steps,
+            "matmul_gflops": gflops,
+            "machine": platform.processor() or platform.machine(),
+            "env_steps_per_s": rows,
+        }
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

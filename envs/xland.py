@@ -181,10 +181,10 @@ class XLandEnv(gym.Env):
 
 
 @functools.cache
-def _batched(env_id: str) -> tuple[Any, Any, Any]:
+def _batched(env_id: str) -> tuple[Any, Any]:
     """Jitted batch functions: (params, seeds) -> timesteps reset from ``seeds`` (one key seed
-    per env); (params, timesteps, actions) -> timesteps stepped; (mask, fresh, old) -> ``fresh``
-    where ``mask``, else ``old``."""
+    per env); (params, timesteps, actions, seeds) -> the stepped timesteps, and the batch to go
+    on from: the envs whose episode ended reset from their ``seeds``, in the same call."""
     _, reset, step = _jitted(env_id)
     import jax
     import jax.numpy as jnp
@@ -192,41 +192,42 @@ def _batched(env_id: str) -> tuple[Any, Any, Any]:
     def reset_all(params, seeds):
         return jax.vmap(lambda s: reset(params, jax.random.key(s)))(seeds)
 
-    def merge(mask, fresh, old):
-        def pick(new, kept):
-            return jnp.where(mask.reshape(mask.shape + (1,) * (kept.ndim - 1)), new, kept)
+    def step_all(params, timesteps, actions, seeds):
+        stepped = jax.vmap(step, (None, 0, 0))(params, timesteps, actions)
+        ended = stepped.step_type == 2  # xminigrid's StepType.LAST
 
-        return jax.tree_util.tree_map(pick, fresh, old)
+        def pick(fresh, kept):
+            return jnp.where(ended.reshape(ended.shape + (1,) * (kept.ndim - 1)), fresh, kept)
 
-    step_all = jax.vmap(step, (None, 0, 0))
-    return jax.jit(reset_all), jax.jit(step_all), jax.jit(merge)
+        return stepped, jax.tree_util.tree_map(pick, reset_all(params, seeds), stepped)
+
+    return jax.jit(reset_all), jax.jit(step_all)
 
 
 class XLandVecEnv(VecEnv):
     """``num_envs`` envs of one XLand-MiniGrid ruleset stepped as one JAX batch (vmap), with
     ``DummyVecEnv``'s semantics over ``XLandEnv``: env i draws each reset's key from its own
-    generator, seeded by ``seed(s)`` with s + i, so it steps exactly as ``XLandEnv`` would."""
+    generator, seeded by ``seed(s)`` with s + i, so it steps exactly as ``XLandEnv`` would.
+
+    Each env's next reset key is drawn as soon as its last reset is done (the same draws, in
+    the same order), so one jitted call steps the batch and resets the envs that ended.
+    """
 
     def __init__(
         self, env_id: str, ruleset: dict[str, np.ndarray], max_steps: int, num_envs: int
     ) -> None:
         self.params = XLandEnv(env_id, ruleset, max_steps).params
-        self._reset_all, self._step_all, self._merge = _batched(env_id)
+        self._reset_all, self._step_all = _batched(env_id)
         self.render_mode = None  # read by VecEnv.__init__
         super().__init__(num_envs, observation_space(), Discrete(NUM_ACTIONS))
-        self._rngs: list[np.random.Generator | None] = [None] * num_envs
+        self._rngs = [np.random.default_rng() for _ in range(num_envs)]
+        self._next_seeds = np.zeros(num_envs, np.uint32)  # each env's next reset key seed
         self._timesteps = None
         self._actions = None
 
-    def _key_seeds(self, envs: np.ndarray) -> np.ndarray:
-        """A reset key seed for each env of the boolean mask ``envs``, drawn from its generator
-        (0 for the others)."""
-        seeds = np.zeros(self.num_envs, np.uint32)
+    def _draw_seeds(self, envs: np.ndarray) -> None:
         for i in np.flatnonzero(envs):
-            if self._rngs[i] is None:
-                self._rngs[i] = np.random.default_rng()
-            seeds[i] = self._rngs[i].integers(2**31)
-        return seeds
+            self._next_seeds[i] = self._rngs[i].integers(2**31)
 
     def reset(self) -> np.ndarray:
         for i, seed in enumerate(self._seeds):
@@ -234,9 +235,10 @@ class XLandVecEnv(VecEnv):
                 self._rngs[i] = np.random.default_rng(seed)
         self._reset_seeds()
         self._reset_options()
-        self._timesteps = self._reset_all(
-            self.params, self._key_seeds(np.ones(self.num_envs, bool))
-        )
+        everyone = np.ones(self.num_envs, bool)
+        self._draw_seeds(everyone)
+        self._timesteps = self._reset_all(self.params, self._next_seeds)
+        self._draw_seeds(everyone)
         return np.array(self._timesteps.observation, dtype=np.uint8)
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -245,20 +247,22 @@ class XLandVecEnv(VecEnv):
     def step_wait(self):
         if self._timesteps is None:
             raise RuntimeError("XLandVecEnv.step before reset")
-        ts = self._step_all(self.params, self._timesteps, self._actions)
-        observations = np.array(ts.observation, dtype=np.uint8)
-        rewards = np.array(ts.reward, dtype=np.float32)  # writeable: PPO adds to it
-        dones = np.asarray(ts.step_type) == 2  # xminigrid's StepType.LAST
-        truncated = dones & (np.asarray(ts.discount) != 0.0)
+        stepped, self._timesteps = self._step_all(
+            self.params, self._timesteps, self._actions, self._next_seeds
+        )
+        observations = np.array(stepped.observation, dtype=np.uint8)
+        rewards = np.array(stepped.reward, dtype=np.float32)  # writeable: PPO adds to it
+        dones = np.asarray(stepped.step_type) == 2
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        if dones.any():  # auto-reset the ended envs, keeping their last observations
+        if dones.any():  # the ended envs were reset: keep their last observations
+            truncated = dones & (np.asarray(stepped.discount) != 0.0)
             for i in np.flatnonzero(dones):
-                infos[i] = {"terminal_observation": observations[i].copy()}
-                infos[i]["TimeLimit.truncated"] = bool(truncated[i])
-            fresh = self._reset_all(self.params, self._key_seeds(dones))
-            ts = self._merge(dones, fresh, ts)
-            observations = np.array(ts.observation, dtype=np.uint8)
-        self._timesteps = ts
+                infos[i] = {
+                    "terminal_observation": observations[i].copy(),
+                    "TimeLimit.truncated": bool(truncated[i]),
+                }
+            observations = np.array(self._timesteps.observation, dtype=np.uint8)
+            self._draw_seeds(dones)
         return observations, rewards, dones, infos
 
     def close(self) -> None:
