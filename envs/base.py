@@ -163,9 +163,10 @@ class TaskFamily(ABC):
         """A fresh env for ``task``; the task never changes on reset()."""
 
     def make_vec_env(self, task: Task, num_envs: int) -> Any:
-        """The ``num_envs`` streams of one source run on ``task``, as a stable-baselines3
-        ``VecEnv`` (collection records them; ``VecEnv.seed(s)`` seeds stream i's first reset
-        with s + i).
+        """``num_envs`` envs of ``task`` as one stable-baselines3 ``VecEnv``: the streams of a
+        source run (collection records them; ``VecEnv.seed(s)`` seeds stream i's first reset
+        with s + i), and a task's evaluation seeds (the evaluator seeds each with
+        ``seed_streams``).
 
         Optional. By default a ``DummyVecEnv`` of ``make_env``, which steps the envs one after
         another; a family whose envs step faster as one batch (XLand-MiniGrid's JAX envs)
