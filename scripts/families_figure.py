@@ -6,7 +6,8 @@ Usage:
   python scripts/families_figure.py --family RECIPE                  # print one family's block
 
 ``--keep`` copies a family's ``ad-eval --aggregate`` result (``aggregate.json`` or its folder;
-``scripts/paper_figure.sh`` passes each family's) to ``docs/results/families/RECIPE.json``.
+``scripts/paper_figure.sh`` passes each family's), or one run's ``summary.json`` as a 1-run
+aggregate, to ``docs/results/families/RECIPE.json``.
 Then every kept aggregate, in the order of ``ORDER`` (others after, by name), becomes one panel
 of ``docs/families.png`` and one row of the table between the ``<!-- families -->`` markers of
 README.md and docs/results/index.md. Each kept recipe also gets its own one-panel figure,
@@ -25,7 +26,7 @@ from pathlib import Path
 from ad.errors import UserError
 from ad.evaluation.aggregate import seeds_phrase
 from ad.evaluation.figure import draw_figure, figure_table, load_result
-from ad.utils import atomic_write_text
+from ad.utils import atomic_write_text, to_json
 
 ROOT = Path(__file__).resolve().parents[1]
 KEPT = ROOT / "docs" / "results" / "families"
@@ -36,6 +37,7 @@ ORDER = [
     "keytodoor_quick",
     "darkroom_hard_quick",
     "minigrid_quick",
+    "xland_quick",
 ]
 MARK, END = "<!-- families -->\n", "<!-- /families -->"
 FAMILY_END = "<!-- /family -->"
@@ -57,18 +59,29 @@ def family_mark(recipe: str) -> str:
     return f"<!-- family {recipe} -->\n"
 
 
-def _stat(stats: dict, key: str, digits: int) -> str:
+def _stat(stats: dict, key: str, interval: bool) -> str:
     s = stats[key]
-    return f"{s['mean']:.{digits}f} [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]"
+    return (
+        f"{s['mean']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
+        if interval
+        else f"{s['mean']:.2f}"
+    )
 
 
 def family_block(recipe: str, result: dict) -> str:
     """One family's headline for its results page: what stands behind it, then AD, the compared
     run and the source (first episode, last 10, normalised, the mean curve's 50% / 80% episode)."""
+    several = result["num_runs"] > 1
+    runs = (
+        f"{seeds_phrase(result, values=True)}, `{recipe}`, scored over {result['num_episodes']} "
+        "episodes; mean [95% CI over runs]"
+        if several
+        else f"1 run of `{recipe}` (split seed {result['split_seeds'][0]}, training seed "
+        f"{result['train_seeds'][0]}), {result['num_episodes']} episodes; mean over test tasks "
+        "and evaluation seeds"
+    )
     lines = [
-        f"Test tasks of {seeds_phrase(result, values=True)}, `{recipe}`, scored over "
-        f"{result['num_episodes']} episodes; mean [95% CI over runs] "
-        f"(`docs/results/families/{recipe}.json`):",
+        f"Test tasks of {runs} (`docs/results/families/{recipe}.json`):",
         "",
         "| | episode 1 | last 10 episodes | normalised (last 10) | episode to 50% / 80% |",
         "|---|---|---|---|---|",
@@ -83,9 +96,9 @@ def family_block(recipe: str, result: dict) -> str:
             continue
         reach = f"{stats['episode_to_50'] or 'never'} / {stats['episode_to_80'] or 'never'}"
         lines.append(
-            f"| {label} | {_stat(stats, 'first_episode_return', 2)} | "
-            f"{_stat(stats, 'last10_return', 2)} | {_stat(stats, 'last10_normalised', 2)} | "
-            f"{reach} |"
+            f"| {label} | {_stat(stats, 'first_episode_return', several)} | "
+            f"{_stat(stats, 'last10_return', several)} | "
+            f"{_stat(stats, 'last10_normalised', several)} | {reach} |"
         )
     return "\n".join(lines)
 
@@ -123,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise UserError(f"--keep {keep} is not RECIPE=AGGREGATE")
             result = load_result(path)
             KEPT.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(KEPT / f"{recipe}.json", json.dumps(result, indent=2) + "\n")
+            atomic_write_text(KEPT / f"{recipe}.json", json.dumps(to_json(result), indent=2) + "\n")
         recipes, results = kept()
         if not results:
             raise UserError(f"no aggregate is kept in {KEPT}; pass --keep RECIPE=AGGREGATE")
