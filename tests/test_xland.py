@@ -400,3 +400,15 @@ def test_a_benchmark_that_cannot_be_loaded_is_refused_in_one_line(xland_file):
     refused_in_one_line(
         lambda: family.make_env({"group": 0}), "no-such", "could not be loaded", error=TaskError
     )
+
+
+def test_the_quick_recipe_splits_its_own_rulesets():
+    """configs/xland_quick.yaml: 48 of the family's own rulesets, 32 / 8 / 8, two objects each."""
+    from ad.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "xland_quick.yaml")
+    family = cfg.env.make_family()
+    split = cfg.env.task_split(family)
+    assert (len(split.train), len(split.validation), len(split.test)) == (32, 8, 8)
+    assert family.num_objects == 2 and family.episode_length == 40
+    assert len(family.ruleset(split.test[0])["init_tiles"]) == 2
