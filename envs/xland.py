@@ -376,7 +376,7 @@ class XLandMiniGrid(TaskFamily):
         return XLandEnv(self.env_id, self.ruleset(task), self.episode_length)
 
     def make_vec_env(self, task: Task, num_envs: int) -> XLandVecEnv:
-        """The streams as one JAX batch: tens of times the steps per second of one env at a time."""
+        """The envs as one JAX batch, faster than one env at a time (bench/xland_vec_env.py)."""
         return XLandVecEnv(self.env_id, self.ruleset(task), self.episode_length, num_envs)
 
     def random_return(self, task: Task) -> float:

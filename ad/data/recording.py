@@ -21,8 +21,8 @@ class RecordingVecEnv(VecEnvWrapper):
     """Records the first ``num_steps`` steps of every stream into preallocated ``(S, T, ...)`` arrays.
 
     It sits directly on the family's streams (``TaskFamily.make_vec_env``: a ``DummyVecEnv`` by
-    default, or a ``VecEnv`` with its semantics), below any wrapper SB3 adds (``VecTransposeImage``), so
-    it stores the env's own observations, the actions actually sent, and the raw rewards copied at
+    default, or a ``VecEnv`` with its semantics), below any wrapper SB3 adds
+    (``VecTransposeImage``), so it stores the env's own observations, the actions actually sent, and the raw rewards copied at
     the step (PPO later adds bootstrapped values to its reward array in place). DummyVecEnv merges
     terminated/truncated into ``dones`` and auto-resets: ``terminations = dones and not
     infos["TimeLimit.truncated"]`` is exactly Gymnasium's ``terminated``; ``truncations`` is

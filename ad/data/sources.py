@@ -2,7 +2,8 @@
 
 A source algorithm acts only through a stable-baselines3 ``VecEnv`` (``reset()``, ``step(actions)``)
 that collect hands it: a :class:`RecordingVecEnv` around the family's S streams of the task
-(``TaskFamily.make_vec_env``: a ``DummyVecEnv`` of S copies of the task's env by default). So whatever the algorithm (SB3's PPO, DQN, A2C, SAC, TD3, the bandit UCB below, or your own
+(``TaskFamily.make_vec_env``: a ``DummyVecEnv`` of S copies of the task's env by default). So
+whatever the algorithm (SB3's PPO, DQN, A2C, SAC, TD3, the bandit UCB below, or your own
 ``module:Class``), the history holds exactly what was sent to and returned by the envs (for Box
 actions: after SB3's rescale or clip into the Box, see :mod:`ad.data.recording`).
 
