@@ -221,6 +221,11 @@ class DataConfig:
     )
     max_memory_gb: float = setting(4.0, "Memory budget for in_memory=auto.")
     num_workers: int = setting(0, "DataLoader workers for streamed datasets.")
+    num_tasks: int | None = setting(
+        None,
+        "Train on the split's first N training tasks only (None: all); the tasks ablation "
+        "trains on prefixes of one dataset.",
+    )
 
     def __post_init__(self) -> None:
         if self.subsample_every is not None:
@@ -228,6 +233,8 @@ class DataConfig:
         if self.window_steps is not None:
             check_min("train.data", "window_steps", self.window_steps, 2)
         check_min("train.data", "num_workers", self.num_workers, 0)
+        if self.num_tasks is not None:
+            check_min("train.data", "num_tasks", self.num_tasks, 1)
         check(self.max_memory_gb > 0, "train.data.max_memory_gb must be > 0")
 
 

@@ -136,6 +136,19 @@ def test_families_rows_are_laid_end_to_end_and_ranks_take_contiguous_slices():
 # --------------------------------------------------------------------------- windows
 
 
+def test_num_tasks_trains_on_the_first_training_tasks_only(dataset_dir):
+    """The tasks ablation trains on prefixes of the split's training tasks of one dataset."""
+    ds = windows_of(tiny_config(dataset_dir, None, "train.data.num_tasks=2"))
+    assert [run["task"] for run in ds.runs] == list(ds.split.train[:2])
+    assert len({s.history for s in ds.streams}) == 2
+    too_many = len(ds.split.train) + 1
+    refused_in_one_line(
+        lambda: windows_of(tiny_config(dataset_dir, None, f"train.data.num_tasks={too_many}")),
+        f"num_tasks is {too_many}",
+        "env.num_train_tasks",
+    )
+
+
 @pytest.mark.parametrize(
     ("mode", "k", "offsets"),
     [("ad", 1, "first"), ("ad", 3, "first"), ("ad", 3, "all"), ("ed", 1, "all"), ("dpt", 3, "all")],

@@ -83,6 +83,19 @@ def _check_task(dataset_dir: Path, file: str, task: dict, split: TaskSplit) -> N
         )
 
 
+def _first_tasks(cfg: ExperimentConfig, split: TaskSplit) -> tuple[dict, ...]:
+    """The training tasks to train on: all, or the first ``train.data.num_tasks`` of them."""
+    n = cfg.train.data.num_tasks
+    if n is None:
+        return split.train
+    if n > len(split.train):
+        raise UserError(
+            f"train.data.num_tasks is {n} but the split has {len(split.train)} training tasks; "
+            "lower it, or collect with a larger env.num_train_tasks"
+        )
+    return split.train[:n]
+
+
 def load_training_runs(cfg: ExperimentConfig) -> TrainingRuns:
     """Validate a dataset against the config and list its training runs.
 
@@ -125,6 +138,8 @@ def load_training_runs(cfg: ExperimentConfig) -> TrainingRuns:
             f"dataset {dataset_dir} has no training runs; collect with collect.splits "
             "including 'train'"
         )
+    kept = {task_key(t) for t in _first_tasks(cfg, split)}
+    entries = [e for e in entries if task_key(e["task"]) in kept]
     metadata = []
     for entry in entries:  # the files themselves must not hold validation or test tasks either
         metadata.append(read_metadata(dataset_dir / entry["file"]))
@@ -172,7 +187,7 @@ def _xland_training_runs(cfg: ExperimentConfig, path: Path) -> TrainingRuns:
     split = cfg.env.task_split(family)
     observation_space, action_space = family.spaces
     entries, metadata = [], []
-    for task in split.train:
+    for task in _first_tasks(cfg, split):
         info = groups[task["group"]]
         name = f"{path.name}#{info['group']}"
         _check_task(path, name, task, split)
