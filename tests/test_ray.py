@@ -35,25 +35,31 @@ needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None,
     reason='the ray extra is not installed (pip install -e ".[ray]"); CI installs it',
 )
+RAY_NICENESS = "RAY_worker_niceness"  # Ray's own spelling of the raylet setting
 
 
 @pytest.fixture(scope="module")
 def ray_instance():
     """One local Ray instance with 2 CPUs for the module's tests. Its workers inherit
-    PYTHONPATH, so they import this checkout and this test module's source classes."""
+    PYTHONPATH, so they import this checkout and this test module's source classes.
+
+    Its workers run at the tests' priority: Ray's default niceness of 15 let the other xdist
+    worker's learning test starve them (importing torch took 58 s instead of 3)."""
     import ray
 
-    path = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), path]))
+    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", RAY_NICENESS)}
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), saved["PYTHONPATH"]]))
+    os.environ[RAY_NICENESS] = "0"
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         yield ray
     finally:
         ray.shutdown()
-        if path is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = path
+        for key, value in saved.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
 
 
 def _with(cfg, **collect_fields):
