@@ -68,3 +68,12 @@ def test_bad_arguments_are_refused_in_one_line(args, words):
     with pytest.raises(SystemExit) as exit_info:
         ablation.main(["--config", "configs/darkroom_quick.yaml", *args])
     assert words in str(exit_info.value) and "\n" not in str(exit_info.value)
+
+
+@pytest.mark.parametrize(
+    "kept", sorted((ROOT / "docs/results/ablations").glob("*.json")), ids=lambda p: p.stem
+)
+def test_the_page_quotes_the_table_its_kept_json_gives(kept):
+    page = (ROOT / "docs/results/ablations.md").read_text()
+    text = ablation.table(json.loads(kept.read_text()))
+    assert f"<!-- ablation {kept.stem} -->\n{text}\n<!-- /ablation {kept.stem} -->" in page
