@@ -105,7 +105,9 @@ def run_value(cfg_path: str, overrides: list[str], run_dir: Path) -> dict:
 
 def measure(args: argparse.Namespace) -> dict:
     key, values = parse_axis(args.axis)
-    base = load_config(args.config, args.set)  # refuses bad settings before any training
+    base = load_config(args.config, args.set)
+    for value in values:  # a bad value is refused before any training
+        load_config(args.config, [*args.set, f"{key}={json.dumps(value)}"])
     gflops = matmul_gflops()
     rows = []
     for value in values:

@@ -62,6 +62,7 @@ def test_a_tasks_ablation_trains_each_prefix_and_keeps_a_table(tmp_path, capsys)
     [
         (["--axis", "num_tasks=1,2", "--out", "o", "--json", "j.json"], "SECTION.KEY=V1"),
         (["--axis", "train.data.num_tasks=1"], "give --axis, --out and --json"),
+        (["--axis", "train.data.num_tasks=2,0", "--out", "o", "--json", "j.json"], "num_tasks"),
     ],
 )
 def test_bad_arguments_are_refused_in_one_line(args, words):

@@ -43,8 +43,8 @@ def ray_instance():
     """One local Ray instance with 2 CPUs for the module's tests. Its workers inherit
     PYTHONPATH, so they import this checkout and this test module's source classes.
 
-    Its workers run at the tests' priority: Ray's default niceness of 15 let the other xdist
-    worker's learning test starve them (importing torch took 58 s instead of 3)."""
+    Its workers run at the tests' priority: at Ray's default niceness of 15 the other xdist
+    worker's learning test starves them."""
     import ray
 
     saved = {key: os.environ.get(key) for key in ("PYTHONPATH", RAY_NICENESS)}
