@@ -90,6 +90,20 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def replace_marked_block(path: Path, start: str, end: str, text: str) -> None:
+    """Put ``text`` between the marker line ``start`` and the next ``end`` of page ``path``
+    (generated tables quoted in docs pages).
+
+    Raises:
+        UserError: the page lacks the markers.
+    """
+    content = Path(path).read_text()
+    if start not in content or end not in content.split(start, 1)[1]:
+        raise UserError(f"{path} has no {start} ... {end} markers; add them where the table goes")
+    before, rest = content.split(start, 1)
+    atomic_write_text(path, f"{before}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+
+
 def to_json(value: Any) -> Any:
     """numpy values -> plain JSON types; NaN and inf -> null (JSON has neither)."""
     if isinstance(value, dict):

@@ -33,7 +33,13 @@ from ad.config import load_config, parse_override
 from ad.errors import UserError
 from ad.evaluation.metrics import bootstrap_ci, normalise
 from ad.evaluation.summary import load_summary
-from ad.utils import atomic_write_text, matmul_gflops, package_versions, to_json
+from ad.utils import (
+    atomic_write_text,
+    matmul_gflops,
+    package_versions,
+    replace_marked_block,
+    to_json,
+)
 
 LAST = 10  # the headline's last-10 episodes
 
@@ -211,17 +217,6 @@ def draw(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def replace_block(page: Path, mark: str, text: str) -> None:
-    """Put ``text`` between ``<!-- mark -->`` and ``<!-- /mark -->`` of ``page``."""
-    start, end = f"<!-- {mark} -->", f"<!-- /{mark} -->"
-    content = page.read_text()
-    if start not in content or end not in content:
-        raise UserError(f"{page} has no {start} ... {end} block; add the two lines where it goes")
-    before, rest = content.split(start, 1)
-    after = rest.split(end, 1)[1]
-    atomic_write_text(page, f"{before}{start}\n{text}\n{end}{after}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="the experiment YAML (default: all defaults)")
@@ -247,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         draw(result, path.with_suffix(".png"))
         text = table(result)
         if args.page:
-            replace_block(Path(args.page), f"ablation {path.stem}", text)
+            mark = f"ablation {path.stem}"
+            replace_marked_block(Path(args.page), f"<!-- {mark} -->", f"<!-- /{mark} -->", text)
         print(text)
     except UserError as e:
         sys.exit(f"error: {e}")

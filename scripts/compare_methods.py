@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from ad.config import config_from_dict
+from ad.errors import UserError
 from ad.evaluation.aggregate import aggregate, seeds_phrase
 from ad.evaluation.plots import plot_return_curves
 from ad.evaluation.summary import load_summary
-from ad.utils import atomic_write_text, to_json
+from ad.utils import atomic_write_text, replace_marked_block, to_json
 
 # Which methods need the family's oracle: DPT learns its actions, AD^eps's demonstrator is it.
 NEEDS_ORACLE = {"NoisyDemonstrator": True}
@@ -173,18 +174,13 @@ def table(data: dict) -> str:
 
 def write_into(path: Path, data: dict) -> None:
     """The table between ``<!-- methods_<family> -->`` and its closing marker in ``path``."""
-    start, end = (
-        f"<!-- methods_{data['family'].lower()} -->",
-        f"<!-- /methods_{data['family'].lower()} -->",
-    )
-    text = path.read_text()
-    if start not in text or end not in text:
-        raise SystemExit(
-            f"error: {path} has no {start} ... {end} markers; add them where the table goes"
+    family = data["family"].lower()
+    try:
+        replace_marked_block(
+            path, f"<!-- methods_{family} -->", f"<!-- /methods_{family} -->", table(data)
         )
-    before, rest = text.split(start, 1)
-    after = rest.split(end, 1)[1]
-    atomic_write_text(path, f"{before}{start}\n{table(data)}\n{end}{after}")
+    except UserError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from ad.errors import UserError
 from ad.evaluation.aggregate import seeds_phrase
 from ad.evaluation.figure import draw_figure, figure_table, load_result
-from ad.utils import atomic_write_text, to_json
+from ad.utils import atomic_write_text, replace_marked_block, to_json
 
 ROOT = Path(__file__).resolve().parents[1]
 KEPT = ROOT / "docs" / "results" / "families"
@@ -39,7 +39,7 @@ ORDER = [
     "minigrid_quick",
     "xland_quick",
 ]
-MARK, END = "<!-- families -->\n", "<!-- /families -->"
+MARK, END = "<!-- families -->", "<!-- /families -->"
 FAMILY_END = "<!-- /family -->"
 
 
@@ -56,7 +56,7 @@ def table() -> str:
 
 
 def family_mark(recipe: str) -> str:
-    return f"<!-- family {recipe} -->\n"
+    return f"<!-- family {recipe} -->"
 
 
 def _stat(stats: dict, key: str, interval: bool) -> str:
@@ -103,14 +103,6 @@ def family_block(recipe: str, result: dict) -> str:
     return "\n".join(lines)
 
 
-def replace_block(page: Path, mark: str, end: str, text: str) -> None:
-    content = page.read_text()
-    if mark not in content or end not in content.split(mark, 1)[1]:
-        raise UserError(f"{page} has no {mark.strip()} ... {end} markers for the table")
-    head, rest = content.split(mark, 1)
-    atomic_write_text(page, head + mark + text + "\n" + end + rest.split(end, 1)[1])
-
-
 def family_pages(recipe: str) -> list[Path]:
     """The results pages that quote ``recipe``'s headline."""
     pages = sorted((ROOT / "docs" / "results").glob("*.md"))
@@ -142,11 +134,13 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"no aggregate is kept in {KEPT}; pass --keep RECIPE=AGGREGATE")
         draw_figure(results, ROOT / "docs" / "families.png")
         for page in PAGES:
-            replace_block(page, MARK, END, figure_table(results, recipes))
+            replace_marked_block(page, MARK, END, figure_table(results, recipes))
         for recipe, result in zip(recipes, results, strict=True):
             draw_figure([result], KEPT / f"{recipe}.png")
             for page in family_pages(recipe):
-                replace_block(page, family_mark(recipe), FAMILY_END, family_block(recipe, result))
+                replace_marked_block(
+                    page, family_mark(recipe), FAMILY_END, family_block(recipe, result)
+                )
         print(
             f"{len(results)} families: docs/families.png, docs/results/families/*.png and the "
             "tables of README.md, docs/results/index.md and the family pages"

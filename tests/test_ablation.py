@@ -11,6 +11,7 @@ import pytest
 
 from ad.config import load_config
 from ad.data.collect import collect
+from tests.factories import refused_in_one_line
 from tests.test_pipeline import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,3 +79,17 @@ def test_the_page_quotes_the_table_its_kept_json_gives(kept):
     page = (ROOT / "docs/results/ablations.md").read_text()
     text = ablation.table(json.loads(kept.read_text()))
     assert f"<!-- ablation {kept.stem} -->\n{text}\n<!-- /ablation {kept.stem} -->" in page
+
+
+def test_a_block_is_replaced_up_to_its_own_end_marker_and_a_page_without_markers_is_refused(
+    tmp_path,
+):
+    from ad.utils import replace_marked_block
+
+    page = tmp_path / "page.md"
+    page.write_text("<!-- a -->\nold\n<!-- /x -->\nkept\n<!-- b -->\nother\n<!-- /x -->\n")
+    replace_marked_block(page, "<!-- b -->", "<!-- /x -->", "new")
+    assert page.read_text() == "<!-- a -->\nold\n<!-- /x -->\nkept\n<!-- b -->\nnew\n<!-- /x -->\n"
+    refused_in_one_line(
+        lambda: replace_marked_block(page, "<!-- c -->", "<!-- /x -->", "new"), "no <!-- c -->"
+    )

@@ -22,15 +22,16 @@ class RecordingVecEnv(VecEnvWrapper):
 
     It sits directly on the family's streams (``TaskFamily.make_vec_env``: a ``DummyVecEnv`` by
     default, or a ``VecEnv`` with its semantics), below any wrapper SB3 adds
-    (``VecTransposeImage``), so it stores the env's own observations, the actions actually sent, and the raw rewards copied at
-    the step (PPO later adds bootstrapped values to its reward array in place). DummyVecEnv merges
-    terminated/truncated into ``dones`` and auto-resets: ``terminations = dones and not
-    infos["TimeLimit.truncated"]`` is exactly Gymnasium's ``terminated``; ``truncations`` is
-    ``truncated and not terminated``; the observation returned after a done is the reset
-    observation, which is the one the next action is chosen on. Steps after the arrays are full
-    pass through unrecorded. Discrete actions are int64 ``(S, T)``, Box actions float32
-    ``(S, T, act_dim)`` (see the module docstring for what SB3 sent). A ``reset()`` in the middle of a history (not done by SB3's learn)
-    marks the interrupted episodes truncated at the previous step.
+    (``VecTransposeImage``), so it stores the env's own observations, the actions actually sent, and
+    the raw rewards copied at the step (PPO later adds bootstrapped values to its reward array in
+    place). DummyVecEnv merges terminated/truncated into ``dones`` and auto-resets:
+    ``terminations = dones and not infos["TimeLimit.truncated"]`` is exactly Gymnasium's
+    ``terminated``; ``truncations`` is ``truncated and not terminated``; the observation returned
+    after a done is the reset observation, which is the one the next action is chosen on. Steps
+    after the arrays are full pass through unrecorded. Discrete actions are int64 ``(S, T)``, Box
+    actions float32 ``(S, T, act_dim)`` (see the module docstring for what SB3 sent). A ``reset()``
+    in the middle of a history (not done by SB3's learn) marks the interrupted episodes truncated
+    at the previous step.
 
     With an ``oracle`` (the family's, see ``TaskFamily.optimal_action``) it also records, at every
     step, the optimal action in the state the step's action was chosen in (``optimal_actions``,
